@@ -1,0 +1,10 @@
+"""headlab: see, steer and sparsify the attention heads of Hugging Face transformers."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .attend import attend
+from .hf import attach
+from .reference import reference_attention
+
+__all__ = ["__version__", "attend", "attach", "reference_attention"]

@@ -1,0 +1,136 @@
+"""Command line: ``headlab scan | report | steer | sparsify | bench | lab``."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """headlab: see, steer and sparsify the attention heads of Hugging Face transformers."""
+
+
+def _summary(res, all_heads: bool) -> None:
+    metrics = res.meta["metrics"]
+    out = Console()
+    if all_heads:
+        t = Table(title="heads")
+        for c in ["layer", "head", *metrics, "roles"]:
+            t.add_column(c, justify="right" if c != "roles" else "left")
+        for r in res.records:
+            t.add_row(str(r["layer"]), str(r["head"]), *("-" if r[m] is None else f"{r[m]:.3f}" for m in metrics), " ".join(r["roles"]))
+        out.print(t)
+    t = Table(title=f"per-layer mean over heads ({res.meta['model']})")
+    t.add_column("layer", justify="right")
+    for m in metrics:
+        t.add_column(m, justify="right")
+    L = res.meta["n_layers"]
+    for layer in range(L):
+        row = [str(layer)]
+        for m in metrics:
+            vals = [r[m] for r in res.records if r["layer"] == layer and r[m] is not None]
+            row.append(f"{sum(vals) / len(vals):.3f}" if vals else "-")
+        t.add_row(*row)
+    out.print(t)
+    t = Table(title="roles (thresholds in README)")
+    t.add_column("role")
+    t.add_column("count", justify="right")
+    t.add_column("heads (layer, head), strongest first")
+    key = {"sink": "sink", "previous-token": "prev_token", "induction": "induction", "retrieval": "retrieval",
+           "local": "distance", "broad": "entropy"}
+    for role, m in key.items():
+        hs = [r for r in res.records if role in r["roles"]]
+        hs.sort(key=lambda r: (r.get(m) or 0) * (-1 if role != "local" else 1))
+        t.add_row(role, str(len(hs)), " ".join(f"L{r['layer']}H{r['head']}" for r in hs[:12]) + (" …" if len(hs) > 12 else ""))
+    out.print(t)
+
+
+@app.command()
+def scan(
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m, minilm, or a local Hugging Face folder"),
+    texts: Optional[Path] = typer.Option(None, help="UTF-8 file, texts separated by blank lines (default: built-in prose)"),
+    n_texts: int = typer.Option(8, help="number of built-in texts when --texts is not given"),
+    max_tokens: int = typer.Option(512, help="tokens kept per text"),
+    metrics: str = typer.Option("all", help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval, or all"),
+    out: Path = typer.Option(Path("headlab-report"), help="output folder"),
+    html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
+    all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
+    threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+) -> None:
+    """Per-head statistics of every attention head; writes heads.json, heads.csv, meta.json, atlas.png."""
+    import torch
+
+    from .data import prose
+    from .models import load
+    from .scan import parse_metrics, read_texts, run_scan
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        mlist = parse_metrics(metrics)
+        if n_texts < 1:
+            raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
+        text_list = read_texts(texts) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
+        with console.status(f"loading {model}"):
+            m, tok = load(model)
+        if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
+            mlist.remove("retrieval")
+            console.print("[yellow]retrieval skipped: it needs a generative model[/]")
+        n_steps = len(text_list) * bool(set(mlist) & {"sink", "sink_rate", "entropy", "prev_token", "distance"})
+        n_steps += "induction" in mlist
+        n_steps += 18 * ("retrieval" in mlist)
+        with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as progress:
+            task = progress.add_task("", total=n_steps)
+            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out,
+                           tick=lambda msg: progress.update(task, advance=1, description=msg))
+        if html:
+            from .report.html import write_html_report
+
+            write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1])
+    except (ValueError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    _summary(res, all_heads)
+    files = ["heads.json", "heads.csv", "meta.json", "atlas.png"] + (["index.html"] if html else [])
+    console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
+
+
+def _register_optional() -> None:
+    """Sub-command groups that live in their own files."""
+    try:
+        from .cli_report import report
+
+        app.command("report")(report)
+    except ImportError:  # pragma: no cover
+        pass
+    for mod, name, attr in (("cli_lab", "lab", "app"), ("cli_sparsify", "sparsify", "app"),
+                            ("cli_sparsify", "bench", "bench_app"), ("cli_steer", "steer", "app")):
+        try:
+            module = __import__(f"headlab.{mod}", fromlist=[attr])
+            app.add_typer(getattr(module, attr), name=name)
+        except (ImportError, AttributeError):  # pragma: no cover
+            pass
+
+
+_register_optional()
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app(prog_name="headlab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""``attach(model, probes=..., edits=..., pattern=...)``: route every attention layer of a Hugging
+Face model through headlab's engine, via transformers' ``AttentionInterface`` and
+``AttentionMaskInterface``; the model's own implementation is restored on exit, also on errors.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from .attend import attend, make_context
+from .masks import to_bool_mask
+
+_counter = itertools.count()
+
+#: keyword arguments from HF that change attention semantics and that headlab does not implement
+_UNSUPPORTED_KW = ("sliding_window", "softcap", "s_aux", "position_bias")
+
+
+def model_shape(model) -> tuple[int, int, int]:
+    """(layers, query heads, key/value heads) from a HF config."""
+    cfg = model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n_layers = cfg.num_hidden_layers
+    n_heads = cfg.num_attention_heads
+    n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
+    return int(n_layers), int(n_heads), int(n_kv)
+
+
+def _resolve_probes(probes) -> list:
+    from .probes import make_probe
+
+    return [make_probe(p) if isinstance(p, str) else p for p in probes]
+
+
+def _resolve_pattern(pattern, n_layers: int, n_heads: int) -> dict[int, Any]:
+    if pattern is None:
+        return {}
+    if isinstance(pattern, Mapping):
+        out = {}
+        for layer, p in pattern.items():
+            if not isinstance(layer, int) or not 0 <= layer < n_layers:
+                raise ValueError(f"pattern layer {layer!r} out of range: valid layers are 0..{n_layers - 1}")
+            if isinstance(p, Sequence) and not isinstance(p, str):
+                if len(p) != n_heads:
+                    raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; the model has {n_heads} query heads")
+                from .patterns import per_head
+
+                p = per_head(list(p))
+            out[layer] = p
+        return out
+    return {layer: pattern for layer in range(n_layers)}
+
+
+class Run:
+    """What ``attach`` yields: collected statistics and the shared state."""
+
+    def __init__(self, model, probes, edits, patterns, state) -> None:
+        self.model = model
+        self.probes = probes
+        self.edits = edits
+        self.patterns = patterns
+        self.state = state
+        self.calls = 0
+        self.layers_seen: set[int] = set()
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """{probe name: (layers, heads) tensor}, averaged over every call so far."""
+        if not self.calls:
+            raise RuntimeError("no attention call went through headlab: run the model inside the `with attach(...)` block")
+        return {p.name: p.result() for p in self.probes}
+
+
+def _make_fn(run: Run, n_layers: int, n_heads: int, n_kv: int):
+    order: dict[int, int] = {}
+
+    def headlab_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        for kw in _UNSUPPORTED_KW:
+            if kwargs.get(kw) is not None:
+                raise NotImplementedError(f"headlab does not implement attention with {kw}={kwargs[kw]!r} yet")
+        layer = getattr(module, "layer_idx", None)
+        if layer is None:
+            layer = order.setdefault(id(module), len(order))
+        run.calls += 1
+        run.layers_seen.add(layer)
+        pattern = run.patterns.get(layer)
+        if not run.probes and not run.edits and pattern is None:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        causal = bool(getattr(module, "is_causal", True))
+        bmask = to_bool_mask(attention_mask)
+        ctx = make_context(query, key, causal, bmask, layer=layer, n_layers=n_layers, state=run.state)
+        out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
+                     edits=run.edits, probes=run.probes, ctx=ctx)
+        out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
+        return out.transpose(1, 2).contiguous(), None
+
+    return headlab_attention
+
+
+@contextlib.contextmanager
+def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, state: dict | None = None) -> Iterator[Run]:
+    """Route ``model``'s attention through headlab for the duration of the block.
+
+    probes: names ("sink", "entropy", ...) or Probe objects; edits: Edit objects (applied in list
+    order at each stage); pattern: a Pattern for all layers, ``{layer: Pattern}``, or
+    ``{layer: [Pattern per query head]}``; state: dict visible to plug-ins as ``ctx.state``.
+    """
+    if not getattr(model, "_supports_attention_backend", False):
+        raise ValueError(
+            f"{type(model).__name__} does not route its attention through transformers' AttentionInterface; "
+            "headlab can only attach to models that do (Llama, Qwen, Mistral, GPT-2, BERT, ... in transformers >= 5)"
+        )
+    n_layers, n_heads, n_kv = model_shape(model)
+    probes = _resolve_probes(probes)
+    for p in probes:
+        p.reset(n_layers, n_heads)
+    edits = list(edits)
+    for e in edits:
+        e.bind(n_layers, n_heads)
+    run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads), dict(state or {}))
+    name = f"headlab_{next(_counter)}"
+    AttentionInterface.register(name, _make_fn(run, n_layers, n_heads, n_kv))
+    AttentionMaskInterface.register(name, sdpa_mask)
+    previous = model.config._attn_implementation
+    try:
+        model.set_attn_implementation(name)
+        yield run
+    finally:
+        model.set_attn_implementation(previous)
+        AttentionInterface._global_mapping.pop(name, None)
+        AttentionMaskInterface._global_mapping.pop(name, None)

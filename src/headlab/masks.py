@@ -1,0 +1,60 @@
+"""Mask and position helpers shared by the engine and the reference.
+
+Conventions: q (B, H, T, d), k (B, Hkv, S, d); the T queries are the last T of the S key
+positions. Boolean masks are True where a query may attend to a key.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def expand_kv(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """(B, Hkv, S, d) -> (B, H, S, d), query head h reading KV head h // (H // Hkv)."""
+    hkv = x.shape[1]
+    if n_heads % hkv:
+        raise ValueError(f"query heads {n_heads} must be a multiple of key/value heads {hkv}")
+    return x if hkv == n_heads else x.repeat_interleave(n_heads // hkv, dim=1)
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"expected 4-D q (B,H,T,d), k/v (B,Hkv,S,d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    B, H, T, d = q.shape
+    if k.shape[0] != B or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"shape mismatch: q {tuple(q.shape)} (B,H,T,d), k {tuple(k.shape)}, v {tuple(v.shape)} (B,Hkv,S,d)")
+    if T > k.shape[2]:
+        raise ValueError(f"more queries than keys: T={T} > S={k.shape[2]} (queries are the last T of S positions)")
+    if H % k.shape[1]:
+        raise ValueError(f"query heads {H} must be a multiple of key/value heads {k.shape[1]}")
+
+
+def to_bool_mask(attn_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Accept bool (True = attend) or additive float (0 / -inf) masks; return bool or None."""
+    if attn_mask is None or attn_mask.dtype == torch.bool:
+        return attn_mask
+    return attn_mask > torch.finfo(attn_mask.dtype).min / 2
+
+
+def causal_mask(T: int, S: int, device=None) -> torch.Tensor:
+    """(T, S) bool, query t (position S - T + t) sees keys 0 .. S - T + t."""
+    i = torch.arange(S - T, S, device=device).unsqueeze(1)
+    j = torch.arange(S, device=device).unsqueeze(0)
+    return j <= i
+
+
+def positions_from_mask(mask: torch.Tensor | None, B: int, T: int, S: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key and query positions counted from each row's first real token (-1 for pads).
+
+    ``mask`` is the model's bool mask (B, 1|H, T, S) or None (no padding). A key is real when
+    some query may see it; a query is real when it may see itself (its diagonal entry).
+    Returns key_pos (B, S) and query_pos (B, T), both long.
+    """
+    if mask is None:
+        kp = torch.arange(S, device=device).expand(B, S)
+        return kp, kp[:, S - T:]
+    m = mask.any(dim=1) if mask.shape[1] > 1 else mask[:, 0]  # (B, T, S)
+    key_valid = m.any(dim=1)  # (B, S)
+    diag = m[:, torch.arange(T, device=m.device), torch.arange(S - T, S, device=m.device)]  # (B, T)
+    key_pos = torch.where(key_valid, key_valid.long().cumsum(-1) - 1, torch.full_like(key_valid, -1, dtype=torch.long))
+    q_pos = torch.where(diag & key_valid[:, S - T:], key_pos[:, S - T:], torch.full_like(diag, -1, dtype=torch.long))
+    return key_pos, q_pos

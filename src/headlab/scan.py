@@ -1,0 +1,143 @@
+"""``headlab scan``: every head of a model through the streaming probes, then roles, files, plot."""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .atlas import ROLE_RULES, records, uniform_entropy
+from .hf import attach, model_shape
+from .io import atomic_dir
+from .probes import REGISTRY
+from .stats import check_input, forward_for_attention
+
+ALL_METRICS = ("sink", "sink_rate", "entropy", "prev_token", "distance", "induction", "retrieval")
+
+FORMULAS = {
+    "sink": "mean over queries i of A[i,0] (key 0 = first real token)",
+    "sink_rate": "fraction of texts with mean_i A[i,0] > 0.3 (Gu et al. 2410.10781, eps=0.3)",
+    "entropy": "mean over i of -sum_j A[i,j] ln A[i,j] (nats)",
+    "prev_token": "mean over i >= 1 of A[i,i-1]",
+    "distance": "mean over i of sum_j A[i,j] (i-j)",
+    "induction": "on random tokens r+r (|r|=n), mean over second-half i of A[i,i-n+1]",
+    "retrieval": "Wu et al. 2404.15574: per decode step, +1/|span| when a head's top-1 key is in the needle answer "
+                 "span and equals the generated token; mean over successful needle cases",
+}
+
+
+def parse_metrics(spec: str | list[str]) -> list[str]:
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [m.strip() for m in items if m.strip()]
+    if items == ["all"]:
+        return list(ALL_METRICS)
+    bad = [m for m in items if m not in ALL_METRICS]
+    if bad or not items:
+        raise ValueError(f"unknown metrics {bad or items}: choose from {', '.join(ALL_METRICS)} or 'all'")
+    return items
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts from a file: paragraphs separated by blank lines (UTF-8)."""
+    if not path.exists():
+        raise ValueError(f"texts file {str(path)!r} does not exist")
+    raw = path.read_text(encoding="utf-8")
+    texts = [t.strip() for t in raw.replace("\r\n", "\n").split("\n\n") if t.strip()]
+    if not texts:
+        raise ValueError(f"texts file {str(path)!r} is empty: give at least one paragraph of text")
+    return texts
+
+
+@dataclass
+class ScanResult:
+    records: list[dict]
+    stats: dict[str, torch.Tensor]
+    meta: dict
+    out: Path | None = None
+    token_ids: list[torch.Tensor] = field(default_factory=list)
+
+
+def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | None) -> list[torch.Tensor]:
+    if max_tokens < 2:
+        raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+    if max_context is not None and max_tokens > max_context:
+        raise ValueError(f"max_tokens {max_tokens} is longer than the model's context: valid values are 2..{max_context}")
+    out = []
+    for i, t in enumerate(texts):
+        ids = tok(t, return_tensors="pt", truncation=False)["input_ids"][:, :max_tokens]
+        if ids.shape[1] == 0:
+            raise ValueError(f"text #{i} is empty after tokenisation; every text needs at least one token")
+        out.append(ids)
+    return out
+
+
+def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
+             out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
+             edits=(), retrieval_lengths=(500, 1000)) -> ScanResult:
+    """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``."""
+    tick = tick or (lambda msg: None)
+    n_layers, n_heads, n_kv = model_shape(model)
+    causal_lm = hasattr(model, "generate") and hasattr(model, "lm_head")
+    if "retrieval" in metrics and not causal_lm:
+        raise ValueError("the retrieval metric needs a generative (causal LM) model; drop it with --metrics for encoders")
+    ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None))
+    t0 = time.time()
+    stats: dict[str, torch.Tensor] = {}
+    query = [m for m in metrics if m in REGISTRY]
+    if query:
+        with attach(model, probes=query, edits=list(edits)) as run:
+            for i, x in enumerate(ids):
+                check_input(model, x)
+                forward_for_attention(model, x)
+                tick(f"text {i + 1}/{len(ids)} ({x.shape[1]} tokens)")
+        stats.update(run.stats())
+    if "induction" in metrics:
+        from .probes.induction import InductionProbe, repeated_random_tokens
+
+        x = repeated_random_tokens(model.config.vocab_size, n=50, batch=8, seed=0)
+        probe = InductionProbe(50)
+        with attach(model, probes=[probe], edits=list(edits)):
+            forward_for_attention(model, x)
+        stats["induction"] = probe.result()
+        tick("induction (8 x repeated 50 random tokens)")
+    cases = []
+    if "retrieval" in metrics:
+        from .probes.retrieval import retrieval_scores
+
+        stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, progress=lambda: tick("retrieval case"))
+    stats = {m: stats[m] for m in metrics}
+    lengths = [int(x.shape[1]) for x in ids]
+    recs = records(stats, uniform_entropy(lengths))
+    meta = {
+        "model": model_name,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv,
+        "headlab_version": __version__,
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "texts": [{"name": f"text{i}", "n_tokens": n} for i, n in enumerate(lengths)],
+        "metrics": list(metrics),
+        "formulas": {m: FORMULAS[m] for m in metrics},
+        "roles": ROLE_RULES,
+        "uniform_entropy": uniform_entropy(lengths),
+        "edits": [e.describe() for e in edits],
+        "pattern": None,
+        "retrieval_cases": [{"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer,
+                             "recall": round(c.recall, 3)} for c in cases],
+        "seconds": round(time.time() - t0, 1),
+    }
+    res = ScanResult(recs, stats, meta, out, ids)
+    if out is not None:
+        from .report.files import write_meta, write_records
+        from .report.png import atlas_png
+
+        with atomic_dir(out) as stage:
+            write_records(stage, recs, list(metrics))
+            write_meta(stage, meta)
+            atlas_png(stage / "atlas.png", recs, list(metrics), title=f"{model_name}: head atlas")
+    return res

@@ -1,0 +1,56 @@
+"""``head_stats``: query-only per-head metrics of a model on given inputs, streaming.
+
+Formulas (A = attention weights of one head, i = query, j = key, positions from each row's
+first real token; every metric is averaged over all valid queries of all rows):
+    sink        A[i, 0]
+    sink_rate   1[ mean_i A[i, 0] > 0.3 ] per row (Gu et al. arXiv 2410.10781, Sink_1^ε / 100)
+    entropy     −Σ_j A[i, j] ln A[i, j]   (nats)
+    prev_token  A[i, i−1]                  (queries i ≥ 1)
+    distance    Σ_j A[i, j] (i − j)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .hf import attach, model_shape
+from .probes import REGISTRY
+
+QUERY_METRICS = tuple(REGISTRY)
+
+
+def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[1] == 0 or (attention_mask is not None and bool((attention_mask.sum(-1) == 0).any())):
+        raise ValueError("empty input: every row needs at least one token")
+    max_len = getattr(model.config, "max_position_embeddings", None)
+    if max_len is not None and input_ids.shape[1] > max_len:
+        raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than the model's context: valid lengths are 1..{max_len}")
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is not None and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
+        raise ValueError(f"token ids must lie in 0..{vocab - 1}, got range {int(input_ids.min())}..{int(input_ids.max())}")
+
+
+def forward_for_attention(model, input_ids, attention_mask=None):
+    """One forward pass that skips the vocabulary projection where the model allows it."""
+    kw = {"attention_mask": attention_mask, "use_cache": False}
+    base = getattr(model, "base_model", None) if hasattr(model, "lm_head") else None
+    with torch.no_grad():
+        if base is not None and base is not model:
+            return base(input_ids=input_ids, **kw)
+        return model(input_ids=input_ids, **kw)
+
+
+def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink", "entropy", "prev_token", "distance"),
+               attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """{metric: (layers, heads) tensor} for ``input_ids`` (B, T); pad positions (mask 0) excluded."""
+    unknown = [m for m in metrics if m not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}: query metrics are {list(QUERY_METRICS)} (induction and retrieval have their own helpers)")
+    check_input(model, input_ids, attention_mask)
+    model_shape(model)
+    with attach(model, probes=list(metrics)) as run:
+        forward_for_attention(model, input_ids, attention_mask)
+    return run.stats()

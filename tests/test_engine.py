@@ -1,0 +1,145 @@
+"""Engine paths (SDPA, lse statistics, chunked eager) against the dense reference."""
+import sys
+
+import pytest
+import torch
+
+import headlab
+from headlab.attend import make_context
+from headlab.masks import causal_mask
+from headlab.probes import make_probe
+
+ENGINE = sys.modules["headlab.attend"]
+METRICS = ["sink", "sink_rate", "entropy", "prev_token", "distance"]
+
+
+def qkv(B=2, H=3, Hkv=1, T=63, S=63, d=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, d, generator=g)
+    k = torch.randn(B, Hkv, S, d, generator=g)
+    v = torch.randn(B, Hkv, S, d, generator=g)
+    return q, k, v
+
+
+def left_pad_mask(B, T, S, pads):
+    m = torch.ones(B, 1, T, S, dtype=torch.bool) & causal_mask(T, S)
+    for b, p in enumerate(pads):
+        m[b, :, :, :p] = False
+        m[b, :, : max(0, p - (S - T))] = False  # pad queries see nothing
+    return m
+
+
+def direct_metrics(a, key_pos, query_pos):
+    """Formulas applied to full weights a (B,H,T,S): pooled means over valid queries."""
+    B, H, T, S = a.shape
+    out = {}
+    valid = query_pos >= 0
+    first = (key_pos == 0).float().argmax(-1)
+    sink = torch.stack([a[b, :, :, first[b]] for b in range(B)])
+    ent = -(torch.special.xlogy(a, a)).sum(-1)
+    qabs = torch.arange(S - T, S)
+    prev = a[:, :, torch.arange(T), (qabs - 1).clamp(min=0)]
+    dist = query_pos[:, None, :].double() - torch.einsum("bhts,bs->bht", a.double(), key_pos.clamp(min=0).double())
+
+    def pooled(x, mask):
+        w = mask[:, None, :].double()
+        return (x.double() * w).sum((0, 2)) / w.sum((0, 2))
+
+    out["sink"] = pooled(sink, valid)
+    out["entropy"] = pooled(ent, valid)
+    out["prev_token"] = pooled(prev, query_pos >= 1)
+    out["distance"] = pooled(dist, valid)
+    alpha = (sink.double() * valid[:, None]).sum(-1) / valid.sum(-1)[:, None]
+    out["sink_rate"] = (alpha > 0.3).double().mean(0)
+    return out
+
+
+@pytest.mark.parametrize("path", ["sdpa", "stats", "eager"])
+@pytest.mark.parametrize("case", ["prefill", "padded", "decode", "bidirectional"])
+def test_paths_match_reference(path, case):
+    B, H, Hkv, d = 2, 3, 1, 40
+    T = S = 63
+    mask, causal = None, True
+    if case == "decode":
+        T = 1
+    q, k, v = qkv(B, H, Hkv, T, S, d)
+    if case == "padded":
+        mask = left_pad_mask(B, T, S, [5, 0])
+    if case == "bidirectional":
+        causal = False
+    ref = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask)
+    probes = [make_probe(m) for m in METRICS] if path == "stats" else []
+    out = headlab.attend(q, k, v, causal=causal, attn_mask=mask, probes=probes, path=path, chunk=7)
+    valid = torch.ones(B, T, dtype=torch.bool) if mask is None else mask[:, 0].any(-1)
+    assert torch.allclose(out[valid.unsqueeze(1).expand(B, H, T)], ref[valid.unsqueeze(1).expand(B, H, T)], atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["stats", "eager"])
+@pytest.mark.parametrize("case", ["prefill", "padded", "decode", "bidirectional"])
+def test_probe_metrics_match_formulas(path, case):
+    B, H, Hkv, d = 2, 3, 1, 40
+    T = S = 63
+    mask, causal = None, True
+    if case == "decode":
+        T = 1
+    q, k, v = qkv(B, H, Hkv, T, S, d, seed=1)
+    q = q * 3  # sharper attention
+    if case == "padded":
+        mask = left_pad_mask(B, T, S, [5, 0])
+    if case == "bidirectional":
+        causal = False
+    _, a = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask, return_weights=True)
+    ctx = make_context(q, k, causal, mask)
+    want = direct_metrics(a, ctx.key_pos, ctx.query_pos)
+    probes = [make_probe(m) for m in METRICS]
+    headlab.attend(q, k, v, causal=causal, attn_mask=mask, probes=probes, path=path, chunk=10, ctx=ctx)
+    for p in probes:
+        got = p.result()[0].double()
+        assert torch.allclose(got, want[p.name], atol=1e-4, equal_nan=True), (p.name, got, want[p.name])
+
+
+def test_chunk_size_does_not_change_result():
+    q, k, v = qkv()
+    a = headlab.attend(q, k, v, path="eager", chunk=5)
+    b = headlab.attend(q, k, v, path="eager", chunk=63)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_private_flash_op_returns_logsumexp():
+    """The stats path relies on this private op; if torch changes it this test says so."""
+    q, k, v = qkv(1, 3, 3, 63, 63, 40)
+    o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=0.2)
+    s = (q @ k.transpose(-1, -2) * 0.2).masked_fill(~causal_mask(63, 63), float("-inf"))
+    assert torch.allclose(lse, s.logsumexp(-1), atol=1e-4)
+    assert torch.allclose(o, s.softmax(-1) @ v, atol=1e-5)
+
+
+def test_path_selection():
+    probes = [make_probe("sink")]
+    q = torch.zeros(1, 1, 1, 1)
+    assert ENGINE.select_path(q, [], [], None, None) == "sdpa"
+    assert ENGINE.select_path(q, [], probes, None, None) == "stats"
+
+    from headlab.probes import Probe
+
+    class SlowProbe(Probe):
+        fast_needs = None
+
+    assert ENGINE.select_path(q, [], [SlowProbe()], None, None) == "eager"
+
+
+@pytest.mark.parametrize("bad", [
+    (torch.zeros(2, 3, 5), torch.zeros(2, 1, 5, 4), torch.zeros(2, 1, 5, 4)),
+    (torch.zeros(1, 3, 9, 4), torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4)),
+    (torch.zeros(1, 3, 5, 4), torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),
+    (torch.zeros(1, 3, 5, 4), torch.zeros(1, 1, 5, 8), torch.zeros(1, 1, 5, 8)),
+])
+def test_bad_shapes_name_the_shapes(bad):
+    with pytest.raises(ValueError, match=r"\("):
+        headlab.attend(*bad)
+
+
+def test_unknown_path():
+    q, k, v = qkv(1, 1, 1, 4, 4, 8)
+    with pytest.raises(ValueError, match="unknown path"):
+        headlab.attend(q, k, v, path="warp")

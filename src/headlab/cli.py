@@ -100,7 +100,7 @@ def scan(
 
             write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1])
     except (ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     _summary(res, all_heads)
     files = ["heads.json", "heads.csv", "meta.json", "atlas.png"] + (["index.html"] if html else [])

@@ -101,6 +101,9 @@ def _load_folder(path: Path, dtype: torch.dtype, causal_lm: bool | None = None):
 
 def load(name_or_path: str = "smollm2-135m", dtype: torch.dtype = torch.float32):
     """Return ``(model, tokenizer)`` in eval mode with sdpa attention."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
     if key == "smollm2-135m":
         return _load_smollm2(dtype)

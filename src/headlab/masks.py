@@ -25,7 +25,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if T > k.shape[2]:
         raise ValueError(f"more queries than keys: T={T} > S={k.shape[2]} (queries are the last T of S positions)")
     if H % k.shape[1]:
-        raise ValueError(f"query heads {H} must be a multiple of key/value heads {k.shape[1]}")
+        raise ValueError(f"query heads {H} must be a multiple of key/value heads {k.shape[1]}: q {tuple(q.shape)}, k {tuple(k.shape)}")
 
 
 def to_bool_mask(attn_mask: torch.Tensor | None) -> torch.Tensor | None:

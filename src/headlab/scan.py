@@ -62,14 +62,23 @@ class ScanResult:
     token_ids: list[torch.Tensor] = field(default_factory=list)
 
 
-def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | None) -> list[torch.Tensor]:
+def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | None, prefix: str | None = None) -> list[torch.Tensor]:
+    """Token ids (1, <= max_tokens) per text. ``prefix``: a special token (e.g. "<|endoftext|>") put
+    first, so that it — not the first word of the text — is the initial token (the usual sink)."""
+    pre: list[int] = []
+    if prefix:
+        pid = tok.convert_tokens_to_ids(prefix)
+        if pid is None or pid == tok.unk_token_id:
+            raise ValueError(f"--prefix {prefix!r} is not a single token of this tokenizer (e.g. {tok.eos_token!r})")
+        pre = [pid]
     if max_tokens < 2:
         raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
     if max_context is not None and max_tokens > max_context:
         raise ValueError(f"max_tokens {max_tokens} is longer than the model's context: valid values are 2..{max_context}")
     out = []
     for i, t in enumerate(texts):
-        ids = tok(t, return_tensors="pt", truncation=False)["input_ids"][:, :max_tokens]
+        ids = tok(t, return_tensors="pt", truncation=False)["input_ids"]
+        ids = torch.cat([torch.tensor([pre], dtype=torch.long).view(1, -1), ids], dim=1)[:, :max_tokens]
         if ids.shape[1] == 0:
             raise ValueError(f"text #{i} is empty after tokenisation; every text needs at least one token")
         out.append(ids)
@@ -78,14 +87,14 @@ def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | No
 
 def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
              out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
-             edits=(), retrieval_lengths=(500, 1000)) -> ScanResult:
+             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None) -> ScanResult:
     """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``."""
     tick = tick or (lambda msg: None)
     n_layers, n_heads, n_kv = model_shape(model)
     causal_lm = hasattr(model, "generate") and hasattr(model, "lm_head")
     if "retrieval" in metrics and not causal_lm:
         raise ValueError("the retrieval metric needs a generative (causal LM) model; drop it with --metrics for encoders")
-    ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None))
+    ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None), prefix)
     t0 = time.time()
     stats: dict[str, torch.Tensor] = {}
     query = [m for m in metrics if m in REGISTRY]
@@ -125,6 +134,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         "formulas": {m: FORMULAS[m] for m in metrics},
         "roles": ROLE_RULES,
         "uniform_entropy": uniform_entropy(lengths),
+        "prefix_token": prefix,
         "edits": [e.describe() for e in edits],
         "pattern": None,
         "retrieval_cases": [{"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer,

@@ -1,0 +1,38 @@
+"""Retrieval score protocol pieces, and a short real-model run (marked)."""
+import pytest
+import torch
+
+from headlab.context import AttnContext
+from headlab.probes.retrieval import NEEDLES, ArgmaxProbe, build_case, retrieval_case, rouge1_recall
+
+
+def test_rouge1_recall():
+    assert rouge1_recall("Seven purple elephants, dancing!", "seven purple elephants dancing") == 1.0
+    assert rouge1_recall("two purple cats", "seven purple elephants dancing") == 0.25
+    assert rouge1_recall("anything", "") == 0.0
+
+
+def test_argmax_probe_keeps_last_query_only():
+    p = ArgmaxProbe()
+    a = torch.zeros(1, 2, 3, 5)
+    a[0, 0, 2, 4] = 1
+    a[0, 1, 2, 1] = 1
+    a[0, :, 0, 0] = 1
+    ctx = AttnContext(3, 4, 2, 1, True, torch.arange(5)[None], torch.arange(2, 5)[None], q_index=torch.arange(3))
+    p.update(a, ctx)
+    assert p.last[3].tolist() == [[4, 1]]
+
+
+@pytest.mark.model
+def test_needle_span_and_real_retrieval(smollm2):
+    model, tok = smollm2
+    ids, (s, e), answer = build_case(tok, 300, 0.5, 2)
+    assert tok.decode(ids[0, s:e]).strip() == answer
+    with pytest.raises(ValueError, match=r"depth must be in \[0, 1\]"):
+        build_case(tok, 300, 1.5, 0)
+    with pytest.raises(ValueError, match=r"needle must be in 0\.\.2"):
+        build_case(tok, 300, 0.5, len(NEEDLES))
+    case = retrieval_case(model, tok, 300, 0.5, 2, max_new=12)
+    assert case.recall > 0.5, case.answer  # SmolLM2 copies this needle at 300 tokens
+    assert float(case.scores.max()) > 0.1  # some heads copied it
+    assert case.scores.shape == (30, 9)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from .base import FAST_STATS, Probe
 from .distance import DistanceProbe
 from .entropy import EntropyProbe
+from .group_share import GroupShareProbe
+from .induction import InductionProbe, induction_scores
 from .prev_token import PrevTokenProbe
 from .sink import SinkProbe, SinkRateProbe
 
@@ -25,4 +27,4 @@ def make_probe(name: str) -> Probe:
 
 
 __all__ = ["FAST_STATS", "Probe", "REGISTRY", "make_probe", "SinkProbe", "SinkRateProbe", "EntropyProbe",
-           "PrevTokenProbe", "DistanceProbe"]
+           "PrevTokenProbe", "DistanceProbe", "GroupShareProbe", "InductionProbe", "induction_scores"]

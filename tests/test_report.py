@@ -219,8 +219,8 @@ def test_maps_from_a_tiny_model_match_full_eager_attention(tmp_path):
     cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=128)
     model = LlamaForCausalLM(cfg).eval()
-    write_synthetic_scan(tmp_path, ["x", "y"], n_layers=2, n_heads=4)
     text = "The <b>cat</b> & the dog sat on the mat, twice: the cat & the dog."  # 66 characters
+    write_synthetic_scan(tmp_path, list(text), n_layers=2, n_heads=4)  # meta.json: text0 of 66 tokens
     out = write_html_report(tmp_path, model=model, tokenizer=_CharTokenizer(), texts=[text], map_sites="L1H2,L0",
                             max_map_px=16, overview_px=8, topk=3)
     payload = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))
@@ -237,3 +237,58 @@ def test_maps_from_a_tiny_model_match_full_eager_attention(tmp_path):
         got = decode_map(m["map"], m["rows"], m["cols"])
         ok = ref >= 1e-5
         np.testing.assert_allclose(got[ok], ref[ok], rtol=0.025)
+
+
+def test_maps_of_a_bidirectional_encoder(tmp_path, tiny_bert):
+    """Non-causal attention: the maps cover the upper triangle too and match BERT's own weights."""
+    text = "bidirectional attention, all keys visible!"
+    write_synthetic_scan(tmp_path, list(text), n_layers=2, n_heads=3)
+    out = write_html_report(tmp_path, model=tiny_bert, tokenizer=_CharTokenizer(), texts=[text], max_map_px=16, topk=3)
+    t = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))["maps"]["texts"][0]
+    tiny_bert.set_attn_implementation("eager")
+    with torch.inference_mode():
+        full = tiny_bert(input_ids=torch.tensor([_CharTokenizer()(text)["input_ids"]]), output_attentions=True).attentions
+    m = t["heads"]["L1H2"]
+    ref = downsample_reference(full[1][0, 2].double().numpy(), m["rows"], m["cols"])
+    assert ref[0, -1] > 1e-3  # the first query sees the last keys
+    np.testing.assert_allclose(decode_map(m["map"], m["rows"], m["cols"]), ref, rtol=0.025)
+
+
+def test_texts_are_cut_to_the_scanned_token_count(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, max_position_embeddings=64)
+    write_synthetic_scan(tmp_path, ["a"] * 10, n_layers=1, n_heads=2)  # the scan kept 10 tokens
+    out = write_html_report(tmp_path, model=LlamaForCausalLM(cfg).eval(), tokenizer=_CharTokenizer(),
+                            texts=["abcdefghijklmnopqrstuvwxyz"], topk=2)
+    t = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))["maps"]["texts"][0]
+    assert t["name"] == "sample" and t["tokens"] == list("abcdefghij")
+    assert t["heads"]["L0H1"]["rows"] == 10 and t["heads"]["L0H1"]["kind"] == "detail"
+
+
+@pytest.mark.model
+def test_cli_report_recomputes_maps_for_smollm2(tmp_path):
+    """`headlab report DIR` reloads the model named in meta.json and maps every head of a short text."""
+    from typer.testing import CliRunner
+
+    from headlab.cli import app
+
+    text = "Alice gave Bob a book. Then Bob gave Alice a pen, and Alice said thanks to Bob for the pen."
+    write_synthetic_scan(tmp_path, ["x"] * 5, n_layers=30, n_heads=9, model="smollm2-135m", baseline=False)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["texts"] = [{"name": "alice", "n_tokens": 16}]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "texts.json").write_text(json.dumps([{"name": "alice", "text": text}]))
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(re.search(r'id="headlab-data">(.*?)</script>', (tmp_path / "index.html").read_text(), re.S).group(1))
+    t = payload["maps"]["texts"][0]
+    assert t["name"] == "alice" and t["n_tokens"] == 16 and "".join(t["tokens"]) == text[: len("".join(t["tokens"]))]
+    assert len(t["heads"]) == 270 and all(v["kind"] == "detail" and v["rows"] == 16 for v in t["heads"].values())
+    # late layers of SmolLM2 sink on the first token: the exact map's first column carries most weight
+    m = t["heads"]["L20H0"]
+    first_col = decode_map(m["map"], 16, 16)[:, 0]
+    assert first_col[1:].mean() > 0.2
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--no-maps"])
+    assert res.exit_code == 0 and "without a model" in (tmp_path / "index.html").read_text()

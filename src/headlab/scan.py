@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .atlas import ROLE_RULES, records, uniform_entropy
 from .hf import attach, model_shape
-from .io import atomic_dir
+from .io import atomic_dir, atomic_write_json
 from .probes import REGISTRY
 from .stats import check_input, forward_for_attention
 
@@ -149,5 +149,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         with atomic_dir(out) as stage:
             write_records(stage, recs, list(metrics))
             write_meta(stage, meta)
+            atomic_write_json(stage / "texts.json", [{"name": f"text{i}", "text": t, "ids": ids[i][0].tolist()}
+                                                     for i, t in enumerate(texts)])
             atlas_png(stage / "atlas.png", recs, list(metrics), title=f"{model_name}: head atlas")
     return res

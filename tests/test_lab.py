@@ -48,7 +48,7 @@ def test_memory_capacity_verdict_follows_rule_from_numbers():
 
 
 def test_sink_metrics_on_synthetic_weights():
-    t = 8
+    t = 16
     a = torch.zeros(1, 2, t, t)
     a[:, 0, :, 0] = 1.0                                           # head 0: everything on key 0 -> sink
     a[:, 1] = torch.ones(t, t).tril() / torch.arange(1, t + 1)[:, None]   # head 1: uniform causal
@@ -62,7 +62,7 @@ def test_sink_metrics_on_synthetic_weights():
 
 def test_abrupt_window_and_crossing_helpers():
     steps = list(range(0, 110, 10))
-    acc = [0.25] * 5 + [0.3, 0.9, 0.95, 0.95, 0.95, 0.95]
+    acc = [0.25] * 5 + [0.4, 0.9, 0.95, 0.95, 0.95, 0.95]
     t10, t90 = abrupt_window(steps, acc, chance=0.25)
     assert (t10, t90) == (50, 60)
     assert math.isnan(abrupt_window(steps, [0.25] * 11, 0.25)[0])
@@ -120,3 +120,5 @@ def test_cli_smoke(tmp_path):
     assert (tmp_path / "memory-capacity.png").exists()
     r = CliRunner().invoke(app, ["sinks", "--steps", "0", "--out", str(tmp_path)])
     assert r.exit_code != 0
+    r = CliRunner().invoke(app, ["induction", "--pairs", "5", "--steps", "2", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "multiple of B" in r.output

@@ -1,0 +1,109 @@
+"""``headlab lab``: small CPU experiments reproducing attention papers' phenomena (see headlab.lab).
+
+Every command prints a rich table and writes OUT/NAME.json (measured numbers, the claim, the rule and
+``reproduced``) and OUT/NAME.png.  ``--smoke`` runs a seconds-long configuration (for tests / CI).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Small CPU experiments that reproduce attention papers' phenomena (sinks, induction, "
+                       "in-context regression, associative-memory capacity, mixture-of-heads).",
+                  no_args_is_help=True)
+
+OUT = typer.Option(Path("headlab-report/lab"), "--out", help="output folder for NAME.json and NAME.png")
+SEED = typer.Option(0, "--seed", help="random seed (data, init)")
+SMOKE = typer.Option(False, "--smoke", help="seconds-long configuration (numbers are meaningless)")
+
+
+def _finish(module, kw: dict, seed: int, out: Path) -> None:
+    """Run ``module.run(seed=seed, **kw)``, write OUT/NAME.json + .png; bad sizes become a clean CLI error."""
+    from rich.console import Console
+
+    try:
+        result = module.run(seed=seed, **kw)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    paths = result.write(out, module.plot)
+    Console().print(f"wrote {paths['json']} and {paths['png']}")
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise typer.BadParameter(f"{name}={value} must be >= 1")
+    return value
+
+
+@app.command()
+def sinks(out: Path = OUT, steps: int = typer.Option(1200, help="training steps per model"),
+          layers: int = typer.Option(2, help="transformer layers"), d_model: int = typer.Option(64, help="width"),
+          heads: int = typer.Option(4, help="attention heads"), seed: int = SEED, smoke: bool = SMOKE):
+    """Softmax vs sigmoid (no normalisation) vs gated tiny LMs: first-token sink rate over training."""
+    from headlab.lab import sinks as exp
+
+    _threads()
+    kw = dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2) if smoke else dict(
+        steps=_positive("steps", steps), layers=layers, d_model=d_model, heads=heads)
+    _finish(exp, kw, seed, out)
+
+
+@app.command()
+def induction(out: Path = OUT, steps: int = typer.Option(5000, help="training steps"),
+              classes: int = typer.Option(16384, help="number of training classes K"),
+              pairs: int = typer.Option(4, help="item-label pairs N in the context (Reddy: 8)"),
+              dim: int = typer.Option(31, help="item dimension D (Reddy: 63)"),
+              lr: float = typer.Option(3e-3, help="Adam learning rate"), seed: int = SEED, smoke: bool = SMOKE):
+    """Reddy's bursty in-context classification: ICL accuracy and induction-head score over training."""
+    from headlab.lab import induction as exp
+
+    _threads()
+    kw = dict(steps=6, K=16, D=15, batch=8, evals=3) if smoke else dict(
+        steps=_positive("steps", steps), K=_positive("classes", classes), N=_positive("pairs", pairs),
+        D=_positive("dim", dim), lr=lr)
+    _finish(exp, kw, seed, out)
+
+
+@app.command("icl-regression")
+def icl_regression(out: Path = OUT, steps: int = typer.Option(6000, help="training steps per model"),
+                   dim: int = typer.Option(5, help="input dimension d"),
+                   context: int = typer.Option(20, help="context length n used in training"),
+                   seed: int = SEED, smoke: bool = SMOKE):
+    """One-layer multi-head softmax attention on in-context linear regression vs ridge / one-step GD."""
+    from headlab.lab import icl_regression as exp
+
+    _threads()
+    kw = dict(steps=5, batch=16, test_lengths=(20,)) if smoke else dict(
+        steps=_positive("steps", steps), d=dim, n=context)
+    _finish(exp, kw, seed, out)
+
+
+@app.command("memory-capacity")
+def memory_capacity(out: Path = OUT, trials: int = typer.Option(5, help="random memories per point"),
+                    seed: int = SEED, smoke: bool = SMOKE):
+    """Recall accuracy of linear-attention (Hebbian) memory vs stored pairs for d_k = 16..128."""
+    from headlab.lab import memory_capacity as exp
+
+    _threads()
+    kw = dict(d_ks=(8, 16), trials=1) if smoke else dict(trials=_positive("trials", trials))
+    _finish(exp, kw, seed, out)
+
+
+@app.command()
+def moh(out: Path = OUT, steps: int = typer.Option(800, help="training steps per model"),
+        heads: int = typer.Option(8, help="attention heads (20 gives exact 50/75/90%)"),
+        d_model: int = typer.Option(64, help="width"), seed: int = SEED, smoke: bool = SMOKE):
+    """Tiny LM with MoH at 50/75/90% active heads vs full MHA at equal steps."""
+    from headlab.lab import moh as exp
+
+    _threads()
+    kw = dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16) if smoke else dict(
+        steps=_positive("steps", steps), heads=heads, d_model=d_model)
+    _finish(exp, kw, seed, out)

@@ -1,0 +1,148 @@
+"""A small decoder-only LM whose token mixer is any registered mechanism
+(:data:`headlab.modules.registry.MECHANISMS`: softmax, sigmoid, gated, moh, linear, ...), given by name or
+as a factory with the registry's signature ``factory(d_model, n_heads) -> nn.Module``.
+
+Example::
+
+    lm = headlab.lab.tiny_lm(mechanism="gated", layers=4, d_model=128, heads=4)
+    logits, weights = lm(idx, return_weights=True)       # idx (B, T) byte ids, T <= max_len
+
+Pre-LayerNorm blocks (x + mix(LN x); x + MLP(LN x), GELU ×4), learned absolute positions, tied
+embeddings.  ``forward(idx (B,T), return_weights=True)`` also returns one (B,H,T,T) weight tensor per layer.
+:func:`train_lm` trains it with AdamW (warm-up + cosine) on :class:`~headlab.lab.text.TextData`, adding
+β·aux_loss of mechanisms that expose one (MoH load balancing, β = 0.01).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from headlab.modules.registry import make_mechanism
+
+from .progress import progress_bar
+from .text import VOCAB, TextData
+
+AUX_WEIGHT = 0.01
+#: a registry name, or a factory with the registry signature ``factory(d_model, n_heads) -> nn.Module``
+Mechanism = Union[str, Callable[[int, int], nn.Module]]
+
+
+def build_mixer(mechanism: Mechanism, d_model: int, heads: int) -> nn.Module:
+    return mechanism(d_model, heads) if callable(mechanism) else make_mechanism(mechanism, d_model, heads)
+
+
+class Block(nn.Module):
+    def __init__(self, mechanism: Mechanism, d_model: int, heads: int):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.mix = build_mixer(mechanism, d_model, heads)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+
+    def forward(self, x, return_weights: bool = False):
+        if return_weights:
+            y, a = self.mix(self.ln1(x), return_weights=True)
+        else:
+            y, a = self.mix(self.ln1(x)), None
+        x = x + y
+        return x + self.mlp(self.ln2(x)), a
+
+
+class TinyLM(nn.Module):
+    def __init__(self, mechanism: Mechanism = "softmax", layers: int = 4, d_model: int = 128, heads: int = 4,
+                 vocab: int = VOCAB, max_len: int = 256):
+        super().__init__()
+        if layers < 1 or vocab < 2 or max_len < 2:
+            raise ValueError(f"need layers >= 1, vocab >= 2, max_len >= 2; got {layers}, {vocab}, {max_len}")
+        self.mechanism = mechanism if isinstance(mechanism, str) else getattr(mechanism, "__name__", "custom")
+        self.max_len = max_len
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(max_len, d_model)
+        self.blocks = nn.ModuleList(Block(mechanism, d_model, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d_model)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx: torch.Tensor, return_weights: bool = False):
+        if idx.dim() != 2 or idx.shape[1] > self.max_len:
+            raise ValueError(f"idx must be (B, T) with T <= max_len={self.max_len}, got {tuple(idx.shape)}")
+        x = self.tok(idx) + self.pos.weight[: idx.shape[1]]
+        weights = []
+        for blk in self.blocks:
+            x, a = blk(x, return_weights)
+            weights.append(a)
+        logits = self.ln(x) @ self.tok.weight.T
+        return (logits, weights) if return_weights else logits
+
+    def aux_loss(self) -> torch.Tensor:
+        """Sum of the mechanisms' auxiliary losses from the last forward (0 when none)."""
+        total = torch.zeros(())
+        for blk in self.blocks:
+            aux = getattr(blk.mix, "aux_loss", None)
+            if isinstance(aux, torch.Tensor):
+                total = total + aux
+        return total
+
+
+def tiny_lm(mechanism: Mechanism = "softmax", layers: int = 4, d_model: int = 128, heads: int = 4,
+            vocab: int = VOCAB, max_len: int = 256, seed: int = 0) -> TinyLM:
+    """Build a seeded :class:`TinyLM` (same seed -> same weights)."""
+    torch.manual_seed(seed)
+    return TinyLM(mechanism, layers, d_model, heads, vocab, max_len)
+
+
+@torch.no_grad()
+def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64, n_batches: int = 4,
+              seed: int = 1234) -> float:
+    """Mean validation cross-entropy (nats/byte) on fixed windows."""
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(n_batches):
+        x, y = data.batch("val", batch, seq_len, gen)
+        losses.append(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item())
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+def train_lm(model: TinyLM, data: TextData, steps: int, batch: int = 32, seq_len: int = 64, lr: float = 3e-3,
+             seed: int = 0, every: int = 0, on_eval: Callable[[int, TinyLM], None] | None = None,
+             quiet: bool = False, description: str = "training") -> list[float]:
+    """Train for ``steps`` AdamW steps; call ``on_eval(step, model)`` at step 0, every ``every`` steps and at
+    the end.  Returns the training-loss history."""
+    if steps < 1:
+        raise ValueError(f"steps={steps} must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    hist = []
+    model.train()
+    if on_eval:
+        on_eval(0, model)
+    with progress_bar(description, steps, quiet) as advance:
+        for step in range(1, steps + 1):
+            x, y = data.batch("train", batch, seq_len, gen)
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+            total = loss + AUX_WEIGHT * model.aux_loss()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            hist.append(loss.item())
+            advance()
+            if on_eval and ((every and step % every == 0) or step == steps):
+                on_eval(step, model)
+    return hist

@@ -1,0 +1,104 @@
+"""Experiment ``sinks``: does an attention sink on the first token emerge with softmax attention, but not
+with sigmoid attention without normalisation, and less with a G1 output gate?
+
+Papers: Gu et al., "When Attention Sink Emerges in Language Models: An Empirical View" (ICLR 2025,
+arXiv 2410.10781) — sinks emerge during pre-training with softmax, and not with sigmoid attention without
+normalisation; Qiu et al., "Gated Attention for LLMs" (NeurIPS 2025, arXiv 2505.06708) — the G1 gate
+removes the first-token sink.
+
+Metric (SPEC §A1): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
+that key 0 gets, A_i0 / Σ_j A_ij (softmax rows already sum to one; σ weights of unnormalised sigmoid
+attention are turned into shares so that all mechanisms are compared on one scale; the raw σ mean is
+also reported).  ``first_token`` = mean α_0; ``sink_rate`` = Sink_1^ε = 100 · mean 1[α_0 > ε], ε = 0.3.
+Training windows start with a BOS token (id 256), which is key 0.
+
+Rule: reproduced iff at the end of training softmax sink_rate ≥ 20, sigmoid sink_rate ≤ softmax/2 and
+gated first_token < softmax first_token.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .result import LabResult, print_table
+from .text import TextData
+from .lm import TinyLM, eval_loss, tiny_lm, train_lm
+
+NAME = "sinks"
+EPS = 0.3
+MECHS = ("softmax", "sigmoid", "gated")
+CLAIM = ("Attention sinks on the first token emerge in LMs trained with softmax attention but not with "
+         "sigmoid attention without normalisation (Gu et al., ICLR 2025); a sigmoid output gate (G1) "
+         "reduces first-token attention (Qiu et al., NeurIPS 2025).")
+RULE = ("reproduced iff at the end of training: softmax Sink_1^0.3 >= 20%, sigmoid (no normalisation) "
+        "Sink_1^0.3 <= half of softmax's, and gated mean first-token share < softmax's.")
+
+
+def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, float | list[float]]:
+    """Sink statistics from per-layer weights (B, H, T, T) (rows need not sum to one): see module docstring."""
+    shares, raws = [], []
+    for w in weights:
+        raws.append(w[..., 0].mean(-1))                                   # (B,H)
+        shares.append((w[..., 0] / w.sum(-1).clamp_min(1e-12)).mean(-1))
+    share = torch.stack(shares, 1)                                         # (B,L,H)
+    raw = torch.stack(raws, 1)
+    return {"first_token": share.mean().item(), "sink_rate": 100 * (share > eps).float().mean().item(),
+            "raw_first_token": raw.mean().item(), "per_layer": share.mean((0, 2)).tolist()}
+
+
+@torch.no_grad()
+def sink_stats(model: TinyLM, idx: torch.Tensor, eps: float = EPS) -> dict[str, float | list[float]]:
+    """First-token statistics of a TinyLM on inputs idx (B, T)."""
+    was = model.training
+    model.eval()
+    _, weights = model(idx, return_weights=True)
+    model.train(was)
+    return sink_metrics(weights, eps)
+
+
+def run(steps: int = 1200, layers: int = 2, d_model: int = 64, heads: int = 4, batch: int = 32,
+        seq_len: int = 64, lr: float = 3e-3, evals: int = 8, seed: int = 0, quiet: bool = False) -> LabResult:
+    """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training."""
+    data = TextData.load()
+    probe_x, _ = data.batch("val", 64, seq_len, torch.Generator().manual_seed(seed + 7))
+    every = max(1, steps // evals)
+    measured: dict[str, dict] = {}
+    for mech in MECHS:
+        model = tiny_lm(mech, layers, d_model, heads, max_len=seq_len, seed=seed)
+        curve: dict[str, list] = {"step": [], "first_token": [], "sink_rate": [], "raw_first_token": []}
+
+        def on_eval(step, m, curve=curve):
+            s = sink_stats(m, probe_x)
+            curve["step"].append(step)
+            for k in ("first_token", "sink_rate", "raw_first_token"):
+                curve[k].append(s[k])
+
+        train_lm(model, data, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}")
+        final = sink_stats(model, probe_x)
+        loss = eval_loss(model, data, batch, seq_len)
+        measured[mech] = {**curve, "final_first_token": final["first_token"], "final_sink_rate": final["sink_rate"],
+                          "final_per_layer": final["per_layer"], "val_loss": loss, "val_bpb": loss / math.log(2)}
+    sm, sg, gt = measured["softmax"], measured["sigmoid"], measured["gated"]
+    reproduced = (sm["final_sink_rate"] >= 20 and sg["final_sink_rate"] <= sm["final_sink_rate"] / 2
+                  and gt["final_first_token"] < sm["final_first_token"])
+    res = LabResult(NAME, CLAIM, measured, bool(reproduced), RULE,
+                    dict(steps=steps, layers=layers, d_model=d_model, heads=heads, batch=batch, seq_len=seq_len,
+                         lr=lr, seed=seed, eps=EPS, probe_samples=64, corpus="pydoc_data.topics (bytes, BOS-prefixed)"))
+    if not quiet:
+        print_table("attention sinks at the end of training",
+                    ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"],
+                    [[m, measured[m]["final_sink_rate"], measured[m]["final_first_token"],
+                      measured[m]["raw_first_token"][-1], measured[m]["val_bpb"]] for m in MECHS], res)
+    return res
+
+
+def plot(res: LabResult, fig) -> None:
+    ax1, ax2 = fig.subplots(1, 2)
+    for mech, m in res.measured.items():
+        ax1.plot(m["step"], m["sink_rate"], marker="o", label=mech)
+        ax2.plot(m["step"], m["first_token"], marker="o", label=mech)
+    ax1.set(xlabel="training step", ylabel="Sink_1^0.3 (%)", title="ε-sink rate on key 0")
+    ax2.set(xlabel="training step", ylabel="mean weight share on key 0", title="first-token attention")
+    ax1.legend()
+    ax2.legend()

@@ -1,0 +1,27 @@
+"""Training-free head interventions ("edits"), composable through ``headlab.attach(model, edits=[...])``.
+
+Composition order: inside one layer every edit's ``scores`` runs first (in list order), then the
+softmax, then every ``weights`` (list order), then ``A·v``, then every ``output`` (list order).
+So ``[zerotuning(...), ablate(..., mode="uniform")]`` on the same head ends uniform (the later
+scores edit wins), while ``[scale_heads({s: 2}), ablate(s, mode="zero")]`` gives 0 either way.
+"""
+from .base import Edit
+from .ablate import ablate
+from .act import act
+from .config import from_config, to_config
+from .emphasis import emphasis
+from .identity_blend import identity_blend
+from .inject import inject, task_embedding
+from .redistribute import redistribute
+from .reinforce import context_sensitivity, reinforce, select_heads
+from .scale import scale_heads
+from .select import random_sites, resolve
+from .span_exit import span_exit
+from .zerotuning import zerotuning
+from .core import REGISTRY
+
+__all__ = [
+    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject", "task_embedding",
+    "redistribute", "reinforce", "context_sensitivity", "select_heads", "scale_heads", "span_exit", "zerotuning",
+    "random_sites", "resolve", "REGISTRY",
+]

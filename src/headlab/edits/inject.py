@@ -1,0 +1,113 @@
+"""Soft injection of ICL task embeddings with per-head mixing weights (SITE; Park & Rhee 2025,
+"Soft Head Selection for Injecting ICL-Derived Task Embeddings"). HP-HEADOUT.
+
+Task embedding: μ^{l,h} = mean over many few-shot ICL prompts of the head output (before W_O) at
+the last prompt token (:func:`task_embedding`). Injection, at the last prompt token of a zero-shot
+prompt only: o^{l,h} <- (1 - α_{l,h}) o^{l,h} + α_{l,h} μ^{l,h}, α = sigmoid(θ). θ (one value per
+head) is learned by :func:`headlab.steer.tune.fit_inject` with cross-entropy on the first answer
+token; ``theta`` may also be given directly (θ = -inf, i.e. α = 0, is the identity).
+
+"Last prompt token": position ``ctx.state["prompt_last"]`` (B,) when given; else the last query of
+a prefill call (T > 1, or a 1-token prompt). Decode steps (T = 1 against a cache) are untouched.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..context import AttnContext
+from .core import SiteEdit, register
+from .scale import site_key
+
+
+@torch.no_grad()
+def task_embedding(model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all",
+                   batch_size: int = 4, max_length: int | None = 1024) -> dict[str, torch.Tensor]:
+    """μ per site: mean head output at the last token over ``icl_prompts``."""
+    from .record import record_head_outputs
+
+    return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last",
+                               batch_size=batch_size, max_length=max_length)
+
+
+@register
+class Inject(SiteEdit):
+    name = "inject"
+    summary = "o <- (1-a) o + a mu at the last prompt token, a = sigmoid(theta) per head"
+
+    def __init__(self, means: dict, theta: Any = -2.0) -> None:
+        if not isinstance(means, dict) or not means:
+            raise ValueError("inject: means must be a non-empty {site: (d,) vector} dict (see task_embedding)")
+        mu = {}
+        for k, v in means.items():
+            key = site_key(*k) if isinstance(k, tuple) else str(k)
+            t = torch.as_tensor(v, dtype=torch.float32)
+            if t.ndim != 1:
+                raise ValueError(f"inject: mean for {key} must be (d,), got shape {tuple(t.shape)}")
+            mu[key] = t
+        from ..sites import _SITE_RE
+
+        pairs = []
+        for key in mu:
+            m = _SITE_RE.match(key)
+            if not m or m.group(2) is None:
+                raise ValueError(f"inject: bad site key {key!r}; expected 'L<l>H<h>' or (l, h)")
+            pairs.append((int(m.group(1)), int(m.group(2))))
+        super().__init__(sites=pairs)
+        self.means = mu
+        if isinstance(theta, dict):
+            missing = set(mu) - {site_key(*k) if isinstance(k, tuple) else str(k) for k in theta}
+            if missing:
+                raise ValueError(f"inject: theta misses sites {sorted(missing)[:4]}")
+            vals = [float(theta[k] if k in theta else theta[tuple(p)]) for k, p in zip(mu, pairs)]
+        else:
+            vals = [float(theta)] * len(mu)
+        self.theta = torch.nn.Parameter(torch.tensor(vals, dtype=torch.float32))
+        self._index = {k: i for i, k in enumerate(mu)}
+
+    def alphas(self) -> dict[str, float]:
+        return {k: float(torch.sigmoid(self.theta.detach()[i])) for k, i in self._index.items()}
+
+    def _json_params(self) -> dict:
+        return {"means": {k: v.tolist() for k, v in self.means.items()},
+                "theta": {k: float(self.theta.detach()[i]) for k, i in self._index.items()}}
+
+    @classmethod
+    def from_params(cls, sites: Any, params: dict) -> "Inject":
+        return cls(params["means"], params["theta"])
+
+    def describe(self) -> str:
+        a = torch.sigmoid(self.theta.detach())
+        return (f"inject({len(self.means)} heads, alpha mean {float(a.mean()):.3f}, max {float(a.max()):.3f}): "
+                f"{self.summary}")
+
+    def _rows(self, ctx: AttnContext) -> torch.Tensor:
+        """(B, T) bool: queries that are the last prompt token."""
+        qp = ctx.query_pos
+        pl = ctx.state.get("prompt_last")
+        if pl is not None:
+            return qp == torch.as_tensor(pl, device=qp.device).view(-1, 1)
+        if qp.shape[1] == 1 and ctx.key_pos.shape[1] > 1:
+            return torch.zeros_like(qp, dtype=torch.bool)
+        return (qp == qp.amax(dim=1, keepdim=True)) & (qp >= 0)
+
+    def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        heads = self.heads_in(ctx)
+        if len(heads) == 0:
+            return o
+        rows = self._rows(ctx)
+        if not rows.any():
+            return o
+        keys = [site_key(ctx.layer, int(h)) for h in heads]
+        mu = torch.stack([self.means[k] for k in keys]).to(o)  # (k, d)
+        a = torch.sigmoid(self.theta[[self._index[k] for k in keys]]).to(o)  # (k,)
+        w = a[None, :, None, None] * rows[:, None, :, None].to(o.dtype)  # (B,k,T,1)
+        out = o.clone()
+        out[:, heads] = (1 - w) * o[:, heads] + w * mu[None, :, None, :]
+        return out
+
+
+def inject(means: dict, theta: Any = -2.0) -> Inject:
+    """Soft injection of task embeddings ``means`` ({site: (d,)}) with mixing α = sigmoid(θ)."""
+    return Inject(means, theta)

@@ -1,0 +1,49 @@
+"""Scale the output of chosen heads before W_O (HP-HEADOUT).
+
+``scale_heads({(12, 3): 0.0, (5, 1): 2.0})`` multiplies o^{l,h} by the factor. Factor 1 is the
+identity (exactly), 0 is output ablation. This is also the execution step of VHR head
+reinforcement (VHR, He et al., ACL 2025; see reinforce.py) and of head-level ablation studies
+(Michel et al. 2019, "Are Sixteen Heads Really Better than One?", arXiv 1905.10650).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..context import AttnContext
+from .core import SiteEdit, register
+from ._util import layer_vector, site_values
+
+
+def site_key(layer: int, head: int) -> str:
+    return f"L{layer}H{head}"
+
+
+@register
+class ScaleHeads(SiteEdit):
+    name = "scale_heads"
+    summary = "multiply each head's output o (before W_O) by its factor"
+
+    def __init__(self, factors: Any, sites: Any = None, atlas: Any = None) -> None:
+        fac = site_values(factors, "factors")
+        super().__init__(sites=list(fac), atlas=None, factors={site_key(*k): v for k, v in fac.items()})
+        self._fac = fac
+
+    @classmethod
+    def from_params(cls, sites: Any, params: dict) -> "ScaleHeads":
+        return cls(params["factors"])
+
+    def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        heads = self.heads_in(ctx)
+        if len(heads) == 0:
+            return o
+        f = layer_vector(self._fac, ctx.layer, heads, o.dtype, o.device)
+        out = o.clone()
+        out[:, heads] = o[:, heads] * f[None, :, None, None]
+        return out
+
+
+def scale_heads(factors: Any) -> ScaleHeads:
+    """Multiply the output of each site by a factor: ``scale_heads({(l, h): factor})``."""
+    return ScaleHeads(factors)

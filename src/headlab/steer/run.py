@@ -1,0 +1,156 @@
+"""``headlab steer``: tune an edit on a tuning split, evaluate baseline vs steered on a disjoint
+evaluation split with 95 % bootstrap intervals, save the tuned edits as JSON, or apply a saved
+configuration to another task / split.
+
+Methods (``METHODS``): zerotuning, act, redistribute, reinforce, inject, ablate.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.tasks import load_task
+from ..data.tasks.base import Task
+from ..edits import (ablate, context_sensitivity, from_config, redistribute, reinforce, task_embedding, to_config)
+from .bootstrap import bootstrap_ci, paired_diff_ci
+from .evaluate import evaluate
+from .tune import fit_inject, few_shot_prompt, search_act, tune_grid, tune_zerotuning
+
+#: baseline results of this process, keyed by (model id, task, evaluation prompts): several methods
+#: evaluated on the same split in one session share one baseline pass
+_BASELINES: dict = {}
+
+METHODS = ("zerotuning", "act", "redistribute", "reinforce", "inject", "ablate")
+
+
+def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts: dict) -> tuple[list, dict]:
+    """Edits for ``method`` tuned on ``tune`` only."""
+    bs = opts.get("batch_size", 8)
+    L = model.config.num_hidden_layers
+    if method == "zerotuning":
+        return tune_zerotuning(model, tok, task, tune, block=opts.get("block", 5), batch_size=bs,
+                               per_head=opts.get("per_head", False))
+    if method == "act":
+        return search_act(model, tok, task, tune, block=opts.get("block", 3), beta=opts.get("beta", 0.4),
+                          thr=opts.get("thr", 0.1), batch_size=bs)
+    if method == "ablate":
+        sites = opts.get("sites")
+        if not sites:
+            raise ValueError("ablate needs --sites (e.g. 'retrieval:top20' with --atlas, or 'random:20:0')")
+        e = ablate(sites, mode=opts.get("mode", "uniform"), atlas=opts.get("atlas"))
+        e.bind(L, model.config.num_attention_heads)
+        return [e], {"chosen": e.describe(), "note": "no tuning: sites given"}
+    if method == "redistribute":
+        if not any("context" in it.spans for it in tune):
+            raise ValueError(f"redistribute needs items with a 'context' span; task {task.name!r} has none")
+        cands = [(f"p={p}", [redistribute("context", p=p, min_share=opts.get("min_share", 0.2))])
+                 for p in opts.get("grid", (0.6, 0.3))]
+        return tune_grid(model, tok, task, tune, cands, bs)
+    if method == "reinforce":
+        if not any("context" in it.spans for it in tune):
+            raise ValueError(f"reinforce needs items with a 'context' span; task {task.name!r} has none")
+        from ..data.tasks.squad import no_context
+
+        score = context_sensitivity(model, tok, [it.prompt for it in tune], [no_context(it) for it in tune], bs)
+        cands = [(f"alpha={a}", [reinforce(score, alpha=a)]) for a in opts.get("grid", (1.5, 2.0))]
+        eds, info = tune_grid(model, tok, task, tune, cands, bs)
+        info["vhd_top"] = [[int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]]
+        return eds, info
+    if method == "inject":
+        if task.kind != "choice":
+            raise ValueError("inject is implemented for choice tasks (cross-entropy on the gold label token)")
+        k = opts.get("shots", 4)
+        n_emb = opts.get("n_embed", 12)
+        half = max(k + 1, len(tune) // 2)
+        pool, train = tune[:half], tune[half:] or tune
+        g = torch.Generator().manual_seed(opts.get("seed", 0))
+        icl = []
+        for i in range(n_emb):
+            idx = torch.randperm(len(pool), generator=g)[:k + 1].tolist()
+            icl.append(few_shot_prompt([pool[j] for j in idx[:k]], pool[idx[k]]))
+        means = task_embedding(model, tok, icl, "all", batch_size=bs)
+        edit, info = fit_inject(model, tok, train, means, steps=opts.get("steps", 20), lr=opts.get("lr", 0.1),
+                                batch_size=opts.get("inject_batch", 4))
+        info["chosen"] = edit.describe()
+        info["losses"] = [round(x, 4) for x in info["losses"]]
+        return [edit], info
+    raise ValueError(f"unknown steering method {method!r}; valid: {METHODS}")
+
+
+def report(base, steered, n_boot: int = 2000, seed: int = 0) -> dict:
+    b = bootstrap_ci(base.correct, n_boot, seed=seed)
+    s = bootstrap_ci(steered.correct, n_boot, seed=seed)
+    d = paired_diff_ci(steered.correct, base.correct, n_boot, seed=seed)
+    r = lambda t: [round(x, 4) for x in t]  # noqa: E731
+    return {"baseline": r(b), "steered": r(s), "difference": r(d), "n": int(base.correct.numel())}
+
+
+def plot(res: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_write_bytes
+    import io
+
+    fig, ax = plt.subplots(figsize=(4, 3.2))
+    names = ["baseline", "steered"]
+    means = [res[n][0] for n in names]
+    err = [[res[n][0] - res[n][1] for n in names], [res[n][2] - res[n][0] for n in names]]
+    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af"])
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def steer(method: str | None, task_name: str | Task, *, config: str | None = None, tune_on: int = 40, eval_on: int = 100,
+          seed: int = 0, save: str | None = None, model_name: str = "smollm2-135m", plot_path: str | None = None,
+          task_kw: dict | None = None, progress: bool = True, model_tok: tuple | None = None, **opts) -> dict:
+    """Tune ``method`` (or load ``config``) and evaluate baseline vs steered on ``task_name``."""
+    from ..io import atomic_write_json
+
+    if (method is None) == (config is None):
+        raise ValueError("give exactly one of a METHOD to tune or --config FILE to apply")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"unknown steering method {method!r}; valid: {METHODS}")
+    if method not in (None, "ablate") and tune_on < 1:
+        raise ValueError(f"{method} is tuned on the tuning split: --tune-on must be >= 1, got {tune_on}")
+    t0 = time.time()
+    if model_tok is None:
+        from ..models import load
+
+        model_tok = load(model_name)
+    model, tok = model_tok
+    task = task_name if isinstance(task_name, Task) else load_task(task_name, tok, **(task_kw or {}))
+    task_name = task.name
+    tune, ev = task.split(tune_on, eval_on, seed)  # with --config the tuning items are just skipped
+    if method:
+        edits, info = tune_method(method, model, tok, task, tune, {"seed": seed, **opts})
+    else:
+        edits, info = from_config(config), {"chosen": f"loaded from {config}"}
+    bs = opts.get("batch_size", 8)
+    key = (id(model), task.name, tuple(it.prompt for it in ev))
+    base = _BASELINES.get(key) or evaluate(model, tok, task, ev, (), bs, desc="eval: baseline", progress=progress)
+    _BASELINES[key] = base
+    st = evaluate(model, tok, task, ev, edits, bs, desc="eval: steered", progress=progress) if edits else base
+    res = report(base, st, seed=seed)
+    out = {"method": method or "config", "task": task_name, "model": model_name, "seed": seed,
+           "tune_on": len(tune), "eval_on": len(ev), "edits": to_config(edits),
+           "describe": [e.describe() for e in edits], "tuning": info, "results": res,
+           "seconds": round(time.time() - t0, 1)}
+    if save:
+        atomic_write_json(save, out)
+    if plot_path or save:
+        pp = Path(plot_path) if plot_path else Path(save).with_suffix(".png")
+        plot(res, pp, f"{out['method']} on {task_name} (n={len(ev)})")
+        out["plot"] = str(pp)
+    return out

@@ -76,10 +76,12 @@ def test_scan_cli_end_to_end(tmp_path, smollm2):
     texts = tmp_path / "t.txt"
     texts.write_text("First text about a lighthouse by the sea.\n\nSecond text, with <b>markup</b> & quotes \".\n")
     out = tmp_path / "rep"
+    cfg = tmp_path / "edit.json"
+    cfg.write_text(json.dumps([{"edit": "zerotuning", "sites": [[12, 3]], "params": {"gamma": {"L12H3": 3.0}, "span": [0, 1]}}]))
     env = dict(os.environ, HEADLAB_CACHE=os.environ.get("HEADLAB_CACHE", ""))
     env = {k: v for k, v in env.items() if v}
     r = subprocess.run([sys.executable, "-m", "headlab.cli", "scan", "--texts", str(texts), "--max-tokens", "32",
-                        "--metrics", "sink,entropy,prev_token,distance,induction", "--out", str(out)],
+                        "--metrics", "sink,entropy,prev_token,distance,induction", "--out", str(out), "--edits", str(cfg)],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr
     recs = json.loads((out / "heads.json").read_text())
@@ -90,6 +92,10 @@ def test_scan_cli_end_to_end(tmp_path, smollm2):
     assert (out / "atlas.png").stat().st_size > 10_000
     assert (out / "heads.csv").read_text().count("\n") == 271
     assert any("sink" in rec["roles"] for rec in recs)
+    base = json.loads((out / "baseline.json").read_text())
+    changed = {(a["layer"], a["head"]) for a, b in zip(recs, base) if abs(a["sink"] - b["sink"]) > 1e-6}
+    assert (12, 3) in changed and all(layer >= 12 for layer, _ in changed)  # the edit acts at L12H3 and downstream only
+    assert json.loads((out / "texts.json").read_text())[0]["text"].startswith("First text")
 
 
 def test_scan_failure_leaves_nothing(tmp_path):

@@ -67,6 +67,8 @@ def scan(
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
     all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    edits: Optional[Path] = typer.Option(None, help="edit configuration JSON (as `headlab steer --save` writes): scan with "
+                                         "the edits, and without them into DIR/baseline.json for comparison"),
     prefix: Optional[str] = typer.Option(None, help="special token put before every text, e.g. '<|endoftext|>' "
                                          "(SmolLM2 adds no BOS: by default the first word is the initial token)"),
 ) -> None:
@@ -84,6 +86,11 @@ def scan(
         if n_texts < 1:
             raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
         text_list = read_texts(texts) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
+        edit_list = []
+        if edits is not None:
+            from .edits import from_config
+
+            edit_list = from_config(edits)
         with console.status(f"loading {model}"):
             m, tok = load(model)
         if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
@@ -92,15 +99,16 @@ def scan(
         n_steps = len(text_list) * bool(set(mlist) & {"sink", "sink_rate", "entropy", "prev_token", "distance"})
         n_steps += "induction" in mlist
         n_steps += 18 * ("retrieval" in mlist)
+        n_steps *= 2 if edit_list else 1
         with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as progress:
             task = progress.add_task("", total=n_steps)
-            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix,
+            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
         if html:
             from .report.html import write_html_report
 
-            write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1])
+            write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
     except (ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

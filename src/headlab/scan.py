@@ -141,6 +141,12 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
                              "recall": round(c.recall, 3)} for c in cases],
         "seconds": round(time.time() - t0, 1),
     }
+    base_recs = None
+    if edits:
+        tick("baseline scan without the edits")
+        base = run_scan(model, tok, model_name, texts, metrics, max_tokens=max_tokens, out=None, tick=tick,
+                        command=command, edits=(), retrieval_lengths=retrieval_lengths, prefix=prefix)
+        base_recs = base.records
     res = ScanResult(recs, stats, meta, out, ids)
     if out is not None:
         from .report.files import write_meta, write_records
@@ -148,6 +154,8 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
 
         with atomic_dir(out) as stage:
             write_records(stage, recs, list(metrics))
+            if base_recs is not None:
+                atomic_write_json(stage / "baseline.json", base_recs)
             write_meta(stage, meta)
             atomic_write_json(stage / "texts.json", [{"name": f"text{i}", "text": t, "ids": ids[i][0].tolist()}
                                                      for i, t in enumerate(texts)])

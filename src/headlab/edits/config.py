@@ -46,5 +46,9 @@ def from_config(obj: Any) -> list[SiteEdit]:
         name = c["edit"]
         if name not in REGISTRY:
             raise ValueError(f"unknown edit {name!r} in config entry {i}; known: {sorted(REGISTRY)}")
-        out.append(REGISTRY[name].from_params(c.get("sites", "all"), dict(c.get("params", {}))))
+        try:
+            out.append(REGISTRY[name].from_params(c.get("sites", "all"), dict(c.get("params", {}))))
+        except KeyError as exc:
+            raise ValueError(f"edit config entry {i} ({name!r}) lacks parameter {exc.args[0]!r}; "
+                             f"write configs with headlab.edits.to_config or `headlab steer --save`") from None
     return out

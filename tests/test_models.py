@@ -93,7 +93,7 @@ def test_scan_cli_end_to_end(tmp_path, smollm2):
     assert (out / "heads.csv").read_text().count("\n") == 271
     assert any("sink" in rec["roles"] for rec in recs)
     base = json.loads((out / "baseline.json").read_text())
-    changed = {(a["layer"], a["head"]) for a, b in zip(recs, base) if abs(a["sink"] - b["sink"]) > 1e-6}
+    changed = {(a["layer"], a["head"]) for a, b in zip(recs, base) if abs(a["sink"] - b["sink"]) > 1e-4}
     assert (12, 3) in changed and all(layer >= 12 for layer, _ in changed)  # the edit acts at L12H3 and downstream only
     assert json.loads((out / "texts.json").read_text())[0]["text"].startswith("First text")
 

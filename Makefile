@@ -33,7 +33,7 @@ demo: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/headlab scan --html --out headlab-report
 
 test: $(STAMP) browser
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q --durations=15
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest --durations=15
 
 clean:
 	rm -rf $(VENV) headlab-report .pytest_cache test-artifacts

@@ -171,3 +171,27 @@ def test_sites_parsing():
     assert parse_sites("all", 1, 2) == {0: [0, 1]}
     with pytest.raises(ValueError, match="bad site"):
         parse_sites("layer3", 2, 3)
+
+
+@pytest.mark.parametrize("kind", ["window", "kv_strided", "topk"])
+def test_pattern_on_padded_batch_equals_unpadded_rows(kind):
+    """Patterns see positions from each row's first real token: a left-padded row gives the same
+    logits as the same tokens alone (sparse kernel path), for shared, per-KV-head and dynamic patterns."""
+    from conftest import _tiny_llama
+    from headlab import patterns
+
+    tiny_llama = _tiny_llama(heads=6, kv=3, d=20)  # GQA group 2
+    p = {"window": patterns.window(5),
+         "kv_strided": patterns.strided(block=4, local_blocks=1, stride=2, n_heads=3),
+         "topk": patterns.topk_blocks(block=4, k=2)}[kind]
+    ids, am = _inputs(T=24, pad=7)
+    with torch.no_grad(), headlab.attach(tiny_llama, pattern=p):
+        batched = tiny_llama(ids, attention_mask=am).logits
+        alone0 = tiny_llama(ids[:1, 7:]).logits
+        alone1 = tiny_llama(ids[1:]).logits
+        dense = None
+    with torch.no_grad():
+        dense = tiny_llama(ids[1:]).logits
+    assert torch.allclose(batched[0, 7:], alone0[0], atol=1e-4)
+    assert torch.allclose(batched[1], alone1[0], atol=1e-4)
+    assert not torch.allclose(alone1, dense, atol=1e-4)  # the pattern really changed something

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .context import AttnContext
-from .masks import causal_mask, check_qkv, expand_kv, positions_from_mask, to_bool_mask
+from .masks import causal_mask, check_qkv, expand_kv, pattern_rows, positions_from_mask, to_bool_mask
 
 #: target size (elements) of one chunk of scores, B·H·chunk·S
 CHUNK_ELEMENTS = 1 << 24
@@ -43,16 +43,11 @@ def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pat
     if bmask is not None:
         allowed = allowed & bmask[:, :, idx]
     if pattern is not None:
+        if not pattern.dynamic:
+            pattern = pattern.for_heads(q.shape[1], k.shape[1])  # per-KV-head rules in query-head numbering
         same = bool((ctx.key_pos == torch.arange(S, device=dev)).all())
         rows_b = range(1) if same and not pattern.dynamic else range(q.shape[0])
-        rows = []
-        for b in rows_b:
-            qp = ctx.query_pos[b, idx].clamp(min=0)
-            kp = ctx.key_pos[b].clamp(min=0)
-            if pattern.dynamic:
-                rows.append(pattern.select(q[b : b + 1, :, idx], k[b : b + 1], qp, kp)[0])
-            else:
-                rows.append(pattern.mask_rows(qp, kp))
+        rows = [pattern_rows(pattern, q[b : b + 1, :, idx], k[b : b + 1], ctx.query_pos[b, idx], ctx.key_pos[b]) for b in rows_b]
         allowed = allowed & torch.stack(rows)
     return allowed
 
@@ -175,8 +170,8 @@ def select_path(q, edits, probes, pattern, bmask) -> str:
         return "sdpa"
     if not edits and pattern is None and probes and all(p.fast_needs is not None for p in probes) and q.device.type == "cpu":
         return "stats"
-    if not edits and not probes and pattern is not None and not pattern.dynamic and bmask is None:
-        return "sparse"
+    if not edits and not probes and pattern is not None and bmask is None:
+        return "sparse"  # static and dynamic patterns alike: block-sparse kernel, no padding
     return "eager"
 
 

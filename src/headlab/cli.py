@@ -117,24 +117,19 @@ def scan(
     console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
 
 
-def _register_optional() -> None:
-    """Sub-command groups that live in their own files."""
-    try:
-        from .cli_report import report
+def _register_groups() -> None:
+    """Sub-command groups live in their own files."""
+    from . import cli_lab, cli_sparsify, cli_steer
+    from .cli_report import report
 
-        app.command("report")(report)
-    except ImportError:  # pragma: no cover
-        pass
-    for mod, name, attr in (("cli_lab", "lab", "app"), ("cli_sparsify", "sparsify", "app"),
-                            ("cli_sparsify", "bench", "bench_app"), ("cli_steer", "steer", "app")):
-        try:
-            module = __import__(f"headlab.{mod}", fromlist=[attr])
-            app.add_typer(getattr(module, attr), name=name)
-        except (ImportError, AttributeError):  # pragma: no cover
-            pass
+    app.command("report")(report)
+    app.add_typer(cli_steer.app, name="steer")
+    app.add_typer(cli_sparsify.app, name="sparsify")
+    app.add_typer(cli_sparsify.bench_app, name="bench")
+    app.add_typer(cli_lab.app, name="lab")
 
 
-_register_optional()
+_register_groups()
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ def _resolve_probes(probes) -> list:
     return [make_probe(p) if isinstance(p, str) else p for p in probes]
 
 
-def _resolve_pattern(pattern, n_layers: int, n_heads: int) -> dict[int, Any]:
+def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[int, Any]:
     if pattern is None:
         return {}
     if isinstance(pattern, Mapping):
@@ -48,11 +48,12 @@ def _resolve_pattern(pattern, n_layers: int, n_heads: int) -> dict[int, Any]:
             if not isinstance(layer, int) or not 0 <= layer < n_layers:
                 raise ValueError(f"pattern layer {layer!r} out of range: valid layers are 0..{n_layers - 1}")
             if isinstance(p, Sequence) and not isinstance(p, str):
-                if len(p) != n_heads:
-                    raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; the model has {n_heads} query heads")
+                if len(p) not in (n_heads, n_kv):
+                    raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; give one per query head "
+                                     f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)")
                 from .patterns import per_head
 
-                p = per_head(list(p))
+                p = per_head(list(p), kv_per_head=len(p) == n_kv and n_kv != n_heads)
             out[layer] = p
         return out
     return {layer: pattern for layer in range(n_layers)}
@@ -123,7 +124,7 @@ def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, sta
     edits = list(edits)
     for e in edits:
         e.bind(n_layers, n_heads)
-    run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads), dict(state or {}))
+    run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads, n_kv), dict(state or {}))
     name = f"headlab_{next(_counter)}"
     AttentionInterface.register(name, _make_fn(run, n_layers, n_heads, n_kv))
     AttentionMaskInterface.register(name, sdpa_mask)

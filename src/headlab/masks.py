@@ -58,3 +58,25 @@ def positions_from_mask(mask: torch.Tensor | None, B: int, T: int, S: int, devic
     key_pos = torch.where(key_valid, key_valid.long().cumsum(-1) - 1, torch.full_like(key_valid, -1, dtype=torch.long))
     q_pos = torch.where(diag & key_valid[:, S - T:], key_pos[:, S - T:], torch.full_like(diag, -1, dtype=torch.long))
     return key_pos, q_pos
+
+
+def pattern_rows(pattern, q_b: torch.Tensor, k_b: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
+    """A pattern's visibility for one batch row: bool (h_or_1, Tq, S).
+
+    q_b (1, H, Tq, d), k_b (1, Hkv, S, d); q_pos (Tq,), k_pos (S,) positions from the row's first
+    real token, -1 for pads. Rules see real positions only; dynamic patterns choose among the real
+    keys only (pad keys and pad queries are cut out before ``select`` and come back as False).
+    """
+    if not pattern.dynamic:
+        return pattern.mask_rows(q_pos.clamp(min=0), k_pos.clamp(min=0))
+    qv, kv = q_pos >= 0, k_pos >= 0
+    if bool(qv.all()) and bool(kv.all()):
+        return pattern.select(q_b, k_b, q_pos, k_pos)[0]
+    if not bool(qv.any()) or not bool(kv.any()):
+        return torch.zeros(1, len(q_pos), len(k_pos), dtype=torch.bool, device=q_b.device)
+    sub = pattern.select(q_b[:, :, qv], k_b[:, :, kv], q_pos[qv], k_pos[kv])[0]  # (h, Tq', S')
+    cols = torch.zeros(sub.shape[0], sub.shape[1], len(k_pos), dtype=torch.bool, device=q_b.device)
+    cols[:, :, kv] = sub
+    full = torch.zeros(sub.shape[0], len(q_pos), len(k_pos), dtype=torch.bool, device=q_b.device)
+    full[:, qv] = cols
+    return full

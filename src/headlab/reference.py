@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from .context import AttnContext
-from .masks import causal_mask, check_qkv, expand_kv, positions_from_mask, to_bool_mask
+from .masks import causal_mask, check_qkv, expand_kv, pattern_rows, positions_from_mask, to_bool_mask
 
 
 def reference_attention(
@@ -46,13 +46,9 @@ def reference_attention(
     if bmask is not None:
         allowed = allowed & bmask
     if pattern is not None:
-        rows = []
-        for b in range(B):
-            qp, kp = ctx.query_pos[b].clamp(min=0), ctx.key_pos[b].clamp(min=0)
-            if getattr(pattern, "dynamic", False):
-                rows.append(pattern.select(q[b : b + 1], k[b : b + 1], qp, kp)[0])
-            else:
-                rows.append(pattern.mask_rows(qp, kp))
+        if not getattr(pattern, "dynamic", False):
+            pattern = pattern.for_heads(H, k.shape[1])
+        rows = [pattern_rows(pattern, q[b : b + 1], k[b : b + 1], ctx.query_pos[b], ctx.key_pos[b]) for b in range(B)]
         allowed = allowed & torch.stack(rows)
     s = s.masked_fill(~allowed, float("-inf"))
     ctx.q_index = torch.arange(T, device=q.device)

@@ -1,0 +1,45 @@
+"""Sparse attention patterns (HP-MASK): one factory per family, one common interface
+(see ``base.Pattern``). ``REGISTRY`` maps CLI names to factories with their defaults.
+"""
+from __future__ import annotations
+
+from .base import Pattern
+from .causal import causal
+from .compose import for_heads, per_head
+from .dhsa import dhsa
+from .groups import isolate
+from .halo import halo, halo2d
+from .moa import moa
+from .neighborhood import neighborhood, neighborhood2d
+from .power import power
+from .strided import strided
+from .topk import topk_blocks
+from .window import sink_window, window
+
+REGISTRY = {
+    "causal": causal,
+    "window": window,
+    "sink_window": sink_window,
+    "neighborhood": neighborhood,
+    "neighborhood2d": neighborhood2d,
+    "halo": halo,
+    "halo2d": halo2d,
+    "power": power,
+    "strided": strided,
+    "moa": moa,
+    "isolate": isolate,
+    "topk_blocks": topk_blocks,
+    "dhsa": dhsa,
+}
+
+
+def make(name: str, **kwargs) -> Pattern:
+    """Build a pattern by registry name, e.g. ``make("power", block=64)``."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown pattern {name!r}; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[name](**kwargs)
+
+
+__all__ = ["Pattern", "REGISTRY", "make", "causal", "window", "sink_window", "neighborhood",
+           "neighborhood2d", "halo", "halo2d", "power", "strided", "moa", "isolate", "topk_blocks",
+           "dhsa", "per_head", "for_heads"]

@@ -8,19 +8,45 @@ Every pattern provides
     mask_rows(q_pos (Tq,), k_pos (S,))     -> bool (h_or_1, Tq, S)   True = may attend
     mask(q_len, kv_len)                    -> bool (h_or_1, q_len, kv_len)
     block_layout(q_len, kv_len, block)     -> bool (h_or_1, ceil(q_len/block), ceil(kv_len/block))
-    density(q_len, kv_len)                 -> float, fraction of allowed (i, j) (causal part counted)
+    density(q_len, kv_len)                 -> float, fraction of allowed (i, j) among the causal
+                                              pairs j <= i (``causal=False``: among all pairs)
 ``h_or_1`` is 1 when every head shares the mask, else ``n_heads``.
 Dynamic patterns (``dynamic = True``) choose keys from the data and implement
     select(q (B,H,Tq,d), k (B,Hkv,S,d), q_pos (Tq,), k_pos (S,)) -> bool (B, h_or_1, Tq, S)
 instead of ``mask_rows``.
 ``kv_per_head`` says, for per-head patterns under GQA, whether the rule is defined per KV head
-(so it can save KV memory) or only masks query heads that share a KV head.
+(so it can save KV memory: ``n_heads`` is then the number of KV heads) or only masks query heads
+that share a KV head (``n_heads`` is then the number of query heads). ``for_heads(H, Hkv)``
+returns the pattern in query-head numbering either way.
+
+Static patterns are written once, as an element-wise rule
+    rule(h, i, j, n) -> bool tensor broadcast over h (head index), i (query pos), j (key pos)
+with ``n`` the sequence length (kv_len, an int). The same rule serves the dense mask, the
+block-gather kernel and FlexAttention's ``mask_mod``, so it must use tensor ops only (no Python
+branching on tensor values).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+_ROW_CHUNK = 256  # query rows evaluated at once when building block layouts
+
+
+def check_int(name: str, value, lo: int, hi: int | None = None) -> int:
+    """Validate an integer parameter; raise ValueError naming the value and the valid range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if int(value) != value:
+                raise TypeError
+            value = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be {rng}, got {value}")
+    return value
 
 
 class Pattern:
@@ -29,8 +55,34 @@ class Pattern:
     n_heads: int | None = None  # None: one mask for every head
     kv_per_head = False
 
-    def mask_rows(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    # ------------------------------------------------------------------ rule API
+    def rule(self, h, i, j, n: int):
+        """Element-wise rule; broadcast bool tensor. Static patterns override this."""
+        raise NotImplementedError(f"{self.name} defines no element-wise rule")
+
+    def check(self, q_len: int, kv_len: int) -> None:
+        """Raise ValueError if the pattern cannot be used at these lengths (override)."""
+
+    @property
+    def heads(self) -> int:
+        return self.n_heads or 1
+
+    # ------------------------------------------------------------------ masks
+    def mask_rows(self, q_pos: torch.Tensor, k_pos: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """bool (h_or_1, Tq, S) for query positions q_pos (Tq,) and key positions k_pos (S,).
+
+        ``n`` is the sequence length used by length-dependent rules (default: max position + 1).
+        """
+        if self.dynamic:
+            raise ValueError(f"{self.name} is dynamic: it selects keys from the data; use select()")
+        q_pos = torch.as_tensor(q_pos).to(torch.int32).reshape(-1)  # int32: rules run ~2x faster
+        k_pos = torch.as_tensor(k_pos).to(torch.int32).reshape(-1)
+        if n is None:
+            n = int(max(int(q_pos.max()) if q_pos.numel() else 0, int(k_pos.max()) if k_pos.numel() else 0)) + 1
+        h = torch.arange(self.heads, device=q_pos.device).view(-1, 1, 1)
+        m = self.rule(h, q_pos.view(1, -1, 1), k_pos.view(1, 1, -1), n)
+        m = torch.as_tensor(m, device=q_pos.device)
+        return m.expand(self.heads, q_pos.numel(), k_pos.numel())
 
     def select(self, q, k, q_pos, k_pos) -> torch.Tensor:  # dynamic patterns only
         raise NotImplementedError(f"{self.name} is static; use mask_rows")
@@ -38,19 +90,78 @@ class Pattern:
     def mask(self, q_len: int, kv_len: int) -> torch.Tensor:
         if q_len <= 0 or kv_len <= 0 or q_len > kv_len:
             raise ValueError(f"need 0 < q_len <= kv_len, got q_len={q_len}, kv_len={kv_len}")
+        self.check(q_len, kv_len)
         q_pos = torch.arange(kv_len - q_len, kv_len)
-        return self.mask_rows(q_pos, torch.arange(kv_len))
+        return self.mask_rows(q_pos, torch.arange(kv_len), kv_len).clone()
 
-    def block_layout(self, q_len: int, kv_len: int, block: int) -> torch.Tensor:
-        m = self.mask(q_len, kv_len)
-        h, tq, s = m.shape
-        nq, nk = math.ceil(tq / block), math.ceil(s / block)
-        pad = torch.zeros(h, nq * block, nk * block, dtype=torch.bool)
-        pad[:, :tq, :s] = m
-        return pad.view(h, nq, block, nk, block).any(dim=4).any(dim=2)
+    def block_layout(self, q_len: int, kv_len: int, block: int, causal: bool = False) -> torch.Tensor:
+        """bool (h_or_1, ceil(q_len/block), ceil(kv_len/block)): blocks holding any allowed pair.
 
-    def density(self, q_len: int, kv_len: int) -> float:
-        return float(self.mask(q_len, kv_len).float().mean())
+        Query blocks count from the first query (q_len rows), key blocks from key 0. Built
+        row-chunk by row-chunk, so memory stays O(h * 256 * kv_len). ``causal`` also requires j <= i.
+        """
+        block = check_int("block", block, 1)
+        if q_len <= 0 or kv_len <= 0 or q_len > kv_len:
+            raise ValueError(f"need 0 < q_len <= kv_len, got q_len={q_len}, kv_len={kv_len}")
+        self.check(q_len, kv_len)
+        own = getattr(self, "block", None)
+        if hasattr(self, "block_rule") and block == own and (kv_len - q_len) % block == 0:
+            # block-defined rule on aligned blocks: evaluate on the block grid directly (exact)
+            nq, nk = math.ceil(q_len / block), math.ceil(kv_len / block)
+            bq = torch.arange(nq).view(1, -1, 1) + (kv_len - q_len) // block
+            bk = torch.arange(nk).view(1, 1, -1)
+            h = torch.arange(self.heads).view(-1, 1, 1)
+            return torch.as_tensor(self.block_rule(h, bq, bk)).expand(self.heads, nq, nk).clone()
+        return self._block_layout_generic(q_len, kv_len, block, causal)
+
+    def _block_layout_generic(self, q_len: int, kv_len: int, block: int, causal: bool = False) -> torch.Tensor:
+        nq, nk = math.ceil(q_len / block), math.ceil(kv_len / block)
+        out = torch.zeros(self.heads, nq, nk, dtype=torch.bool)
+        k_pos = torch.arange(kv_len)
+        pad_k = nk * block - kv_len
+        step = max(block, (_ROW_CHUNK // block) * block)
+        for a in range(0, q_len, step):
+            rows = torch.arange(kv_len - q_len + a, kv_len - q_len + min(q_len, a + step))
+            m = self.mask_rows(rows, k_pos, kv_len)
+            if causal:
+                m = m & (k_pos.view(1, 1, -1) <= rows.view(1, -1, 1))
+            m = torch.nn.functional.pad(m, (0, pad_k, 0, (-m.shape[1]) % block))
+            h, r, _ = m.shape
+            out[:, a // block: a // block + r // block] = m.view(h, r // block, block, nk, block).any(4).any(2)
+        return out
+
+    def density(self, q_len: int, kv_len: int, causal: bool = True) -> float:
+        """Fraction of allowed (i, j), averaged over heads; among pairs j <= i when ``causal``."""
+        self.check(q_len, kv_len)
+        k_pos = torch.arange(kv_len)
+        allowed = 0.0
+        total = 0.0
+        for a in range(0, q_len, _ROW_CHUNK):
+            rows = torch.arange(kv_len - q_len + a, kv_len - q_len + min(q_len, a + _ROW_CHUNK))
+            m = self.mask_rows(rows, k_pos, kv_len)
+            if causal:
+                c = k_pos.view(1, -1) <= rows.view(-1, 1)
+                allowed += float((m & c).sum()) / m.shape[0]
+                total += float(c.sum())
+            else:
+                allowed += float(m.sum()) / m.shape[0]
+                total += float(m.shape[1] * m.shape[2])
+        return allowed / max(total, 1.0)
+
+    # ------------------------------------------------------------------ heads
+    def for_heads(self, n_heads: int, n_kv_heads: int) -> "Pattern":
+        """This pattern in query-head numbering for a layer with H query / Hkv KV heads."""
+        from .compose import for_heads
+        return for_heads(self, n_heads, n_kv_heads)
+
+    # ------------------------------------------------------------------ composition
+    def __or__(self, other: "Pattern") -> "Pattern":
+        from .compose import Union
+        return Union(self, other)
+
+    def __and__(self, other: "Pattern") -> "Pattern":
+        from .compose import Intersection
+        return Intersection(self, other)
 
     def describe(self) -> str:
         return self.name

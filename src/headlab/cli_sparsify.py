@@ -1,0 +1,131 @@
+"""CLI: ``headlab sparsify eval|reach`` (``app``) and ``headlab bench kernels`` (``bench_app``)."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(help="Sparse attention patterns: quality on the real model, reachability.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+
+
+@bench_app.callback()
+def _bench_group() -> None:
+    """Benchmarks (kernels)."""
+
+
+def _command() -> str:
+    return "headlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "headlab"
+
+
+def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
+    """'0' | '0,1,15' | 'every:7' (layers 0, 7, 14, ...) | 'none'."""
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return []
+    if text.startswith("every:"):
+        step = int(text.split(":", 1)[1])
+        if step <= 0:
+            raise typer.BadParameter(f"every:N needs N >= 1, got {step}")
+        return list(range(0, n_layers, step))
+    try:
+        return sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints, got {text!r}")
+
+
+@app.command("eval")
+def eval_cmd(
+    pattern: List[str] = typer.Option(["power"], "--pattern", "-p", help="pattern name (repeatable): power, strided, "
+                                      "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa"),
+    lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),
+    trials: int = typer.Option(20, help="passkey trials per length (needle depths 10-90 %)"),
+    dense_layers: str = typer.Option("0", help="layers kept dense: 'none', '0,1', 'every:7'"),
+    matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density"),
+    model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
+    threads: int = typer.Option(2, help="torch threads"),
+    out: Path = typer.Option(Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png)"),
+    more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that "
+                                                       "`--lengths 2048 4096 8192` works"),
+):
+    """Dense vs each pattern at matched density on the real model: passkey accuracy, perplexity, prefill time.
+
+    Full run (several hours on 2 shared cores): headlab sparsify eval -p power -p strided --lengths 2048 4096 8192
+    """
+    import torch
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import models, sparsify
+
+    torch.set_num_threads(threads)
+    configs = [(name, sparsify.cli_pattern(name)) for name in pattern]
+    lengths = list(lengths) + list(more_lengths or [])
+    for n in lengths:
+        if n < 256:
+            raise typer.BadParameter(f"lengths must be >= 256 tokens, got {n}")
+    m, tok = models.load(model)
+    n_layers = m.config.num_hidden_layers
+    dl = _parse_layers(dense_layers, n_layers)
+    n_runs = len(lengths) * (1 + len(configs) * (2 if matched else 1)) * (trials + 1)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn()) as prog:
+        task = prog.add_task("sparsify eval", total=n_runs)
+        rows = sparsify.evaluate(m, tok, configs, lengths, trials=trials, dense_layers=dl, matched=matched,
+                                 progress=lambda d: prog.update(task, advance=1, description=d[:60]))
+    folder = sparsify.write_report(rows, out, command=_command())
+    typer.echo(sparsify.format_table(rows))
+    typer.echo(f"wrote {folder}/results.json, table.md, plot.png")
+
+
+@app.command("reach")
+def reach_cmd(
+    length: int = typer.Option(2048, help="sequence length for token-level graphs"),
+    block_length: int = typer.Option(32768, help="sequence length for block-level graphs (power, strided)"),
+    max_layers: int = typer.Option(64, help="stop after this many layers"),
+    out: Optional[Path] = typer.Option(None, help="also write the markdown table here"),
+):
+    """Layers until every token reaches every earlier token, and coverage per layer (no model)."""
+    from .patterns.reach import default_items, format_table, popcount_bound, reach_table
+
+    items = default_items(length)
+    tok_items = [it for it in items if it[2] is None]
+    blk_items = [it for it in items if it[2] is not None]
+    rows = reach_table(tok_items, length, max_layers) + reach_table(blk_items, length, max_layers)
+    text = f"Length {length} tokens:\n\n" + format_table(rows) + "\n"
+    rows_long = reach_table(blk_items, block_length, max_layers)
+    text += f"\nBlock-level patterns at {block_length} tokens:\n\n" + format_table(rows_long) + "\n"
+    nb = block_length // 64
+    text += (f"\nPowerAttention bound at {block_length} tokens ({nb} blocks of 64): max popcount of a block "
+             f"distance = {popcount_bound(nb)} layers.\n")
+    typer.echo(text)
+    if out:
+        from .io import atomic_write_text
+        atomic_write_text(out, text)
+
+
+@bench_app.command("kernels")
+def kernels_cmd(
+    tokens: int = typer.Option(8192, help="sequence length T"),
+    heads: int = typer.Option(9), kv_heads: int = typer.Option(3), dim: int = typer.Option(64),
+    repeats: int = typer.Option(3, help="interleaved repeats (best is kept)"),
+    threads: int = typer.Option(2),
+    flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
+    out: Optional[Path] = typer.Option(Path("BENCHMARKS_SPARSE.md"), help="markdown report ('' to skip)"),
+):
+    """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup."""
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
+    from .bench.kernels import markdown, run
+
+    res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads)
+    if out and str(out):
+        from .io import atomic_write_text
+        cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
+               f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")
+               + "   (same as: python scripts/bench_kernels.py ...)")
+        atomic_write_text(out, markdown(res, cmd))
+        typer.echo(f"wrote {out}")

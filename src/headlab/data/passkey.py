@@ -1,0 +1,88 @@
+"""Passkey retrieval (Mohtashami & Jaggi, arXiv 2305.16300, the Landmark Attention paper's test):
+a random number hidden at a chosen depth of a long distractor text of real prose
+(``headlab.data.prose.haystack``), asked for at the end as a plain completion.
+
+    item = make_passkey(tokenizer, n_tokens=2048, depth=0.5, seed=0)
+    item.prompt  # "... The pass key is 48213. Remember it. 48213 is the pass key. ... The pass key is"
+    item.answer  # "48213";  item.needle_span: (start, end) character offsets of the needle in prompt
+    score(item, generated_text) -> bool
+    answer_correct(model, tokenizer, item) -> bool  # one teacher-forced forward = greedy exact match
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+INTRO = ("There is an important pass key hidden inside a lot of irrelevant text. "
+         "Find it and memorize it. I will quiz you about the pass key.\n\n")
+NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
+QUESTION = "\n\nWhat is the pass key? The pass key is"
+
+
+@dataclass
+class PasskeyItem:
+    prompt: str
+    answer: str
+    needle_span: tuple[int, int]
+    depth: float
+    n_tokens: int
+    seed: int
+
+
+def _n_tok(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: int = 5) -> PasskeyItem:
+    """A prompt of about ``n_tokens`` tokens (never more) with the needle at ``depth`` in [0, 1]
+    of the haystack (snapped to the next sentence end). The key has ``digits`` digits."""
+    from .prose import haystack
+
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    if not 1 <= digits <= 12:
+        raise ValueError(f"digits must be in [1, 12], got {digits}")
+    rng = random.Random(seed * 1_000_003 + int(depth * 1000) * 7 + n_tokens)
+    key = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    needle = NEEDLE.format(key=key)
+    overhead = _n_tok(tokenizer, INTRO) + _n_tok(tokenizer, " " + needle + " ") + _n_tok(tokenizer, QUESTION) + 4
+    if n_tokens < overhead + 16:
+        raise ValueError(f"n_tokens must be at least {overhead + 16} for a passkey prompt, got {n_tokens}")
+    hay = haystack(tokenizer, n_tokens - overhead, seed=seed)
+    cut = int(len(hay) * depth)
+    m = re.search(r"[.!?:]\s", hay[cut:])
+    cut = cut + m.end() if (m and depth > 0) else (0 if depth == 0 else len(hay))
+    before, after = hay[:cut].rstrip(), hay[cut:].lstrip()
+    prompt = INTRO + before + (" " if before else "")
+    start = len(prompt)
+    prompt += needle
+    end = len(prompt)
+    prompt += (" " + after if after else "") + QUESTION
+    return PasskeyItem(prompt=prompt, answer=key, needle_span=(start, end), depth=depth,
+                       n_tokens=_n_tok(tokenizer, prompt), seed=seed)
+
+
+def score(item: PasskeyItem, generated: str) -> bool:
+    """True when the first number in the generated continuation is the pass key."""
+    m = re.search(r"\d+", generated)
+    return bool(m) and m.group(0) == item.answer
+
+
+@torch.no_grad()
+def answer_correct(model, tokenizer, item: PasskeyItem) -> bool:
+    """Greedy exact match of the answer digits, from one teacher-forced forward pass.
+
+    Feeding prompt + " " + answer and checking that every answer token is the argmax at its
+    position is the same as greedy decoding producing the answer first."""
+    p_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(item.prompt + " " + item.answer, add_special_tokens=False)["input_ids"][len(p_ids):]
+    if not a_ids:
+        raise ValueError("the answer produced no tokens")
+    ids = torch.tensor([p_ids + a_ids], device=next(model.parameters()).device)
+    n = len(a_ids)
+    out = model(input_ids=ids, use_cache=False, logits_to_keep=n + 1)
+    pred = out.logits[0, -n - 1:-1].argmax(-1).tolist()
+    return pred == a_ids

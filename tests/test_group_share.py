@@ -2,7 +2,6 @@ import pytest
 import torch
 
 import headlab
-from headlab.attend import make_context
 from headlab.probes.group_share import GroupShareProbe
 
 

@@ -98,7 +98,6 @@ def na_ref(i, j, n, k, dil, causal):
         return gj <= gi and gi - gj < k
     group = len(range(i % dil, n, dil))
     left = k // 2
-    right = k - left - 1
     start = gi - left
     start = max(0, min(start, group - k))  # shift (not shrink) at both borders
     return start <= gj < start + k

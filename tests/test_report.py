@@ -37,7 +37,7 @@ def test_probe_matches_dense_downsampling(px, chunk):
     maps = probe.maps()
     assert sorted(maps) == [(1, 0), (1, 2)]
     r = min(T, px)
-    for (layer, h), hm in maps.items():
+    for (_layer, h), hm in maps.items():
         assert hm.map.shape == (r, r) and hm.n_tokens == T
         ref = downsample_reference(a[0, h].double().numpy(), r, r)
         np.testing.assert_allclose(hm.map, ref, rtol=1e-5, atol=1e-7)

@@ -128,4 +128,4 @@ def test_token_text_is_shown_literally_and_never_runs(driver, report):
     assert driver.execute_script("return document.images.length") == 0
     assert driver.execute_script("return document.scripts.length") == 2
     with pytest.raises(NoAlertPresentException):
-        driver.switch_to.alert.text
+        _ = driver.switch_to.alert.text

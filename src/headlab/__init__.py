@@ -10,4 +10,4 @@ from .stats import head_stats
 from .models import load
 from . import hf
 
-__all__ = ["__version__", "attend", "attach", "reference_attention", "head_stats", "load"]
+__all__ = ["__version__", "hf", "attend", "attach", "reference_attention", "head_stats", "load"]

@@ -35,7 +35,7 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
     try:
         return sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints, got {text!r}")
+        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints, got {text!r}") from None
 
 
 @app.command("eval")

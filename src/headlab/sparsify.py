@@ -13,7 +13,6 @@ Every sparse config leaves ``dense_layers`` dense (default: layer 0). Passkey it
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -125,7 +125,6 @@ def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, 
             f"achieved {row.achieved:6.2f}x ({row.fraction:5.1%})  cpu-time ratio {row.cpu_achieved:6.2f}x  plan {plan_s:5.2f}s")
     flex_rows = []
     if flex:
-        from ..kernels import flex as flexmod
         for name, p in [("window(256)", P.window(256)), ("power(64, 4, 1)", P.power(64, 4, 1))]:
             t0 = time.perf_counter()
             try:

@@ -5,7 +5,6 @@ reported separately by ``headlab bench kernels``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

@@ -16,7 +16,6 @@ import math
 from typing import Callable
 
 import torch
-from torch import nn
 
 from ._heads import causal_mask, merge_heads
 from .softmax import MultiHeadAttention

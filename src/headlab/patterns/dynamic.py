@@ -53,7 +53,7 @@ class DynamicPattern(Pattern):
         q_pos = torch.as_tensor(q_pos).long().reshape(-1)
         k_pos = torch.as_tensor(k_pos).long().reshape(-1)
         sel = self.select_units(q, k, q_pos, k_pos)
-        B, H, S = q.shape[0], q.shape[1], k.shape[2]
+        H, S = q.shape[1], k.shape[2]
         nk_units = -(-S // sel.unit)
         idx = torch.where(sel.valid, sel.idx, torch.full_like(sel.idx, nk_units))
         unit_mask = torch.zeros(*idx.shape[:3], nk_units + 1, dtype=torch.bool, device=q.device)

@@ -10,7 +10,6 @@ reachable in popcount(n) hops, so full coverage after ⌊log2 n_blocks⌋ + 1 la
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch

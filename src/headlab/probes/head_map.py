@@ -191,7 +191,7 @@ class HeadMapProbe(Probe):
         """{(layer, head): HeadMap} for every selected head of every layer seen."""
         out: dict[tuple[int, int], HeadMap] = {}
         for layer, n in sorted(self._n.items()):
-            R = C = min(n, self.px)
+            C = min(n, self.px)
             # cells per block: (#queries seen in the row bin) × (#key positions in the column bin)
             col_w = torch.bincount(bin_index(torch.arange(n), n, C), minlength=C).double()  # (C,)
             denom = self._rows[layer][:, None] * col_w[None, :]  # (R, C)

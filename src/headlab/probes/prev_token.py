@@ -1,7 +1,6 @@
 """Previous-token score: mean over queries i ≥ 1 of A[i, i−1] (standard practice, SPEC §A9)."""
 from __future__ import annotations
 
-import torch
 
 from .base import Probe
 

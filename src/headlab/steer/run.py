@@ -68,7 +68,7 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
         pool, train = tune[:half], tune[half:] or tune
         g = torch.Generator().manual_seed(opts.get("seed", 0))
         icl = []
-        for i in range(n_emb):
+        for _ in range(n_emb):
             idx = torch.randperm(len(pool), generator=g)[:k + 1].tolist()
             icl.append(few_shot_prompt([pool[j] for j in idx[:k]], pool[idx[k]]))
         means = task_embedding(model, tok, icl, "all", batch_size=bs)

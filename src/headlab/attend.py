@@ -123,17 +123,20 @@ def stats_path(q, k, v, scale, causal, bmask, probes, ctx) -> torch.Tensor:
     qa = F.pad(q, (0, width - d))
     ka = F.pad(ke, (0, width - d))
     vaug = F.pad(vaug, (0, width - vaug.shape[-1]))
-    allowed = None
-    if bmask is not None or (causal and T != S) or not causal:
+    allowed = None  # None: every key visible (bidirectional, no padding) or plain causal with T == S
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if not causal and bmask is None:
+        o, lse = flash(qa, ka, vaug, 0.0, False, scale=scale)
+    elif bmask is not None or T != S:
         allowed = torch.ones(B, 1, T, S, dtype=torch.bool, device=q.device)
         if causal:
             allowed = allowed & causal_mask(T, S, q.device)
         if bmask is not None:
             allowed = allowed & bmask
         add = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
-        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qa, ka, vaug, 0.0, False, attn_mask=add, scale=scale)
+        o, lse = flash(qa, ka, vaug, 0.0, False, attn_mask=add, scale=scale)
     else:
-        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qa, ka, vaug, 0.0, True, scale=scale)
+        o, lse = flash(qa, ka, vaug, 0.0, True, scale=scale)
     lse = lse.float()  # (B, H, T)
     stats: dict[str, torch.Tensor] = {}
     qabs = torch.arange(S - T, S, device=q.device)

@@ -29,7 +29,7 @@ def left_pad_mask(B, T, S, pads):
     return m
 
 
-def direct_metrics(a, key_pos, query_pos):
+def direct_metrics(a, key_pos, query_pos, causal=True):
     """Formulas applied to full weights a (B,H,T,S): pooled means over valid queries."""
     B, H, T, S = a.shape
     out = {}
@@ -39,7 +39,11 @@ def direct_metrics(a, key_pos, query_pos):
     ent = -(torch.special.xlogy(a, a)).sum(-1)
     qabs = torch.arange(S - T, S)
     prev = a[:, :, torch.arange(T), (qabs - 1).clamp(min=0)]
-    dist = query_pos[:, None, :].double() - torch.einsum("bhts,bs->bht", a.double(), key_pos.clamp(min=0).double())
+    if causal:
+        dist = query_pos[:, None, :].double() - torch.einsum("bhts,bs->bht", a.double(), key_pos.clamp(min=0).double())
+    else:
+        rel = (query_pos[:, :, None] - key_pos.clamp(min=0)[:, None, :]).abs().double()  # (B, T, S)
+        dist = torch.einsum("bhts,bts->bht", a.double(), rel)
 
     def pooled(x, mask):
         w = mask[:, None, :].double()
@@ -68,7 +72,7 @@ def test_paths_match_reference(path, case):
     if case == "bidirectional":
         causal = False
     ref = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask)
-    probes = [make_probe(m) for m in METRICS] if path == "stats" else []
+    probes = [make_probe(m) for m in METRICS if causal or m != "distance"] if path == "stats" else []
     out = headlab.attend(q, k, v, causal=causal, attn_mask=mask, probes=probes, path=path, chunk=7)
     valid = torch.ones(B, T, dtype=torch.bool) if mask is None else mask[:, 0].any(-1)
     assert torch.allclose(out[valid.unsqueeze(1).expand(B, H, T)], ref[valid.unsqueeze(1).expand(B, H, T)], atol=1e-5)
@@ -90,8 +94,13 @@ def test_probe_metrics_match_formulas(path, case):
         causal = False
     _, a = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask, return_weights=True)
     ctx = make_context(q, k, causal, mask)
-    want = direct_metrics(a, ctx.key_pos, ctx.query_pos)
-    probes = [make_probe(m) for m in METRICS]
+    want = direct_metrics(a, ctx.key_pos, ctx.query_pos, causal)
+    metrics = METRICS
+    if path == "stats" and not causal:  # |i - j| has no closed form next to SDPA
+        with pytest.raises(ValueError, match="closed form"):
+            headlab.attend(q, k, v, causal=False, probes=["distance"], path="stats")
+        metrics = [m for m in METRICS if m != "distance"]
+    probes = [make_probe(m) for m in metrics]
     headlab.attend(q, k, v, causal=causal, attn_mask=mask, probes=probes, path=path, chunk=10, ctx=ctx)
     for p in probes:
         got = p.result()[0].double()
@@ -137,6 +146,23 @@ def test_path_selection():
 def test_bad_shapes_name_the_shapes(bad):
     with pytest.raises(ValueError, match=r"\("):
         headlab.attend(*bad)
+
+
+def test_bad_arguments_name_the_value():
+    q, k, v = qkv(1, 3, 1, 6, 6, 8)
+    with pytest.raises(ValueError, match=r"chunk must be a positive number of queries \(1\.\.6\), got 0"):
+        headlab.attend(q, k, v, path="eager", chunk=0)
+    with pytest.raises(ValueError, match=r"must broadcast to \(B, 1\|H, T, S\) = \(1, 1\|3, 6, 6\)"):
+        headlab.attend(q, k, v, attn_mask=torch.ones(6, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="cannot run edits or probes"):
+        headlab.attend(q, k, v, probes=["sink"], path="sdpa")
+    # a key-padding mask (B, 1, 1, S) broadcasts over queries
+    m = torch.ones(1, 1, 1, 6, dtype=torch.bool)
+    m[..., 0] = False
+    ref = headlab.reference_attention(q, k, v, attn_mask=m.expand(1, 1, 6, 6))
+    assert torch.allclose(headlab.attend(q, k, v, attn_mask=m, path="eager")[:, :, 1:], ref[:, :, 1:], atol=1e-5)
+    # probe names are accepted like in attach
+    assert headlab.attend(q, k, v, probes=["sink"]).shape == q.shape
 
 
 def test_unknown_path():

@@ -28,6 +28,6 @@ def test_engine_equals_reference(B, kv, group, T, extra, d, causal, pad, chunk, 
     if mask is not None:
         rows[0, :, : max(0, pad - (S - T))] = False
     for path in ("sdpa", "stats", "eager"):
-        probes = [make_probe("sink"), make_probe("entropy"), make_probe("distance")] if path == "stats" else []
+        probes = [make_probe("sink"), make_probe("entropy")] + [make_probe("distance")] * causal if path == "stats" else []
         out = headlab.attend(q, k, v, causal=causal, attn_mask=mask, path=path, probes=probes, chunk=chunk)
         assert torch.allclose(out[rows], ref[rows], atol=2e-5), path

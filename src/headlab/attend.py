@@ -34,19 +34,19 @@ def make_context(q, k, causal, bmask, layer=0, n_layers=1, state=None) -> AttnCo
     return AttnContext(layer, n_layers, H, k.shape[1], causal, key_pos, query_pos, state=state if state is not None else {})
 
 
-def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k) -> torch.Tensor:
-    """Bool (B|1, 1|H, Tc, S) visibility for the queries ``idx`` (indices into 0..T-1)."""
+def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k, same_pos: bool = False) -> torch.Tensor:
+    """Bool (B|1, 1|H, Tc, S) visibility for the queries ``idx`` (indices into 0..T-1).
+
+    ``pattern`` must already be in query-head numbering (``for_heads``) when static; ``same_pos``:
+    every row has the positions 0..S-1 (no padding), so a static pattern is evaluated once."""
     dev = idx.device
     allowed = torch.ones(1, 1, len(idx), S, dtype=torch.bool, device=dev)
     if causal:
-        allowed = allowed & causal_mask(T, S, dev)[idx]
+        allowed = allowed & (torch.arange(S, device=dev)[None, :] <= (S - T + idx)[:, None])
     if bmask is not None:
         allowed = allowed & bmask[:, :, idx]
     if pattern is not None:
-        if not pattern.dynamic:
-            pattern = pattern.for_heads(q.shape[1], k.shape[1])  # per-KV-head rules in query-head numbering
-        same = bool((ctx.key_pos == torch.arange(S, device=dev)).all())
-        rows_b = range(1) if same and not pattern.dynamic else range(q.shape[0])
+        rows_b = range(1) if same_pos and not pattern.dynamic else range(q.shape[0])
         rows = [pattern_rows(pattern, q[b : b + 1, :, idx], k[b : b + 1], ctx.query_pos[b, idx], ctx.key_pos[b]) for b in rows_b]
         allowed = allowed & torch.stack(rows)
     return allowed
@@ -56,9 +56,17 @@ def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, ch
     """Exact attention over query chunks, with edits and probes; (B, H, T, d_v)."""
     B, H, T, _ = q.shape
     S = k.shape[2]
-    ke, ve = expand_kv(k, H), expand_kv(v, H)
+    kT = expand_kv(k, H).transpose(-1, -2).float()  # (B, H, d, S), cast once
+    vf = expand_kv(v, H).float()
     if chunk is None:
         chunk = default_chunk(B, H, T, S)
+    elif not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive number of queries (1..{T}), got {chunk!r}")
+    same_pos = False
+    if pattern is not None:
+        if not pattern.dynamic:
+            pattern = pattern.for_heads(H, k.shape[1])  # per-KV-head rules in query-head numbering
+        same_pos = bool((ctx.key_pos == torch.arange(S, device=q.device)).all())
     if any(getattr(e, "needs_all_queries", False) for e in edits):
         chunk = T
     score_e = [e for e in edits if "scores" in e.stages()]
@@ -68,8 +76,8 @@ def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, ch
     for t0 in range(0, T, chunk):
         idx = torch.arange(t0, min(T, t0 + chunk), device=q.device)
         ctx.q_index = idx
-        s = torch.matmul(q[:, :, idx].float(), ke.transpose(-1, -2).float()) * scale  # (B, H, Tc, S)
-        s = s.masked_fill(~allowed_rows(idx, ctx, T, S, causal, bmask, pattern, q, k), float("-inf"))
+        s = torch.matmul(q[:, :, idx].float(), kT) * scale  # (B, H, Tc, S)
+        s = s.masked_fill(~allowed_rows(idx, ctx, T, S, causal, bmask, pattern, q, k, same_pos), float("-inf"))
         for e in score_e:
             s = e.scores(s, ctx)
         a = torch.nan_to_num(torch.softmax(s, dim=-1), nan=0.0)  # rows with no visible key -> 0
@@ -77,7 +85,7 @@ def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, ch
             a = e.weights(a, ctx)
         for p in probes:
             p.update(a, ctx)
-        out[:, :, idx] = torch.matmul(a, ve.float()).to(q.dtype)
+        out[:, :, idx] = torch.matmul(a, vf).to(q.dtype)
     ctx.q_index = None
     for e in out_e:
         out = e.output(out, ctx)
@@ -143,13 +151,13 @@ def stats_path(q, k, v, scale, causal, bmask, probes, ctx) -> torch.Tensor:
     qf = q.float()
     if "sink" in need:
         first = (ctx.key_pos == 0).float().argmax(dim=-1)  # (B,) index of each row's first real key
-        k0 = ke.float()[torch.arange(B), :, first]  # (B, H, d)
+        k0 = ke[torch.arange(B), :, first].float()  # (B, H, d)
         s0 = torch.einsum("bhtd,bhd->bht", qf, k0) * scale
         vis0 = torch.ones(B, 1, T, dtype=torch.bool, device=q.device) if allowed is None else allowed[torch.arange(B), :, :, first]
         stats["sink"] = torch.where(vis0, torch.exp(s0 - lse), torch.zeros_like(s0))
     if "prev" in need:
         pidx = (qabs - 1).clamp(min=0)  # (T,)
-        kp = ke.float()[:, :, pidx]  # (B, H, T, d)
+        kp = ke[:, :, pidx].float()  # (B, H, T, d)
         sp = (qf * kp).sum(-1) * scale
         ok = (ctx.query_pos >= 1)[:, None, :]
         if allowed is not None:
@@ -168,10 +176,15 @@ def stats_path(q, k, v, scale, causal, bmask, probes, ctx) -> torch.Tensor:
     return o[..., :dv].to(q.dtype)
 
 
-def select_path(q, edits, probes, pattern, bmask) -> str:
+def stats_ok(q, probes, causal: bool) -> bool:
+    """Whether every probe has a closed form next to SDPA (CPU only: it uses the flash op's lse)."""
+    return q.device.type == "cpu" and bool(probes) and all(p.supports_fast(causal) for p in probes)
+
+
+def select_path(q, edits, probes, pattern, bmask, causal: bool = True) -> str:
     if not edits and not probes and pattern is None:
         return "sdpa"
-    if not edits and pattern is None and probes and all(p.fast_needs is not None for p in probes) and q.device.type == "cpu":
+    if not edits and pattern is None and stats_ok(q, probes, causal):
         return "stats"
     if not edits and not probes and pattern is not None and bmask is None:
         return "sparse"  # static and dynamic patterns alike: block-sparse kernel, no padding
@@ -200,12 +213,29 @@ def attend(
     additive float. Returns (B, H, T, d). ``path`` forces "sdpa" | "stats" | "sparse" | "eager".
     """
     check_qkv(q, k, v)
-    d = q.shape[-1]
+    B, H, T, d = q.shape
+    S = k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     bmask = to_bool_mask(attn_mask)
-    if ctx is None:
+    if bmask is not None:
+        if bmask.dim() != 4 or bmask.shape[0] not in (1, B) or bmask.shape[1] not in (1, H) or bmask.shape[2] not in (1, T) \
+                or bmask.shape[3] != S:
+            raise ValueError(f"attn_mask {tuple(bmask.shape)} must broadcast to (B, 1|H, T, S) = ({B}, 1|{H}, {T}, {S})")
+        bmask = bmask.expand(B, bmask.shape[1], T, S)
+    if probes and any(isinstance(p, str) for p in probes):
+        from .probes import make_probe
+
+        probes = [make_probe(p) if isinstance(p, str) else p for p in probes]
+    path = path or select_path(q, edits, probes, pattern, bmask, causal)
+    if path == "stats" and not stats_ok(q, probes, causal):
+        raise ValueError("path='stats' needs CPU tensors and probes that all have a closed form here "
+                         f"(got {[p.name for p in probes]} on {q.device.type}, causal={causal}); use path='eager'")
+    if path in ("sdpa", "sparse") and (edits or probes):
+        raise ValueError(f"path={path!r} cannot run edits or probes; use path='eager' (or 'stats' for probes)")
+    if path == "sparse" and pattern is None:
+        raise ValueError("path='sparse' needs a pattern")
+    if ctx is None and path in ("stats", "eager"):
         ctx = make_context(q, k, causal, bmask)
-    path = path or select_path(q, edits, probes, pattern, bmask)
     if path == "sdpa":
         return _sdpa(q, k, v, scale, causal, bmask)
     if path == "stats":

@@ -33,6 +33,10 @@ class Probe:
         self.total: torch.Tensor | None = None
         self.count: torch.Tensor | None = None
 
+    def supports_fast(self, causal: bool) -> bool:
+        """Whether ``update_fast`` gives this probe's exact value for this kind of attention."""
+        return self.fast_needs is not None
+
     def reset(self, n_layers: int, n_heads: int) -> None:
         self.n_layers, self.n_heads = n_layers, n_heads
         self.total = torch.zeros(n_layers, n_heads, dtype=torch.float64)
@@ -46,7 +50,7 @@ class Probe:
         """Accumulate ``per_query (B, H, Tq)`` over queries where ``valid (B, Tq)`` is True."""
         self._ensure(ctx)
         w = valid.to(torch.float64).unsqueeze(1)  # (B, 1, Tq)
-        vals = torch.nan_to_num(per_query.to(torch.float64), nan=0.0) * w
+        vals = torch.where(w > 0, per_query.to(torch.float64), 0.0)  # pads may hold NaN; valid NaNs show
         self.total[ctx.layer] += vals.sum(dim=(0, 2))
         self.count[ctx.layer] += w.sum(dim=(0, 2)).expand(ctx.n_heads)
 

@@ -1,5 +1,6 @@
-"""Mean attention distance: mean over queries i of Σ_j A_ij (i − j), positions counted from
-each row's first real token (ViT "mean attention distance" / WAAD-style, SPEC §A4)."""
+"""Mean attention distance: mean over queries i of Σ_j A_ij (i − j) in causal models, and of
+Σ_j A_ij |i − j| in bidirectional ones (where signed distances would cancel); positions are counted
+from each row's first real token (ViT "mean attention distance" / WAAD-style, SPEC §A4)."""
 from __future__ import annotations
 
 import torch
@@ -11,10 +12,16 @@ class DistanceProbe(Probe):
     name = "distance"
     fast_needs = ("distance",)
 
+    def supports_fast(self, causal: bool) -> bool:
+        return causal  # |i − j| is not linear in A·pos: bidirectional models use the chunked path
+
     def update(self, a, ctx):
         kp = ctx.key_pos.clamp(min=0).to(a.dtype)  # (B, S)
-        mean_j = torch.einsum("bhts,bs->bht", a, kp)
-        dist = ctx.chunk_query_pos().to(a.dtype)[:, None, :] - mean_j
+        qp = ctx.chunk_query_pos().to(a.dtype)  # (B, Tc)
+        if ctx.causal:
+            dist = qp[:, None, :] - torch.einsum("bhts,bs->bht", a, kp)
+        else:
+            dist = torch.einsum("bhts,bts->bht", a, (qp[:, :, None] - kp[:, None, :]).abs())
         self.add(ctx, dist, ctx.query_valid())
 
     def update_fast(self, stats, ctx):

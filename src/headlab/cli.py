@@ -79,9 +79,13 @@ def scan(
     from .models import load
     from .scan import parse_metrics, read_texts, run_scan
 
-    if threads:
-        torch.set_num_threads(threads)
     try:
+        if threads < 0:
+            raise ValueError(f"--threads must be >= 0 (0 = torch default), got {threads}")
+        if threads:
+            torch.set_num_threads(threads)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
         mlist = parse_metrics(metrics)
         if n_texts < 1:
             raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
@@ -109,7 +113,7 @@ def scan(
             from .report.html import write_html_report
 
             write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     _summary(res, all_heads)

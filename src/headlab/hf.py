@@ -15,6 +15,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .attend import attend, make_context
+from .context import AttnContext
 from .masks import to_bool_mask
 
 _counter = itertools.count()
@@ -69,7 +70,6 @@ class Run:
         self.patterns = patterns
         self.state = state
         self.calls = 0
-        self.layers_seen: set[int] = set()
 
     def stats(self) -> dict[str, torch.Tensor]:
         """{probe name: (layers, heads) tensor}, averaged over every call so far."""
@@ -78,8 +78,9 @@ class Run:
         return {p.name: p.result() for p in self.probes}
 
 
-def _make_fn(run: Run, n_layers: int, n_heads: int, n_kv: int):
+def _make_fn(run: Run, n_layers: int):
     order: dict[int, int] = {}
+    last: dict[str, Any] = {}  # positions of the latest mask: HF hands the same mask to every layer
 
     def headlab_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         for kw in _UNSUPPORTED_KW:
@@ -89,13 +90,18 @@ def _make_fn(run: Run, n_layers: int, n_heads: int, n_kv: int):
         if layer is None:
             layer = order.setdefault(id(module), len(order))
         run.calls += 1
-        run.layers_seen.add(layer)
         pattern = run.patterns.get(layer)
         if not run.probes and not run.edits and pattern is None:
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         causal = bool(getattr(module, "is_causal", True))
         bmask = to_bool_mask(attention_mask)
-        ctx = make_context(query, key, causal, bmask, layer=layer, n_layers=n_layers, state=run.state)
+        # HF hands the same mask object to every layer of a forward pass: derive positions once
+        # (the mask itself is kept referenced, so an identity match cannot be a reused address)
+        shapes = (tuple(query.shape), tuple(key.shape))
+        if not last or last["mask"] is not attention_mask or last["shapes"] != shapes:
+            c = make_context(query, key, causal, bmask)
+            last.update(mask=attention_mask, shapes=shapes, pos=(c.key_pos, c.query_pos))
+        ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, *last["pos"], state=run.state)
         out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
                      edits=run.edits, probes=run.probes, ctx=ctx)
         out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
@@ -126,7 +132,7 @@ def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, sta
         e.bind(n_layers, n_heads)
     run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads, n_kv), dict(state or {}))
     name = f"headlab_{next(_counter)}"
-    AttentionInterface.register(name, _make_fn(run, n_layers, n_heads, n_kv))
+    AttentionInterface.register(name, _make_fn(run, n_layers))
     AttentionMaskInterface.register(name, sdpa_mask)
     previous = model.config._attn_implementation
     try:

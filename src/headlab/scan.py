@@ -118,10 +118,12 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
     if "retrieval" in metrics:
         from .probes.retrieval import retrieval_scores
 
-        stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, progress=lambda: tick("retrieval case"))
+        stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
+                                                       progress=lambda: tick("retrieval case"))
     stats = {m: stats[m] for m in metrics}
     lengths = [int(x.shape[1]) for x in ids]
-    recs = records(stats, uniform_entropy(lengths))
+    causal = bool(getattr(model.config, "is_decoder", False)) or causal_lm
+    recs = records(stats, uniform_entropy(lengths, causal))
     meta = {
         "model": model_name,
         "n_layers": n_layers,
@@ -133,7 +135,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         "metrics": list(metrics),
         "formulas": {m: FORMULAS[m] for m in metrics},
         "roles": ROLE_RULES,
-        "uniform_entropy": uniform_entropy(lengths),
+        "uniform_entropy": uniform_entropy(lengths, causal),
         "prefix_token": prefix,
         "edits": [e.describe() for e in edits],
         "pattern": None,

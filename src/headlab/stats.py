@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .hf import attach, model_shape
+from .hf import attach
 from .probes import REGISTRY
 
 QUERY_METRICS = tuple(REGISTRY)
@@ -23,6 +23,10 @@ QUERY_METRICS = tuple(REGISTRY)
 def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
     if input_ids.shape[1] == 0 or (attention_mask is not None and bool((attention_mask.sum(-1) == 0).any())):
         raise ValueError("empty input: every row needs at least one token")
     max_len = getattr(model.config, "max_position_embeddings", None)
@@ -50,7 +54,6 @@ def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink",
     if unknown:
         raise ValueError(f"unknown metrics {unknown}: query metrics are {list(QUERY_METRICS)} (induction and retrieval have their own helpers)")
     check_input(model, input_ids, attention_mask)
-    model_shape(model)
     with attach(model, probes=list(metrics)) as run:
         forward_for_attention(model, input_ids, attention_mask)
     return run.stats()

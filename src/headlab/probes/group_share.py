@@ -46,21 +46,24 @@ class GroupShareProbe(Probe):
 
     def update(self, a, ctx):
         self._ensure(ctx)
-        if not self._share:
-            self.reset(ctx.n_layers, ctx.n_heads)
         qpos = ctx.chunk_query_pos()  # (B, Tc)
         valid = qpos >= 0
         if self.queries is not None:
             valid = valid & torch.isin(qpos, self.queries)
-        visible = (a > 0).sum(-1).clamp(min=1).to(a.dtype)  # (B, H, Tc)
+        # keys a query may see (from positions, not from non-zero weights, which can underflow)
+        vis = ctx.key_pos[:, None, :] >= 0  # (B, 1, S)
+        if ctx.causal:
+            vis = vis & (ctx.key_pos[:, None, :] <= qpos[:, :, None])  # (B, Tc, S)
+        vis = vis.to(a.dtype)
+        visible = vis.sum(-1).clamp(min=1)[:, None, :]  # (B, 1, Tc)
         for g, pos in self.groups.items():
             ing = torch.isin(ctx.key_pos, pos).to(a.dtype)  # (B, S)
             share = torch.einsum("bhts,bs->bht", a, ing)
-            n_g = torch.einsum("bhts,bs->bht", (a > 0).to(a.dtype), ing)
+            n_g = torch.einsum("bts,bs->bt", vis.expand(-1, qpos.shape[1], -1), ing)[:, None, :]  # (B, 1, Tc)
             self._share[g].add(ctx, share, valid)
             fair = n_g / visible
             aei = torch.where(fair > 0, share / fair.clamp(min=1e-12), torch.full_like(share, float("nan")))
-            self._aei[g].add(ctx, aei, valid & (fair > 0).all(1))
+            self._aei[g].add(ctx, aei, valid & (fair[:, 0] > 0))
         first = next(iter(self.groups))
         self.total, self.count = self._share[first].total, self._share[first].count
 

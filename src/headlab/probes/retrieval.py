@@ -101,7 +101,9 @@ def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 
 
 
 @torch.no_grad()
-def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0) -> RetrievalCase:
+def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0,
+                   edits=()) -> RetrievalCase:
+    """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
     from transformers import DynamicCache
 
     from ..hf import attach, model_shape
@@ -109,13 +111,14 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
     n_layers, n_heads, _ = model_shape(model)
     ids, (s, e), answer = build_case(tokenizer, n_tokens, depth, needle, seed)
     cache = DynamicCache()
-    model(input_ids=ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
+    with attach(model, edits=list(edits)):
+        model(input_ids=ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
     scores = torch.zeros(n_layers, n_heads)
     probe = ArgmaxProbe()
     nxt = ids[:, -1:]
     generated: list[int] = []
     prompt = ids[0]
-    with attach(model, probes=[probe]):
+    with attach(model, probes=[probe], edits=list(edits)):
         for _ in range(max_new):
             out = model(input_ids=nxt, cache=cache, use_cache=True)
             w = int(out.logits[0, -1].argmax())
@@ -133,7 +136,7 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
 
 
 def retrieval_scores(model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0.75), needles=(0, 1, 2),
-                     max_new: int = 24, progress=None) -> tuple[torch.Tensor, list[RetrievalCase]]:
+                     max_new: int = 24, progress=None, edits=()) -> tuple[torch.Tensor, list[RetrievalCase]]:
     """(layers, heads) mean retrieval score over successful cases, and all cases.
 
     Heads are all-NaN when no case succeeds (the model never retrieved the needle)."""
@@ -141,7 +144,7 @@ def retrieval_scores(model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0
     for n in lengths:
         for d in depths:
             for k in needles:
-                cases.append(retrieval_case(model, tokenizer, n, d, k, max_new=max_new))
+                cases.append(retrieval_case(model, tokenizer, n, d, k, max_new=max_new, edits=edits))
                 if progress is not None:
                     progress()
     ok = [c.scores for c in cases if c.recall > 0.5]

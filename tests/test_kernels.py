@@ -141,3 +141,28 @@ def test_flex_backend_matches_reference():
         ref = reference_sparse_attend(q, k, v, p)
         out = sparse_attend(q, k, v, p, backend="flex")
         assert (out - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.slow
+def test_auto_measures_gather_against_flex_once(monkeypatch):
+    """Long inputs: auto times both backends on the first call, then reuses the winner; both exact."""
+    from headlab.kernels import autotune
+
+    monkeypatch.setattr(autotune, "FLEX_MIN_T", 32)
+    monkeypatch.setattr(autotune, "DECISIONS", {})
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 4, 64, 16, generator=g), torch.randn(1, 2, 64, 16, generator=g),
+               torch.randn(1, 2, 64, 16, generator=g))
+    p = P.window(9)
+    ref = reference_sparse_attend(q, k, v, p, scale=0.25, causal=True)
+    first = sparse_attend(q, k, v, p, scale=0.25)
+    assert len(autotune.DECISIONS) == 1
+    (choice, t_gather, t_flex), = autotune.DECISIONS.values()
+    assert choice in ("flex", "gather") and t_gather > 0 and t_flex > 0
+    second = sparse_attend(q, k, v, p, scale=0.25)
+    assert len(autotune.DECISIONS) == 1
+    assert torch.allclose(first, ref, atol=1e-5) and torch.allclose(second, ref, atol=1e-5)
+    monkeypatch.setenv("HEADLAB_FLEX", "0")
+    monkeypatch.setattr(autotune, "DECISIONS", {})
+    assert torch.allclose(sparse_attend(q, k, v, p, scale=0.25), ref, atol=1e-5)
+    assert autotune.DECISIONS == {}

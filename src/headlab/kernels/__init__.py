@@ -2,8 +2,9 @@
 
 ``sparse_attend(q, k, v, pattern, scale=None, causal=True, backend="auto")``: q (B,H,T,d),
 k/v (B,Hkv,S,d) with H a multiple of Hkv; queries are the last T of S positions; returns (B,H,T,d).
-Backends: "gather" (copy only the needed key blocks; what "auto" uses), "flex" (compiled
-FlexAttention, static patterns only), "dense" (SDPA with the full boolean mask: slow on CPU,
+Backends: "gather" (copy only the needed key blocks), "flex" (compiled FlexAttention, static
+patterns only), "auto" (gather, or — for static patterns at T >= 4096 — whichever of gather and
+flex measured faster on the first call with these sizes, see ``autotune.py``), "dense" (SDPA with the full boolean mask: slow on CPU,
 it falls back to the math kernel; for tests and comparisons). "auto" uses plain causal SDPA when
 the pattern hides nothing at these lengths (e.g. a window longer than the sequence), else gather.
 Dynamic patterns (topk_blocks, dhsa) always take the gather path with their data-dependent
@@ -80,6 +81,17 @@ def sparse_attend(q, k, v, pattern: Pattern, scale: float | None = None, causal:
     plan = build_plan(pattern, T, S, H, k.shape[1], block or pattern_block(pattern), causal, q.device)
     if backend == "auto" and _hides_nothing(plan, T, S, causal):
         return _sdpa_plain(q, k, v, scale, causal)
+    if backend == "auto" and block is None and q.device.type == "cpu":
+        from .autotune import choose
+        from .flex import flex_attend
+
+        key = (pattern.describe(), T, S, H, k.shape[1], q.dtype, causal)
+        chosen, out = choose(key, T, lambda: gather_static(q, k, v, plan, scale),
+                             lambda: flex_attend(q, k, v, pattern, scale, causal))
+        if out is not None:
+            return out
+        if chosen == "flex":
+            return flex_attend(q, k, v, pattern, scale, causal)
     return gather_static(q, k, v, plan, scale)
 
 

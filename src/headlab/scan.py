@@ -24,7 +24,7 @@ FORMULAS = {
     "sink_rate": "fraction of texts with mean_i A[i,0] > 0.3 (Gu et al. 2410.10781, eps=0.3)",
     "entropy": "mean over i of -sum_j A[i,j] ln A[i,j] (nats)",
     "prev_token": "mean over i >= 1 of A[i,i-1]",
-    "distance": "mean over i of sum_j A[i,j] (i-j)",
+    "distance": "mean over i of sum_j A[i,j] (i-j); |i-j| in bidirectional models",
     "induction": "on random tokens r+r (|r|=n), mean over second-half i of A[i,i-n+1]",
     "retrieval": "Wu et al. 2404.15574: per decode step, +1/|span| when a head's top-1 key is in the needle answer "
                  "span and equals the generated token; mean over successful needle cases",

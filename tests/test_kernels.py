@@ -162,6 +162,11 @@ def test_auto_measures_gather_against_flex_once(monkeypatch):
     second = sparse_attend(q, k, v, p, scale=0.25)
     assert len(autotune.DECISIONS) == 1
     assert torch.allclose(first, ref, atol=1e-5) and torch.allclose(second, ref, atol=1e-5)
+    monkeypatch.setattr(autotune, "MAX_MEASURED", 1)  # budget spent: a new size is not measured
+    q2, k2, v2 = q[:, :, :48], k[:, :, :48], v[:, :, :48]
+    assert torch.allclose(sparse_attend(q2, k2, v2, p, scale=0.25),
+                          reference_sparse_attend(q2, k2, v2, p, scale=0.25, causal=True), atol=1e-5)
+    assert len(autotune.DECISIONS) == 1
     monkeypatch.setenv("HEADLAB_FLEX", "0")
     monkeypatch.setattr(autotune, "DECISIONS", {})
     assert torch.allclose(sparse_attend(q, k, v, p, scale=0.25), ref, atol=1e-5)

@@ -6,6 +6,9 @@ FlexAttention wins on CPU for some layouts (e.g. a causal window of 256 at 8K) a
 runs both backends on the real inputs (FlexAttention twice, so its compile is not counted), keeps
 the faster one for every later call with the same key, and falls back to gather when compiling
 fails. Shorter inputs always use gather (a compile would cost more than the whole call).
+FlexAttention compiles once per exact shape, so at most ``MAX_MEASURED`` keys are measured per process
+(a workload of many different lengths would otherwise pay a compile per length and hit torch.compile's
+recompile limit, past which it runs FlexAttention unfused); later new keys use gather.
 ``HEADLAB_FLEX=0`` turns the measurement off (gather only).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 FLEX_MIN_T = 4096
+MAX_MEASURED = 4
 #: (pattern.describe(), T, S, H, Hkv, dtype, causal) -> "flex" | "gather", with the measured seconds
 DECISIONS: dict[tuple, tuple[str, float, float]] = {}
 
@@ -33,6 +37,8 @@ def choose(key: tuple, T: int, run_gather: Callable[[], torch.Tensor], run_flex:
         return "gather", None
     if key in DECISIONS:
         return DECISIONS[key][0], None
+    if len(DECISIONS) >= MAX_MEASURED:
+        return "gather", None
     out, t_gather = _timed(run_gather)
     try:
         run_flex()  # compile + block mask

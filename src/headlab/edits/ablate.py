@@ -58,16 +58,9 @@ class MeanAblate(SiteEdit):
             self.set_means(means)
 
     def set_means(self, means: dict) -> "MeanAblate":
-        from .scale import site_key
+        from .scale import site_vectors
 
-        out = {}
-        for k, v in means.items():
-            key = site_key(*k) if isinstance(k, tuple) else str(k)
-            t = torch.as_tensor(v, dtype=torch.float32)
-            if t.ndim != 1:
-                raise ValueError(f"mean for {key} must be a (d,) vector, got shape {tuple(t.shape)}")
-            out[key] = t
-        self._means = out
+        self._means = site_vectors(means, "mean")
         return self
 
     def _json_params(self) -> dict:

@@ -18,7 +18,7 @@ import torch
 
 from ..context import AttnContext
 from .core import SiteEdit, register
-from .scale import site_key
+from .scale import site_key, site_vectors
 
 
 @torch.no_grad()
@@ -39,13 +39,7 @@ class Inject(SiteEdit):
     def __init__(self, means: dict, theta: Any = -2.0) -> None:
         if not isinstance(means, dict) or not means:
             raise ValueError("inject: means must be a non-empty {site: (d,) vector} dict (see task_embedding)")
-        mu = {}
-        for k, v in means.items():
-            key = site_key(*k) if isinstance(k, tuple) else str(k)
-            t = torch.as_tensor(v, dtype=torch.float32)
-            if t.ndim != 1:
-                raise ValueError(f"inject: mean for {key} must be (d,), got shape {tuple(t.shape)}")
-            mu[key] = t
+        mu = site_vectors(means, "inject: mean")
         from ..sites import _SITE_RE
 
         pairs = []

@@ -20,6 +20,18 @@ def site_key(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
 
 
+def site_vectors(vectors: dict, what: str) -> dict[str, torch.Tensor]:
+    """{(l, h) or "LlHh": (d,) vector} -> {"LlHh": float32 (d,) tensor}; ``what`` names them in errors."""
+    out = {}
+    for k, v in vectors.items():
+        key = site_key(*k) if isinstance(k, tuple) else str(k)
+        t = torch.as_tensor(v, dtype=torch.float32)
+        if t.ndim != 1:
+            raise ValueError(f"{what} for {key} must be a (d,) vector, got shape {tuple(t.shape)}")
+        out[key] = t
+    return out
+
+
 @register
 class ScaleHeads(SiteEdit):
     name = "scale_heads"

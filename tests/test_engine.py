@@ -58,19 +58,20 @@ def direct_metrics(a, key_pos, query_pos, causal=True):
     return out
 
 
+def make_case(case, seed=0):
+    """q, k, v, mask, causal for B=2, 3 query heads over 1 KV head, S=63, d=40."""
+    B, H, Hkv, d, S = 2, 3, 1, 40, 63
+    T = 1 if case == "decode" else S
+    q, k, v = qkv(B, H, Hkv, T, S, d, seed=seed)
+    mask = left_pad_mask(B, T, S, [5, 0]) if case == "padded" else None
+    return q, k, v, mask, case != "bidirectional"
+
+
 @pytest.mark.parametrize("path", ["sdpa", "stats", "eager"])
 @pytest.mark.parametrize("case", ["prefill", "padded", "decode", "bidirectional"])
 def test_paths_match_reference(path, case):
-    B, H, Hkv, d = 2, 3, 1, 40
-    T = S = 63
-    mask, causal = None, True
-    if case == "decode":
-        T = 1
-    q, k, v = qkv(B, H, Hkv, T, S, d)
-    if case == "padded":
-        mask = left_pad_mask(B, T, S, [5, 0])
-    if case == "bidirectional":
-        causal = False
+    q, k, v, mask, causal = make_case(case)
+    B, H, T, _ = q.shape
     ref = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask)
     probes = [make_probe(m) for m in METRICS if causal or m != "distance"] if path == "stats" else []
     out = headlab.attend(q, k, v, causal=causal, attn_mask=mask, probes=probes, path=path, chunk=7)
@@ -81,17 +82,8 @@ def test_paths_match_reference(path, case):
 @pytest.mark.parametrize("path", ["stats", "eager"])
 @pytest.mark.parametrize("case", ["prefill", "padded", "decode", "bidirectional"])
 def test_probe_metrics_match_formulas(path, case):
-    B, H, Hkv, d = 2, 3, 1, 40
-    T = S = 63
-    mask, causal = None, True
-    if case == "decode":
-        T = 1
-    q, k, v = qkv(B, H, Hkv, T, S, d, seed=1)
+    q, k, v, mask, causal = make_case(case, seed=1)
     q = q * 3  # sharper attention
-    if case == "padded":
-        mask = left_pad_mask(B, T, S, [5, 0])
-    if case == "bidirectional":
-        causal = False
     _, a = headlab.reference_attention(q, k, v, causal=causal, attn_mask=mask, return_weights=True)
     ctx = make_context(q, k, causal, mask)
     want = direct_metrics(a, ctx.key_pos, ctx.query_pos, causal)

@@ -13,6 +13,7 @@ Every sparse config leaves ``dense_layers`` dense (default: layer 0). Passkey it
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,8 +97,9 @@ class Row:
     accuracy: float
     trials: int
     ppl: float
-    prefill_s: float        # mean whole-model prefill time of one passkey prompt
-    speedup: float = 1.0    # dense prefill time / this prefill time (same length)
+    prefill_s: float        # median whole-model prefill time of one passkey prompt
+    speedup: float = 1.0    # dense median prefill time / this one (same length, timed interleaved)
+    answer_logprob: float = float("nan")  # mean log-probability of the key's tokens
 
 
 def _layer_map(p: Pattern | None, n_layers: int, dense_layers: Sequence[int]):
@@ -107,69 +109,143 @@ def _layer_map(p: Pattern | None, n_layers: int, dense_layers: Sequence[int]):
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, n_tokens: int, seed: int = 0) -> float:
-    """Perplexity of the model on ~n_tokens tokens of real prose (headlab.data.prose)."""
-    from .data.prose import haystack
+def perplexity(model, tokenizer, n_tokens: int, seed: int = 0, source: str = "essays") -> float:
+    """Perplexity of the model on ``n_tokens`` tokens of real prose ("essays": RULER's Paul Graham
+    essays; "pydoc": CPython help prose), from a seed not used by the passkey items."""
+    from .data.passkey import _haystack_ids
 
-    ids = tokenizer(haystack(tokenizer, n_tokens, seed=seed + 101), add_special_tokens=False)["input_ids"][:n_tokens]
-    x = torch.tensor([ids])
+    x = torch.tensor([_haystack_ids(tokenizer, n_tokens, seed + 101, source)], device=next(model.parameters()).device)
     out = model(input_ids=x, labels=x, use_cache=False)
     return float(torch.exp(out.loss))
 
 
+class TrialLog:
+    """Append-only JSON-lines log of every passkey trial and perplexity run (``trials.jsonl``).
+
+    A long run (hours at 8K tokens on a CPU) can be stopped and resumed: records already in the log
+    are not recomputed. A torn last line (the process was killed mid-write) is ignored."""
+
+    def __init__(self, path=None, resume: bool = False):
+        self.path = Path(path) if path else None
+        self.records: list[dict] = []
+        if self.path and self.path.exists():
+            if resume:
+                for line in self.path.read_text().splitlines():
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+            else:
+                self.path.unlink()
+
+    def find(self, **key) -> dict | None:
+        for r in self.records:
+            if all(r.get(k) == v for k, v in key.items()):
+                return r
+        return None
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+
+
+def plan_runs(configs: Sequence[tuple[str, Pattern | None]], n: int, matched: bool) -> list[tuple[str, Pattern | None]]:
+    """dense, then every config followed by its matched-density sink_window (when ``matched``)."""
+    runs: list[tuple[str, Pattern | None]] = [("dense", None)]
+    for label, p in configs:
+        runs.append((label, p))
+        if matched and p is not None:
+            w = matched_window(nominal_density(p, n), n)
+            runs.append((f"{w.describe()} [matched to {label}]", w))
+    return runs
+
+
 def evaluate(model, tokenizer, configs: Sequence[tuple[str, Pattern | None]], lengths: Sequence[int], trials: int = 20,
-             dense_layers: Sequence[int] = (0,), matched: bool = True, progress=None) -> list[Row]:
-    """Dense + every config (+ a sink_window of matched density when ``matched``) at each length."""
-    from .data.passkey import answer_correct, make_passkey
+             dense_layers: Sequence[int] = (0,), matched: bool = True, progress=None, source: str = "essays",
+             log: TrialLog | None = None) -> list[Row]:
+    """Dense + every config (+ a sink_window of matched density when ``matched``) at each length.
+
+    Passkey prompts are exactly ``n`` tokens (``passkey_ids``); for each prompt every configuration
+    runs in turn, so the prefill timings of dense and sparse are interleaved and their ratio is
+    robust to other load on the machine. ``log`` (a ``TrialLog``) records every trial and lets a
+    stopped run resume."""
+    from .data.passkey import check_answer, passkey_ids
     from .hf import attach, model_shape
 
     n_layers = model_shape(model)[0]
     for layer in dense_layers:
         if not 0 <= layer < n_layers:
             raise ValueError(f"dense layer {layer} out of range: valid layers are 0..{n_layers - 1}")
+    log = log or TrialLog()
     rows: list[Row] = []
     for n in lengths:
-        items = [make_passkey(tokenizer, n, d, seed=s) for s, d in enumerate(passkey_depths(trials))]
-        runs: list[tuple[str, Pattern | None]] = [("dense", None)]
-        for label, p in configs:
-            runs.append((label, p))
-            if matched and p is not None:
-                w = matched_window(nominal_density(p, n), n)
-                runs.append((f"{w.describe()} [matched to {label}]", w))
-        dense_time = None
-        for label, p in runs:
+        items = [passkey_ids(tokenizer, n, d, seed=s, source=source) for s, d in enumerate(passkey_depths(trials))]
+        runs = plan_runs(configs, n, matched)
+
+        def context(p):
             layer_map = _layer_map(p, n_layers, dense_layers)
-            ctx = attach(model, pattern=layer_map) if layer_map else contextlib.nullcontext()
-            hits, times = 0, []
-            with ctx:
-                for it in items:
-                    t0 = time.perf_counter()
-                    hits += int(answer_correct(model, tokenizer, it))
-                    times.append(time.perf_counter() - t0)
-                    if progress:
-                        progress(f"{n} tok · {label}")
-                ppl = perplexity(model, tokenizer, n)
+            return attach(model, pattern=layer_map) if layer_map else contextlib.nullcontext()
+
+        for it in items:
+            for label, p in runs:
+                key = dict(kind="passkey", length=n, label=label, seed=it.seed, **_setting(p, source, dense_layers))
+                if log.find(**key) is None:
+                    with context(p):
+                        t0 = time.perf_counter()
+                        ok, logp = check_answer(model, tokenizer, it)
+                        dt = time.perf_counter() - t0
+                    log.add({**key, "depth": it.depth, "correct": ok, "logprob": logp, "seconds": dt})
                 if progress:
-                    progress(f"{n} tok · {label} (ppl)")
-            dens = 1.0 if p is None else nominal_density(p, n)
-            n_sparse = 0 if p is None else n_layers - len(set(dense_layers))
-            t = sorted(times)[len(times) // 2]  # median: robust to other jobs on the machine
-            if p is None:
-                dense_time = t
-            rows.append(Row(label=label, pattern="dense" if p is None else p.describe(), length=n, density=dens,
-                            model_density=(n_layers - n_sparse + n_sparse * dens) / n_layers,
-                            accuracy=hits / len(items), trials=len(items), ppl=ppl, prefill_s=t,
-                            speedup=(dense_time / t) if dense_time else 1.0))
+                    progress(f"{n} tok · {label}")
+        for label, p in runs:
+            key = dict(kind="ppl", length=n, label=label, **_setting(p, source, dense_layers))
+            if log.find(**key) is None:
+                with context(p):
+                    log.add({**key, "ppl": perplexity(model, tokenizer, n, source=source)})
+            if progress:
+                progress(f"{n} tok · {label} (ppl)")
+        rows.extend(_rows(log, runs, n, source, [it.seed for it in items], n_layers, dense_layers))
     return rows
 
 
+def _setting(p: Pattern | None, source: str, dense_layers: Sequence[int]) -> dict:
+    """What a logged record depends on besides length/label/seed (so --resume never mixes settings)."""
+    return {"pattern": "dense" if p is None else p.describe(), "source": source,
+            "dense_layers": [] if p is None else sorted(set(dense_layers))}
+
+
+def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[int], n_layers: int, dense_layers) -> list[Row]:
+    out: list[Row] = []
+    dense_time = None
+    for label, p in runs:
+        setting = _setting(p, source, dense_layers)
+        recs = [log.find(kind="passkey", length=n, label=label, seed=s, **setting) for s in seeds]
+        times = sorted(r["seconds"] for r in recs)
+        t = times[len(times) // 2]  # median
+        if p is None:
+            dense_time = t
+        dens = 1.0 if p is None else nominal_density(p, n)
+        n_sparse = 0 if p is None else n_layers - len(set(dense_layers))
+        out.append(Row(label=label, pattern="dense" if p is None else p.describe(), length=n, density=dens,
+                       model_density=(n_layers - n_sparse + n_sparse * dens) / n_layers,
+                       accuracy=sum(r["correct"] for r in recs) / len(recs), trials=len(recs),
+                       ppl=log.find(kind="ppl", length=n, label=label, **setting)["ppl"], prefill_s=t,
+                       speedup=(dense_time / t) if dense_time else 1.0,
+                       answer_logprob=sum(r["logprob"] for r in recs) / len(recs)))
+    return out
+
+
 def format_table(rows: Sequence[Row]) -> str:
-    lines = ["| length | config | density | model density | passkey acc | ppl | prefill s | speedup |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| length | config | density | model density | passkey acc | key log-prob | ppl | prefill s | speedup |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.length} | {r.label} | {r.density:.3f} | {r.model_density:.3f} | "
-                     f"{r.accuracy:.2f} ({round(r.accuracy * r.trials)}/{r.trials}) | {r.ppl:.2f} | "
-                     f"{r.prefill_s:.2f} | {r.speedup:.2f}x |")
+                     f"{r.accuracy:.2f} ({round(r.accuracy * r.trials)}/{r.trials}) | {r.answer_logprob:.2f} | "
+                     f"{r.ppl:.2f} | {r.prefill_s:.2f} | {r.speedup:.2f}x |")
     return "\n".join(lines)
 
 

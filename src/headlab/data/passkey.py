@@ -7,6 +7,9 @@ a random number hidden at a chosen depth of a long distractor text of real prose
     item.answer  # "48213";  item.needle_span: (start, end) character offsets of the needle in prompt
     score(item, generated_text) -> bool
     answer_correct(model, tokenizer, item) -> bool  # one teacher-forced forward = greedy exact match
+
+    item = passkey_ids(tokenizer, 8192, depth=0.3, seed=0)   # exactly 8192 prompt tokens, essay haystack
+    check_answer(model, tokenizer, item) -> (correct, mean log-prob of the key's tokens)
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ class PasskeyItem:
     depth: float
     n_tokens: int
     seed: int
+    input_ids: tuple[int, ...] | None = None   # set by passkey_ids: the prompt exactly as fed
+    answer_ids: tuple[int, ...] | None = None
 
 
 def _n_tok(tokenizer, text: str) -> int:
@@ -65,6 +70,63 @@ def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: 
                        n_tokens=_n_tok(tokenizer, prompt), seed=seed)
 
 
+HAYSTACKS = ("essays", "pydoc")
+
+
+def _haystack_ids(tokenizer, n_tokens: int, seed: int, source: str) -> list[int]:
+    if source == "essays":
+        from .essays import haystack_ids
+        return haystack_ids(tokenizer, n_tokens, seed=seed)
+    if source == "pydoc":
+        from .prose import haystack
+        ids = tokenizer(haystack(tokenizer, n_tokens + 64, seed=seed), add_special_tokens=False)["input_ids"]
+        if len(ids) < n_tokens:
+            raise ValueError(f"pydoc prose gave {len(ids)} tokens, fewer than the {n_tokens} asked for")
+        return list(ids[:n_tokens])
+    raise ValueError(f"unknown haystack source {source!r}; choose one of {HAYSTACKS}")
+
+
+def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: str = "essays",
+                digits: int = 5) -> PasskeyItem:
+    """A passkey prompt of exactly ``n_tokens`` tokens, built at token level (intro, haystack cut
+    at a sentence end near ``depth``, needle, rest of the haystack, question), so every trial at one
+    length has one shape: comparable prefill timings and one FlexAttention compile per length.
+    ``source``: "essays" (RULER's Paul Graham essays, default) or "pydoc" (CPython help prose)."""
+    if not 0.0 <= depth <= 1.0:
+        raise ValueError(f"depth must be in [0, 1], got {depth}")
+    if not 1 <= digits <= 12:
+        raise ValueError(f"digits must be in [1, 12], got {digits}")
+    rng = random.Random(seed * 1_000_003 + int(depth * 1000) * 7 + n_tokens)
+    key = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+
+    def enc(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    intro, needle, question = enc(INTRO), enc(" " + NEEDLE.format(key=key) + " "), enc(QUESTION)
+    n_hay = n_tokens - len(intro) - len(needle) - len(question)
+    if n_hay < 16:
+        raise ValueError(f"n_tokens must be at least {n_tokens - n_hay + 16} for a passkey prompt, got {n_tokens}")
+    hay = _haystack_ids(tokenizer, n_hay, seed, source)
+    cut = int(round(depth * n_hay))
+    if 0 < cut < n_hay:  # move to just after the next sentence end, if one is near
+        for j in range(cut, min(n_hay, cut + 64)):
+            if tokenizer.decode(hay[j - 1:j]).rstrip().endswith((".", "!", "?")):
+                cut = j
+                break
+    ids = intro + hay[:cut] + needle + hay[cut:] + question
+    full = enc(QUESTION + " " + key)
+    answer = full[len(question):] if full[:len(question)] == question else enc(" " + key)
+    head = tokenizer.decode(intro + hay[:cut])
+    start = len(head) + (len(tokenizer.decode(intro + hay[:cut] + needle)) - len(head)
+                         - len(tokenizer.decode(needle)))  # normally 0
+    prompt = tokenizer.decode(ids)
+    span_text = NEEDLE.format(key=key)
+    found = prompt.find(span_text, max(0, start - 8))
+    a = found if found >= 0 else start
+    return PasskeyItem(prompt=prompt, answer=key, needle_span=(a, a + len(span_text)), depth=depth,
+                       n_tokens=len(ids), seed=seed, input_ids=tuple(ids), answer_ids=tuple(answer))
+
+
 def score(item: PasskeyItem, generated: str) -> bool:
     """True when the first number in the generated continuation is the pass key."""
     m = re.search(r"\d+", generated)
@@ -72,17 +134,29 @@ def score(item: PasskeyItem, generated: str) -> bool:
 
 
 @torch.no_grad()
-def answer_correct(model, tokenizer, item: PasskeyItem) -> bool:
-    """Greedy exact match of the answer digits, from one teacher-forced forward pass.
+def check_answer(model, tokenizer, item: PasskeyItem) -> tuple[bool, float]:
+    """(greedy exact match of the answer tokens, mean log-probability of those tokens), from one
+    teacher-forced forward pass.
 
     Feeding prompt + " " + answer and checking that every answer token is the argmax at its
-    position is the same as greedy decoding producing the answer first."""
-    p_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(item.prompt + " " + item.answer, add_special_tokens=False)["input_ids"][len(p_ids):]
+    position is the same as greedy decoding producing the answer first. The log-probability is a
+    graded signal for when accuracy alone is too coarse (few trials, weak models)."""
+    if item.input_ids is not None and item.answer_ids is not None:
+        p_ids, a_ids = list(item.input_ids), list(item.answer_ids)
+    else:
+        p_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(item.prompt + " " + item.answer, add_special_tokens=False)["input_ids"][len(p_ids):]
     if not a_ids:
         raise ValueError("the answer produced no tokens")
     ids = torch.tensor([p_ids + a_ids], device=next(model.parameters()).device)
     n = len(a_ids)
     out = model(input_ids=ids, use_cache=False, logits_to_keep=n + 1)
-    pred = out.logits[0, -n - 1:-1].argmax(-1).tolist()
-    return pred == a_ids
+    logits = out.logits[0, -n - 1:-1].float()  # (n, vocab): position t predicts answer token t
+    target = torch.tensor(a_ids, device=logits.device)
+    logp = torch.log_softmax(logits, -1).gather(1, target[:, None]).mean()
+    return logits.argmax(-1).tolist() == a_ids, float(logp)
+
+
+def answer_correct(model, tokenizer, item: PasskeyItem) -> bool:
+    """Greedy exact match of the answer (see ``check_answer``)."""
+    return check_answer(model, tokenizer, item)[0]

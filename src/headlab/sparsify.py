@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -100,6 +100,7 @@ class Row:
     prefill_s: float        # median whole-model prefill time of one passkey prompt
     speedup: float = 1.0    # dense median prefill time / this one (same length, timed interleaved)
     answer_logprob: float = float("nan")  # mean log-probability of the key's tokens
+    by_depth: list = field(default_factory=list)  # [needle depth, correct, key log-prob] per trial
 
 
 def _layer_map(p: Pattern | None, n_layers: int, dense_layers: Sequence[int]):
@@ -123,7 +124,9 @@ class TrialLog:
     """Append-only JSON-lines log of every passkey trial and perplexity run (``trials.jsonl``).
 
     A long run (hours at 8K tokens on a CPU) can be stopped and resumed: records already in the log
-    are not recomputed. A torn last line (the process was killed mid-write) is ignored."""
+    are not recomputed (a record is keyed by length, config label, pattern, dense layers, haystack,
+    item seed and needle depth; resume with the same model). A torn last line (the process was
+    killed mid-write) is ignored."""
 
     def __init__(self, path=None, resume: bool = False):
         self.path = Path(path) if path else None
@@ -192,13 +195,14 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Pattern | None]], le
 
         for it in items:
             for label, p in runs:
-                key = dict(kind="passkey", length=n, label=label, seed=it.seed, **_setting(p, source, dense_layers))
+                key = dict(kind="passkey", length=n, label=label, seed=it.seed, depth=it.depth,
+                           **_setting(p, source, dense_layers))
                 if log.find(**key) is None:
                     with context(p):
                         t0 = time.perf_counter()
                         ok, logp = check_answer(model, tokenizer, it)
                         dt = time.perf_counter() - t0
-                    log.add({**key, "depth": it.depth, "correct": ok, "logprob": logp, "seconds": dt})
+                    log.add({**key, "correct": ok, "logprob": logp, "seconds": dt})
                 if progress:
                     progress(f"{n} tok · {label}")
         for label, p in runs:
@@ -208,7 +212,7 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Pattern | None]], le
                     log.add({**key, "ppl": perplexity(model, tokenizer, n, source=source)})
             if progress:
                 progress(f"{n} tok · {label} (ppl)")
-        rows.extend(_rows(log, runs, n, source, [it.seed for it in items], n_layers, dense_layers))
+        rows.extend(_rows(log, runs, n, source, [(it.seed, it.depth) for it in items], n_layers, dense_layers))
     return rows
 
 
@@ -218,12 +222,13 @@ def _setting(p: Pattern | None, source: str, dense_layers: Sequence[int]) -> dic
             "dense_layers": [] if p is None else sorted(set(dense_layers))}
 
 
-def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[int], n_layers: int, dense_layers) -> list[Row]:
+def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[tuple[int, float]], n_layers: int,
+          dense_layers) -> list[Row]:
     out: list[Row] = []
     dense_time = None
     for label, p in runs:
         setting = _setting(p, source, dense_layers)
-        recs = [log.find(kind="passkey", length=n, label=label, seed=s, **setting) for s in seeds]
+        recs = [log.find(kind="passkey", length=n, label=label, seed=s, depth=d, **setting) for s, d in seeds]
         times = sorted(r["seconds"] for r in recs)
         t = times[len(times) // 2]  # median
         if p is None:
@@ -235,7 +240,8 @@ def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[int], n_laye
                        accuracy=sum(r["correct"] for r in recs) / len(recs), trials=len(recs),
                        ppl=log.find(kind="ppl", length=n, label=label, **setting)["ppl"], prefill_s=t,
                        speedup=(dense_time / t) if dense_time else 1.0,
-                       answer_logprob=sum(r["logprob"] for r in recs) / len(recs)))
+                       answer_logprob=sum(r["logprob"] for r in recs) / len(recs),
+                       by_depth=[[r["depth"], r["correct"], r["logprob"]] for r in recs]))
     return out
 
 
@@ -256,7 +262,15 @@ def plot(rows: Sequence[Row], path) -> None:
 
     from .io import atomic_write_bytes
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    longest = max(r.length for r in rows)
+    for r in rows:
+        if r.length == longest and r.by_depth:
+            pts = sorted(r.by_depth)
+            axes[2].plot([p[0] for p in pts], [p[2] for p in pts], marker="o", ms=3, lw=1,
+                         label=r.label.split(" [")[0][:28] + (" (matched)" if " [" in r.label else ""))
+    axes[2].set(xlabel="needle depth in the prompt", ylabel="mean log-prob of the key's tokens",
+                title=f"passkey key log-prob vs depth at {longest} tokens")
     for n in sorted({r.length for r in rows}):
         rs = [r for r in rows if r.length == n]
         for ax, key in zip(axes, ("accuracy", "speedup")):
@@ -270,7 +284,7 @@ def plot(rows: Sequence[Row], path) -> None:
                 title="whole-model prefill speedup vs density")
     axes[1].axhline(1.0, color="grey", lw=0.8)
     for ax in axes:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     import io as _io

@@ -41,17 +41,22 @@ def _n_tok(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: int = 5) -> PasskeyItem:
-    """A prompt of about ``n_tokens`` tokens (never more) with the needle at ``depth`` in [0, 1]
-    of the haystack (snapped to the next sentence end). The key has ``digits`` digits."""
-    from .prose import haystack
-
+def _key(n_tokens: int, depth: float, seed: int, digits: int) -> str:
+    """The pass key of one item: ``digits`` random digits fixed by (seed, depth, n_tokens)."""
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must be in [0, 1], got {depth}")
     if not 1 <= digits <= 12:
         raise ValueError(f"digits must be in [1, 12], got {digits}")
     rng = random.Random(seed * 1_000_003 + int(depth * 1000) * 7 + n_tokens)
-    key = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    return str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+
+
+def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: int = 5) -> PasskeyItem:
+    """A prompt of about ``n_tokens`` tokens (never more) with the needle at ``depth`` in [0, 1]
+    of the haystack (snapped to the next sentence end). The key has ``digits`` digits."""
+    from .prose import haystack
+
+    key = _key(n_tokens, depth, seed, digits)
     needle = NEEDLE.format(key=key)
     overhead = _n_tok(tokenizer, INTRO) + _n_tok(tokenizer, " " + needle + " ") + _n_tok(tokenizer, QUESTION) + 4
     if n_tokens < overhead + 16:
@@ -92,12 +97,7 @@ def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: s
     at a sentence end near ``depth``, needle, rest of the haystack, question), so every trial at one
     length has one shape: comparable prefill timings and one FlexAttention compile per length.
     ``source``: "essays" (RULER's Paul Graham essays, default) or "pydoc" (CPython help prose)."""
-    if not 0.0 <= depth <= 1.0:
-        raise ValueError(f"depth must be in [0, 1], got {depth}")
-    if not 1 <= digits <= 12:
-        raise ValueError(f"digits must be in [1, 12], got {digits}")
-    rng = random.Random(seed * 1_000_003 + int(depth * 1000) * 7 + n_tokens)
-    key = str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    key = _key(n_tokens, depth, seed, digits)
 
     def enc(text: str) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -57,8 +57,21 @@ def _unrows(o, shared: bool, H: int, T: int, block: int, front: int = 0):
     return o.reshape(B, H, nq * block, d)[:, :, front:front + T]
 
 
-def gather_static(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
-    """Sparse attention following a static ``Plan``. q (B,H,T,d), k/v (B,Hkv,S,d) -> (B,H,T,d)."""
+SPLIT_HEADS_BELOW = 0.75  # run heads one by one when that computes < 75 % of the joint work
+
+
+def _head_work(plan: Plan) -> tuple[int, int]:
+    """(blocks computed with all heads chunked together, blocks computed head by head)."""
+    per_head = plan.head_counts                                        # (h, nq)
+    return int(per_head.amax(0).sum()) * plan.heads, int(per_head.sum())
+
+
+def gather_static(q, k, v, plan: Plan, scale: float, split_heads: bool | None = None) -> torch.Tensor:
+    """Sparse attention following a static ``Plan``. q (B,H,T,d), k/v (B,Hkv,S,d) -> (B,H,T,d).
+
+    Heads whose layouts need very different numbers of key blocks (MoA's per-head spans, per-head
+    windows) are run one head at a time, so a narrow head does not compute the widest head's
+    blocks; ``split_heads`` forces either way (None: when it saves > 25 % of the blocks)."""
     B, H, T, d = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
@@ -66,8 +79,7 @@ def gather_static(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
     qr = _rows(q * scale, plan.shared, Hkv, bl, nq)                   # (B,hh,nq,R,d)
     hh, R = qr.shape[1], qr.shape[3]
     kb, vb = _blocks(k, bl), _blocks(v, bl)                            # (B,Hkv,nk+1,bl,d)
-    idx = plan.idx                                                     # (h,nq,K)
-    K = idx.shape[-1]
+    K = plan.idx.shape[-1]
     if plan.shared:
         hsel = torch.arange(Hkv, device=q.device).view(-1, 1, 1) if plan.heads > 1 else None
     else:
@@ -77,7 +89,25 @@ def gather_static(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
     if grouped:
         bias = bias.view(plan.heads, nq, 1, bl, K * bl)                # broadcast over the G stacked heads
     out = torch.empty(B, hh, nq, R, d, dtype=q.dtype, device=q.device)
-    counts = plan.counts.tolist()
+    if split_heads is None:
+        joint, split = _head_work(plan)
+        split_heads = plan.heads > 1 and split < SPLIT_HEADS_BELOW * joint
+    group = G if grouped else 1
+    if split_heads and plan.heads > 1:
+        for h in range(plan.heads):
+            _chunks(qr[:, h:h + 1], kb, vb, plan.idx[h:h + 1], hsel[h:h + 1], bias[h:h + 1],
+                    plan.head_counts[h].tolist(), plan.empty_rows, group, out[:, h:h + 1])
+    else:
+        _chunks(qr, kb, vb, plan.idx, hsel, bias, plan.counts.tolist(), plan.empty_rows, group, out)
+    return _unrows(out, plan.shared, H, T, bl)
+
+
+def _chunks(qr, kb, vb, idx, hsel, bias, counts: list[int], fix_nan: bool, group: int, out) -> None:
+    """Fill ``out`` (B,hh,nq,R,d) block row by block row. qr (B,hh,nq,R,d); kb/vb (B,Hkv,nk+1,bl,d);
+    idx (h,nq,K) with h in {1, hh}; hsel (hh,1,1) KV head of each row head, or None (all KV heads,
+    shared layout); bias (h,nq,[1,]bl,K*bl); counts[i]: blocks query block i needs (max over heads)."""
+    B, hh, nq, R, d = qr.shape
+    bl = kb.shape[3]
     a = 0
     while a < nq:
         # chunk of query blocks sized to the blocks they really need (no padding to the widest row)
@@ -92,13 +122,11 @@ def gather_static(q, k, v, plan: Plan, scale: float) -> torch.Tensor:
             kc, vc = kb[:, :, ii[0]], vb[:, :, ii[0]]                  # (B,Hkv,c,Kc,bl,d)
         else:
             kc, vc = kb[:, hsel, ii], vb[:, hsel, ii]                  # (B,hh,c,Kc,bl,d)
-        kc = kc.reshape(B, hh, b - a, Kc * bl, d)
-        vc = vc.reshape(B, hh, b - a, Kc * bl, d)
+        kc = kc.reshape(B, hh, b - a, Kc * bl, -1)
+        vc = vc.reshape(B, hh, b - a, Kc * bl, -1)
         bc = bias[:, a:b, ..., :Kc * bl]
-        out[:, :, a:b] = _attend_chunk(qr[:, :, a:b], kc, vc, bc.unsqueeze(0), plan.empty_rows,
-                                       G if grouped else 1)
+        out[:, :, a:b] = _attend_chunk(qr[:, :, a:b], kc, vc, bc.unsqueeze(0), fix_nan, group)
         a = b
-    return _unrows(out, plan.shared, H, T, bl)
 
 
 def gather_dynamic(q, k, v, sel: Selection, scale: float) -> torch.Tensor:

@@ -21,6 +21,7 @@ class Plan:
     idx: (h, nq, K) long key-block indices, allowed blocks first; padding slots point at block ``nk``.
     counts: (nq,) long, the most blocks any head needs for each query block (chunks only compute
         up to their own maximum, so a triangular layout does not pay for its widest row).
+    head_counts: (h, nq) long, the blocks each head needs (heterogeneous heads run one by one).
     bias: (h, nq, block, K*block) float, 0 where allowed, -inf elsewhere.
     empty_rows: some real query row has no allowed key (output 0 there).
     pairs: allowed (i, j) pairs per head (mean over heads); gathered: (i, j) entries computed.
@@ -33,6 +34,7 @@ class Plan:
     nk: int
     idx: torch.Tensor
     counts: torch.Tensor
+    head_counts: torch.Tensor
     bias: torch.Tensor
     empty_rows: bool
     pairs: float
@@ -76,7 +78,8 @@ def build_plan(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, 
     real_row = (qp < S).expand_as(allowed)
     empty = bool((~allowed.any(-1) & real_row[..., 0]).any())
     bias = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, float("-inf"))
-    plan = Plan(shared=shared, heads=h, block=block, nq=nq, nk=nk, idx=idx.to(device), counts=counts.amax(0),
+    plan = Plan(shared=shared, heads=h, block=block, nq=nq, nk=nk, idx=idx.to(device),
+                counts=counts.amax(0), head_counts=counts,
                 bias=bias.to(device), empty_rows=empty, pairs=float((allowed & real_row).sum()) / h,
                 gathered=float(nq * block * K * block))
     if len(cache) > 16:

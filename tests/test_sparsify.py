@@ -198,12 +198,19 @@ def test_attach_sparse_kernel_matches_dense_mask_tiny_model(monkeypatch):
 
 
 def test_cli_reach_and_parse_layers(tmp_path):
+    import typer
     from typer.testing import CliRunner
 
     from headlab.cli_sparsify import _parse_layers, app
 
     assert _parse_layers("every:7") == [0, 7, 14, 21, 28] and _parse_layers("none") == []
     assert _parse_layers("3,1") == [1, 3]
+    assert _parse_layers("0,14-17, 20") == [0, 14, 15, 16, 17, 20]
+    with pytest.raises(typer.BadParameter, match=r"\[30, 31\] out of range: valid layers are 0..29"):
+        _parse_layers("28-31")
+    for bad in ("5-2", "a,b", "1-x"):
+        with pytest.raises(typer.BadParameter, match="layer"):
+            _parse_layers(bad)
     res = CliRunner().invoke(app, ["reach", "--length", "256", "--block-length", "2048", "--out", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "r.md").read_text()

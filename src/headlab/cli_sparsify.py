@@ -23,7 +23,7 @@ def _command() -> str:
 
 
 def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
-    """'0' | '0,1,15' | 'every:7' (layers 0, 7, 14, ...) | 'none'."""
+    """'0' | '0,1,15' | '0,14-24' (ranges inclusive) | 'every:7' (layers 0, 7, 14, ...) | 'none'."""
     text = text.strip().lower()
     if text in ("", "none"):
         return []
@@ -32,10 +32,25 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
         if step <= 0:
             raise typer.BadParameter(f"every:N needs N >= 1, got {step}")
         return list(range(0, n_layers, step))
+    out: set[int] = set()
     try:
-        return sorted({int(x) for x in text.split(",") if x.strip()})
+        for part in (x.strip() for x in text.split(",")):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if hi < lo:
+                    raise typer.BadParameter(f"layer range {part!r} is empty: write low-high")
+                out.update(range(lo, hi + 1))
+            else:
+                out.add(int(part))
     except ValueError:
-        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints, got {text!r}") from None
+        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints / ranges "
+                                 f"like '0,14-24', got {text!r}") from None
+    bad = [layer for layer in out if not 0 <= layer < n_layers]
+    if bad:
+        raise typer.BadParameter(f"dense layers {sorted(bad)} out of range: valid layers are 0..{n_layers - 1}")
+    return sorted(out)
 
 
 @app.command("eval")
@@ -44,7 +59,7 @@ def eval_cmd(
                                       "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa"),
     lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),
     trials: int = typer.Option(20, help="passkey trials per length (needle depths 10-90 %)"),
-    dense_layers: str = typer.Option("0", help="layers kept dense: 'none', '0,1', 'every:7'"),
+    dense_layers: str = typer.Option("0", help="layers kept dense: 'none', '0,1', '0,14-24', 'every:7'"),
     matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density"),
     model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
     threads: int = typer.Option(2, help="torch threads"),

@@ -113,9 +113,9 @@ def _layer_map(p: Pattern | None, n_layers: int, dense_layers: Sequence[int]):
 def perplexity(model, tokenizer, n_tokens: int, seed: int = 0, source: str = "essays") -> float:
     """Perplexity of the model on ``n_tokens`` tokens of real prose ("essays": RULER's Paul Graham
     essays; "pydoc": CPython help prose), from a seed not used by the passkey items."""
-    from .data.passkey import _haystack_ids
+    from .data.passkey import haystack_ids
 
-    x = torch.tensor([_haystack_ids(tokenizer, n_tokens, seed + 101, source)], device=next(model.parameters()).device)
+    x = torch.tensor([haystack_ids(tokenizer, n_tokens, seed + 101, source)], device=next(model.parameters()).device)
     out = model(input_ids=x, labels=x, use_cache=False)
     return float(torch.exp(out.loss))
 

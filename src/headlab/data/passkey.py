@@ -78,7 +78,8 @@ def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: 
 HAYSTACKS = ("essays", "pydoc")
 
 
-def _haystack_ids(tokenizer, n_tokens: int, seed: int, source: str) -> list[int]:
+def haystack_ids(tokenizer, n_tokens: int, seed: int, source: str = "essays") -> list[int]:
+    """Exactly ``n_tokens`` token ids of distractor prose from ``source`` (one of ``HAYSTACKS``)."""
     if source == "essays":
         from .essays import haystack_ids
         return haystack_ids(tokenizer, n_tokens, seed=seed)
@@ -106,7 +107,7 @@ def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: s
     n_hay = n_tokens - len(intro) - len(needle) - len(question)
     if n_hay < 16:
         raise ValueError(f"n_tokens must be at least {n_tokens - n_hay + 16} for a passkey prompt, got {n_tokens}")
-    hay = _haystack_ids(tokenizer, n_hay, seed, source)
+    hay = haystack_ids(tokenizer, n_hay, seed, source)
     cut = int(round(depth * n_hay))
     if 0 < cut < n_hay:  # move to just after the next sentence end, if one is near
         for j in range(cut, min(n_hay, cut + 64)):
@@ -116,11 +117,9 @@ def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: s
     ids = intro + hay[:cut] + needle + hay[cut:] + question
     full = enc(QUESTION + " " + key)
     answer = full[len(question):] if full[:len(question)] == question else enc(" " + key)
-    head = tokenizer.decode(intro + hay[:cut])
-    start = len(head) + (len(tokenizer.decode(intro + hay[:cut] + needle)) - len(head)
-                         - len(tokenizer.decode(needle)))  # normally 0
     prompt = tokenizer.decode(ids)
     span_text = NEEDLE.format(key=key)
+    start = len(tokenizer.decode(intro + hay[:cut]))  # where the needle's tokens begin in the text
     found = prompt.find(span_text, max(0, start - 8))
     a = found if found >= 0 else start
     return PasskeyItem(prompt=prompt, answer=key, needle_span=(a, a + len(span_text)), depth=depth,

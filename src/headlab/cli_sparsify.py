@@ -75,7 +75,7 @@ def eval_cmd(
 
     Every trial is appended to OUT/trials.jsonl as it finishes and the report is rewritten after each
     length, so a long run shows partial results and can be continued with --resume.
-    Full run (about 1.5 hours on 2 cores): headlab sparsify eval -p power -p strided -p moa --lengths 2048 4096 8192
+    Full run (about 2 hours on 2 cores): headlab sparsify eval -p power -p strided -p moa --lengths 2048 4096 8192
     """
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -5,28 +5,21 @@ against dense causal SDPA, best of interleaved repeats.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
-import torch
 import torch.nn.functional as F
 
 from headlab import patterns as P
+from headlab.bench.inputs import random_qkv, script_args
 from headlab.kernels import autotune, sparse_attend
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tokens", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    g = torch.Generator().manual_seed(0)
+    a = script_args(__doc__)
     T = a.tokens
-    q = torch.randn(1, 9, T, 64, generator=g)
-    k = torch.randn(1, 3, T, 64, generator=g)
-    v = torch.randn(1, 3, T, 64, generator=g)
+    if T < autotune.FLEX_MIN_T:
+        raise SystemExit(f"--tokens must be >= {autotune.FLEX_MIN_T} (auto only measures FlexAttention from there), got {T}")
+    q, k, v = random_qkv(T)
     ke, ve = k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)
     for name, p in [("window(256)", P.window(256)), ("power(64,4,1)", P.power(64, 4, 1))]:
         t0 = time.perf_counter()

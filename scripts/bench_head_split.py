@@ -6,28 +6,19 @@ with the number of key blocks each way computes. 8192 tokens, 9 query / 3 KV hea
 """
 from __future__ import annotations
 
-import argparse
 import time
 
-import torch
 
 from headlab import patterns as P
+from headlab.bench.inputs import random_qkv, script_args
 from headlab.kernels import build_plan, reference_sparse_attend
 from headlab.kernels.gather import _head_work, gather_static
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--tokens", type=int, default=8192)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    a = script_args(__doc__)
     T = a.tokens
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(1, 9, T, 64, generator=g)
-    k = torch.randn(1, 3, T, 64, generator=g)
-    v = torch.randn(1, 3, T, 64, generator=g)
+    q, k, v = random_qkv(T)
     cases = [
         ("moa (sparsify eval's: spans 256, 128+N/8, N/4, sink 64; per KV head)",
          P.moa([(256, 0.0), (128, 0.125), (0, 0.25)], sink=64, kv_per_head=True)),

@@ -195,3 +195,20 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
                 out = gather_static(q, k, v, plan, d ** -0.5, split_heads=forced)
                 err = (out - ref).abs().max().item()
                 assert err < 1e-5, f"{p.describe()} block={block} split={forced}: max err {err}"
+
+
+def test_cli_bench_kernels_small(tmp_path, monkeypatch):
+    """`headlab bench kernels` end to end at a small size: markdown written where asked, nothing for --out ''."""
+    from typer.testing import CliRunner
+
+    from headlab.cli_sparsify import bench_app
+
+    monkeypatch.chdir(tmp_path)
+    args = ["kernels", "--tokens", "1024", "--repeats", "1", "--no-flex", "--threads", "1"]
+    res = CliRunner().invoke(bench_app, args + ["--out", str(tmp_path / "b.md")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "b.md").read_text()
+    assert "window(256)" in text and "1024" in text
+    res = CliRunner().invoke(bench_app, args + ["--out", ""])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md"]

@@ -153,7 +153,7 @@ def kernels_cmd(
     from .bench.kernels import markdown, run
 
     res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads)
-    if out and str(out):
+    if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
         from .io import atomic_write_text
         cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
                f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")

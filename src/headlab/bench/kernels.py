@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 
 import torch
+
+from .inputs import random_qkv
 import torch.nn.functional as F
 
 from .. import patterns as P
@@ -96,10 +98,7 @@ def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, 
         patterns=None, check: bool = True, threads: int | None = None, log=print) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(1, H, T, d, generator=g)
-    k = torch.randn(1, Hkv, T, d, generator=g)
-    v = torch.randn(1, Hkv, T, d, generator=g)
+    q, k, v = random_qkv(T, H, Hkv, d)
     kr, vr = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
     dense = lambda: F.scaled_dot_product_attention(q, kr, vr, is_causal=True)  # noqa: E731
     dense()

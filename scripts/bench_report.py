@@ -83,7 +83,7 @@ def main() -> None:
     from headlab.data import prose
     from headlab.models import load
     from headlab.report.html import write_html_report
-    from headlab.scan import run_scan
+    from headlab.measure.scan import run_scan
 
     out = args.out or Path(tempfile.mkdtemp(prefix="headlab-report-bench-"))
     t0 = time.perf_counter()
@@ -97,9 +97,9 @@ def main() -> None:
     print(f"scan ({n} tokens, 6 metrics): {time.perf_counter() - t0:.1f} s")
     t_eager = None
     if not args.no_eager:
-        from headlab.hf import attach
+        from headlab.engine.hf import attach
         from headlab.probes.base import Probe
-        from headlab.stats import forward_for_attention
+        from headlab.measure.stats import forward_for_attention
 
         class Noop(Probe):  # a probe without a fast path: forces the chunked eager engine, keeps nothing
             name = "noop"

@@ -20,7 +20,7 @@ torch.set_num_threads(int(sys.argv[3]))
 import headlab
 from headlab.models import load
 from headlab.data import prose
-from headlab.stats import forward_for_attention
+from headlab.measure.stats import forward_for_attention
 mode, n = sys.argv[1], int(sys.argv[2])
 model, tok = load("smollm2-135m")
 text = " ".join(prose.texts())

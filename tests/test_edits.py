@@ -9,7 +9,7 @@ import torch
 
 import headlab
 from headlab import edits as E
-from headlab.attend import attend, make_context
+from headlab.engine.attend import attend, make_context
 from headlab.edits.base import Edit
 
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def dense(fs=None, fa=None, fo=None, seed=0):
     ve = v.double().repeat_interleave(H // HKV, 1)
     s = q.double() @ ke.transpose(-1, -2) / math.sqrt(D)
     s = s.masked_fill(~m, float("-inf"))
-    kp, qp = headlab.masks.positions_from_mask(m, B, T, T)
+    kp, qp = headlab.engine.masks.positions_from_mask(m, B, T, T)
     if fs:
         s = fs(s, kp, qp)
     a = torch.nan_to_num(torch.softmax(s, -1), nan=0.0)
@@ -54,7 +54,7 @@ def dense(fs=None, fa=None, fo=None, seed=0):
 
 def valid_rows(kp_qp=None):
     _, _, _, m = qkv()
-    kp, qp = headlab.masks.positions_from_mask(m, B, T, T)
+    kp, qp = headlab.engine.masks.positions_from_mask(m, B, T, T)
     return qp >= 0  # (B, T)
 
 
@@ -299,7 +299,7 @@ def test_scale_heads_equals_scaling_o_proj_columns(tiny):
 
 
 def test_mean_ablation_calibrated_by_recorder(tiny):
-    from headlab.edits.record import HeadRecorder
+    from headlab.measure.record import HeadRecorder
 
     m, ids, am = tiny
     rec = HeadRecorder([(1, 3)], "all")

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 import headlab
-from headlab.attend import make_context
-from headlab.masks import causal_mask
+from headlab.engine.attend import make_context
+from headlab.engine.masks import causal_mask
 from headlab.probes import make_probe
 
-ENGINE = sys.modules["headlab.attend"]
+ENGINE = sys.modules["headlab.engine.attend"]
 METRICS = ["sink", "sink_rate", "entropy", "prev_token", "distance"]
 
 

@@ -5,8 +5,8 @@ import torch
 
 import headlab
 from headlab.edits.base import Edit
-from headlab.sites import parse_sites
-from headlab.stats import head_stats
+from headlab.engine.sites import parse_sites
+from headlab.measure.stats import head_stats
 
 METRICS = ["sink", "sink_rate", "entropy", "prev_token", "distance"]
 

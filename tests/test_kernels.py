@@ -201,7 +201,7 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     """`headlab bench kernels` end to end at a small size: markdown written where asked, nothing for --out ''."""
     from typer.testing import CliRunner
 
-    from headlab.cli_sparsify import bench_app
+    from headlab.cli.sparsify import bench_app
 
     monkeypatch.chdir(tmp_path)
     args = ["kernels", "--tokens", "1024", "--repeats", "1", "--no-flex", "--threads", "1"]

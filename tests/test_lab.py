@@ -112,7 +112,7 @@ def test_moh_lm_adds_aux_loss():
 def test_cli_smoke(tmp_path):
     from typer.testing import CliRunner
 
-    from headlab.cli_lab import app
+    from headlab.cli.lab import app
 
     r = CliRunner().invoke(app, ["memory-capacity", "--smoke", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output

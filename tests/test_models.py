@@ -23,7 +23,7 @@ def _prompt(tok, n=200):
 
 def test_smollm2_shape_and_identity(smollm2):
     model, tok = smollm2
-    assert headlab.hf.model_shape(model) == (30, 9, 3)
+    assert headlab.engine.hf.model_shape(model) == (30, 9, 3)
     ids = _prompt(tok, 64)
     with torch.no_grad():
         ref = model(ids).logits

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from headlab.context import AttnContext
+from headlab.engine.context import AttnContext
 from headlab.probes.head_map import HeadMap, HeadMapProbe, downsample_reference
 from headlab.report.data import decode_map, encode_map, load_scan, map_bytes
 from headlab.report.html import DEFAULT_MAX_BYTES, build_payload, render_page, write_html_report

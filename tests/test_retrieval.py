@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from headlab.context import AttnContext
+from headlab.engine.context import AttnContext
 from headlab.probes.retrieval import NEEDLES, ArgmaxProbe, build_case, retrieval_case, rouge1_recall
 
 

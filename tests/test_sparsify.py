@@ -201,7 +201,7 @@ def test_cli_reach_and_parse_layers(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from headlab.cli_sparsify import _parse_layers, app
+    from headlab.cli.sparsify import _parse_layers, app
 
     assert _parse_layers("every:7") == [0, 7, 14, 21, 28] and _parse_layers("none") == []
     assert _parse_layers("3,1") == [1, 3]
@@ -238,7 +238,7 @@ def test_passkey_and_sparse_swap_on_smollm2():
 def test_cli_eval_rejects_bad_options_before_loading():
     from typer.testing import CliRunner
 
-    from headlab.cli_sparsify import app
+    from headlab.cli.sparsify import app
 
     res = CliRunner().invoke(app, ["eval", "--haystack", "web"])
     assert res.exit_code != 0 and "'web'" in res.output and "essays" in res.output

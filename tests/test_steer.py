@@ -87,7 +87,7 @@ def test_generation_scoring():
 # ---------------------------------------------------------------- evaluation on a tiny model
 def test_token_groups_from_char_spans(tok):
     items = [Item("a film was great", spans={"context": (2, 10)}), Item("the movie", spans={"context": (4, 9)})]
-    from headlab.edits.record import encode_left
+    from headlab.measure.record import encode_left
 
     enc = encode_left(tok, [i.prompt for i in items], return_offsets=True)
     g = _groups(enc, items)
@@ -159,7 +159,7 @@ def test_steer_end_to_end_save_and_apply(model, tok, tmp_path):
 def test_cli_rejects_unknown_method_before_loading():
     from typer.testing import CliRunner
 
-    from headlab.cli_steer import app
+    from headlab.cli.steer import app
 
     r = CliRunner().invoke(app, ["magic", "--task", "sst2"])
     assert r.exit_code == 2 and "unknown steering method 'magic'" in r.output
@@ -212,7 +212,7 @@ def test_missing_data_package_names_the_install_command(monkeypatch):
 def test_cli_on_smollm2_save_then_apply(tmp_path):
     from typer.testing import CliRunner
 
-    from headlab.cli_steer import app
+    from headlab.cli.steer import app
 
     cfg = tmp_path / "t.json"
     r = CliRunner().invoke(app, ["zerotuning", "--task", "sst2", "--tune-on", "0"])

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .attend import attend
-from .hf import attach
-from .reference import reference_attention
-from .stats import head_stats
+from .engine.attend import attend
+from .engine.hf import attach
+from .engine.reference import reference_attention
+from .measure.stats import head_stats
 from .models import load
-from . import hf
+from .engine import hf
 
 __all__ = ["__version__", "hf", "attend", "attach", "reference_attention", "head_stats", "load"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 
 NEG_INF = float("-inf")
 
@@ -45,7 +45,7 @@ def site_values(values: Any, name: str, lo: float | None = None, hi: float | Non
     out: dict[tuple[int, int], float] = {}
     for key, v in values.items():
         if isinstance(key, str):
-            from ..sites import _SITE_RE
+            from ..engine.sites import _SITE_RE
 
             m = _SITE_RE.match(key)
             if not m or m.group(2) is None:

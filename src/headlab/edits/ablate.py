@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .core import SiteEdit, register
 from ._util import on_heads
 
@@ -75,7 +75,7 @@ class MeanAblate(SiteEdit):
     def calibrate(self, model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4,
                   max_length: int = 256) -> "MeanAblate":
         """Mean head output over every real token of ``texts`` (one pass, no edit attached)."""
-        from .record import record_head_outputs
+        from ..measure.record import record_head_outputs
 
         n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
         self.bind(n_layers, n_heads)

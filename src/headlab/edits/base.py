@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
-from ..sites import parse_sites
+from ..engine.context import AttnContext
+from ..engine.sites import parse_sites
 
 STAGES = ("scores", "weights", "output")
 

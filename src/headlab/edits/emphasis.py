@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .core import SiteEdit, register
 from .scale import site_key
 from ._util import check_finite, group_mask, site_values

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .core import SiteEdit, register
 from .scale import site_key, site_vectors
 
@@ -25,7 +25,7 @@ from .scale import site_key, site_vectors
 def task_embedding(model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all",
                    batch_size: int = 4, max_length: int | None = 1024) -> dict[str, torch.Tensor]:
     """μ per site: mean head output at the last token over ``icl_prompts``."""
-    from .record import record_head_outputs
+    from ..measure.record import record_head_outputs
 
     return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last",
                                batch_size=batch_size, max_length=max_length)
@@ -40,7 +40,7 @@ class Inject(SiteEdit):
         if not isinstance(means, dict) or not means:
             raise ValueError("inject: means must be a non-empty {site: (d,) vector} dict (see task_embedding)")
         mu = site_vectors(means, "inject: mean")
-        from ..sites import _SITE_RE
+        from ..engine.sites import _SITE_RE
 
         pairs = []
         for key in mu:

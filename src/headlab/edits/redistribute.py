@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .core import SiteEdit, register
 from ._util import check_finite, group_mask, visibility
 

@@ -25,7 +25,7 @@ from ._util import check_finite
 def context_sensitivity(model: Any, tokenizer: Any, with_context: list[str], without_context: list[str],
                         batch_size: int = 4, max_length: int | None = 1024, distance: str = "l2") -> torch.Tensor:
     """(L, H) mean distance between head outputs at the last token, with vs without the context."""
-    from .record import HeadRecorder, run_recorder
+    from ..measure.record import HeadRecorder, run_recorder
 
     if len(with_context) != len(without_context) or not with_context:
         raise ValueError("context_sensitivity: need the same non-zero number of prompts with and without context")

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .core import SiteEdit, register
 from ._util import layer_vector, site_values
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..sites import _SITE_RE, parse_sites
+from ..engine.sites import _SITE_RE, parse_sites
 
 _TOP_RE = re.compile(r"^([A-Za-z_][\w.-]*):(top|bottom)(\d+)$")
 _THR_RE = re.compile(r"^([A-Za-z_][\w.-]*)\s*([<>])\s*(-?[\d.eE+-]+)$")

@@ -4,7 +4,11 @@ Each experiment module ``headlab.lab.<name>`` has ``run(..., seed, quiet) -> Lab
 ``plot(result, fig)``; :data:`EXPERIMENTS` maps CLI names to those modules.  ``tiny_lm`` builds the
 small decoder-only LM used by ``sinks`` and ``moh``.
 """
-from . import icl_regression, induction, memory_capacity, moh, sinks
+from . import icl_regression
+from . import induction
+from . import memory_capacity
+from . import moh
+from . import sinks
 from .result import FIELDS, LabResult
 from .text import TextData
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm

@@ -102,7 +102,12 @@ def reach_table(items: list[tuple[str, Pattern, int | None]], length: int, max_l
 
 def default_items(length: int) -> list[tuple[str, Pattern, int | None]]:
     """Patterns compared in docs/sparse.md; token-level sizes scale with ``length`` (w = length/8)."""
-    from . import halo, neighborhood, power, sink_window, strided, window
+    from . import halo
+    from . import neighborhood
+    from . import power
+    from . import sink_window
+    from . import strided
+    from . import window
     w = max(4, length // 8)
     return [
         (f"window({w})", window(w), None),

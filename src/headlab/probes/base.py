@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 
 FAST_STATS = ("sink", "prev", "entropy", "distance")
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..context import AttnContext
-from ..sites import parse_sites
+from ..engine.context import AttnContext
+from ..engine.sites import parse_sites
 from .base import Probe
 
 

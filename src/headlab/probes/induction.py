@@ -45,8 +45,8 @@ def repeated_random_tokens(vocab_size: int, n: int = 50, batch: int = 10, seed: 
 
 def induction_scores(model, n: int = 50, batch: int = 10, seed: int = 0, prefix: list[int] | None = None) -> torch.Tensor:
     """(layers, heads) induction scores on repeated random tokens."""
-    from ..hf import attach
-    from ..stats import forward_for_attention
+    from ..engine.hf import attach
+    from ..measure.stats import forward_for_attention
 
     ids = repeated_random_tokens(model.config.vocab_size, n, batch, seed, prefix)
     probe = InductionProbe(n, offset=len(prefix or []))

@@ -106,7 +106,7 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
     """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
     from transformers import DynamicCache
 
-    from ..hf import attach, model_shape
+    from ..engine.hf import attach, model_shape
 
     n_layers, n_heads, _ = model_shape(model)
     ids, (s, e), answer = build_case(tokenizer, n_tokens, depth, needle, seed)
@@ -149,7 +149,7 @@ def retrieval_scores(model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0
                     progress()
     ok = [c.scores for c in cases if c.recall > 0.5]
     if not ok:
-        from ..hf import model_shape
+        from ..engine.hf import model_shape
 
         L, H, _ = model_shape(model)
         return torch.full((L, H), float("nan")), cases

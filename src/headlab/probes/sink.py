@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from .base import Probe
 
 

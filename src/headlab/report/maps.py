@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..probes.head_map import HeadMap, HeadMapProbe
-from ..sites import parse_sites
+from ..engine.sites import parse_sites
 from .data import Scan, map_bytes
 
 #: role -> (metric that measures it, True when larger is stronger)
@@ -172,8 +172,8 @@ def compute_text_maps(model, tokenizer, text: dict[str, Any], plan: MapPlan, *, 
     """One forward pass of ``text`` ({"name", "text", "ids"?}) with head-map probes attached."""
     import torch
 
-    from ..hf import attach
-    from ..stats import check_input, forward_for_attention
+    from ..engine.hf import attach
+    from ..measure.stats import check_input, forward_for_attention
 
     ids = text.get("ids")
     if ids is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..context import AttnContext
+from ..engine.context import AttnContext
 from ..io import atomic_write_json
 from ..probes.head_map import HeadMapProbe
 from .maps import TextMaps

@@ -15,7 +15,7 @@ import torch
 from rich.progress import Progress
 
 from ..data.tasks.base import Item, Task, score_generation
-from ..edits.record import encode_left
+from ..measure.record import encode_left
 
 
 @dataclass

@@ -154,7 +154,7 @@ def fit_inject(model: Any, tokenizer: Any, items: Sequence[Item], means: dict, s
     """Learn SITE's per-head θ on zero-shot ``items`` (choice items) with the task embeddings fixed."""
     from .. import attach
     from ..edits import inject
-    from ..edits.record import encode_left
+    from ..measure.record import encode_left
 
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")

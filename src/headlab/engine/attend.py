@@ -223,7 +223,7 @@ def attend(
             raise ValueError(f"attn_mask {tuple(bmask.shape)} must broadcast to (B, 1|H, T, S) = ({B}, 1|{H}, {T}, {S})")
         bmask = bmask.expand(B, bmask.shape[1], T, S)
     if probes and any(isinstance(p, str) for p in probes):
-        from .probes import make_probe
+        from ..probes import make_probe
 
         probes = [make_probe(p) if isinstance(p, str) else p for p in probes]
     path = path or select_path(q, edits, probes, pattern, bmask, causal)
@@ -241,7 +241,7 @@ def attend(
     if path == "stats":
         return stats_path(q, k, v, scale, causal, bmask, probes, ctx)
     if path == "sparse":
-        from .kernels import sparse_attend
+        from ..kernels import sparse_attend
 
         return sparse_attend(q, k, v, pattern, scale=scale, causal=causal)
     if path == "eager":

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..context import AttnContext
-from .base import Edit
+from ..engine.context import AttnContext
+from ..edits.base import Edit
 
 
 def encode_left(tokenizer: Any, texts: list[str], max_length: int | None = None,

@@ -75,9 +75,9 @@ def scan(
     """Per-head statistics of every attention head; writes heads.json, heads.csv, meta.json, atlas.png."""
     import torch
 
-    from .data import prose
-    from .models import load
-    from .scan import parse_metrics, read_texts, run_scan
+    from ..data import prose
+    from ..models import load
+    from ..measure.scan import parse_metrics, read_texts, run_scan
 
     try:
         if threads < 0:
@@ -92,7 +92,7 @@ def scan(
         text_list = read_texts(texts) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
         edit_list = []
         if edits is not None:
-            from .edits import from_config
+            from ..edits import from_config
 
             edit_list = from_config(edits)
         with console.status(f"loading {model}"):
@@ -110,7 +110,7 @@ def scan(
             res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
         if html:
-            from .report.html import write_html_report
+            from ..report.html import write_html_report
 
             write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
     except (ValueError, RuntimeError, OSError) as exc:
@@ -123,8 +123,10 @@ def scan(
 
 def _register_groups() -> None:
     """Sub-command groups live in their own files."""
-    from . import cli_lab, cli_sparsify, cli_steer
-    from .cli_report import report
+    from . import lab as cli_lab
+    from . import sparsify as cli_sparsify
+    from . import steer as cli_steer
+    from .report import report
 
     app.command("report")(report)
     app.add_typer(cli_steer.app, name="steer")

@@ -40,7 +40,7 @@ def steer(
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
     import torch
 
-    from .steer.run import steer as run_steer
+    from ..steer.run import steer as run_steer
 
     if threads:
         torch.set_num_threads(threads)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .hf import attach
-from .probes import REGISTRY
+from ..engine.hf import attach
+from ..probes import REGISTRY
 
 QUERY_METRICS = tuple(REGISTRY)
 

@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import patterns as P
-from .patterns.base import Pattern
+from .. import patterns as P
+from ..patterns.base import Pattern
 
 SINK = 64
 
@@ -50,7 +50,7 @@ def nominal_density(p: Pattern, n: int) -> float:
     if not p.dynamic:
         return p.density(n, n)
     rows = torch.arange(n, dtype=torch.float64)
-    from .patterns.topk import TopKBlocks
+    from ..patterns.topk import TopKBlocks
 
     if isinstance(p, TopKBlocks):
         budget = (p.k + p.local_blocks + p.sink_blocks) * p.block
@@ -113,7 +113,7 @@ def _layer_map(p: Pattern | None, n_layers: int, dense_layers: Sequence[int]):
 def perplexity(model, tokenizer, n_tokens: int, seed: int = 0, source: str = "essays") -> float:
     """Perplexity of the model on ``n_tokens`` tokens of real prose ("essays": RULER's Paul Graham
     essays; "pydoc": CPython help prose), from a seed not used by the passkey items."""
-    from .data.passkey import haystack_ids
+    from ..data.passkey import haystack_ids
 
     x = torch.tensor([haystack_ids(tokenizer, n_tokens, seed + 101, source)], device=next(model.parameters()).device)
     out = model(input_ids=x, labels=x, use_cache=False)
@@ -176,8 +176,8 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Pattern | None]], le
     runs in turn, so the prefill timings of dense and sparse are interleaved and their ratio is
     robust to other load on the machine. ``log`` (a ``TrialLog``) records every trial and lets a
     stopped run resume."""
-    from .data.passkey import check_answer, passkey_ids
-    from .hf import attach, model_shape
+    from ..data.passkey import check_answer, passkey_ids
+    from ..engine.hf import attach, model_shape
 
     n_layers = model_shape(model)[0]
     for layer in dense_layers:
@@ -260,7 +260,7 @@ def plot(rows: Sequence[Row], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
     longest = max(r.length for r in rows)
@@ -296,7 +296,7 @@ def plot(rows: Sequence[Row], path) -> None:
 
 def write_report(rows: Sequence[Row], out_dir, command: str = "") -> Path:
     """results.json, table.md and plot.png in ``out_dir`` (written atomically)."""
-    from .io import atomic_write_json, atomic_write_text
+    from ..io import atomic_write_json, atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -80,10 +80,12 @@ def eval_cmd(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from . import models, sparsify
+    from .. import models
+
+    from ..sparsify import passkey_eval as sparsify
 
     torch.set_num_threads(threads)
-    from .data.passkey import HAYSTACKS
+    from ..data.passkey import HAYSTACKS
 
     configs = [(name, sparsify.cli_pattern(name)) for name in pattern]
     lengths = list(lengths) + list(more_lengths or [])
@@ -120,7 +122,7 @@ def reach_cmd(
     out: Optional[Path] = typer.Option(None, help="also write the markdown table here"),
 ):
     """Layers until every token reaches every earlier token, and coverage per layer (no model)."""
-    from .patterns.reach import default_items, format_table, popcount_bound, reach_table
+    from ..patterns.reach import default_items, format_table, popcount_bound, reach_table
 
     items = default_items(length)
     tok_items = [it for it in items if it[2] is None]
@@ -134,7 +136,7 @@ def reach_cmd(
              f"distance = {popcount_bound(nb)} layers.\n")
     typer.echo(text)
     if out:
-        from .io import atomic_write_text
+        from ..io import atomic_write_text
         atomic_write_text(out, text)
 
 
@@ -150,11 +152,11 @@ def kernels_cmd(
     """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup."""
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
-    from .bench.kernels import markdown, run
+    from ..bench.kernels import markdown, run
 
     res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads)
     if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
-        from .io import atomic_write_text
+        from ..io import atomic_write_text
         cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
                f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")
                + "   (same as: python scripts/bench_kernels.py ...)")

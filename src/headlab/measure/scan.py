@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from .. import __version__
 from .atlas import ROLE_RULES, records, uniform_entropy
-from .hf import attach, model_shape
-from .io import atomic_dir, atomic_write_json
-from .probes import REGISTRY
+from ..engine.hf import attach, model_shape
+from ..io import atomic_dir, atomic_write_json
+from ..probes import REGISTRY
 from .stats import check_input, forward_for_attention
 
 ALL_METRICS = ("sink", "sink_rate", "entropy", "prev_token", "distance", "induction", "retrieval")
@@ -106,7 +106,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
                 tick(f"text {i + 1}/{len(ids)} ({x.shape[1]} tokens)")
         stats.update(run.stats())
     if "induction" in metrics:
-        from .probes.induction import InductionProbe, repeated_random_tokens
+        from ..probes.induction import InductionProbe, repeated_random_tokens
 
         x = repeated_random_tokens(model.config.vocab_size, n=50, batch=8, seed=0)
         probe = InductionProbe(50)
@@ -116,7 +116,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         tick("induction (8 x repeated 50 random tokens)")
     cases = []
     if "retrieval" in metrics:
-        from .probes.retrieval import retrieval_scores
+        from ..probes.retrieval import retrieval_scores
 
         stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
                                                        progress=lambda: tick("retrieval case"))
@@ -151,8 +151,8 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         base_recs = base.records
     res = ScanResult(recs, stats, meta, out, ids)
     if out is not None:
-        from .report.files import write_meta, write_records
-        from .report.png import atlas_png
+        from ..report.files import write_meta, write_records
+        from ..report.png import atlas_png
 
         with atomic_dir(out) as stage:
             write_records(stage, recs, list(metrics))

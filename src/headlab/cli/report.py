@@ -28,15 +28,15 @@ def report(
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
 ) -> None:
     """Write DIR/index.html: head atlas, one head up close, before/after comparison, provenance."""
-    from .report.data import load_scan
-    from .report.html import write_html_report
+    from ..report.data import load_scan
+    from ..report.html import write_html_report
 
     try:
         scan = load_scan(dir)
         kw = dict(map_sites=maps, max_map_px=max_map_px, topk=topk, map_texts=map_texts, max_bytes=int(max_mb * 1e6))
         text_list = None
         if texts is not None:
-            from .scan import read_texts
+            from ..measure.scan import read_texts
 
             text_list = read_texts(texts)
         if no_maps or maps == "none":
@@ -48,7 +48,7 @@ def report(
         else:
             import torch
 
-            from .models import load
+            from ..models import load
 
             if threads:
                 torch.set_num_threads(threads)

@@ -91,6 +91,9 @@ def _make_fn(run: Run, n_layers: int):
             layer = order.setdefault(id(module), len(order))
         run.calls += 1
         pattern = run.patterns.get(layer)
+        kv = getattr(key, "headlab_kv", None)  # decode step of a compressed cache (headlab.kv_cache): it attends itself
+        if kv is not None:
+            return kv.attend(query, attention_mask, scaling, pattern=pattern, edits=run.edits, probes=run.probes)
         if not run.probes and not run.edits and pattern is None:
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         causal = bool(getattr(module, "is_causal", True))
@@ -131,6 +134,8 @@ def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, sta
     for e in edits:
         e.bind(n_layers, n_heads)
     run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads, n_kv), dict(state or {}))
+    if callable(getattr(pattern, "check_model", None)):  # e.g. a per-head plan made for one model
+        pattern.check_model(model)
     name = f"headlab_{next(_counter)}"
     AttentionInterface.register(name, _make_fn(run, n_layers))
     AttentionMaskInterface.register(name, sdpa_mask)

@@ -9,6 +9,7 @@ from .compose import for_heads, per_head
 from .dhsa import dhsa
 from .groups import isolate
 from .halo import halo, halo2d
+from .headplan import HeadPlan, load_plan, save_plan
 from .moa import moa
 from .neighborhood import neighborhood, neighborhood2d
 from .power import power
@@ -42,4 +43,4 @@ def make(name: str, **kwargs) -> Pattern:
 
 __all__ = ["Pattern", "REGISTRY", "make", "causal", "window", "sink_window", "neighborhood",
            "neighborhood2d", "halo", "halo2d", "power", "strided", "moa", "isolate", "topk_blocks",
-           "dhsa", "per_head", "for_heads"]
+           "dhsa", "per_head", "for_heads", "HeadPlan", "load_plan", "save_plan"]

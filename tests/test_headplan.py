@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -271,3 +272,175 @@ def test_nan_scores_become_null(gqa):
     s = [[0.5, float("nan"), 0.0], [1.0, 2.0, float("nan")]]
     p = HP.plan_from_entries(_entries(), gqa, length=40, scores=torch.tensor(s))
     assert p.meta["scores"] == [[0.5, None, 0.0], [1.0, 2.0, None]]
+
+
+# ---------------------------------------------------------------------------------------- planners
+from headlab.sparsify import budget as B  # noqa: E402
+from headlab.sparsify import planners as PL  # noqa: E402
+
+
+def _byte_tokenizer():
+    """A byte-level tokenizer (256 bytes + <eos>, no merges): one token per ASCII character."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>")
+    return tok
+
+
+def _tiny_lm(layers=3, heads=6, kv=3, d=16):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=260, hidden_size=heads * d, intermediate_size=48, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=1024,
+                      eos_token_id=256, bos_token_id=256)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("N", [1, 3, 90])
+@pytest.mark.parametrize("n", [100, 8192])
+@pytest.mark.parametrize("share", [0.0, 0.6, 1.0])
+def test_split_budget_stays_within_and_close_to_the_budget(N, n, share):
+    sink, minw = 8, 8
+    for b in (0.17, 0.25, 0.35, 0.5, 0.999, 1.0):
+        k, w = B.split_budget(N, b, n, full_share=share, sink=sink, min_window=minw)
+        assert 0 <= k <= math.floor(share * b * N + 1e-9) and w >= minw
+        frac = B.kv_fraction_of(N, k, w, n, sink)
+        assert frac <= b + 1e-12
+        if k < N and sink + w < n:  # one more key per streaming head would break the budget
+            assert B.kv_fraction_of(N, k, w + 1, n, sink) > b
+
+
+def test_split_budget_errors():
+    with pytest.raises(ValueError, match=r"budget 0.01 is below .* valid budgets are \[0.0156, 1\]"):
+        B.split_budget(90, 0.01, 8192)
+    for bad in (0, 1.5, -0.2, float("nan")):
+        with pytest.raises(ValueError, match=r"must be (a number )?in \(0, 1\]"):
+            B.split_budget(90, bad, 8192)
+    with pytest.raises(ValueError, match="full_share must be in"):
+        B.split_budget(90, 0.3, 8192, full_share=1.2)
+
+
+def test_uniform_and_random_hit_the_budget_and_random_is_seeded(gqa):
+    n = 200
+    u = PL.make_plan("uniform", gqa, None, budget=0.5, length=n, sink=8, min_window=8)
+    assert u.full_heads() == [[], []] and len(u) == 2
+    assert u.kv_fraction() <= 0.5 and 0.5 - u.kv_fraction() < 1 / n
+    assert u.meta["kv_fraction"] == round(u.kv_fraction(), 6) and u.meta["method"] == "uniform"
+    r1 = PL.make_plan("random", gqa, None, budget=0.6, length=n, seed=3, sink=8, min_window=8)
+    r2 = PL.make_plan("random", gqa, None, budget=0.6, length=n, seed=3, sink=8, min_window=8)
+    assert r1.entries == r2.entries and r1.meta["seed"] == 3
+    k, w = B.split_budget(6, 0.6, n, full_share=0.6, sink=8, min_window=8)
+    assert sum(map(len, r1.full_heads())) == k == 2
+    assert r1.kv_fraction() == pytest.approx(B.kv_fraction_of(6, k, w, n, 8)) and r1.kv_fraction() <= 0.6
+    others = {json.dumps(PL.make_plan("random", gqa, None, budget=0.6, length=n, seed=s, sink=8,
+                                      min_window=8).full_heads()) for s in range(6)}
+    assert len(others) > 1  # the seed really chooses
+
+
+def test_make_plan_rejects_bad_input(gqa):
+    with pytest.raises(ValueError, match=r"unknown plan method 'magic'; choose one of \['duo', 'moa', 'retrieval'"):
+        PL.make_plan("magic", gqa, None, budget=0.3, length=100)
+    with pytest.raises(ValueError, match=r"length 257 is beyond the model's context: valid lengths are 1..256"):
+        PL.make_plan("uniform", gqa, None, budget=0.3, length=257)
+    for b in (0, 1.5):
+        with pytest.raises(ValueError, match=rf"KV budget must be in \(0, 1\], got {b}"):
+            PL.make_plan("uniform", gqa, None, budget=b, length=100)
+
+
+def test_missing_profiler_module_is_a_clear_error(gqa, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "headlab.sparsify.profile_moa", None)  # import fails with that name
+    with pytest.raises((RuntimeError, ImportError), match="profile_moa"):
+        PL.make_plan("moa", gqa, None, budget=0.3, length=100)
+
+
+class _Case:
+    def __init__(self, scores, recall):
+        self.scores, self.recall = scores, recall
+
+
+def test_retrieval_ranks_kv_heads_by_their_query_heads(gqa, tmp_path, monkeypatch):
+    # query-head scores (2 layers x 6 heads, KV group 2); one failed case that must be ignored
+    s = torch.tensor([[0.0, 0.9, 0.2, 0.2, 0.0, 0.0],
+                      [0.5, 0.5, 0.0, 0.3, 0.0, 0.1]])
+    calls = []
+
+    def fake_case(model, tok, n, d, k, max_new=24, seed=0):
+        calls.append((n, d, k))
+        return _Case(s if k == 0 else torch.full_like(s, 5.0), 1.0 if k == 0 else 0.0)
+
+    monkeypatch.setattr(PL, "_retrieval_case_fn", lambda: fake_case)
+    kw = dict(length=200, sink=8, min_window=8, cache_dir=tmp_path, lengths=(30,), depths=(0.5,), needles=(0, 1))
+    # budget 0.7 with full_share 0.6 -> 2 full KV heads of 6
+    p = PL.make_plan("retrieval", gqa, None, budget=0.7, **kw)
+    assert p.full_heads() == [[0], [0]]  # max: L0K0 = 0.9, L1K0 = 0.5 beat L0K1 = L1K1 = 0.3 ... ties by order
+    assert sum(p.meta["scores"], []) == pytest.approx([0.9, 0.2, 0.0, 0.5, 0.3, 0.1])
+    assert p.meta["calibration"]["items"] == 2 and p.meta["calibration"]["successful"] == 1
+    assert "pydoc" in p.meta["calibration"]["data"]
+    m = PL.make_plan("retrieval", gqa, None, budget=0.7, reduce="mean", **kw)
+    assert m.full_heads() == [[0], [0]] and m.meta["scores"][0] == pytest.approx([0.45, 0.2, 0.0])
+    assert len(calls) == 2  # the second budget / reduction reused the cached scores
+    q = PL.make_plan("retrieval", gqa, None, budget=0.95, **kw)  # 3 full: next is L0K1 (0.2) vs L1K1 (0.3)
+    assert q.full_heads() == [[0], [0, 1]]
+
+
+def test_retrieval_planner_runs_on_a_tiny_model_and_is_deterministic(tmp_path):
+    model, tok = _tiny_lm(), _byte_tokenizer()
+    kw = dict(budget=0.6, length=300, sink=8, min_window=8, lengths=(40,), depths=(0.5,), needles=(0, 2), max_new=4)
+    ticks = []
+    a = PL.make_plan("retrieval", model, tok, cache_dir=tmp_path / "a", progress=lambda *x: ticks.append(x), **kw)
+    b = PL.make_plan("retrieval", model, tok, cache_dir=tmp_path / "b", **kw)
+    assert a.entries == b.entries and a.meta["scores"] == b.meta["scores"]
+    assert ticks[-1][:2] == (2, 2)
+    assert a.kv_fraction() <= 0.6 and sum(map(len, a.full_heads())) == B.split_budget(9, 0.6, 300, 0.6, 8, 8)[0]
+    assert len(list((tmp_path / "a").glob("retrieval-*.json"))) == 1
+    with headlab.attach(model, pattern=a), torch.no_grad():
+        model(torch.randint(0, 256, (1, 50)))
+
+
+# ---------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def model_dir(tmp_path):
+    folder = tmp_path / "tiny"
+    m = _tiny_lm()
+    m.config.architectures = ["LlamaForCausalLM"]
+    m.save_pretrained(folder)
+    _byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_cli_plan(model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from headlab.cli.sparsify import app
+
+    out = tmp_path / "plans" / "u.json"
+    args = ["plan", "--model", str(model_dir), "--length", "300", "--sink", "8", "--threads", "1"]
+    res = CliRunner().invoke(app, args + ["--method", "random", "--kv-budget", "0.5", "--out", str(out),
+                                          "--name", "tiny-r"])
+    assert res.exit_code == 0, res.output
+    plan = HP.load_plan(out)
+    assert plan.name == "tiny-r" and plan.meta["model"]["name"] == str(model_dir) and plan.meta["method"] == "random"
+    assert f"kv_fraction {plan.kv_fraction():.4f}" in res.output and "full KV heads per layer: L0:" in res.output
+    bad = tmp_path / "bad.json"
+    for extra, msg in ((["--method", "magic", "--kv-budget", "0.5"], "magic"),
+                       (["--method", "uniform", "--kv-budget", "1.5"], "1.5"),
+                       (["--method", "uniform", "--kv-budget", "0"], "got 0"),
+                       (["--method", "uniform", "--kv-budget", "0.001"], "valid budgets are"),
+                       (["--method", "uniform", "--kv-budget", "0.5", "--length", "5000"], "1..1024")):
+        a = list(args)
+        if "--length" in extra:
+            a[a.index("--length") + 1] = extra[-1]
+            extra = extra[:-2]
+        res = CliRunner().invoke(app, a + extra + ["--out", str(bad)])
+        assert res.exit_code == 2, res.output
+        assert msg in res.output
+        assert not bad.exists()

@@ -162,3 +162,8 @@ def kernels_cmd(
                + "   (same as: python scripts/bench_kernels.py ...)")
         atomic_write_text(out, markdown(res, cmd))
         typer.echo(f"wrote {out}")
+
+
+from .sparsify_plan import plan_cmd  # noqa: E402  (own module: no import cycle)
+
+app.command("plan")(plan_cmd)

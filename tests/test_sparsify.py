@@ -246,3 +246,222 @@ def test_cli_eval_rejects_bad_options_before_loading():
     assert res.exit_code != 0 and "--trials must be >= 1, got 0" in res.output
     res = CliRunner().invoke(app, ["eval", "--lengths", "100"])
     assert res.exit_code != 0 and "got 100" in res.output
+
+
+# ---------------------------------------------------------------- per-head plans: eval --plan, decode timing, stats
+def test_wilson_interval_and_mcnemar_known_values():
+    from headlab.sparsify import mcnemar_exact, wilson_interval
+
+    lo, hi = wilson_interval(16, 20)  # Wilson (1927) score interval, z = 1.959964
+    z, n, p = 1.959963985, 20, 0.8
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    assert (lo, hi) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert (lo, hi) == pytest.approx((0.5840, 0.9193), abs=1e-4)
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == pytest.approx(1.0)
+    for bad in ((3, 2), (-1, 5), (0, 0)):
+        with pytest.raises(ValueError, match="need 0 <= k <= n"):
+            wilson_interval(*bad)
+    # 6 discordant pairs all one way: p = 2 * 0.5**6 = 0.03125; 5 vs 1: p = 2 * (1 + 6) / 64 = 0.21875
+    a = [True] * 6 + [True, False] * 3
+    b = [False] * 6 + [True, False] * 3
+    mc = mcnemar_exact(a, b)
+    assert (mc.only_a, mc.only_b) == (6, 0) and mc.pvalue == pytest.approx(0.03125)
+    mc = mcnemar_exact([1, 1, 1, 1, 1, 0, 1], [0, 0, 0, 0, 0, 1, 1])
+    assert (mc.only_a, mc.only_b) == (5, 1) and mc.pvalue == pytest.approx(0.21875)
+    assert mcnemar_exact([1, 0], [1, 0]).pvalue == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        mcnemar_exact([1], [1, 0])
+
+
+def test_greedy_decode_token_count_cache_bytes_and_generate():
+    from headlab import attach
+    from headlab.sparsify import dense_kv_bytes, greedy_decode
+
+    model = _tiny_llama()
+    ids = torch.randint(0, 256, (1, 77))
+    t = greedy_decode(model, ids[0].tolist(), 9)
+    assert len(t.tokens) == 9 and t.steps == 8 and t.cache == "full" and t.tok_s > 0
+    assert t.cache_bytes == dense_kv_bytes(model, 77) == 2 * 2 * 3 * 8 * 77 * 4  # K,V x layers x kv x d x T x fp32
+    with torch.no_grad():
+        g = model.generate(ids, max_new_tokens=9, min_new_tokens=9, do_sample=False)
+    assert t.tokens == g[0, 77:].tolist()
+    plan = {0: [P.causal(), P.sink_window(4, 16), P.sink_window(2, 8)], 1: [P.sink_window(4, 8)] * 3}
+    with attach(model, pattern=plan):
+        t2 = greedy_decode(model, ids, 6)
+        with torch.no_grad():  # teacher-forced under the same plan: the same greedy tokens
+            full = model(input_ids=torch.tensor([ids[0].tolist() + t2.tokens])).logits[0, 76:-1].argmax(-1)
+    assert t2.tokens == full.tolist() and t2.tokens != t.tokens[:6]
+    with pytest.raises(ValueError, match="n_new must be >= 2"):
+        greedy_decode(model, ids, 1)
+
+
+def test_pareto_front():
+    from headlab.sparsify import pareto_front
+
+    pts = [(1.0, 0.8), (0.3, 0.7), (0.3, 0.5), (0.5, 0.7), (0.2, 0.1), (0.6, 0.9), (0.4, float("nan"))]
+    assert pareto_front(pts) == [4, 1, 5]  # (1.0, 0.8) is beaten by (0.6, 0.9); (0.5, .7) by (0.3, .7)
+    assert pareto_front([]) == [] and pareto_front([(0.5, 0.5)]) == [0]
+
+
+def _tiny_plan(model, length, windows, method, budget=None, path=None):
+    """A plan for the tiny Llama: KV head 0 of layer 0 full, every other head sink_window(4, w)."""
+    from headlab.patterns.headplan import plan_from_entries, save_plan
+
+    entries = [[{"pattern": "causal", "args": {}}] + [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[0]}}] * 2,
+               [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[1]}}] * 3]
+    plan = plan_from_entries(entries, model, length=length, method=method,
+                             budget=budget, calibration={"data": "test"}, seed=0)
+    if path is not None:
+        save_plan(plan, path)
+    return plan
+
+
+@pytest.fixture
+def plan_cli(tmp_path, monkeypatch):
+    """The eval CLI on the tiny Llama + CharTok (models.load patched), counting passkey and decode calls."""
+    pytest.importorskip("headlab.patterns.headplan")
+    import headlab.data.passkey as PK
+    import headlab.models as M
+    import headlab.sparsify.decode_time as DT
+    from typer.testing import CliRunner
+
+    from headlab.cli.sparsify import app
+
+    model = _tiny_llama()
+    monkeypatch.setattr(M, "load", lambda name, *a, **k: (model, CharTok()))
+    calls = {"passkey": 0, "decode": 0}
+    real_check, real_decode = PK.check_answer, DT.greedy_decode
+
+    def check(*a, **k):
+        calls["passkey"] += 1
+        return real_check(*a, **k)
+
+    def decode(*a, **k):
+        calls["decode"] += 1
+        return real_decode(*a, **k)
+
+    monkeypatch.setattr(PK, "check_answer", check)
+    monkeypatch.setattr(DT, "greedy_decode", decode)
+    runner = CliRunner()
+    return model, calls, (lambda args: runner.invoke(app, ["eval", *args]))
+
+
+def test_cli_eval_plans_end_to_end_and_resume(tmp_path, plan_cli):
+    model, calls, invoke = plan_cli
+    duo = _tiny_plan(model, 300, (16, 8), "duo", 0.5, tmp_path / "duo.json")
+    uni = _tiny_plan(model, 300, (32, 32), "uniform", 0.5, tmp_path / "uni.json")
+    out = tmp_path / "out"
+    args = ["--plan", str(tmp_path / "duo.json"), "--plan", str(tmp_path / "uni.json"), "--lengths", "300",
+            "--trials", "2", "--decode-prompts", "1", "--decode-tokens", "4", "--out", str(out)]
+    res = invoke(args)
+    assert res.exit_code == 0, res.output
+    for f in ("results.json", "table.md", "plot.png", "plot_pareto.png", "trials.jsonl"):
+        assert (out / f).is_file(), f
+    assert (out / "plot_pareto.png").stat().st_size > 5000
+    rows = {r["label"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert list(rows) == ["dense", "duo", "uni"]  # no -p pattern, no matched windows when only plans are given
+    assert calls == {"passkey": 3 * 2, "decode": 3 * 1}
+    dense, d = rows["dense"], rows["duo"]
+    assert dense["kind"] == "dense" and dense["kv_fraction"] == 1.0 and dense["kv_bytes"] == 2 * 2 * 3 * 8 * 300 * 4
+    assert d["kind"] == "plan" and d["plan"]["method"] == "duo" and d["plan"]["budget"] == 0.5
+    assert d["kv_fraction"] == pytest.approx(duo.kv_fraction(300)) and d["density"] == pytest.approx(duo.density(300))
+    assert d["kv_bytes"] == round(duo.kv_fraction(300) * dense["kv_bytes"])
+    assert rows["uni"]["kv_fraction"] == pytest.approx(uni.kv_fraction(300))
+    assert rows["uni"]["kv_fraction"] > d["kv_fraction"]
+    assert d["baseline"] == "uni" and rows["uni"]["baseline"] == ""  # a plan is compared with same-budget uniform
+    for r in rows.values():
+        assert r["decode_prompts"] == 1 and r["decode_tokens"] == 4 and r["decode_tok_s"] > 0
+        assert r["cache"] in ("full", "compressed") and 0 <= r["acc_ci"][0] <= r["accuracy"] <= r["acc_ci"][1] <= 1
+    assert dense["kv_bytes_measured"] == dense["kv_bytes"] and dense["p_vs_dense"] is None
+    assert 0 < d["p_vs_dense"] <= 1 and d["decode_speedup"] > 0
+    if d["cache"] == "compressed":
+        assert d["kv_bytes_measured"] < dense["kv_bytes_measured"]
+    else:
+        assert d["kv_bytes_measured"] == dense["kv_bytes_measured"] and d["cache_note"]
+    table = (out / "table.md").read_text()
+    assert "KV fraction" in table and "decode tok/s" in table and "| duo | duo | 0.5 |" in table
+    recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "decode" for r in recs) == 3 and all(len(r["tokens"]) == 4 for r in recs if r["kind"] == "decode")
+
+    res = invoke(args + ["--resume"])  # everything is logged: nothing recomputed
+    assert res.exit_code == 0, res.output
+    assert calls == {"passkey": 6, "decode": 3}
+    assert json.loads((out / "results.json").read_text())["rows"][1]["prefill_s"] == d["prefill_s"]
+    _tiny_plan(model, 300, (16, 12), "duo", 0.5, tmp_path / "duo.json")  # same name/method/budget, other heads
+    res = invoke(args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert calls == {"passkey": 6 + 2, "decode": 3 + 1}  # only the changed plan reruns
+
+
+def test_cli_eval_plan_mixed_with_pattern_and_baseline(tmp_path, plan_cli):
+    model, calls, invoke = plan_cli
+    _tiny_plan(model, 300, (16, 8), "retrieval", 0.4, tmp_path / "r.json")
+    out = tmp_path / "o"
+    res = invoke(["--plan", str(tmp_path / "r.json"), "-p", "window", "--no-matched", "--lengths", "300", "--trials", "1",
+                  "--decode-prompts", "1", "--decode-tokens", "3", "--baseline", "window", "--dense-layers", "none",
+                  "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = {r["label"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert list(rows) == ["dense", "window", "r"] and rows["window"]["kind"] == "pattern"
+    assert rows["window"]["cache"] == "" and rows["window"]["decode_tok_s"] is None  # patterns: decode not timed
+    assert rows["r"]["baseline"] == "window" and rows["dense"]["baseline"] == "window"
+    res = invoke(["--plan", str(tmp_path / "r.json"), "--lengths", "300", "--trials", "1", "--baseline", "nope",
+                  "--out", str(out)])
+    assert res.exit_code == 2 and "'nope' is not one of the configs" in res.output
+
+
+def test_cli_eval_plan_bad_path_and_other_model(tmp_path, plan_cli):
+    transformers = pytest.importorskip("transformers")
+    model, calls, invoke = plan_cli
+    res = invoke(["--plan", str(tmp_path / "missing.json"), "--lengths", "300"])
+    assert res.exit_code == 2 and "missing.json" in res.output and "does not exist" in res.output
+    (tmp_path / "bad.json").write_text("{not json")
+    res = invoke(["--plan", str(tmp_path / "bad.json"), "--lengths", "300"])
+    assert res.exit_code == 2 and "bad.json" in res.output and "not valid JSON" in res.output
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=4096)
+    other = transformers.LlamaForCausalLM(cfg).eval()  # same heads, other context: another fingerprint
+    _tiny_plan(other, 300, (16, 8), "duo", 0.5, tmp_path / "other.json")
+    res = invoke(["--plan", str(tmp_path / "other.json"), "--lengths", "300", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "other.json" in res.output and "fingerprint" in res.output
+    assert calls["passkey"] == 0 and not (tmp_path / "o").exists()  # nothing run, nothing written
+
+
+def test_decode_falls_back_to_full_cache(monkeypatch):
+    """A compressed cache that fails while decoding is reported, and the plan is timed with the full cache."""
+    import headlab.sparsify.decode_time as DT
+    from headlab.sparsify.passkey_eval import _time_decode
+
+    pytest.importorskip("headlab.patterns.headplan")
+    model = _tiny_llama()
+    plan = _tiny_plan(model, 300, (16, 8), "duo", 0.5)
+
+    from transformers import DynamicCache
+
+    class BrokenCache(DynamicCache):
+        def update(self, *a, **k):
+            raise RuntimeError("boom")
+
+    monkeypatch.setattr(DT, "plan_cache", lambda m, p: (BrokenCache(config=m.config), "compressed", None))
+    rec = _time_decode(model, plan, list(range(40, 140)), 3)
+    assert rec["cache"] == "full" and "boom" in rec["cache_note"] and len(rec["tokens"]) == 3
+    monkeypatch.setattr(DT, "plan_cache", lambda m, p: (DynamicCache(config=m.config), "full", "no compressed cache: x"))
+    rec = _time_decode(model, plan, list(range(40, 140)), 3)
+    assert rec["cache"] == "full" and rec["cache_note"] == "no compressed cache: x"
+
+
+def test_bench_plans_speed_rows():
+    pytest.importorskip("headlab.patterns.headplan")
+    from headlab.sparsify.speed import bench_plans, format_speed
+
+    model = _tiny_llama()
+    plan = _tiny_plan(model, 300, (16, 8), "duo", 0.5)
+    rows = bench_plans(model, CharTok(), [("duo", plan)], length=300, repeats=2, new_tokens=3)
+    assert [r["label"] for r in rows] == ["dense", "duo"]
+    assert rows[0]["prefill_speedup"] == 1.0 and rows[0]["decode_range"] == [1.0, 1.0]
+    assert len(rows[1]["prefill_s"]) == 2 and rows[1]["decode_speedup"] > 0
+    assert rows[1]["kv_fraction"] == pytest.approx(plan.kv_fraction(300))
+    assert "| duo |" in format_speed(rows)
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        bench_plans(model, CharTok(), [], length=300, repeats=0)

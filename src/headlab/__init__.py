@@ -9,6 +9,11 @@ from .engine.reference import reference_attention
 from .measure.stats import head_stats
 from .models import load
 from .engine import hf
+from .engine import plugins as _plugins
+from . import edits, kernels, patterns, probes  # noqa: F401  (plug-ins register with the engine on import)
+
+_plugins.HOOKS.register("sparse_attend", lambda *a, **kw: kernels.sparse_attend(*a, **kw))
+_plugins.HOOKS.register("per_head", lambda *a, **kw: patterns.per_head(*a, **kw))
 
 
 def kv_cache(model, plan):

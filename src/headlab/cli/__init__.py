@@ -47,12 +47,13 @@ def _summary(res, all_heads: bool) -> None:
     t.add_column("role")
     t.add_column("count", justify="right")
     t.add_column("heads (layer, head), strongest first")
-    key = {"sink": "sink", "previous-token": "prev_token", "induction": "induction", "retrieval": "retrieval",
-           "local": "distance", "broad": "entropy"}
-    for role, m in key.items():
+    from ..engine.sites import format_site
+    from ..measure.atlas import role_metrics
+
+    for role, (m, higher) in role_metrics().items():
         hs = [r for r in res.records if role in r["roles"]]
-        hs.sort(key=lambda r: (r.get(m) or 0) * (-1 if role != "local" else 1))
-        t.add_row(role, str(len(hs)), " ".join(f"L{r['layer']}H{r['head']}" for r in hs[:12]) + (" …" if len(hs) > 12 else ""))
+        hs.sort(key=lambda r: (r.get(m) or 0) * (-1 if higher else 1))
+        t.add_row(role, str(len(hs)), " ".join(format_site(r["layer"], r["head"]) for r in hs[:12]) + (" …" if len(hs) > 12 else ""))
     out.print(t)
 
 
@@ -100,7 +101,9 @@ def scan(
         if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
             mlist.remove("retrieval")
             console.print("[yellow]retrieval skipped: it needs a generative model[/]")
-        n_steps = len(text_list) * bool(set(mlist) & {"sink", "sink_rate", "entropy", "prev_token", "distance"})
+        from ..probes import query_probe_names
+
+        n_steps = len(text_list) * bool(set(mlist) & set(query_probe_names()))
         n_steps += "induction" in mlist
         n_steps += 18 * ("retrieval" in mlist)
         n_steps *= 2 if edit_list else 1
@@ -133,6 +136,9 @@ def _register_groups() -> None:
     app.add_typer(cli_sparsify.app, name="sparsify")
     app.add_typer(cli_sparsify.bench_app, name="bench")
     app.add_typer(cli_lab.app, name="lab")
+    from .reproduce import reproduce
+
+    app.command("reproduce")(reproduce)
 
 
 _register_groups()

@@ -11,9 +11,9 @@ from .act import act
 from .config import from_config, to_config
 from .emphasis import emphasis
 from .identity_blend import identity_blend
-from .inject import inject, task_embedding
+from .inject import inject
 from .redistribute import redistribute
-from .reinforce import context_sensitivity, reinforce, select_heads
+from .reinforce import reinforce, select_heads
 from .scale import scale_heads
 from .select import random_sites, resolve
 from .span_exit import span_exit
@@ -21,7 +21,17 @@ from .zerotuning import zerotuning
 from .core import REGISTRY
 
 __all__ = [
-    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject", "task_embedding",
-    "redistribute", "reinforce", "context_sensitivity", "select_heads", "scale_heads", "span_exit", "zerotuning",
+    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject",
+    "redistribute", "reinforce", "select_heads", "scale_heads", "span_exit", "zerotuning",
     "random_sites", "resolve", "REGISTRY",
 ]
+
+#: functions that run a model, moved to the measurement layer (edits never run a model)
+_MOVED = {"task_embedding": "headlab.measure.task_embedding",
+          "context_sensitivity": "headlab.measure.context_sensitivity"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(f"headlab.edits.{name} moved to {_MOVED[name]} (edits never run a model)")
+    raise AttributeError(f"module 'headlab.edits' has no attribute {name!r}")

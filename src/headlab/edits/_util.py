@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
+from ..engine.sites import format_layers, format_site, parse_site
 
 NEG_INF = float("-inf")
 
@@ -45,12 +46,10 @@ def site_values(values: Any, name: str, lo: float | None = None, hi: float | Non
     out: dict[tuple[int, int], float] = {}
     for key, v in values.items():
         if isinstance(key, str):
-            from ..engine.sites import _SITE_RE
-
-            m = _SITE_RE.match(key)
-            if not m or m.group(2) is None:
-                raise ValueError(f"bad site {key!r} in {name}: expected (layer, head) or 'L<layer>H<head>'")
-            key = (int(m.group(1)), int(m.group(2)))
+            try:
+                key = parse_site(key)
+            except ValueError:
+                raise ValueError(f"bad site {key!r} in {name}: expected (layer, head) or 'L<layer>H<head>'") from None
         if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(x, int) for x in key)):
             raise ValueError(f"bad site {key!r} in {name}: expected a (layer, head) pair of ints")
         out[key] = check_finite(f"{name}[{key}]", v, lo, hi, lo_open)
@@ -129,11 +128,12 @@ def sites_list(sites: Mapping[int, list[int]]) -> list[list[int]]:
 def fmt_sites(sites: Any, limit: int = 6) -> str:
     """Short readable form of a selector or a bound {layer: [heads]} dict."""
     if isinstance(sites, Mapping) and all(isinstance(k, int) for k in sites):
-        flat = [f"L{l}H{h}" for l, hs in sites.items() for h in (hs if not isinstance(hs, str) else [hs])]
+        flat = [format_site(l, h) if not isinstance(h, str) else format_layers([l]) for l, hs in sites.items()
+                for h in (hs if not isinstance(hs, str) else [hs])]
         more = f" +{len(flat) - limit} more" if len(flat) > limit else ""
         return ",".join(flat[:limit]) + more + f" ({len(flat)} heads)"
     if isinstance(sites, (list, tuple)) and sites and isinstance(sites[0], (list, tuple)):
-        flat = [f"L{a}H{b}" for a, b in sites]
+        flat = [format_site(a, b) for a, b in sites]
         more = f" +{len(flat) - limit} more" if len(flat) > limit else ""
         return ",".join(flat[:limit]) + more + f" ({len(flat)} heads)"
     return repr(sites)

@@ -6,8 +6,10 @@
   uniformly over what it can see (masked keys stay -inf).
 * ``"mean"``    (HP-HEADOUT): o^{l,h} <- mean output of that head (mean ablation, as in circuit
   work). The mean is a (d,) vector per head, averaged over **every real token position of a
-  reference set of texts** in one calibration pass with no edit attached: call
-  ``edit.calibrate(model, tokenizer, texts)`` or pass ``means={"L12H3": [...d floats]}``.
+  reference set of texts** in one calibration pass with no edit attached. Edits never run a model:
+  ``headlab.measure.calibrate_mean_ablation(edit, model, tokenizer, texts)`` computes and sets
+  them, or compute them with ``headlab.measure.record_head_outputs`` and pass them: ``means={"L12H3": [...d floats]}``
+  or ``edit.set_means(...)``.
 """
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
+from ..engine.sites import format_site
 from ._util import on_heads
+from .core import SiteEdit, _pairs, register
+from .scale import site_vectors
 
 MODES = ("zero", "mean", "uniform")
 
@@ -58,8 +62,7 @@ class MeanAblate(SiteEdit):
             self.set_means(means)
 
     def set_means(self, means: dict) -> "MeanAblate":
-        from .scale import site_vectors
-
+        """Use ``means`` ({(l, h) or "LlHh": (d,) vector}) as the heads' replacement outputs."""
         self._means = site_vectors(means, "mean")
         return self
 
@@ -68,32 +71,17 @@ class MeanAblate(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "MeanAblate":
-        from .core import _pairs
-
         return cls(_pairs(sites), means=params.get("means"))
 
-    def calibrate(self, model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4,
-                  max_length: int = 256) -> "MeanAblate":
-        """Mean head output over every real token of ``texts`` (one pass, no edit attached)."""
-        from ..measure.record import record_head_outputs
-
-        n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-        self.bind(n_layers, n_heads)
-        means = record_head_outputs(model, tokenizer, texts, self.sites, where="all",
-                                    batch_size=batch_size, max_length=max_length)
-        return self.set_means(means)
-
     def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
-        from .scale import site_key
-
         heads = self.heads_in(ctx)
         if len(heads) == 0:
             return o
-        missing = [site_key(ctx.layer, int(h)) for h in heads if site_key(ctx.layer, int(h)) not in self._means]
+        missing = [format_site(ctx.layer, int(h)) for h in heads if format_site(ctx.layer, int(h)) not in self._means]
         if missing:
             raise ValueError(f"ablate(mode='mean'): no mean output for {missing[:4]}; call "
-                             "edit.calibrate(model, tokenizer, texts) or pass means=")
-        mu = torch.stack([self._means[site_key(ctx.layer, int(h))] for h in heads]).to(o)  # (k, d)
+                             "headlab.measure.calibrate_mean_ablation(edit, model, tokenizer, texts) or pass means=")
+        mu = torch.stack([self._means[format_site(ctx.layer, int(h))] for h in heads]).to(o)  # (k, d)
         if mu.shape[-1] != o.shape[-1]:
             raise ValueError(f"mean has d={mu.shape[-1]} but head outputs have d={o.shape[-1]}")
         out = o.clone()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
+from .core import SiteEdit, _pairs, register
 from ._util import check_finite, visibility
 
 
@@ -60,8 +60,6 @@ class ACT(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "ACT":
-        from .core import _pairs
-
         return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..engine.plugins import EDITS
+from ._util import fmt_sites, sites_list
 from .base import Edit
 from .select import resolve
-from ._util import fmt_sites, sites_list
 
-REGISTRY: dict[str, type["SiteEdit"]] = {}
+#: edit classes by config name: the engine's edit registry (``headlab.engine.plugins.EDITS``)
+REGISTRY = EDITS
 
 
 def register(cls: type["SiteEdit"]) -> type["SiteEdit"]:
-    """Class decorator: make an edit constructible from its config name."""
-    REGISTRY[cls.name] = cls
+    """Class decorator: make an edit constructible from its config name (``cls.name``)."""
+    REGISTRY.register(cls.name, cls)
     return cls
 
 

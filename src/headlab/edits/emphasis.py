@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
-from .scale import site_key
+from .core import SiteEdit, _pairs, register
+from ..engine.sites import format_site
 from ._util import check_finite, group_mask, site_values
 
 
@@ -38,7 +38,7 @@ class Emphasis(SiteEdit):
             mx = max(w.values())
             if mx <= 0:
                 raise ValueError("emphasis: head_weights must have a positive maximum")
-            hw = {site_key(*k): v / mx for k, v in w.items()}
+            hw = {format_site(*k): v / mx for k, v in w.items()}
         grp = list(group) if isinstance(group, (range, tuple)) else group
         super().__init__(sites=sites, atlas=atlas, group=grp, alpha=alpha,
                          sinks=list(sinks) if isinstance(sinks, (range, tuple)) else sinks, beta=beta, rows=rows,
@@ -51,8 +51,6 @@ class Emphasis(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "Emphasis":
-        from .core import _pairs
-
         return cls(sites=_pairs(sites), **params)
 
     def _json_params(self) -> dict:
@@ -64,7 +62,7 @@ class Emphasis(SiteEdit):
         if len(heads) == 0 or (alpha == 0 and (beta == 0 or self.params["sinks"] is None)):
             return s
         hw = self.params["head_weights"]
-        h_scale = torch.tensor([hw.get(site_key(ctx.layer, int(h)), 0.0) if hw else 1.0 for h in heads],
+        h_scale = torch.tensor([hw.get(format_site(ctx.layer, int(h)), 0.0) if hw else 1.0 for h in heads],
                                dtype=s.dtype, device=s.device)[None, :, None, None]
         coef = alpha * group_mask(self.params["group"], ctx, "emphasis group").to(s.dtype)  # (B,S)
         if self.params["sinks"] is not None and beta != 0:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
+from .core import SiteEdit, _pairs, register
 from ._util import check_finite
 
 
@@ -29,8 +29,6 @@ class IdentityBlend(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "IdentityBlend":
-        from .core import _pairs
-
         return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

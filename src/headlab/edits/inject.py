@@ -2,7 +2,7 @@
 "Soft Head Selection for Injecting ICL-Derived Task Embeddings"). HP-HEADOUT.
 
 Task embedding: μ^{l,h} = mean over many few-shot ICL prompts of the head output (before W_O) at
-the last prompt token (:func:`task_embedding`). Injection, at the last prompt token of a zero-shot
+the last prompt token (computed by :func:`headlab.measure.task_embedding`; edits never run a model). Injection, at the last prompt token of a zero-shot
 prompt only: o^{l,h} <- (1 - α_{l,h}) o^{l,h} + α_{l,h} μ^{l,h}, α = sigmoid(θ). θ (one value per
 head) is learned by :func:`headlab.steer.tune.fit_inject` with cross-entropy on the first answer
 token; ``theta`` may also be given directly (θ = -inf, i.e. α = 0, is the identity).
@@ -18,17 +18,8 @@ import torch
 
 from ..engine.context import AttnContext
 from .core import SiteEdit, register
-from .scale import site_key, site_vectors
-
-
-@torch.no_grad()
-def task_embedding(model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all",
-                   batch_size: int = 4, max_length: int | None = 1024) -> dict[str, torch.Tensor]:
-    """μ per site: mean head output at the last token over ``icl_prompts``."""
-    from ..measure.record import record_head_outputs
-
-    return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last",
-                               batch_size=batch_size, max_length=max_length)
+from ..engine.sites import format_site, parse_site
+from .scale import site_vectors
 
 
 @register
@@ -40,18 +31,11 @@ class Inject(SiteEdit):
         if not isinstance(means, dict) or not means:
             raise ValueError("inject: means must be a non-empty {site: (d,) vector} dict (see task_embedding)")
         mu = site_vectors(means, "inject: mean")
-        from ..engine.sites import _SITE_RE
-
-        pairs = []
-        for key in mu:
-            m = _SITE_RE.match(key)
-            if not m or m.group(2) is None:
-                raise ValueError(f"inject: bad site key {key!r}; expected 'L<l>H<h>' or (l, h)")
-            pairs.append((int(m.group(1)), int(m.group(2))))
+        pairs = [parse_site(key) for key in mu]
         super().__init__(sites=pairs)
         self.means = mu
         if isinstance(theta, dict):
-            missing = set(mu) - {site_key(*k) if isinstance(k, tuple) else str(k) for k in theta}
+            missing = set(mu) - {format_site(*k) if isinstance(k, tuple) else str(k) for k in theta}
             if missing:
                 raise ValueError(f"inject: theta misses sites {sorted(missing)[:4]}")
             vals = [float(theta[k] if k in theta else theta[tuple(p)]) for k, p in zip(mu, pairs)]
@@ -93,7 +77,7 @@ class Inject(SiteEdit):
         rows = self._rows(ctx)
         if not rows.any():
             return o
-        keys = [site_key(ctx.layer, int(h)) for h in heads]
+        keys = [format_site(ctx.layer, int(h)) for h in heads]
         mu = torch.stack([self.means[k] for k in keys]).to(o)  # (k, d)
         a = torch.sigmoid(self.theta[[self._index[k] for k in keys]]).to(o)  # (k,)
         w = a[None, :, None, None] * rows[:, None, :, None].to(o.dtype)  # (B,k,T,1)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
+from .core import SiteEdit, _pairs, register
 from ._util import check_finite, group_mask, visibility
 
 
@@ -54,8 +54,6 @@ class Redistribute(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "Redistribute":
-        from .core import _pairs
-
         return cls(sites=_pairs(sites), **params)
 
     def _sink_mask(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

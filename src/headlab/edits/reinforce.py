@@ -1,8 +1,8 @@
 """Head reinforcement from context sensitivity (VHR; He et al., "Cracking the Code of Hallucination in LVLMs with Vision-aware Head Divergence", ACL 2025). HP-HEADOUT.
 
-VHD (SPEC §A6) for a text model: two forward passes that differ only in a context span (the
-passage present vs removed); a head's score is the mean over items of ‖o^h_with − o^h_without‖₂
-at the last prompt token (``context_sensitivity``). VHR then, per layer, drops "surge" heads
+VHD for a text model: two forward passes that differ only in a context span (the passage present
+vs removed); a head's score is the mean over items of ‖o^h_with − o^h_without‖₂ at the last prompt
+token (computed by :func:`headlab.measure.context_sensitivity`; edits never run a model). VHR then, per layer, drops "surge" heads
 (score > layer mean + std), keeps the heads above the layer median of the rest and multiplies their
 outputs by α (default 2).
 
@@ -19,32 +19,6 @@ import torch
 from .core import register
 from .scale import ScaleHeads
 from ._util import check_finite
-
-
-@torch.no_grad()
-def context_sensitivity(model: Any, tokenizer: Any, with_context: list[str], without_context: list[str],
-                        batch_size: int = 4, max_length: int | None = 1024, distance: str = "l2") -> torch.Tensor:
-    """(L, H) mean distance between head outputs at the last token, with vs without the context."""
-    from ..measure.record import HeadRecorder, run_recorder
-
-    if len(with_context) != len(without_context) or not with_context:
-        raise ValueError("context_sensitivity: need the same non-zero number of prompts with and without context")
-    if distance not in ("l2", "cosine"):
-        raise ValueError(f"distance={distance!r} must be 'l2' or 'cosine'")
-    outs = []
-    for texts in (with_context, without_context):
-        rec = run_recorder(model, tokenizer, texts, HeadRecorder("all", "last"), batch_size, max_length)
-        outs.append(rec.per_item())
-    L = model.config.num_hidden_layers
-    H = model.config.num_attention_heads
-    score = torch.zeros(L, H)
-    for l in range(L):
-        a, b = outs[0][l], outs[1][l]  # (N, H, d)
-        if distance == "l2":
-            score[l] = (a - b).norm(dim=-1).mean(0)
-        else:
-            score[l] = (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean(0)
-    return score
 
 
 def select_heads(score: torch.Tensor, layers: Any = None) -> list[tuple[int, int]]:

@@ -13,18 +13,18 @@ import torch
 
 from ..engine.context import AttnContext
 from .core import SiteEdit, register
+from ..engine.sites import format_site, parse_site
 from ._util import layer_vector, site_values
-
-
-def site_key(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
 
 
 def site_vectors(vectors: dict, what: str) -> dict[str, torch.Tensor]:
     """{(l, h) or "LlHh": (d,) vector} -> {"LlHh": float32 (d,) tensor}; ``what`` names them in errors."""
     out = {}
     for k, v in vectors.items():
-        key = site_key(*k) if isinstance(k, tuple) else str(k)
+        try:
+            key = format_site(*parse_site(k))
+        except ValueError:
+            raise ValueError(f"{what}: bad site key {k!r}; expected 'L<layer>H<head>' or a (layer, head) pair") from None
         t = torch.as_tensor(v, dtype=torch.float32)
         if t.ndim != 1:
             raise ValueError(f"{what} for {key} must be a (d,) vector, got shape {tuple(t.shape)}")
@@ -39,7 +39,7 @@ class ScaleHeads(SiteEdit):
 
     def __init__(self, factors: Any, sites: Any = None, atlas: Any = None) -> None:
         fac = site_values(factors, "factors")
-        super().__init__(sites=list(fac), atlas=None, factors={site_key(*k): v for k, v in fac.items()})
+        super().__init__(sites=list(fac), atlas=None, factors={format_site(*k): v for k, v in fac.items()})
         self._fac = fac
 
     @classmethod

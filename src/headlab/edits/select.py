@@ -2,7 +2,7 @@
 
 A scan result is a list of records ``{"layer": l, "head": h, <metric>: value, ..., "roles": [...]}``
 (or a dict holding that list under ``"heads"``). On top of the plain selectors of
-:func:`headlab.sites.parse_sites` ("all", "L12H3", (12, 3), {12: [3, 4]}), this module accepts:
+:func:`headlab.engine.sites.parse_sites` ("all", "L12H3", (12, 3), {12: [3, 4]}), this module accepts:
 
   ``"retrieval"``            heads whose ``roles`` contain "retrieval"
   ``"sink:top5"``            the 5 heads with the largest ``sink`` metric (``:bottom5`` = smallest)
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..engine.sites import _SITE_RE, parse_sites
+from ..engine.sites import format_site, is_site_term, parse_sites
 
 _TOP_RE = re.compile(r"^([A-Za-z_][\w.-]*):(top|bottom)(\d+)$")
 _THR_RE = re.compile(r"^([A-Za-z_][\w.-]*)\s*([<>])\s*(-?[\d.eE+-]+)$")
@@ -56,7 +56,7 @@ def is_atlas_selector(sel: Any) -> bool:
     """True when ``sel`` is a string that plain parse_sites does not understand."""
     if not isinstance(sel, str) or sel == "all":
         return False
-    return any(not _SITE_RE.match(t.strip()) for t in sel.split(","))
+    return any(not is_site_term(t) for t in sel.split(","))
 
 
 def random_sites(k: int, n_layers: int, n_heads: int, seed: int = 0,
@@ -76,7 +76,7 @@ def random_sites(k: int, n_layers: int, n_heads: int, seed: int = 0,
 
 
 def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, int]]:
-    if _SITE_RE.match(term) or term == "all":
+    if is_site_term(term):
         return {(l, h) for l, hs in parse_sites(term, n_layers, n_heads).items() for h in hs}
     m = _RAND_RE.match(term)
     if m:
@@ -85,7 +85,7 @@ def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, 
     recs = load_atlas(atlas)
     for r in recs:
         if not (0 <= int(r["layer"]) < n_layers and 0 <= int(r["head"]) < n_heads):
-            raise ValueError(f"atlas record L{r['layer']}H{r['head']} is outside this model "
+            raise ValueError(f"atlas record {format_site(r['layer'], r['head'])} is outside this model "
                              f"({n_layers} layers x {n_heads} heads): the atlas is from another model")
     m = _TOP_RE.match(term)
     if m:

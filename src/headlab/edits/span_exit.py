@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
+from .core import SiteEdit, _pairs, register
 from ._util import group_mask
 
 
@@ -38,8 +38,6 @@ class SpanExit(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "SpanExit":
-        from .core import _pairs
-
         return cls(sites=_pairs(sites), **params)
 
     def scores(self, s: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
-from .scale import site_key
+from .core import SiteEdit, _pairs, register
+from ..engine.sites import format_site
 from ._util import check_finite, site_values
 
 
@@ -36,7 +36,7 @@ class ZeroTuning(SiteEdit):
             if sites is not None:
                 raise ValueError("zerotuning: give either gamma={(l, h): g} or gamma=<float> with sites=, not both")
             g = site_values(gamma, "gamma", lo=0.0, lo_open=True)
-            super().__init__(sites=list(g), atlas=None, gamma={site_key(*k): v for k, v in g.items()},
+            super().__init__(sites=list(g), atlas=None, gamma={format_site(*k): v for k, v in g.items()},
                              span=[s0, s1])
             self._g: dict[tuple[int, int], float] | float = g
         else:
@@ -47,8 +47,6 @@ class ZeroTuning(SiteEdit):
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> "ZeroTuning":
-        from .core import _pairs
-
         g = params["gamma"]
         if isinstance(g, dict):
             return cls(g, span=tuple(params.get("span", (0, 1))))

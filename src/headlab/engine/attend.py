@@ -1,6 +1,6 @@
 """The engine: one entry point for every attention call headlab touches.
 
-Path selection (DESIGN.md):
+Path selection (docs/design.md):
   * nothing attached                 -> torch SDPA (``fast_sdpa``)
   * only probes with a fast form     -> SDPA + log-sum-exp statistics (``stats_path``), no maps
   * only a static pattern, no pads   -> ``headlab.kernels.sparse_attend`` (block-sparse)
@@ -223,7 +223,7 @@ def attend(
             raise ValueError(f"attn_mask {tuple(bmask.shape)} must broadcast to (B, 1|H, T, S) = ({B}, 1|{H}, {T}, {S})")
         bmask = bmask.expand(B, bmask.shape[1], T, S)
     if probes and any(isinstance(p, str) for p in probes):
-        from ..probes import make_probe
+        from .plugins import make_probe
 
         probes = [make_probe(p) if isinstance(p, str) else p for p in probes]
     path = path or select_path(q, edits, probes, pattern, bmask, causal)
@@ -241,7 +241,7 @@ def attend(
     if path == "stats":
         return stats_path(q, k, v, scale, causal, bmask, probes, ctx)
     if path == "sparse":
-        from ..kernels import sparse_attend
+        from .plugins import sparse_attend
 
         return sparse_attend(q, k, v, pattern, scale=scale, causal=causal)
     if path == "eager":

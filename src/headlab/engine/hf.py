@@ -35,7 +35,7 @@ def model_shape(model) -> tuple[int, int, int]:
 
 
 def _resolve_probes(probes) -> list:
-    from ..probes import make_probe
+    from .plugins import make_probe
 
     return [make_probe(p) if isinstance(p, str) else p for p in probes]
 
@@ -52,7 +52,7 @@ def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[in
                 if len(p) not in (n_heads, n_kv):
                     raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; give one per query head "
                                      f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)")
-                from ..patterns import per_head
+                from .plugins import per_head
 
                 p = per_head(list(p), kv_per_head=len(p) == n_kv and n_kv != n_heads)
             out[layer] = p

@@ -1,13 +1,14 @@
-"""Head roles from probe results. A head may have several roles; the thresholds live in
-``THRESHOLDS`` (pass ``thresholds=`` to override any of them). Metrics missing from a scan simply
-give no role of that kind.
+"""Head roles from probe results. A head may have several roles. Each role, its metric and its
+default threshold come from the probe classes (``Probe.role``, see :mod:`headlab.probes`); pass
+``thresholds={metric or role: value}`` to override any of them. Metrics missing from a scan simply
+give no role of that kind. With the shipped probes:
 
-    sink            sink ≥ 0.3            (ε of Gu et al., arXiv 2410.10781)
-    previous-token  prev_token ≥ 0.4
-    induction       induction ≥ 0.3       (TransformerLens-style detector practice)
-    retrieval       retrieval > 0.1       (Wu et al., arXiv 2404.15574)
-    local           distance ≤ 4 tokens and sink < 0.3
-    broad           entropy ≥ 0.6 × entropy of uniform attention over the same visible keys
+    sink            sink >= 0.3              (ε of Gu et al., arXiv 2410.10781)
+    previous-token  prev_token >= 0.4
+    induction       induction >= 0.3         (head-detector practice, Olsson et al., arXiv 2209.11895)
+    retrieval       retrieval > 0.1          (Wu et al., arXiv 2404.15574)
+    local           distance <= 4 tokens and not a sink head
+    broad           entropy >= 0.6 x entropy of uniform attention over the same visible keys
 """
 from __future__ import annotations
 
@@ -16,21 +17,40 @@ from collections.abc import Mapping
 
 import torch
 
-THRESHOLDS: dict[str, float] = {
-    "sink": 0.3, "prev_token": 0.4, "induction": 0.3, "retrieval": 0.1, "local_distance": 4.0, "broad_fraction": 0.6,
-}
+from ..probes import role_rules as _probe_roles
+
+#: reference values a relative rule may scale its threshold by
+REFERENCES = ("uniform_entropy",)
+
+
+def _thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
+    """{role: threshold}: the probe defaults, overridden by ``thresholds`` keyed by metric or role name."""
+    rules = _probe_roles()
+    by_metric = {metric: role for role, (metric, _) in rules.items()}
+    out = {role: rule.threshold for role, (_, rule) in rules.items()}
+    for key, value in (thresholds or {}).items():
+        role = key if key in out else by_metric.get(key)
+        if role is None:
+            raise ValueError(f"unknown threshold {key!r}: give a metric ({', '.join(by_metric)}) "
+                             f"or a role ({', '.join(out)})")
+        out[role] = float(value)
+    return out
 
 
 def role_rules(thresholds: Mapping[str, float] | None = None) -> dict[str, str]:
-    t = {**THRESHOLDS, **(thresholds or {})}
-    return {
-        "sink": f"sink >= {t['sink']}",
-        "previous-token": f"prev_token >= {t['prev_token']}",
-        "induction": f"induction >= {t['induction']}",
-        "retrieval": f"retrieval > {t['retrieval']}",
-        "local": f"distance <= {t['local_distance']:g} and sink < {t['sink']}",
-        "broad": f"entropy >= {t['broad_fraction']} * uniform_entropy",
-    }
+    """{role: rule in words}, e.g. {"sink": "sink >= 0.3", ...}, as written into meta.json."""
+    t = _thresholds(thresholds)
+    return {role: rule.describe(metric, t[role]) for role, (metric, rule) in _probe_roles().items()}
+
+
+def role_metrics() -> dict[str, tuple[str, bool]]:
+    """{role: (metric that measures it, True when larger values are stronger)}."""
+    return {role: (metric, rule.higher_is_stronger) for role, (metric, rule) in _probe_roles().items()}
+
+
+def role_letters() -> dict[str, str]:
+    """{role: one-letter mark} for plots and tables."""
+    return {role: rule.letter for role, (_, rule) in _probe_roles().items()}
 
 
 ROLE_RULES = role_rules()
@@ -46,22 +66,15 @@ def _val(stats: Mapping[str, torch.Tensor], name: str, layer: int, head: int) ->
 
 def head_roles(stats: Mapping[str, torch.Tensor], layer: int, head: int, uniform_entropy: float | None = None,
                thresholds: Mapping[str, float] | None = None) -> list[str]:
-    t = {**THRESHOLDS, **(thresholds or {})}
-    v = {m: _val(stats, m, layer, head) for m in ("sink", "prev_token", "induction", "retrieval", "distance", "entropy")}
-    roles = []
-    if v["sink"] is not None and v["sink"] >= t["sink"]:
-        roles.append("sink")
-    if v["prev_token"] is not None and v["prev_token"] >= t["prev_token"]:
-        roles.append("previous-token")
-    if v["induction"] is not None and v["induction"] >= t["induction"]:
-        roles.append("induction")
-    if v["retrieval"] is not None and v["retrieval"] > t["retrieval"]:
-        roles.append("retrieval")
-    if v["distance"] is not None and v["distance"] <= t["local_distance"] and (v["sink"] is None or v["sink"] < t["sink"]):
-        roles.append("local")
-    if v["entropy"] is not None and uniform_entropy and v["entropy"] >= t["broad_fraction"] * uniform_entropy:
-        roles.append("broad")
-    return roles
+    """Roles of one head, in registry order; rules with ``unless`` are applied after the others."""
+    t = _thresholds(thresholds)
+    refs = {"uniform_entropy": uniform_entropy}
+    rules = _probe_roles()
+    have: dict[str, bool] = {}
+    for role, (metric, rule) in sorted(rules.items(), key=lambda kv: kv[1][1].unless is not None):
+        ok = rule.holds(_val(stats, metric, layer, head), t[role], refs.get(rule.relative_to or ""))
+        have[role] = ok and not (rule.unless is not None and have.get(rule.unless, False))
+    return [role for role in rules if have[role]]
 
 
 def records(stats: Mapping[str, torch.Tensor], uniform_entropy: float | None = None,

@@ -1,7 +1,9 @@
 """Calibration passes: record per-head outputs o^{l,h} (before W_O) through ``headlab.attach``.
 
-Used by mean ablation (mean over all real tokens), SITE task embeddings (mean at the last prompt
-token) and the VHD context-sensitivity score (per-item outputs at the last prompt token).
+Used by mean ablation (mean over all real tokens, :func:`calibrate_mean_ablation`), SITE task
+embeddings (mean at the last prompt token, :func:`task_embedding`) and the VHD context-sensitivity
+score (per-item outputs at the last prompt token, :func:`context_sensitivity`). The edits that use
+these vectors (``headlab.edits.ablate``, ``inject``, ``reinforce``) take them precomputed.
 """
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Any
 
 import torch
 
-from ..engine.context import AttnContext
+from ..edits.ablate import MeanAblate
 from ..edits.base import Edit
+from ..engine.context import AttnContext
+from ..engine.hf import attach, model_shape
+from ..engine.sites import format_site
 
 
 def encode_left(tokenizer: Any, texts: list[str], max_length: int | None = None,
@@ -67,7 +72,7 @@ class HeadRecorder(Edit):
         return o
 
     def means(self) -> dict[str, torch.Tensor]:
-        return {f"L{l}H{h}": (self.sum[(l, h)] / max(self.count[(l, h)], 1.0)).to(torch.float32)
+        return {format_site(l, h): (self.sum[(l, h)] / max(self.count[(l, h)], 1.0)).to(torch.float32)
                 for (l, h) in self.sum}
 
     def per_item(self) -> dict[int, torch.Tensor]:
@@ -78,9 +83,8 @@ class HeadRecorder(Edit):
 @torch.no_grad()
 def run_recorder(model: Any, tokenizer: Any, texts: list[str], rec: HeadRecorder, batch_size: int = 4,
                  max_length: int | None = 512, edits: tuple = ()) -> HeadRecorder:
-    from .. import attach
-
-    n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
+    """Run ``texts`` (left-padded batches) through ``model`` with ``rec`` (after ``edits``) attached."""
+    n_layers, n_heads, _ = model_shape(model)
     rec.bind(n_layers, n_heads)
     with attach(model, edits=[*edits, rec]):
         for i in range(0, len(texts), batch_size):
@@ -99,5 +103,51 @@ def record_head_outputs(model: Any, tokenizer: Any, texts: list[str], sites: Any
     out = {}
     for l, t in rec.per_item().items():
         for i, h in enumerate(rec.sites[l]):
-            out[f"L{l}H{h}"] = t[:, i].mean(0)
+            out[format_site(l, h)] = t[:, i].mean(0)
     return out
+
+
+def calibrate_mean_ablation(edit: MeanAblate, model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4,
+                            max_length: int = 256) -> MeanAblate:
+    """Set a ``ablate(sites, mode="mean")`` edit's means: each head's output averaged over every
+    real token of ``texts`` (one pass, no edit attached). Returns the edit."""
+    if not isinstance(edit, MeanAblate):
+        raise ValueError(f"calibrate_mean_ablation needs an ablate(..., mode='mean') edit, got {edit!r}")
+    n_layers, n_heads, _ = model_shape(model)
+    edit.bind(n_layers, n_heads)
+    means = record_head_outputs(model, tokenizer, texts, edit.sites, where="all", batch_size=batch_size,
+                                max_length=max_length)
+    return edit.set_means(means)
+
+
+@torch.no_grad()
+def task_embedding(model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all",
+                   batch_size: int = 4, max_length: int | None = 1024) -> dict[str, torch.Tensor]:
+    """SITE task embedding μ per site (Park & Rhee 2025): mean head output at the last token over
+    ``icl_prompts``; the input of ``headlab.edits.inject``."""
+    return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last",
+                               batch_size=batch_size, max_length=max_length)
+
+
+@torch.no_grad()
+def context_sensitivity(model: Any, tokenizer: Any, with_context: list[str], without_context: list[str],
+                        batch_size: int = 4, max_length: int | None = 1024, distance: str = "l2") -> torch.Tensor:
+    """VHD score (He et al., ACL 2025) for text: (L, H) mean distance between head outputs at the last
+    token with vs without the context; the input of ``headlab.edits.reinforce``."""
+    if len(with_context) != len(without_context) or not with_context:
+        raise ValueError("context_sensitivity: need the same non-zero number of prompts with and without context")
+    if distance not in ("l2", "cosine"):
+        raise ValueError(f"distance={distance!r} must be 'l2' or 'cosine'")
+    outs = []
+    for texts in (with_context, without_context):
+        rec = run_recorder(model, tokenizer, texts, HeadRecorder("all", "last"), batch_size, max_length)
+        outs.append(rec.per_item())
+    L, H, _ = model_shape(model)
+    score = torch.zeros(L, H)
+    for layer in range(L):
+        a, b = outs[0][layer], outs[1][layer]  # (N, H, d)
+        if distance == "l2":
+            score[layer] = (a - b).norm(dim=-1).mean(0)
+        else:
+            score[layer] = (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean(0)
+    return score

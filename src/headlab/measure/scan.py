@@ -11,24 +11,27 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from .atlas import ROLE_RULES, records, uniform_entropy
 from ..engine.hf import attach, model_shape
 from ..io import atomic_dir, atomic_write_json
-from ..probes import REGISTRY
+from ..probes import REGISTRY, query_probe_names
+from ..report.files import write_meta, write_records
+from ..report.png import atlas_png
+from .atlas import ROLE_RULES, records, uniform_entropy
+from .induction import induction_scores
+from .retrieval import retrieval_scores
 from .stats import check_input, forward_for_attention
 
-ALL_METRICS = ("sink", "sink_rate", "entropy", "prev_token", "distance", "induction", "retrieval")
+#: every head metric a scan can compute (the probe registry, in its order)
+ALL_METRICS = tuple(REGISTRY.names())
 
-FORMULAS = {
-    "sink": "mean over queries i of A[i,0] (key 0 = first real token)",
-    "sink_rate": "fraction of texts with mean_i A[i,0] > 0.3 (Gu et al. 2410.10781, eps=0.3)",
-    "entropy": "mean over i of -sum_j A[i,j] ln A[i,j] (nats)",
-    "prev_token": "mean over i >= 1 of A[i,i-1]",
-    "distance": "mean over i of sum_j A[i,j] (i-j); |i-j| in bidirectional models",
-    "induction": "on random tokens r+r (|r|=n), mean over second-half i of A[i,i-n+1]",
-    "retrieval": "Wu et al. 2404.15574: per decode step, +1/|span| when a head's top-1 key is in the needle answer "
-                 "span and equals the generated token; mean over successful needle cases",
-}
+
+def formulas(metrics) -> dict[str, str]:
+    """{metric: formula (paper)} from the probe classes, as written into meta.json."""
+    out = {}
+    for m in metrics:
+        cls = REGISTRY.get(m)
+        out[m] = cls.formula + (f" [{cls.paper}]" if cls.paper else "")
+    return out
 
 
 def parse_metrics(spec: str | list[str]) -> list[str]:
@@ -97,7 +100,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
     ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None), prefix)
     t0 = time.time()
     stats: dict[str, torch.Tensor] = {}
-    query = [m for m in metrics if m in REGISTRY]
+    query = [m for m in metrics if m in query_probe_names()]
     if query:
         with attach(model, probes=query, edits=list(edits)) as run:
             for i, x in enumerate(ids):
@@ -106,18 +109,10 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
                 tick(f"text {i + 1}/{len(ids)} ({x.shape[1]} tokens)")
         stats.update(run.stats())
     if "induction" in metrics:
-        from ..probes.induction import InductionProbe, repeated_random_tokens
-
-        x = repeated_random_tokens(model.config.vocab_size, n=50, batch=8, seed=0)
-        probe = InductionProbe(50)
-        with attach(model, probes=[probe], edits=list(edits)):
-            forward_for_attention(model, x)
-        stats["induction"] = probe.result()
+        stats["induction"] = induction_scores(model, n=50, batch=8, seed=0, edits=edits)
         tick("induction (8 x repeated 50 random tokens)")
     cases = []
     if "retrieval" in metrics:
-        from ..probes.retrieval import retrieval_scores
-
         stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
                                                        progress=lambda: tick("retrieval case"))
     stats = {m: stats[m] for m in metrics}
@@ -133,7 +128,7 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "texts": [{"name": f"text{i}", "n_tokens": n} for i, n in enumerate(lengths)],
         "metrics": list(metrics),
-        "formulas": {m: FORMULAS[m] for m in metrics},
+        "formulas": formulas(metrics),
         "roles": ROLE_RULES,
         "uniform_entropy": uniform_entropy(lengths, causal),
         "prefix_token": prefix,
@@ -151,9 +146,6 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
         base_recs = base.records
     res = ScanResult(recs, stats, meta, out, ids)
     if out is not None:
-        from ..report.files import write_meta, write_records
-        from ..report.png import atlas_png
-
         with atomic_dir(out) as stage:
             write_records(stage, recs, list(metrics))
             if base_recs is not None:

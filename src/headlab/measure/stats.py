@@ -1,12 +1,9 @@
 """``head_stats``: query-only per-head metrics of a model on given inputs, streaming.
 
-Formulas (A = attention weights of one head, i = query, j = key, positions from each row's
-first real token; every metric is averaged over all valid queries of all rows):
-    sink        A[i, 0]
-    sink_rate   1[ mean_i A[i, 0] > 0.3 ] per row (Gu et al. arXiv 2410.10781, Sink_1^ε / 100)
-    entropy     −Σ_j A[i, j] ln A[i, j]   (nats)
-    prev_token  A[i, i−1]                  (queries i ≥ 1)
-    distance    Σ_j A[i, j] (i − j)
+The query metrics are the registered probes that run on any text (``headlab.probes.REGISTRY``
+entries with ``protocol is None``: sink, sink_rate, entropy, prev_token, distance); each probe class
+states its formula and paper. Positions count from each row's first real token; every metric is
+averaged over all valid queries of all rows.
 """
 from __future__ import annotations
 
@@ -15,9 +12,9 @@ from collections.abc import Sequence
 import torch
 
 from ..engine.hf import attach
-from ..probes import REGISTRY
+from ..probes import query_probe_names
 
-QUERY_METRICS = tuple(REGISTRY)
+QUERY_METRICS = tuple(query_probe_names())
 
 
 def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
@@ -50,7 +47,7 @@ def forward_for_attention(model, input_ids, attention_mask=None):
 def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink", "entropy", "prev_token", "distance"),
                attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """{metric: (layers, heads) tensor} for ``input_ids`` (B, T); pad positions (mask 0) excluded."""
-    unknown = [m for m in metrics if m not in REGISTRY]
+    unknown = [m for m in metrics if m not in QUERY_METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}: query metrics are {list(QUERY_METRICS)} (induction and retrieval have their own helpers)")
     check_input(model, input_ids, attention_mask)

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+from ..engine.plugins import PATTERNS
 from .base import Pattern
 from .causal import causal
 from .compose import for_heads, per_head
@@ -17,7 +18,9 @@ from .strided import strided
 from .topk import topk_blocks
 from .window import sink_window, window
 
-REGISTRY = {
+#: the engine's pattern registry (``headlab.engine.plugins.PATTERNS``): name -> factory
+REGISTRY = PATTERNS
+for _name, _factory in {
     "causal": causal,
     "window": window,
     "sink_window": sink_window,
@@ -31,7 +34,8 @@ REGISTRY = {
     "isolate": isolate,
     "topk_blocks": topk_blocks,
     "dhsa": dhsa,
-}
+}.items():
+    REGISTRY.register(_name, _factory)
 
 
 def make(name: str, **kwargs) -> Pattern:

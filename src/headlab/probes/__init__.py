@@ -1,30 +1,43 @@
-"""Streaming per-head probes, chosen by name from a registry (``make_probe``)."""
+"""Streaming per-head probes. The head metrics are registered by name in ``REGISTRY`` (the engine's
+probe registry, so ``attach(model, probes=["sink"])`` finds them); each class carries its formula,
+paper and role rule (``Probe.formula``, ``.paper``, ``.role``), which scan, atlas, CLI and report read.
+
+Probes with ``protocol is None`` run on any text and build from their name (``make_probe``);
+``induction`` and ``retrieval`` need their own inputs (:mod:`headlab.measure.induction`,
+:mod:`headlab.measure.retrieval`). Plug-ins never run a model themselves.
+"""
 from __future__ import annotations
 
-from .base import FAST_STATS, Probe
+from ..engine.plugins import PROBES, make_probe, query_probe_names
+from .base import FAST_STATS, Probe, RoleRule
 from .distance import DistanceProbe
 from .entropy import EntropyProbe
 from .group_share import GroupShareProbe
-from .induction import InductionProbe, induction_scores
+from .head_map import HeadMapProbe
+from .induction import InductionProbe
 from .prev_token import PrevTokenProbe
+from .retrieval import ArgmaxProbe, RetrievalProbe
 from .sink import SinkProbe, SinkRateProbe
 
-#: query-only metrics computable on any text, name -> factory
-REGISTRY = {
-    "sink": SinkProbe,
-    "sink_rate": SinkRateProbe,
-    "entropy": EntropyProbe,
-    "prev_token": PrevTokenProbe,
-    "distance": DistanceProbe,
-}
+#: the head metrics by name, in the order scans list them
+REGISTRY = PROBES
+for _cls in (SinkProbe, SinkRateProbe, EntropyProbe, PrevTokenProbe, DistanceProbe, InductionProbe, RetrievalProbe):
+    REGISTRY.register(_cls.name, _cls)
+del _cls
 
 
-def make_probe(name: str) -> Probe:
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        raise ValueError(f"unknown probe {name!r}: known probes are {sorted(REGISTRY)}") from None
+def metric_info(name: str) -> type[Probe]:
+    """The probe class of a head metric (its ``formula``, ``paper``, ``role``, ``protocol``)."""
+    return REGISTRY.get(name)
 
 
-__all__ = ["FAST_STATS", "Probe", "REGISTRY", "make_probe", "SinkProbe", "SinkRateProbe", "EntropyProbe",
-           "PrevTokenProbe", "DistanceProbe", "GroupShareProbe", "InductionProbe", "induction_scores"]
+def role_rules() -> dict[str, tuple[str, RoleRule]]:
+    """``{role: (metric, rule)}`` for every registered metric that gives a role, by ``rule.rank``."""
+    found = [(cls.role.rank, i, cls.role.role, name, cls.role) for i, (name, cls) in enumerate(REGISTRY.items())
+             if cls.role is not None]
+    return {role: (name, rule) for _, _, role, name, rule in sorted(found)}
+
+
+__all__ = ["FAST_STATS", "Probe", "RoleRule", "REGISTRY", "make_probe", "query_probe_names", "metric_info",
+           "role_rules", "SinkProbe", "SinkRateProbe", "EntropyProbe", "PrevTokenProbe", "DistanceProbe",
+           "GroupShareProbe", "HeadMapProbe", "InductionProbe", "RetrievalProbe", "ArgmaxProbe"]

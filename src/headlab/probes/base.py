@@ -12,8 +12,16 @@ queries are included; use ``ctx.query_valid()``), or — when every attached pro
 
 Averages are pooled over every valid query of every row and every call (a decode step adds
 one query per row), so ``result()`` is (sum over queries) / (number of queries).
+
+A probe class that measures a head metric also carries its facts, read by scan, atlas roles,
+CLI and report (nothing else restates them): ``formula`` (one line), ``paper`` (citation),
+``role`` (a :class:`RoleRule`: which role a head gets for which score, with the default
+threshold) and ``protocol`` (None when it runs on any text; else the input protocol it needs).
 """
 from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
 
 import torch
 
@@ -21,11 +29,68 @@ from ..engine.context import AttnContext
 
 FAST_STATS = ("sink", "prev", "entropy", "distance")
 
+_OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+@dataclass(frozen=True)
+class RoleRule:
+    """A head has ``role`` when its metric ``op`` ``threshold`` holds (e.g. ``sink >= 0.3``).
+
+    relative_to: name of a reference value the threshold multiplies (``"uniform_entropy"``: the
+        broad role is ``entropy >= 0.6 * uniform_entropy``); without that value no role is given.
+    unless: a role that excludes this one (a local head is not a sink head).
+    letter: one-letter mark of the role in plots and tables.
+    rank: where the role is listed among a head's roles (lower first; specific roles before the
+        generic local / broad, so that a head's first role is its most telling one).
+    """
+
+    role: str
+    op: str
+    threshold: float
+    letter: str
+    relative_to: str | None = None
+    unless: str | None = None
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"role {self.role!r}: op {self.op!r} must be one of {list(_OPS)}")
+
+    @property
+    def higher_is_stronger(self) -> bool:
+        """Whether larger metric values mean a stronger role (False for ``<=``/``<`` rules)."""
+        return self.op in (">=", ">")
+
+    def holds(self, value: float | None, threshold: float | None = None, reference: float | None = None) -> bool:
+        """Whether ``value`` passes (``threshold`` overrides the default; ``reference`` for relative rules)."""
+        if value is None:
+            return False
+        t = self.threshold if threshold is None else float(threshold)
+        if self.relative_to is not None:
+            if not reference:
+                return False
+            t = t * reference
+        return bool(_OPS[self.op](value, t))
+
+    def describe(self, metric: str, threshold: float | None = None) -> str:
+        """The rule in words, e.g. ``"sink >= 0.3"`` or ``"entropy >= 0.6 * uniform_entropy"``."""
+        t = self.threshold if threshold is None else float(threshold)
+        rhs = f"{t:g} * {self.relative_to}" if self.relative_to else f"{t:g}"
+        return f"{metric} {self.op} {rhs}" + (f" and not {self.unless}" if self.unless else "")
+
 
 class Probe:
     name = "probe"
     #: subset of FAST_STATS this probe needs for ``update_fast``; None = no fast path
     fast_needs: tuple[str, ...] | None = None
+    #: the metric's formula in one line (A = attention weights, i = query, j = key)
+    formula: str = ""
+    #: where the metric comes from (citation with arXiv id where there is one)
+    paper: str = ""
+    #: the role a head gets from this metric, with its default threshold (None = no role)
+    role: RoleRule | None = None
+    #: None: runs on any text with no arguments; else the input protocol the metric needs
+    protocol: str | None = None
 
     def __init__(self) -> None:
         self.n_layers = 0

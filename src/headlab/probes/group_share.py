@@ -1,7 +1,7 @@
 """Token-group attention shares: how much of each head's attention falls on a span of tokens.
 
 Generalises the Modality Dominance Index / Attention Efficiency Index of "When Language Overrules"
-(2025; SPEC §A7) from modalities to any named token groups (document vs instruction, context vs
+(2025) from modalities to any named token groups (document vs instruction, context vs
 question, ...). Groups are key positions counted from each row's first real token:
 ``GroupShareProbe({"doc": range(5, 300), "question": range(300, 320)}, queries=range(320, 400))``.
 

@@ -1,13 +1,16 @@
-"""Previous-token score: mean over queries i ≥ 1 of A[i, i−1] (standard practice, SPEC §A9)."""
+"""Previous-token score: mean over queries i ≥ 1 of A[i, i−1] (standard head-detector practice, as in
+Olsson et al., "In-context Learning and Induction Heads", arXiv 2209.11895)."""
 from __future__ import annotations
 
-
-from .base import Probe
+from .base import Probe, RoleRule
 
 
 class PrevTokenProbe(Probe):
     name = "prev_token"
     fast_needs = ("prev",)
+    formula = "mean over queries i >= 1 of A[i, i-1]"
+    paper = 'Olsson et al., "In-context Learning and Induction Heads", arXiv 2209.11895'
+    role = RoleRule("previous-token", ">=", 0.4, "P", rank=1)
 
     def update(self, a, ctx):
         B, H, Tc, S = a.shape

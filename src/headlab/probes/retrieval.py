@@ -1,156 +1,65 @@
 """Retrieval score (Wu et al., "Retrieval Head Mechanistically Explains Long-Context Factuality",
-arXiv 2404.15574; SPEC §A3), with our own needles and real prose as the haystack.
+ICLR 2025, arXiv 2404.15574).
 
-Protocol: insert a needle sentence at a sentence boundary at depth d of a haystack, ask for it,
-prefill the prompt, then decode greedily. At each decode step every head's top-1 attended key
-j* is read; if j* lies in the needle's answer span [s, e) and the prompt token at j* equals the
-token being generated, the head gains 1 / (e − s). A case counts only when the model succeeds
-(ROUGE-1 recall of the generated answer against the needle's answer > 0.5); a head's score is
-the mean over counted cases. Heads scoring > 0.1 are retrieval heads.
+At each decode step every head's top-1 attended key j* is read (``update`` keeps it for the last
+query of the call); ``credit`` then gives the head 1 / (e − s) if j* lies in the needle's answer
+span [s, e) of the prompt and the prompt token at j* equals the token just generated. Summed over
+the steps of one case; the protocol (needles, haystack, greedy decoding, counting only the cases
+the model answers with ROUGE-1 recall > 0.5, mean over them) is :mod:`headlab.measure.retrieval`.
+Heads scoring > 0.1 are retrieval heads.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import torch
 
-from .base import Probe
-
-#: our own needles: (sentence inserted, question, answer span inside the sentence)
-NEEDLES = (
-    ("The secret ingredient in the lighthouse keeper's soup was a spoonful of smoked cardamom honey.",
-     "What was the secret ingredient in the lighthouse keeper's soup?", "a spoonful of smoked cardamom honey"),
-    ("The expedition finally found the lost violin hidden under the third stair of the old mill.",
-     "Where was the lost violin hidden?", "under the third stair of the old mill"),
-    ("The password to the archive room is seven purple elephants dancing.",
-     "What is the password to the archive room?", "seven purple elephants dancing"),
-)
+from .base import Probe, RoleRule
 
 
-class ArgmaxProbe(Probe):
-    """Keeps, per layer, each head's top-1 key for the last query of the latest call: (B, H)."""
+class RetrievalProbe(Probe):
+    """Keeps, per layer, each head's top-1 key for the last query of the latest call (``last``:
+    layer -> (B, H)); ``credit`` adds the retrieval score of one decode step into ``total``."""
 
-    name = "argmax"
+    name = "retrieval"
+    formula = ("per decode step, +1/|span| when a head's top-1 key lies in the needle's answer span and holds "
+               "the generated token; summed over steps, mean over the cases the model answers (ROUGE-1 recall > 0.5)")
+    paper = "Wu et al., Retrieval Head Mechanistically Explains Long-Context Factuality, ICLR 2025, arXiv 2404.15574"
+    role = RoleRule("retrieval", ">", 0.1, "R", rank=3)
+    protocol = "needle-in-a-haystack decoding (headlab.measure.retrieval_scores)"
 
     def __init__(self) -> None:
         super().__init__()
         self.last: dict[int, torch.Tensor] = {}
 
+    def reset(self, n_layers: int, n_heads: int) -> None:
+        super().reset(n_layers, n_heads)
+        self.last = {}
+
     def update(self, a, ctx):
         T = ctx.query_pos.shape[1]
         if ctx.q_index is not None and int(ctx.q_index[-1]) != T - 1:
             return
+        self._ensure(ctx)
         self.last[ctx.layer] = a[:, :, -1].argmax(-1)
 
-    def result(self):
-        raise RuntimeError("ArgmaxProbe keeps no averages; read .last")
+    def credit(self, prompt: torch.Tensor, span: tuple[int, int], token: int, row: int = 0) -> None:
+        """Score one decode step: ``prompt`` (P,) prompt token ids, answer ``span`` = (s, e) positions
+        in it, ``token`` the id just generated; reads the top-1 keys of batch row ``row``."""
+        s, e = int(span[0]), int(span[1])
+        if not 0 <= s < e <= len(prompt):
+            raise ValueError(f"answer span {span} must satisfy 0 <= s < e <= prompt length {len(prompt)}")
+        if self.total is None:
+            raise RuntimeError("RetrievalProbe.credit before any attention call: run a decode step inside attach()")
+        for layer, top in self.last.items():
+            j = top[row].cpu()  # (H,)
+            hit = (j >= s) & (j < e) & (prompt[j.clamp(max=len(prompt) - 1)] == token)
+            self.total[layer] += hit.double() / (e - s)
+
+    def result(self) -> torch.Tensor:
+        """(layers, heads) float32 score summed over the credited steps (0 where never credited)."""
+        if self.total is None:
+            raise RuntimeError(f"probe {self.name!r} has seen no attention call")
+        return self.total.to(torch.float32)
 
 
-def _words(s: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", s.lower())
-
-
-def rouge1_recall(generated: str, reference: str) -> float:
-    ref = _words(reference)
-    if not ref:
-        return 0.0
-    gen = set(_words(generated))
-    return sum(w in gen for w in ref) / len(ref)
-
-
-@dataclass
-class RetrievalCase:
-    n_tokens: int
-    depth: float
-    needle: int
-    answer: str
-    recall: float
-    scores: torch.Tensor  # (layers, heads)
-
-
-def _insert(hay: str, sentence: str, depth: float) -> tuple[str, int]:
-    """Insert at the sentence boundary nearest to ``depth`` of the text; returns (text, char index)."""
-    target = int(len(hay) * depth)
-    cuts = [m.end() for m in re.finditer(r"[.!?] ", hay)] or [len(hay)]
-    cut = min(cuts, key=lambda c: abs(c - target)) if depth > 0 else 0
-    return hay[:cut] + sentence + " " + hay[cut:], cut
-
-
-def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 0):
-    """(prompt ids (1, T), answer token span (s, e), answer text)."""
-    from ..data.prose import haystack
-
-    if not 0.0 <= depth <= 1.0:
-        raise ValueError(f"depth must be in [0, 1], got {depth}")
-    if not 0 <= needle < len(NEEDLES):
-        raise ValueError(f"needle must be in 0..{len(NEEDLES) - 1}, got {needle}")
-    sentence, question, answer = NEEDLES[needle]
-    hay = haystack(tokenizer, n_tokens, seed=seed)
-    text, _ = _insert(hay, sentence, depth)
-    request = f"{text}\n\nBased on the text above, answer the question.\nQuestion: {question}"
-    if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": request}], add_generation_prompt=True, tokenize=False)
-    else:
-        prompt = request + "\nAnswer:"
-    enc = tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
-    a0 = prompt.index(sentence) + sentence.index(answer)
-    a1 = a0 + len(answer)
-    span = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < a1 and e > a0]
-    return torch.tensor([enc["input_ids"]]), (span[0], span[-1] + 1), answer
-
-
-@torch.no_grad()
-def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0,
-                   edits=()) -> RetrievalCase:
-    """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
-    from transformers import DynamicCache
-
-    from ..engine.hf import attach, model_shape
-
-    n_layers, n_heads, _ = model_shape(model)
-    ids, (s, e), answer = build_case(tokenizer, n_tokens, depth, needle, seed)
-    cache = DynamicCache()
-    with attach(model, edits=list(edits)):
-        model(input_ids=ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
-    scores = torch.zeros(n_layers, n_heads)
-    probe = ArgmaxProbe()
-    nxt = ids[:, -1:]
-    generated: list[int] = []
-    prompt = ids[0]
-    with attach(model, probes=[probe], edits=list(edits)):
-        for _ in range(max_new):
-            out = model(input_ids=nxt, cache=cache, use_cache=True)
-            w = int(out.logits[0, -1].argmax())
-            for layer, top in probe.last.items():
-                j = top[0]  # (H,)
-                hit = (j >= s) & (j < e) & (prompt[j.clamp(max=len(prompt) - 1)] == w)
-                scores[layer] += hit.float() / (e - s)
-            generated.append(w)
-            text = tokenizer.decode(generated)
-            if "\n" in text.strip() or w in tokenizer.all_special_ids:
-                break
-            nxt = torch.tensor([[w]])
-    gen = tokenizer.decode(generated, skip_special_tokens=True).strip().split("\n")[0]
-    return RetrievalCase(n_tokens, depth, needle, gen, rouge1_recall(gen, answer), scores)
-
-
-def retrieval_scores(model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0.75), needles=(0, 1, 2),
-                     max_new: int = 24, progress=None, edits=()) -> tuple[torch.Tensor, list[RetrievalCase]]:
-    """(layers, heads) mean retrieval score over successful cases, and all cases.
-
-    Heads are all-NaN when no case succeeds (the model never retrieved the needle)."""
-    cases = []
-    for n in lengths:
-        for d in depths:
-            for k in needles:
-                cases.append(retrieval_case(model, tokenizer, n, d, k, max_new=max_new, edits=edits))
-                if progress is not None:
-                    progress()
-    ok = [c.scores for c in cases if c.recall > 0.5]
-    if not ok:
-        from ..engine.hf import model_shape
-
-        L, H, _ = model_shape(model)
-        return torch.full((L, H), float("nan")), cases
-    return torch.stack(ok).mean(0), cases
+#: the former name of :class:`RetrievalProbe`
+ArgmaxProbe = RetrievalProbe

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..engine.context import AttnContext
-from .base import Probe
+from .base import Probe, RoleRule
 
 
 def _first_key_weight(a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
@@ -22,6 +22,9 @@ def _first_key_weight(a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
 class SinkProbe(Probe):
     name = "sink"
     fast_needs = ("sink",)
+    formula = "mean over queries i of A[i, 0] (key 0 = each row's first real token)"
+    paper = "Gu et al., When Attention Sink Emerges in Language Models, ICLR 2025, arXiv 2410.10781"
+    role = RoleRule("sink", ">=", 0.3, "S", rank=0)  # the paper's ε = 0.3
 
     def update(self, a, ctx):
         self.add(ctx, _first_key_weight(a, ctx), ctx.query_valid())
@@ -35,6 +38,8 @@ class SinkRateProbe(Probe):
 
     name = "sink_rate"
     fast_needs = ("sink",)
+    formula = "fraction of samples (row x forward call) with mean_i A[i, 0] > eps (eps = 0.3)"
+    paper = SinkProbe.paper
 
     def __init__(self, eps: float = 0.3) -> None:
         super().__init__()

@@ -19,19 +19,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..probes.head_map import HeadMap, HeadMapProbe
+from ..engine.hf import attach
 from ..engine.sites import parse_sites
+from ..measure.atlas import role_metrics
+from ..measure.stats import check_input, forward_for_attention
+from ..probes.head_map import HeadMap, HeadMapProbe
 from .data import Scan, map_bytes
 
-#: role -> (metric that measures it, True when larger is stronger)
-ROLE_METRIC = {
-    "sink": ("sink", True),
-    "previous-token": ("prev_token", True),
-    "induction": ("induction", True),
-    "retrieval": ("retrieval", True),
-    "local": ("distance", False),
-    "broad": ("entropy", True),
-}
+#: role -> (metric that measures it, True when larger is stronger), from the probe classes
+ROLE_METRIC = role_metrics()
 
 
 @dataclass
@@ -171,9 +167,6 @@ def text_ids(tokenizer, text: dict[str, Any]) -> list[int]:
 def compute_text_maps(model, tokenizer, text: dict[str, Any], plan: MapPlan, *, edits=(), pattern=None) -> TextMaps:
     """One forward pass of ``text`` ({"name", "text", "ids"?}) with head-map probes attached."""
     import torch
-
-    from ..engine.hf import attach
-    from ..measure.stats import check_input, forward_for_attention
 
     ids = text.get("ids")
     if ids is None:

@@ -12,8 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import atomic_write_bytes  # noqa: E402
+from ..measure.atlas import role_letters  # noqa: E402
 
-ROLE_LETTER = {"sink": "S", "previous-token": "P", "induction": "I", "retrieval": "R", "local": "L", "broad": "B"}
+#: role -> one-letter mark, from the probe classes
+ROLE_LETTER = role_letters()
 
 
 def atlas_png(path: Path, recs: list[dict], metrics: list[str], title: str = "") -> Path:

@@ -14,7 +14,8 @@ import torch
 
 from ..data.tasks import load_task
 from ..data.tasks.base import Task
-from ..edits import (ablate, context_sensitivity, from_config, redistribute, reinforce, task_embedding, to_config)
+from ..edits import ablate, from_config, redistribute, reinforce, to_config
+from ..measure.record import context_sensitivity, task_embedding
 from .bootstrap import bootstrap_ci, paired_diff_ci
 from .evaluate import evaluate
 from .tune import fit_inject, few_shot_prompt, search_act, tune_grid, tune_zerotuning

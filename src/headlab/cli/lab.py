@@ -1,7 +1,9 @@
 """``headlab lab``: small CPU experiments reproducing attention papers' phenomena (see headlab.lab).
 
-Every command prints a rich table and writes OUT/NAME.json (measured numbers, the claim, the rule and
-``reproduced``) and OUT/NAME.png.  ``--smoke`` runs a seconds-long configuration (for tests / CI).
+Every command prints a rich table and writes OUT/NAME.json (measured numbers, the claim, the registered
+rule and its outcome with the numbers), OUT/NAME.records.jsonl (raw per-trial / per-evaluation rows) and
+OUT/NAME.png.  ``--smoke`` runs a seconds-long configuration (for tests / CI).  Option defaults equal the
+experiments' ``run()`` defaults (tested); ``headlab reproduce NAME`` reruns the registered sizes.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ app = typer.Typer(help="Small CPU experiments that reproduce attention papers' p
                        "in-context regression, associative-memory capacity, mixture-of-heads).",
                   no_args_is_help=True)
 
-OUT = typer.Option(Path("headlab-report/lab"), "--out", help="output folder for NAME.json and NAME.png")
+OUT = typer.Option(Path("headlab-report/lab"), "--out", help="output folder for NAME.json, NAME.records.jsonl, NAME.png")
 SEED = typer.Option(0, "--seed", help="random seed (data, init)")
 SMOKE = typer.Option(False, "--smoke", help="seconds-long configuration (numbers are meaningless)")
 
@@ -26,8 +28,11 @@ def _finish(module, kw: dict, seed: int, out: Path) -> None:
         result = module.run(seed=seed, **kw)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    paths = result.write(out, module.plot)
-    Console().print(f"wrote {paths['json']} and {paths['png']}")
+    try:
+        paths = result.write(out, module.plot)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    Console().print(f"wrote {paths['json']}, {paths['records']} and {paths['png']}")
 
 
 def _threads() -> None:
@@ -65,7 +70,7 @@ def induction(out: Path = OUT, steps: int = typer.Option(5000, help="training st
     from headlab.lab import induction as exp
 
     _threads()
-    kw = dict(steps=6, K=16, D=15, batch=8, evals=3) if smoke else dict(
+    kw = dict(steps=6, K=16, D=15, batch=8, eval_every=2) if smoke else dict(
         steps=_positive("steps", steps), K=_positive("classes", classes), N=_positive("pairs", pairs),
         D=_positive("dim", dim), lr=lr)
     _finish(exp, kw, seed, out)

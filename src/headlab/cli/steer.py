@@ -36,6 +36,10 @@ def steer(
     batch_size: int = typer.Option(8, help="prompts per forward pass"),
     n_tokens: int = typer.Option(512, help="needle: haystack length in tokens"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    param: Optional[float] = typer.Option(None, help="redistribute: p, reinforce: alpha — apply this value "
+                                          "without the tuning competition (a forced run)"),
+    icl_shots: int = typer.Option(0, help="choice tasks: also evaluate a K-shot ICL prompt (demos from the "
+                                  "tuning split) on the evaluation items"),
 ) -> None:
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
     import torch
@@ -44,7 +48,13 @@ def steer(
 
     if threads:
         torch.set_num_threads(threads)
-    opts = {"batch_size": batch_size, "mode": mode, "per_head": per_head}
+    if param is not None and method not in ("redistribute", "reinforce"):
+        console.print(f"[red]error:[/] --param applies to redistribute (p) and reinforce (alpha), not {method!r}")
+        raise typer.Exit(2)
+    if icl_shots < 0:
+        console.print(f"[red]error:[/] --icl-shots must be >= 0, got {icl_shots}")
+        raise typer.Exit(2)
+    opts = {"batch_size": batch_size, "mode": mode, "per_head": per_head, "param": param, "icl_shots": icl_shots}
     if sites:
         opts["sites"] = sites
     if atlas:
@@ -60,11 +70,15 @@ def steer(
         raise typer.Exit(2) from None
     res = out["results"]
     t = Table(title=f"{out['method']} on {task}: tuned on {out['tune_on']}, evaluated on {out['eval_on']} items")
-    for c in ("", "accuracy", "95% CI"):
+    for c in ("", "accuracy", "95% CI", "items"):
         t.add_column(c)
-    for name in ("baseline", "steered", "difference"):
+    for name in ("baseline", "steered", "icl", "difference"):
+        if name not in res:
+            continue
         m, lo, hi = res[name]
-        t.add_row(name, f"{m:+.3f}" if name == "difference" else f"{m:.3f}", f"[{lo:.3f}, {hi:.3f}]")
+        st = res["stats"][name]
+        count = f"{st['k']}/{st['n']}" if "k" in st else f"n={st['n']}, McNemar p={st.get('mcnemar_p', float('nan')):.3g}"
+        t.add_row(name, f"{m:+.3f}" if name == "difference" else f"{m:.3f}", f"[{lo:.3f}, {hi:.3f}]", count)
     console.print(t)
     for d in out["describe"] or ["(no edit: tuning kept the baseline)"]:
         console.print(f"edit: {d}")

@@ -1,6 +1,6 @@
 """Experiment ``induction``: abrupt emergence of in-context learning through an induction head, on the
 bursty in-context classification task of Reddy, "The mechanistic basis of data dependence and abrupt
-learning in an in-context classification task" (ICLR 2024, arXiv 2312.03002; SPEC §E3).
+learning in an in-context classification task" (ICLR 2024, arXiv 2312.03002).
 
 Data: K classes with centroids μ_c ~ N(0, I_D/D) and L label vectors ~ N(0, I_D/D); class c has label
 c mod L.  Items x = (μ_c + ε η)/√(1+ε²).  A sequence is N (item, label) pairs then a query item; the target
@@ -18,10 +18,10 @@ just before them.
 Defaults (N = 4, D = 31, K = 16384, Adam 3e-3) are smaller than Reddy's (N = 8, D = 63, SGD) so that the
 transition happens within a few CPU minutes; with K = 16384 classes in-weights learning barely starts.
 
-Rule: reproduced iff the final ICL accuracy ≥ (1 + chance)/2 (chance = B/N among the context labels) and
-the rise is abrupt: the ICL accuracy goes from 10% to 90% of its final gain above chance within ≤ 25% of the
-training steps; the induction score must also end ≥ (1 + B/N)/2 (B/N is the matched share of the label
-tokens, i.e. what attention spread evenly over labels would give).
+Abruptness (:func:`abruptness`): the steepest rise of the ICL accuracy between evaluations ``eval_every``
+steps apart, divided by the mean rate from step 0 to the first step at 90% of the final gain above chance.
+A steady ramp gives about 1 however long training runs; a plateau followed by a jump gives much more.
+The decision rule is registered in :mod:`headlab.results.lab_claims` (``induction``).
 """
 from __future__ import annotations
 
@@ -32,13 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .progress import progress_bar
-from .result import LabResult, print_table
+from .result import LabResult, judged, print_table
 
 NAME = "induction"
-CLAIM = ("In bursty in-context classification, in-context learning emerges abruptly, together with an "
-         "induction head (layer-2 query attends to the label after the matching item) (Reddy, ICLR 2024).")
-RULE = ("reproduced iff final ICL accuracy >= (1 + chance)/2 with chance = B/N, ICL accuracy rises from "
-        "10% to 90% of its final gain above chance within <= 25% of training steps, and the final induction-head score >= (1 + B/N)/2.")
+EVAL_SEQUENCES = 1024
 
 
 class BurstyTask:
@@ -156,17 +153,31 @@ def abrupt_window(steps: list[int], acc: list[float], chance: float) -> tuple[fl
     return first(0.1), first(0.9)
 
 
+def abruptness(steps: list[int], acc: list[float], chance: float) -> tuple[float, float, float]:
+    """(abruptness, step at 90% of the final gain, step ending the steepest interval); nan when no gain."""
+    gain = acc[-1] - chance
+    t90 = next((s for s, a in zip(steps, acc) if a >= chance + 0.9 * gain), float("nan")) if gain > 0 else float("nan")
+    if math.isnan(t90) or t90 <= steps[0]:
+        return float("nan"), t90, float("nan")
+    slopes = [((a1 - a0) / (s1 - s0), s1) for s0, s1, a0, a1 in zip(steps, steps[1:], acc, acc[1:])]
+    steep, at = max(slopes)
+    mean = (acc[steps.index(t90)] - acc[0]) / (t90 - steps[0])
+    return (steep / mean if mean > 0 else float("nan")), t90, at
+
+
 def run(steps: int = 5000, K: int = 16384, L: int = 32, D: int = 31, N: int = 4, B: int = 2, p_bursty: float = 0.9,
-        alpha: float = 0.0, eps: float = 0.1, batch: int = 128, lr: float = 3e-3, evals: int = 50, seed: int = 0,
+        alpha: float = 0.0, eps: float = 0.1, batch: int = 128, lr: float = 3e-3, eval_every: int = 100, seed: int = 0,
         quiet: bool = False) -> LabResult:
+    if eval_every < 1:
+        raise ValueError(f"eval_every={eval_every} must be >= 1")
     task = BurstyTask(K, L, D, N, B, p_bursty, alpha, eps, seed)
     torch.manual_seed(seed)
     net = InductionNet(task.dim, L)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed + 1)
     eg = torch.Generator().manual_seed(seed + 2)
-    icl, iwl = task.icl_batch(1024, eg), task.iwl_batch(1024, eg)
-    every = max(1, steps // evals)
+    icl, iwl = task.icl_batch(EVAL_SEQUENCES, eg), task.iwl_batch(EVAL_SEQUENCES, eg)
+    every = eval_every
     curve: dict[str, list] = {"step": [], "icl_acc": [], "iwl_acc": [], "induction_score": [], "prev_token_score": []}
 
     def log(step):
@@ -187,15 +198,14 @@ def run(steps: int = 5000, K: int = 16384, L: int = 32, D: int = 31, N: int = 4,
                 log(step)
     chance = B / N
     t10, t90 = abrupt_window(curve["step"], curve["icl_acc"], chance)
-    width = (t90 - t10) / steps if not (math.isnan(t10) or math.isnan(t90)) else float("nan")
+    ab, _, steep_at = abruptness(curve["step"], curve["icl_acc"], chance)
     measured = {**curve, "final_icl_acc": curve["icl_acc"][-1], "final_iwl_acc": curve["iwl_acc"][-1],
                 "final_induction_score": curve["induction_score"][-1], "icl_chance": chance,
-                "rise_start_step": t10, "rise_end_step": t90, "rise_width_frac": width}
-    reproduced = (measured["final_icl_acc"] >= (1 + chance) / 2 and not math.isnan(width) and width <= 0.25
-                  and measured["final_induction_score"] >= (1 + chance) / 2)
-    res = LabResult(NAME, CLAIM, measured, bool(reproduced), RULE,
-                    dict(steps=steps, K=K, L=L, D=D, N=N, B=B, p_bursty=p_bursty, alpha=alpha, eps=eps,
-                         batch=batch, lr=lr, seed=seed, optimizer="Adam"))
+                "rise_start_step": t10, "rise_end_step": t90, "abruptness": ab, "steepest_step": steep_at,
+                "eval_sequences": EVAL_SEQUENCES}
+    records = [dict(zip(curve, vals)) for vals in zip(*curve.values())]
+    res = judged(NAME, measured, dict(steps=steps, K=K, L=L, D=D, N=N, B=B, p_bursty=p_bursty, alpha=alpha, eps=eps,
+                                      batch=batch, lr=lr, eval_every=eval_every, seed=seed, optimizer="Adam"), records)
     if not quiet:
         rows = [[s, a, w, i, p] for s, a, w, i, p in zip(curve["step"], curve["icl_acc"], curve["iwl_acc"],
                                                        curve["induction_score"], curve["prev_token_score"])]

@@ -6,14 +6,13 @@ arXiv 2410.10781) — sinks emerge during pre-training with softmax, and not wit
 normalisation; Qiu et al., "Gated Attention for LLMs" (NeurIPS 2025, arXiv 2505.06708) — the G1 gate
 removes the first-token sink.
 
-Metric (SPEC §A1): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
+Metric (Gu et al.'s Sink_1^ε): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
 that key 0 gets, A_i0 / Σ_j A_ij (softmax rows already sum to one; σ weights of unnormalised sigmoid
 attention are turned into shares so that all mechanisms are compared on one scale; the raw σ mean is
 also reported).  ``first_token`` = mean α_0; ``sink_rate`` = Sink_1^ε = 100 · mean 1[α_0 > ε], ε = 0.3.
 Training windows start with a BOS token (id 256), which is key 0.
 
-Rule: reproduced iff at the end of training softmax sink_rate ≥ 20, sigmoid sink_rate ≤ softmax/2 and
-gated first_token < softmax first_token.
+The decision rule is registered in :mod:`headlab.results.lab_claims` (``sinks``).
 """
 from __future__ import annotations
 
@@ -21,18 +20,14 @@ import math
 
 import torch
 
-from .result import LabResult, print_table
+from .result import LabResult, judged, print_table
 from .text import TextData
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 
 NAME = "sinks"
 EPS = 0.3
 MECHS = ("softmax", "sigmoid", "gated")
-CLAIM = ("Attention sinks on the first token emerge in LMs trained with softmax attention but not with "
-         "sigmoid attention without normalisation (Gu et al., ICLR 2025); a sigmoid output gate (G1) "
-         "reduces first-token attention (Qiu et al., NeurIPS 2025).")
-RULE = ("reproduced iff at the end of training: softmax Sink_1^0.3 >= 20%, sigmoid (no normalisation) "
-        "Sink_1^0.3 <= half of softmax's, and gated mean first-token share < softmax's.")
+PROBE_SAMPLES = 64
 
 
 def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, float | list[float]]:
@@ -61,7 +56,7 @@ def run(steps: int = 1200, layers: int = 2, d_model: int = 64, heads: int = 4, b
         seq_len: int = 64, lr: float = 3e-3, evals: int = 8, seed: int = 0, quiet: bool = False) -> LabResult:
     """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training."""
     data = TextData.load()
-    probe_x, _ = data.batch("val", 64, seq_len, torch.Generator().manual_seed(seed + 7))
+    probe_x, _ = data.batch("val", PROBE_SAMPLES, seq_len, torch.Generator().manual_seed(seed + 7))
     every = max(1, steps // evals)
     measured: dict[str, dict] = {}
     for mech in MECHS:
@@ -79,12 +74,12 @@ def run(steps: int = 1200, layers: int = 2, d_model: int = 64, heads: int = 4, b
         loss = eval_loss(model, data, batch, seq_len)
         measured[mech] = {**curve, "final_first_token": final["first_token"], "final_sink_rate": final["sink_rate"],
                           "final_per_layer": final["per_layer"], "val_loss": loss, "val_bpb": loss / math.log(2)}
-    sm, sg, gt = measured["softmax"], measured["sigmoid"], measured["gated"]
-    reproduced = (sm["final_sink_rate"] >= 20 and sg["final_sink_rate"] <= sm["final_sink_rate"] / 2
-                  and gt["final_first_token"] < sm["final_first_token"])
-    res = LabResult(NAME, CLAIM, measured, bool(reproduced), RULE,
-                    dict(steps=steps, layers=layers, d_model=d_model, heads=heads, batch=batch, seq_len=seq_len,
-                         lr=lr, seed=seed, eps=EPS, probe_samples=64, corpus="pydoc_data.topics (bytes, BOS-prefixed)"))
+    records = [{"mechanism": mech, **dict(zip(k, vals))} for mech, m in measured.items()
+               for k in [("step", "first_token", "sink_rate", "raw_first_token")]
+               for vals in zip(*(m[c] for c in k))]
+    res = judged(NAME, measured, dict(steps=steps, layers=layers, d_model=d_model, heads=heads, batch=batch,
+                                      seq_len=seq_len, lr=lr, seed=seed, eps=EPS, probe_samples=PROBE_SAMPLES,
+                                      corpus="pydoc_data.topics (bytes, BOS-prefixed)"), records)
     if not quiet:
         print_table("attention sinks at the end of training",
                     ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"],

@@ -1,29 +1,43 @@
-"""Percentile bootstrap confidence intervals (Efron & Tibshirani 1993) for accuracies and for the
-paired difference steered − baseline on the same items."""
+"""Intervals for steering results, from scipy (see :mod:`headlab.results.stats`).
+
+* :func:`bootstrap_ci` — (mean, low, high) of a sample mean with a percentile bootstrap
+  (``scipy.stats.bootstrap``); for 0/1 accuracies prefer :func:`accuracy_ci` (Wilson score interval).
+* :func:`paired_diff_ci` — (mean, low, high) of steered − baseline on the same items, paired bootstrap.
+* :func:`accuracy_ci` / :func:`paired_test` — the dict forms with item counts and McNemar's exact test.
+"""
 from __future__ import annotations
 
-import torch
+import numpy as np
+from scipy import stats
+
+from ..results.stats import paired_difference, proportion
 
 
-def bootstrap_ci(x: torch.Tensor, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of ``x`` (N,) with a percentile bootstrap."""
-    x = torch.as_tensor(x, dtype=torch.float64).flatten()
-    if x.numel() == 0:
+def bootstrap_ci(x, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of the mean of ``x`` (N,) with a percentile bootstrap (scipy)."""
+    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
+    if a.size == 0:
         raise ValueError("bootstrap_ci: empty sample")
     if not 0 < level < 1:
         raise ValueError(f"level={level} must be in (0, 1)")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, x.numel(), (n_boot, x.numel()), generator=g)
-    means = x[idx].mean(1)
-    a = (1 - level) / 2
-    lo, hi = torch.quantile(means, torch.tensor([a, 1 - a], dtype=torch.float64)).tolist()
-    return float(x.mean()), lo, hi
+    if np.all(a == a[0]):
+        return float(a[0]), float(a[0]), float(a[0])
+    res = stats.bootstrap((a,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                          random_state=np.random.default_rng(seed))
+    return float(a.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def paired_diff_ci(steered: torch.Tensor, base: torch.Tensor, n_boot: int = 2000, level: float = 0.95,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of steered − baseline, resampling items jointly."""
-    s, b = torch.as_tensor(steered, dtype=torch.float64), torch.as_tensor(base, dtype=torch.float64)
-    if s.shape != b.shape:
-        raise ValueError(f"paired samples differ in shape: {tuple(s.shape)} vs {tuple(b.shape)}")
-    return bootstrap_ci(s - b, n_boot, level, seed)
+def paired_diff_ci(steered, base, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of steered − baseline, resampling items jointly (scipy's paired bootstrap)."""
+    d = paired_difference(steered, base, level, n_boot, seed)
+    return d["value"], d["ci"][0], d["ci"][1]
+
+
+def accuracy_ci(correct, level: float = 0.95) -> dict:
+    """Accuracy of a 0/1 sample with its Wilson interval and item count."""
+    return proportion(correct, level=level)
+
+
+def paired_test(steered, base, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired difference with bootstrap interval, item count and (0/1 data) McNemar's exact p-value."""
+    return paired_difference(steered, base, level, n_boot, seed)

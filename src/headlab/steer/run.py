@@ -1,11 +1,14 @@
 """``headlab steer``: tune an edit on a tuning split, evaluate baseline vs steered on a disjoint
-evaluation split with 95 % bootstrap intervals, save the tuned edits as JSON, or apply a saved
-configuration to another task / split.
+evaluation split (accuracies with 95 % Wilson intervals, the paired difference with a paired bootstrap
+interval and McNemar's exact test, item counts beside every number), save the tuned edits as JSON with
+per-item records (``STEM.items.jsonl``), or apply a saved configuration to another task / split.
 
 Methods (``METHODS``): zerotuning, act, redistribute, reinforce, inject, ablate.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ from ..data.tasks import load_task
 from ..data.tasks.base import Task
 from ..edits import ablate, from_config, redistribute, reinforce, to_config
 from ..measure.record import context_sensitivity, task_embedding
-from .bootstrap import bootstrap_ci, paired_diff_ci
+from .bootstrap import accuracy_ci, paired_test
 from .evaluate import evaluate
 from .tune import fit_inject, few_shot_prompt, search_act, tune_grid, tune_zerotuning
 
@@ -47,8 +50,10 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
     if method == "redistribute":
         if not any("context" in it.spans for it in tune):
             raise ValueError(f"redistribute needs items with a 'context' span; task {task.name!r} has none")
-        cands = [(f"p={p}", [redistribute("context", p=p, min_share=opts.get("min_share", 0.2))])
-                 for p in opts.get("grid", (0.6, 0.3))]
+        grid = (opts["param"],) if opts.get("param") is not None else opts.get("grid", (0.6, 0.3))
+        cands = [(f"p={p}", [redistribute("context", p=p, min_share=opts.get("min_share", 0.2))]) for p in grid]
+        if opts.get("param") is not None:
+            return cands[0][1], {"chosen": cands[0][0], "note": "forced by --param: no tuning competition"}
         return tune_grid(model, tok, task, tune, cands, bs)
     if method == "reinforce":
         if not any("context" in it.spans for it in tune):
@@ -56,8 +61,14 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
         from ..data.tasks.squad import no_context
 
         score = context_sensitivity(model, tok, [it.prompt for it in tune], [no_context(it) for it in tune], bs)
-        cands = [(f"alpha={a}", [reinforce(score, alpha=a)]) for a in opts.get("grid", (1.5, 2.0))]
-        eds, info = tune_grid(model, tok, task, tune, cands, bs)
+        grid = (opts["param"],) if opts.get("param") is not None else opts.get("grid", (1.5, 2.0))
+        cands = [(f"alpha={a}", [reinforce(score, alpha=a)]) for a in grid]
+        if opts.get("param") is not None:
+            eds, info = cands[0][1], {"chosen": cands[0][0], "note": "forced by --param: no tuning competition"}
+            eds[0].bind(L, model.config.num_attention_heads)
+            info["sites"] = sorted([int(l), int(h)] for l, hs in eds[0].sites.items() for h in hs)
+        else:
+            eds, info = tune_grid(model, tok, task, tune, cands, bs)
         info["vhd_top"] = [[int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]]
         return eds, info
     if method == "inject":
@@ -82,11 +93,24 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
 
 
 def report(base, steered, n_boot: int = 2000, seed: int = 0) -> dict:
-    b = bootstrap_ci(base.correct, n_boot, seed=seed)
-    s = bootstrap_ci(steered.correct, n_boot, seed=seed)
-    d = paired_diff_ci(steered.correct, base.correct, n_boot, seed=seed)
-    r = lambda t: [round(x, 4) for x in t]  # noqa: E731
-    return {"baseline": r(b), "steered": r(s), "difference": r(d), "n": int(base.correct.numel())}
+    """[value, low, high] triples for the table and plot, plus ``stats`` with the item counts and McNemar."""
+    b, s = accuracy_ci(base.correct), accuracy_ci(steered.correct)
+    d = paired_test(steered.correct, base.correct, n_boot=n_boot, seed=seed)
+    r = lambda t: [round(t["value"], 4), *(round(x, 4) for x in t["ci"])]  # noqa: E731
+    return {"baseline": r(b), "steered": r(s), "difference": r(d), "n": int(base.correct.numel()),
+            "stats": {"baseline": b, "steered": s, "difference": d}}
+
+
+def few_shot_items(tune: list, ev: list, shots: int, seed: int = 0) -> list:
+    """Each evaluation item with ``shots`` random demonstrations from the tuning split before it."""
+    if shots < 1 or shots > len(tune):
+        raise ValueError(f"--icl-shots={shots} must be in [1, {len(tune)}] (tuning items available)")
+    g = torch.Generator().manual_seed(seed + 1)
+    out = []
+    for it in ev:
+        demos = [tune[j] for j in torch.randperm(len(tune), generator=g)[:shots].tolist()]
+        out.append(dataclasses.replace(it, prompt=few_shot_prompt(demos, it), spans={}))
+    return out
 
 
 def plot(res: dict, path: Path, title: str) -> None:
@@ -99,11 +123,11 @@ def plot(res: dict, path: Path, title: str) -> None:
     import io
 
     fig, ax = plt.subplots(figsize=(4, 3.2))
-    names = ["baseline", "steered"]
+    names = [n for n in ("baseline", "steered", "icl") if n in res]
     means = [res[n][0] for n in names]
     err = [[res[n][0] - res[n][1] for n in names], [res[n][2] - res[n][0] for n in names]]
-    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af"])
-    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af", "#c98b2b"][:len(names)])
+    ax.set_ylabel("accuracy (95% Wilson interval)")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
@@ -144,11 +168,28 @@ def steer(method: str | None, task_name: str | Task, *, config: str | None = Non
     _BASELINES[key] = base
     st = evaluate(model, tok, task, ev, edits, bs, desc="eval: steered", progress=progress) if edits else base
     res = report(base, st, seed=seed)
+    shots = opts.get("icl_shots", 0)
+    icl = None
+    if shots:
+        if task.kind != "choice":
+            raise ValueError(f"--icl-shots needs a choice task; {task.name!r} generates")
+        icl = evaluate(model, tok, task, few_shot_items(tune, ev, shots, seed), (), bs, desc=f"eval: {shots}-shot ICL",
+                       progress=progress)
+        ic = accuracy_ci(icl.correct)
+        res["icl"] = [round(ic["value"], 4), *(round(x, 4) for x in ic["ci"])]
+        res["stats"]["icl"] = ic
+        res["stats"]["steered_vs_icl"] = paired_test(st.correct, icl.correct, seed=seed)
     out = {"method": method or "config", "task": task_name, "model": model_name, "seed": seed,
            "tune_on": len(tune), "eval_on": len(ev), "edits": to_config(edits),
            "describe": [e.describe() for e in edits], "tuning": info, "results": res,
            "seconds": round(time.time() - t0, 1)}
+    records = [{"i": i, "baseline": float(base.correct[i]), "steered": float(st.correct[i]),
+                **({"icl": float(icl.correct[i])} if icl is not None else {}),
+                "baseline_output": base.outputs[i], "steered_output": st.outputs[i]} for i in range(len(ev))]
     if save:
+        from ..io import atomic_write_text
+
+        atomic_write_text(Path(save).with_suffix(".items.jsonl"), "".join(json.dumps(r) + "\n" for r in records))
         atomic_write_json(save, out)
     if plot_path or save:
         pp = Path(plot_path) if plot_path else Path(save).with_suffix(".png")

@@ -1,0 +1,243 @@
+"""Claims of ``headlab lab``: the small CPU experiments (rules fixed here, computed by the experiments
+through :func:`headlab.results.claims.judge`)."""
+from __future__ import annotations
+
+import math
+
+from . import collect
+from .claims import Claim, Tolerance, number, register
+from .stats import proportion
+
+LAB = "lab"
+
+
+def _cfg(raw: dict) -> dict:
+    return raw.get("config", {})
+
+
+# ---------------------------------------------------------------- memory-capacity
+def _mc_summary(raw: dict) -> dict:
+    m, c = raw["measured"], _cfg(raw)
+    out = {"n50_slope": number(m["n50_slope"], n=len(m["by_dk"]))}
+    for d, v in m["by_dk"].items():
+        n_reads = 8 * int(d) * c.get("trials", 1)
+        out[f"n50_dk{d}"] = number(v["n50"], n=c.get("trials", 1), predicted=v.get("predicted_n50"))
+        out[f"acc_8dk_dk{d}"] = proportion(round(v["acc_at_8dk"] * n_reads), n_reads)
+    return out
+
+
+def _mc_rule(x: dict) -> list:
+    slope = x["n50_slope"]["value"]
+    conds = [(f"log-log slope of N_50 vs d_k = {slope:.3f} in [0.8, 1.2]", 0.8 <= slope <= 1.2)]
+    for k, v in x.items():
+        if k.startswith("n50_dk"):
+            p = v.get("predicted")
+            ratio = v["value"] / p if p and math.isfinite(v["value"]) else float("nan")
+            conds.append((f"d_k={k[6:]}: N_50 {v['value']:.1f} / crosstalk prediction {p:.1f} = {ratio:.2f} "
+                          f"in [0.8, 1.25]", 0.8 <= ratio <= 1.25))
+    return conds
+
+
+register(Claim(
+    name="memory-capacity", table=LAB, short="linear-attention memory capacity is O(d_k)",
+    claim="Linear attention is a Hebbian associative memory M = Σ v kᵀ whose capacity is O(d_k): recall fails "
+          "once the number of stored pairs exceeds a small multiple of the key width.",
+    paper="Linear attention as Hebbian/Pavlovian associative memory (2025)",
+    command=("headlab lab memory-capacity --trials 5 --seed 0 --out {out}",),
+    smoke=("headlab lab memory-capacity --smoke --out {out}",),
+    size={"d_ks": [16, 32, 64, 128], "d_v": 64, "trials": 5, "beta": 16.0, "seed": 0},
+    smoke_size={"d_ks": [8, 16], "trials": 1},
+    rule="the log-log slope of the 50%-recall capacity N_50 against d_k lies in [0.8, 1.2] (capacity linear in "
+         "d_k) and every N_50 lies within [0.8, 1.25] x the crosstalk prediction (Gaussian signal-to-noise of the "
+         "Hebbian read-out with nearest-value decoding, computed before the run from d_k, d_v and N alone).",
+    conditions=_mc_rule, summarize=_mc_summary, collect=collect.lab("memory-capacity"),
+    cost_s=90, smoke_cost_s=5, tolerance=Tolerance("exact"),
+    show=("n50_slope", "n50_dk16", "n50_dk128", "acc_8dk_dk64"),
+))
+
+
+# ---------------------------------------------------------------- icl-regression
+def _icl_summary(raw: dict) -> dict:
+    m, c = raw["measured"], _cfg(raw)
+    n = str(c["n"])
+    base = m["baselines"][n]
+    best = str(m.get("best_multi_head"))
+    mb = m["models"].get(best, {})
+    one = m["models"].get("1", {})
+    n_test = m.get("test_sequences", 4096)
+    out = {f"{k}_mse": number(base[k], n=n_test) for k in ("bayes", "gd", "zero")}
+    out["best_heads"] = number(int(best) if best != "None" else float("nan"))
+    if mb:
+        ovy = mb["ov_y"]
+        out.update({
+            "best_mse": number(mb["test_mse"][n], n=n_test),
+            "one_head_mse": number(one["test_mse"][n], n=n_test) if one else number(float("nan")),
+            "kq_diag_ratio": number(mb["kq_diag_ratio"]),
+            "ov_zero_sum": number(mb["ov_zero_sum"], positive=sum(v > 0 for v in ovy), negative=sum(v < 0 for v in ovy)),
+            "bayes_gap_ratio": number((mb["test_mse"][n] - base["bayes"]) / max(base["gd"] - base["bayes"], 1e-12)),
+        })
+        longest = str(max(int(k) for k in mb["test_mse"]))
+        out["long_mse"] = number(mb["test_mse"][longest], n=n_test, length=int(longest),
+                                 gd=m["baselines"][longest]["gd"])
+    return out
+
+
+def _icl_rule(x: dict) -> list:
+    if "best_mse" not in x:
+        return [("a model with H >= 2 heads was trained", False)]
+    mse, gd, one = x["best_mse"]["value"], x["gd_mse"]["value"], x["one_head_mse"]["value"]
+    ov = x["ov_zero_sum"]
+    return [
+        (f"best H>=2 MSE {mse:.3f} <= 1.25 x one-step-GD MSE {gd:.3f}", mse <= 1.25 * gd),
+        (f"best H>=2 MSE {mse:.3f} < single-head MSE {one:.3f}", mse < one),
+        (f"gap to Bayes (MSE - Bayes) / (GD - Bayes) = {x['bayes_gap_ratio']['value']:.2f} <= 1.25",
+         x["bayes_gap_ratio"]["value"] <= 1.25),
+        (f"KQ x-block diagonality {x['kq_diag_ratio']['value']:.1f} >= 3", x["kq_diag_ratio"]["value"] >= 3),
+        (f"OV y-entries of both signs ({ov['positive']}+, {ov['negative']}-) summing to ~0: |sum|/sum|.| = "
+         f"{ov['value']:.3f} <= 0.1", ov["positive"] > 0 and ov["negative"] > 0 and ov["value"] <= 0.1),
+    ]
+
+
+register(Claim(
+    name="icl-regression", table=LAB, short="multi-head softmax attention learns debiased one-step GD with "
+                                              "opposite-sign head pairs",
+    claim="One-layer multi-head softmax attention trained on in-context linear regression learns diagonal, "
+          "homogeneous KQ blocks and last-entry, zero-sum OV weights (opposite-sign heads), implementing debiased "
+          "one-step gradient descent, Bayes-optimal up to a proportional factor, and beats single-head attention.",
+    paper="He, Pan, Chen, Yang, ICML 2025, arXiv 2503.12734",
+    command=("headlab lab icl-regression --steps 6000 --dim 5 --context 20 --seed 0 --out {out}",),
+    smoke=("headlab lab icl-regression --smoke --out {out}",),
+    size={"steps": 6000, "d": 5, "n": 20, "heads": [1, 2, 4], "batch": 256, "lr": 1e-3, "noise": 0.5,
+          "test_lengths": [20, 40, 80], "seed": 0},
+    smoke_size={"steps": 5, "batch": 16},
+    rule="for the best model with H >= 2 heads, at the training length: MSE <= 1.25 x the best-scale one-step-GD "
+         "MSE; MSE below the single-head model's; excess over the Bayes (ridge) MSE <= 1.25 x one-step GD's excess; "
+         "KQ x-block diagonality (mean |diag| / mean |off-diag|) >= 3; OV y-entries of both signs with "
+         "|sum| / sum of |entries| <= 0.1.",
+    conditions=_icl_rule, summarize=_icl_summary, collect=collect.lab("icl-regression"),
+    cost_s=150, smoke_cost_s=5, tolerance=Tolerance("exact"),
+    show=("best_mse", "gd_mse", "bayes_mse", "ov_zero_sum"),
+))
+
+
+# ---------------------------------------------------------------- induction
+def _ind_summary(raw: dict) -> dict:
+    m = raw["measured"]
+    n_eval = m.get("eval_sequences", 1024)
+    return {
+        "final_icl_acc": proportion(round(m["final_icl_acc"] * n_eval), n_eval),
+        "icl_chance": number(m["icl_chance"]),
+        "abruptness": number(m["abruptness"], rise_end_step=m.get("rise_end_step"),
+                             steepest_step=m.get("steepest_step")),
+        "final_induction_score": number(m["final_induction_score"], n=n_eval),
+        "final_iwl_acc": proportion(round(m["final_iwl_acc"] * n_eval), n_eval),
+    }
+
+
+def _ind_rule(x: dict) -> list:
+    ch = x["icl_chance"]["value"]
+    acc, ab, ind = x["final_icl_acc"]["value"], x["abruptness"]["value"], x["final_induction_score"]["value"]
+    return [
+        (f"final ICL accuracy {acc:.3f} >= (1 + chance)/2 = {(1 + ch) / 2:.3f}", acc >= (1 + ch) / 2),
+        (f"abruptness (steepest 100-step slope / mean slope up to 90% of the gain) {ab:.1f} >= 4",
+         math.isfinite(ab) and ab >= 4),
+        (f"final induction score {ind:.3f} >= (1 + B/N)/2 = {(1 + ch) / 2:.3f}", ind >= (1 + ch) / 2),
+    ]
+
+
+register(Claim(
+    name="induction", table=LAB, short="abrupt emergence of an induction head in bursty ICL",
+    claim="In bursty in-context classification, in-context learning emerges abruptly, together with an induction "
+          "head (the layer-2 query attends to the label after the matching item).",
+    paper="Reddy, ICLR 2024, arXiv 2312.03002",
+    command=("headlab lab induction --steps 5000 --classes 16384 --pairs 4 --dim 31 --lr 0.003 --seed 0 --out {out}",),
+    smoke=("headlab lab induction --smoke --out {out}",),
+    size={"steps": 5000, "K": 16384, "N": 4, "D": 31, "B": 2, "lr": 0.003, "batch": 128, "eval_every": 100,
+          "seed": 0},
+    smoke_size={"steps": 6, "K": 16},
+    rule="final ICL accuracy on novel classes >= (1 + chance)/2 (chance = B/N); abruptness >= 4, where abruptness "
+         "= the steepest rise of the ICL accuracy between evaluations 100 steps apart divided by the mean rate "
+         "from step 0 to the first step at 90% of the final gain (a steady ramp gives about 1 however long it "
+         "trains); final induction score >= (1 + B/N)/2.",
+    conditions=_ind_rule, summarize=_ind_summary, collect=collect.lab("induction"),
+    cost_s=100, smoke_cost_s=5, tolerance=Tolerance("exact"),
+    show=("final_icl_acc", "abruptness", "final_induction_score"),
+))
+
+
+# ---------------------------------------------------------------- moh
+def _moh_summary(raw: dict) -> dict:
+    m = raw["measured"]
+    n_tok = m.get("val_tokens")
+    base = m["models"]["mha"]["val_loss"]
+    out = {}
+    for k, v in m["models"].items():
+        out[f"{k}_loss"] = number(v["val_loss"], n=n_tok, active=v["active_fraction"], ratio=v["val_loss"] / base)
+    tf = m["training_free_75"]
+    out["query_norm_router_loss"] = number(tf["query_norm_router"], n=n_tok, ratio=tf["query_norm_router"] / base)
+    out["random_heads_loss"] = number(tf["random_heads"], n=n_tok, ratio=tf["random_heads"] / base)
+    return out
+
+
+def _moh_rule(x: dict) -> list:
+    conds = []
+    for k, v in x.items():
+        if k.startswith("moh-") and v["active"] >= 0.75:
+            conds.append((f"{k[:-5]} ({v['active']:.1%} heads) val loss / MHA = {v['ratio']:.3f} <= 1.01",
+                          v["ratio"] <= 1.01))
+    return conds or [("a MoH model with >= 75% active heads was trained", False)]
+
+
+register(Claim(
+    name="moh", table=LAB, short="MoH with 50–90 % of heads matches or beats MHA",
+    claim="Mixture-of-Head attention, where each token activates only 50-90% of the heads through a router, "
+          "matches or beats multi-head attention at equal training.",
+    paper="Jin et al., arXiv 2410.11842",
+    command=("headlab lab moh --steps 800 --heads 8 --d-model 64 --seed 0 --out {out}",),
+    smoke=("headlab lab moh --smoke --out {out}",),
+    size={"steps": 800, "layers": 2, "d_model": 64, "heads": 8, "batch": 32, "seq_len": 64, "seed": 0},
+    smoke_size={"steps": 3, "heads": 4},
+    rule="every MoH model with >= 75% of its heads active has validation loss <= 1.01 x the full-MHA model's "
+         "(same data, steps and seed).",
+    conditions=_moh_rule, summarize=_moh_summary, collect=collect.lab("moh"),
+    cost_s=460, smoke_cost_s=5, tolerance=Tolerance("exact"),
+    show=("mha_loss", "moh-75_loss", "moh-90_loss"),
+))
+
+
+# ---------------------------------------------------------------- sinks
+def _sinks_summary(raw: dict) -> dict:
+    m, c = raw["measured"], _cfg(raw)
+    n = c.get("probe_samples", 64) * c.get("layers", 1) * c.get("heads", 1)
+    out = {}
+    for mech, v in m.items():
+        out[f"{mech}_sink_rate"] = proportion(round(v["final_sink_rate"] / 100 * n), n)
+        out[f"{mech}_first_token"] = number(v["final_first_token"], n=n)
+        out[f"{mech}_val_bpb"] = number(v["val_bpb"])
+    return out
+
+
+def _sinks_rule(x: dict) -> list:
+    sm, sg = x["softmax_sink_rate"]["value"], x["sigmoid_sink_rate"]["value"]
+    gt, smf = x["gated_first_token"]["value"], x["softmax_first_token"]["value"]
+    return [(f"softmax Sink_1^0.3 {sm:.1%} >= 20%", sm >= 0.2),
+            (f"sigmoid (no normalisation) Sink_1^0.3 {sg:.1%} <= half of softmax's", sg <= sm / 2),
+            (f"gated first-token share {gt:.3f} < softmax's {smf:.3f}", gt < smf)]
+
+
+register(Claim(
+    name="sinks", table=LAB, short="sinks emerge with softmax, not with unnormalised sigmoid; the gate reduces them",
+    claim="Attention sinks on the first token emerge in LMs trained with softmax attention but not with sigmoid "
+          "attention without normalisation; a sigmoid output gate (G1) reduces first-token attention.",
+    paper="Gu et al., ICLR 2025, arXiv 2410.10781; Qiu et al., NeurIPS 2025, arXiv 2505.06708",
+    command=("headlab lab sinks --steps 1200 --layers 2 --d-model 64 --heads 4 --seed 0 --out {out}",),
+    smoke=("headlab lab sinks --smoke --out {out}",),
+    size={"steps": 1200, "layers": 2, "d_model": 64, "heads": 4, "batch": 32, "seq_len": 64, "seed": 0},
+    smoke_size={"steps": 4, "layers": 1},
+    rule="at the end of training, on 64 fixed validation windows: softmax Sink_1^0.3 >= 20% of (window, layer, "
+         "head) samples; sigmoid (no normalisation) Sink_1^0.3 <= half of softmax's; gated mean first-token share "
+         "< softmax's.",
+    conditions=_sinks_rule, summarize=_sinks_summary, collect=collect.lab("sinks"),
+    cost_s=400, smoke_cost_s=5, tolerance=Tolerance("exact"),
+    show=("softmax_sink_rate", "sigmoid_sink_rate", "gated_first_token", "softmax_first_token"),
+))

@@ -144,33 +144,35 @@ def test_flex_backend_matches_reference():
 
 
 @pytest.mark.slow
-def test_auto_measures_gather_against_flex_once(monkeypatch):
-    """Long inputs: auto times both backends on the first call, then reuses the winner; both exact."""
-    from headlab.kernels import autotune
+def test_auto_measures_against_flex_once(monkeypatch):
+    """Long inputs: auto times its default and FlexAttention warm on the first call, then reuses the
+    winner; both exact, and last_backend() names the one that ran."""
+    from headlab.kernels import autotune, last_backend
 
     monkeypatch.setattr(autotune, "FLEX_MIN_T", 32)
     monkeypatch.setattr(autotune, "DECISIONS", {})
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, 4, 64, 16, generator=g), torch.randn(1, 2, 64, 16, generator=g),
                torch.randn(1, 2, 64, 16, generator=g))
-    p = P.window(9)
-    ref = reference_sparse_attend(q, k, v, p, scale=0.25, causal=True)
-    first = sparse_attend(q, k, v, p, scale=0.25)
-    assert len(autotune.DECISIONS) == 1
-    (choice, t_gather, t_flex), = autotune.DECISIONS.values()
-    assert choice in ("flex", "gather") and t_gather > 0 and t_flex > 0
-    second = sparse_attend(q, k, v, p, scale=0.25)
-    assert len(autotune.DECISIONS) == 1
-    assert torch.allclose(first, ref, atol=1e-5) and torch.allclose(second, ref, atol=1e-5)
-    monkeypatch.setattr(autotune, "MAX_MEASURED", 1)  # budget spent: a new size is not measured
+    for p, default in ((P.window(9), "band"), (P.power(16, 1, 1), "gather")):
+        ref = reference_sparse_attend(q, k, v, p, scale=0.25, causal=True)
+        first = sparse_attend(q, k, v, p, scale=0.25)
+        dec = autotune.DECISIONS[(p.describe(), 64, 64, 4, 2, torch.float32, True)]
+        assert set(dec.samples) == {default, "flex"} and all(len(s) == autotune.SAMPLES for s in dec.samples.values())
+        assert last_backend() == dec.backend
+        second = sparse_attend(q, k, v, p, scale=0.25)
+        assert last_backend() == dec.backend
+        assert torch.allclose(first, ref, atol=1e-5) and torch.allclose(second, ref, atol=1e-5)
+    assert len(autotune.DECISIONS) == 2
+    monkeypatch.setattr(autotune, "MAX_MEASURED", 2)  # budget spent: a new size is not measured
     q2, k2, v2 = q[:, :, :48], k[:, :, :48], v[:, :, :48]
-    assert torch.allclose(sparse_attend(q2, k2, v2, p, scale=0.25),
-                          reference_sparse_attend(q2, k2, v2, p, scale=0.25, causal=True), atol=1e-5)
-    assert len(autotune.DECISIONS) == 1
+    assert torch.allclose(sparse_attend(q2, k2, v2, P.window(9), scale=0.25),
+                          reference_sparse_attend(q2, k2, v2, P.window(9), scale=0.25, causal=True), atol=1e-5)
+    assert len(autotune.DECISIONS) == 2 and last_backend() == "band"
     monkeypatch.setenv("HEADLAB_FLEX", "0")
     monkeypatch.setattr(autotune, "DECISIONS", {})
-    assert torch.allclose(sparse_attend(q, k, v, p, scale=0.25), ref, atol=1e-5)
-    assert autotune.DECISIONS == {}
+    sparse_attend(q, k, v, P.window(9), scale=0.25)
+    assert autotune.DECISIONS == {} and last_backend() == "band"
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 3, 63, 63, 40), (2, 6, 3, 70, 77, 16), (1, 9, 3, 130, 130, 8)])
@@ -212,3 +214,168 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     res = CliRunner().invoke(bench_app, args + ["--out", ""])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md"]
+
+
+# ---------------------------------------------------------------- banded window kernel
+@pytest.mark.parametrize("shape", [(1, 3, 3, 63, 63, 40), (2, 6, 2, 63, 63, 40), (1, 9, 3, 130, 130, 8),
+                                   (1, 6, 3, 50, 77, 16), (2, 4, 2, 1, 45, 8), (1, 6, 2, 17, 300, 8)])
+def test_band_kernel_matches_reference(shape):
+    """Windows smaller than the block, wider than T, T not a multiple of the block, sink 0 and sinks
+    inside/outside the window, queries the last T of S, v wider than q/k."""
+    from headlab.kernels.band import band_attend
+
+    B, H, Hkv, T, S, d = shape
+    q, k, _ = _qkv(*shape, seed=5)
+    v = torch.randn(B, Hkv, S, d + 3, generator=torch.Generator().manual_seed(6))
+    for sink in (0, 1, 20):
+        for width in (1, 3, 16, 40, 100, 400):
+            ref = reference_sparse_attend(q, k, v, P.sink_window(sink, width), scale=0.3)
+            for block in (None, 7, 16):
+                out = band_attend(q, k, v, sink, width, 0.3, block)
+                assert out.shape == (B, H, T, d + 3)
+                err = (out - ref).abs().max().item()
+                assert err < 1e-5, f"sink={sink} width={width} block={block}: max err {err}"
+
+
+def test_band_kernel_many_chunks(monkeypatch):
+    """The chunk loop (several query blocks per chunk, a short last chunk) against the reference."""
+    from headlab.kernels import band
+
+    monkeypatch.setattr(band, "CHUNK_ELEMS", 3000)
+    q, k, v = _qkv(1, 6, 2, 150, 170, 8, seed=7)
+    for sink, width in ((0, 12), (5, 30)):
+        ref = reference_sparse_attend(q, k, v, P.sink_window(sink, width))
+        assert (band.band_attend(q, k, v, sink, width, 8 ** -0.5, 16) - ref).abs().max().item() < 1e-5
+
+
+def test_gather_kernel_many_chunks(monkeypatch):
+    """The gather kernel's multi-chunk path (sizes above its chunk limit), static and dynamic."""
+    from headlab.kernels import gather
+
+    monkeypatch.setattr(gather, "CHUNK_ELEMS", 2000)
+    q, k, v = _qkv(1, 6, 3, 130, 130, 8, seed=8)
+    for p in (P.power(16, 1, 1), P.halo(16, 5), P.topk_blocks(16, 2)):
+        ref = reference_sparse_attend(q, k, v, p)
+        assert (sparse_attend(q, k, v, p, backend="gather") - ref).abs().max().item() < 1e-5, p
+
+
+# ---------------------------------------------------------------- heterogeneous per-head plans
+def _plan_layers(Hkv):
+    """Per-KV-head mixes of causal / sink_window / window / one-head moa entries."""
+    mixes = [
+        [P.causal()] + [P.sink_window(4, 16)] * (Hkv - 1),
+        [P.sink_window(2, 9), P.causal(), P.moa([[3, 0.1]], sink=2)][:Hkv] + [P.window(5)] * max(0, Hkv - 3),
+        [P.moa([[6, 0.05]], sink=1)] * Hkv,
+        [P.causal()] * (Hkv - 1) + [P.window(200)],  # a window wider than S is a full head
+    ]
+    return [P.per_head(m, kv_per_head=True) for m in mixes]
+
+
+@pytest.mark.parametrize("shape", [(1, 6, 2, 63, 63, 40), (1, 9, 3, 130, 130, 40), (2, 9, 3, 63, 90, 16),
+                                   (1, 6, 2, 1, 70, 8)])
+def test_heterogeneous_plans_match_reference(shape):
+    from headlab.kernels import last_backend
+
+    B, H, Hkv, T, S, d = shape
+    q, k, v = _qkv(*shape, seed=9)
+    for p in _plan_layers(Hkv):
+        ref = reference_sparse_attend(q, k, v, p)
+        for backend in ("auto", "band"):
+            out = sparse_attend(q, k, v, p, backend=backend)
+            err = (out - ref).abs().max().item()
+            assert err < 1e-5, f"{p.describe()} {backend}: max err {err}"
+            assert last_backend() in ("band", "sdpa", "band+sdpa")
+    # query-head entries that differ inside a KV group, and a multi-head MoA
+    for p in (P.per_head([P.causal() if h % 3 == 0 else P.sink_window(2, 7 + h) for h in range(H)]),
+              P.moa([(2 + 5 * h, 0.02 * (h % 2)) for h in range(Hkv)], sink=3, kv_per_head=True),
+              P.moa([(1 + 3 * h, 0.0) for h in range(H)], sink=0)):
+        ref = reference_sparse_attend(q, k, v, p)
+        assert (sparse_attend(q, k, v, p) - ref).abs().max().item() < 1e-5, p.describe()
+
+
+def test_full_heads_pay_only_their_own_span(monkeypatch):
+    """1 causal KV head of 3: SDPA sees only its 3 query heads and 1 KV head; the band kernel only
+    the other 6 query / 2 KV heads; the scattered result equals the reference."""
+    from headlab.kernels import heads, last_backend
+
+    calls = []
+    real_sdpa, real_band = heads.sdpa_causal, heads.band_attend
+    monkeypatch.setattr(heads, "sdpa_causal", lambda q, k, v, s: calls.append(("sdpa", q.shape[1], k.shape[1]))
+                        or real_sdpa(q, k, v, s))
+    monkeypatch.setattr(heads, "band_attend", lambda q, k, v, *a: calls.append(("band", q.shape[1], k.shape[1]))
+                        or real_band(q, k, v, *a))
+    q, k, v = _qkv(1, 9, 3, 63, 63, 40, seed=10)
+    p = P.per_head([P.sink_window(4, 9), P.causal(), P.sink_window(4, 9)], kv_per_head=True)
+    out = sparse_attend(q, k, v, p)
+    assert sorted(calls) == [("band", 6, 2), ("sdpa", 3, 1)]
+    assert last_backend() == "band+sdpa"
+    assert (out - reference_sparse_attend(q, k, v, p)).abs().max().item() < 1e-5
+
+
+def test_head_bands_decomposition():
+    from headlab.kernels.heads import FULL, head_bands
+
+    hb = head_bands(P.per_head([P.causal(), P.sink_window(64, 256), P.moa([[10, 0.5]], 4)], kv_per_head=True), 9, 3, 1000)
+    assert hb.kv and hb.bands == (FULL, (64, 256), (4, 510))
+    assert head_bands(P.window(300), 9, 3, 300) .bands == (FULL,)         # wider than the input: full
+    assert head_bands(P.sink_window(10, 290), 9, 3, 300).bands == (FULL,)  # sink + window cover row S-1
+    assert head_bands(P.power(16, 1, 1), 9, 3, 300) is None                # not a band: gather path
+    assert head_bands(P.per_head([P.window(4), P.power(16, 1, 1), P.causal()], kv_per_head=True), 9, 3, 300) is None
+    q_level = head_bands(P.per_head([P.window(4)] * 3 + [P.window(5)] * 3), 6, 2, 50)
+    assert q_level.kv and q_level.bands == ((0, 4), (0, 5))               # constant per KV group: KV level
+    assert not head_bands(P.per_head([P.window(4), P.window(5)] * 3), 6, 2, 50).kv
+    with pytest.raises(ValueError, match="KV head"):
+        head_bands(P.per_head([P.window(4)] * 2, kv_per_head=True), 9, 3, 50)
+    q, k, v = _qkv(1, 3, 3, 8, 8, 4)
+    with pytest.raises(ValueError, match="band"):
+        sparse_attend(q, k, v, P.power(4, 1, 1), backend="band")
+
+
+# ---------------------------------------------------------------- fair auto choice
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        return self.t
+
+
+def test_autotune_fair_warm_median(monkeypatch):
+    """Each candidate: one untimed warm-up, then SAMPLES alternating timed calls; the lowest median wins
+    (a slow first call does not decide); cached per key; a failing candidate is dropped."""
+    from headlab.kernels import autotune
+
+    clock = _Clock()
+    monkeypatch.setattr(autotune, "time", clock)
+    monkeypatch.setattr(autotune, "DECISIONS", {})
+    monkeypatch.setattr(autotune, "FLEX_MIN_T", 10)
+    monkeypatch.delenv("HEADLAB_FLEX", raising=False)
+    calls = {"a": 0, "b": 0}
+    costs = {"a": [9.0, 1.0, 3.0, 3.0], "b": [50.0, 2.0, 2.0, 2.0]}  # first entries: warm-up (untimed)
+
+    def cand(name):
+        def fn():
+            clock.t += costs[name][calls[name]]
+            calls[name] += 1
+            return torch.full((1,), float(ord(name)))
+        return fn
+
+    choice, out = autotune.choose("k", 100, {"a": cand("a"), "b": cand("b")})
+    assert choice == "b" and out.item() == ord("b")   # medians: a 3.0, b 2.0 (a's one fast sample loses)
+    assert calls == {"a": 1 + autotune.SAMPLES, "b": 1 + autotune.SAMPLES}
+    dec = autotune.DECISIONS["k"]
+    assert dec.samples == {"a": [1.0, 3.0, 3.0], "b": [2.0, 2.0, 2.0]} and dec.median("a") == 3.0
+    assert autotune.choose("k", 100, {"a": cand("a"), "b": cand("b")}) == ("b", None)  # cached, nothing run
+    assert calls == {"a": 4, "b": 4}
+    assert autotune.choose("short", 5, {"a": cand("a"), "b": cand("b")}) == ("a", None)  # below FLEX_MIN_T
+
+    def broken():
+        raise RuntimeError("no compiler")
+
+    calls["a"] = 0
+    choice, _ = autotune.choose("k2", 100, {"a": cand("a"), "flex": broken})
+    assert choice == "a" and "no compiler" in autotune.DECISIONS["k2"].failed["flex"]
+    with pytest.raises(RuntimeError):
+        autotune.choose("k3", 100, {"flex": broken, "a": cand("a")})  # the default must run
+    monkeypatch.setattr(autotune, "MAX_MEASURED", 2)
+    assert autotune.choose("k4", 100, {"a": cand("a"), "b": cand("b")}) == ("a", None)  # budget spent

@@ -1,50 +1,81 @@
-"""``backend="auto"`` for static patterns at long context: measure gather vs FlexAttention once.
+"""``backend="auto"`` for static patterns at long context: time the candidate backends, fairly, once.
 
-FlexAttention wins on CPU for some layouts (e.g. a causal window of 256 at 8K) and loses on others
-(e.g. PowerAttention's scattered blocks), and its first call compiles for seconds to a minute. So
-``auto`` does what the benchmark does, once per (pattern, sizes, dtype): for T ≥ ``FLEX_MIN_T`` it
-runs both backends on the real inputs (FlexAttention twice, so its compile is not counted), keeps
-the faster one for every later call with the same key, and falls back to gather when compiling
-fails. Shorter inputs always use gather (a compile would cost more than the whole call).
-FlexAttention compiles once per exact shape, so at most ``MAX_MEASURED`` keys are measured per process
-(a workload of many different lengths would otherwise pay a compile per length and hit torch.compile's
-recompile limit, past which it runs FlexAttention unfused); later new keys use gather.
-``HEADLAB_FLEX=0`` turns the measurement off (gather only).
+FlexAttention wins on CPU for some layouts and loses on others, and its first call compiles for
+seconds to a minute, so a single cold sample decides nothing. For T >= ``FLEX_MIN_T`` the first
+call with a new key (pattern, sizes, dtype) runs every candidate once untimed (FlexAttention's
+compile, the block plan, caches), then ``SAMPLES`` rounds in which the candidates alternate, and
+keeps the one with the lowest median for every later call with that key. A candidate that raises
+(no compiler, unsupported shape) is dropped; the first candidate is the default and is never
+dropped. Shorter inputs always use the default (a compile would cost more than the whole call).
+FlexAttention compiles once per exact shape, so at most ``MAX_MEASURED`` keys are measured per
+process (a workload of many lengths would otherwise pay a compile per length and hit
+torch.compile's recompile limit); later new keys use the default.
+``HEADLAB_FLEX=0`` turns the measurement off (default only).
 """
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
 FLEX_MIN_T = 4096
 MAX_MEASURED = 4
-#: (pattern.describe(), T, S, H, Hkv, dtype, causal) -> "flex" | "gather", with the measured seconds
-DECISIONS: dict[tuple, tuple[str, float, float]] = {}
+SAMPLES = 3
 
 
-def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+@dataclass
+class Decision:
+    """The measured choice for one key: the winner, and every candidate's timed samples (seconds)."""
+
+    backend: str
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        s = self.samples.get(name)
+        return statistics.median(s) if s else float("inf")
 
 
-def choose(key: tuple, T: int, run_gather: Callable[[], torch.Tensor], run_flex: Callable[[], torch.Tensor]) -> tuple[str, torch.Tensor | None]:
-    """(backend, output if this call already computed it)."""
-    if T < FLEX_MIN_T or os.environ.get("HEADLAB_FLEX", "1") == "0":
-        return "gather", None
+#: (pattern.describe(), T, S, H, Hkv, dtype, causal) -> Decision
+DECISIONS: dict[tuple, Decision] = {}
+
+
+def measuring(T: int) -> bool:
+    """Whether a call of T queries may be measured at all."""
+    return T >= FLEX_MIN_T and os.environ.get("HEADLAB_FLEX", "1") != "0"
+
+
+def choose(key: tuple, T: int, candidates: dict[str, Callable[[], torch.Tensor]]) -> tuple[str, torch.Tensor | None]:
+    """(backend to use, its output if this call already computed it). ``candidates``: name -> call,
+    the default first."""
+    names = list(candidates)
+    default = names[0]
+    if len(names) == 1 or not measuring(T):
+        return default, None
     if key in DECISIONS:
-        return DECISIONS[key][0], None
+        return DECISIONS[key].backend, None
     if len(DECISIONS) >= MAX_MEASURED:
-        return "gather", None
-    out, t_gather = _timed(run_gather)
-    try:
-        run_flex()  # compile + block mask
-        _, t_flex = _timed(run_flex)
-    except Exception:  # noqa: BLE001 - no compiler / unsupported: gather is always correct
-        DECISIONS[key] = ("gather", t_gather, float("inf"))
-        return "gather", out
-    DECISIONS[key] = ("flex" if t_flex < t_gather else "gather", t_gather, t_flex)
-    return DECISIONS[key][0], out
+        return default, None
+    dec = Decision(default)
+    live = []
+    for name in names:  # untimed warm-up: compile, plans, allocator
+        try:
+            candidates[name]()
+            live.append(name)
+        except Exception as exc:  # noqa: BLE001 - no compiler / unsupported: the default is always correct
+            if name == default:
+                raise
+            dec.failed[name] = f"{type(exc).__name__}: {exc}"
+    outs = {}
+    for _ in range(SAMPLES):
+        for name in live:
+            t0 = time.perf_counter()
+            outs[name] = candidates[name]()
+            dec.samples.setdefault(name, []).append(time.perf_counter() - t0)
+    dec.backend = min(live, key=dec.median)
+    DECISIONS[key] = dec
+    return dec.backend, outs[dec.backend]

@@ -1,0 +1,175 @@
+"""``duo`` planner: optimisation-based head classification in the style of DuoAttention
+(Xiao et al., arXiv 2410.10819).
+
+A gate alpha in [0, 1] per (layer, KV head) mixes full attention with sink + window attention;
+the gates are fitted by Adam on synthetic retrieval data (``duo_data``), distilling the gated
+model's final hidden states against the dense model's, with an L1 penalty that pushes gates to
+0 (``duo_train``). Heads whose gates stay high are the retrieval heads (arXiv 2404.15574).
+The budget then decides how many KV heads stay full: the k highest gates (ties broken by the
+accumulated distillation gradient), with (k, window) from
+``headlab.sparsify.budget.split_budget`` so the streaming heads' sink_window(sink, w) spends
+the rest of the budget at the target length.
+
+Gates are cached on disk (``cache_dir`` or ``$HEADLAB_CACHE/profiles``), keyed by the model's
+fingerprint, a digest of its weights and tokenizer, the training settings and the seed, so a
+second budget reuses them without retraining.
+
+    plan = make_plan(model, tokenizer, budget=0.35, length=8192)
+    with headlab.attach(model, pattern=plan): ...
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..patterns.headplan import HeadPlan, model_fingerprint, model_info, plan_from_entries
+from .budget import FULL, check_budget, split_budget, streaming
+from .duo_data import INTRO
+from .duo_train import DuoSettings, GateProfile, train_gates
+
+__all__ = ["make_plan", "gate_profile", "rank_kv_heads", "DuoSettings", "GateProfile"]
+
+Progress = Callable[[int, int, str], None]
+_FORMAT = "headlab-duo-gates/1"
+
+
+def _check_length(model, length) -> int:
+    maxpos = model_info(model)["max_positions"]
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an integer >= 1, got {length!r}")
+    if maxpos is not None and length > maxpos:
+        raise ValueError(f"length {length} is beyond the model's context: valid lengths are 1..{maxpos}")
+    return length
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    ids = tokenizer(INTRO + " 0123456789 The pass code", add_special_tokens=False)["input_ids"]
+    return hashlib.sha256(json.dumps(list(map(int, ids))).encode()).hexdigest()[:16]
+
+
+def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -> tuple[Path, dict]:
+    from ..models import cache_dir as default_cache
+    from .planners import weights_digest
+
+    key_fields = {"format": _FORMAT, "settings": settings.as_dict(), "seed": int(seed),
+                  "weights": weights_digest(model), "tokenizer": _tokenizer_digest(tokenizer)}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
+    return folder / f"duo-{model_fingerprint(model)}-{key}.json", key_fields
+
+
+@contextlib.contextmanager
+def _rich_progress(total: int) -> Iterator[Progress]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("duo gates"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+                  transient=False) as bar:
+        task = bar.add_task("", total=total)
+
+        def tick(done: int, tot: int, what: str) -> None:
+            bar.update(task, completed=done, total=tot, description=what)
+
+        yield tick
+
+
+def gate_profile(model, tokenizer, settings: DuoSettings | None = None, *, seed: int = 0,
+                 progress: Progress | None = None, cache_dir=None) -> tuple[GateProfile, bool]:
+    """The trained gates for ``model`` (from the cache when present); returns (profile, from_cache).
+
+    ``progress(done, total, what)``; None shows a rich progress bar while training.
+    """
+    settings = settings or DuoSettings()
+    settings.check()
+    path, key_fields = _cache_path(model, tokenizer, settings, seed, cache_dir)
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("format") == _FORMAT and cached.get("key") == key_fields:
+                p = cached["profile"]
+                if progress is not None:
+                    progress(settings.steps, settings.steps, f"duo gates from cache {path.name}")
+                return GateProfile(p["gates"], p["pull"], [tuple(x) for x in p["losses"]], p["seconds"]), True
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            pass  # a damaged cache entry is retrained and replaced
+
+    def run(tick: Progress) -> GateProfile:
+        def cb(step: int, steps: int, info: dict) -> None:
+            if info.get("phase") == "dense":
+                tick(0, steps, f"dense hidden states {info['item']}/{info['items']}")
+            else:
+                tick(step, steps, f"distill {info['distill']:.3g}  reg {info['reg']:.3g}  "
+                                  f"mean gate {info['mean_gate']:.3f}")
+        return train_gates(model, tokenizer, settings, seed=seed, progress=cb)
+
+    if progress is None:
+        with _rich_progress(settings.steps) as tick:
+            prof = run(tick)
+    else:
+        prof = run(progress)
+    from ..io import atomic_write_json
+
+    atomic_write_json(path, {"format": _FORMAT, "key": key_fields, "fingerprint": model_fingerprint(model),
+                             "profile": {"gates": prof.gates, "pull": prof.pull,
+                                         "losses": [list(x) for x in prof.losses], "seconds": round(prof.seconds, 2)}})
+    return prof, False
+
+
+def rank_kv_heads(gates, pull=None) -> list[tuple[int, int]]:
+    """(layer, KV head) pairs, highest gate first; ties by larger ``pull``, then by (layer, head)."""
+    L, H = len(gates), len(gates[0])
+    pull = pull or [[0.0] * H for _ in range(L)]
+    return sorted(((li, h) for li in range(L) for h in range(H)),
+                  key=lambda lh: (-gates[lh[0]][lh[1]], -pull[lh[0]][lh[1]], lh[0], lh[1]))
+
+
+_TRAIN_OPTS = {"steps": "steps", "items": "items", "train_lengths": "lengths", "train_sink": "sink",
+               "train_window": "window", "lr": "lr", "reg": "reg", "init": "init", "n_facts": "n_facts"}
+
+
+def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, progress: Progress | None = None,
+              cache_dir=None, sink: int = 64, min_window: int = 64, full_share: float = 0.6,
+              model_name: str | None = None, **opts) -> HeadPlan:
+    """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
+
+    opts (training; part of the cache key): steps (36), items (12 distinct samples), train_lengths
+    ((1024,)), train_sink (64), train_window (128), lr (0.05), reg (0.05), init (1.0), n_facts (4).
+    ``full_share`` (0.6) of the budget goes to full heads, the rest to the streaming heads'
+    windows; ``sink`` and ``min_window`` are the streaming heads' sink and smallest window.
+    """
+    budget = check_budget(budget)
+    length = _check_length(model, length)
+    bad = sorted(set(opts) - set(_TRAIN_OPTS))
+    if bad:
+        raise ValueError(f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, "
+                         "full_share, model_name")
+    t0 = time.time()
+    kw = {_TRAIN_OPTS[k]: v for k, v in opts.items()}
+    if "lengths" in kw:
+        kw["lengths"] = tuple(int(n) for n in kw["lengths"])
+    settings = DuoSettings(**kw)
+    info = model_info(model)
+    L, Hkv = info["n_layers"], info["n_kv_heads"]
+    k, w = split_budget(L * Hkv, budget, length, full_share=full_share, sink=sink, min_window=min_window)
+    prof, cached = gate_profile(model, tokenizer, settings, seed=seed, progress=progress, cache_dir=cache_dir)
+    order = rank_kv_heads(prof.gates, prof.pull)
+    full = set(order[:k])
+    entries = [[FULL if (li, h) in full else streaming(sink, w) for h in range(Hkv)] for li in range(L)]
+    losses = prof.losses
+    head = max(1, len(losses) // 10)
+    calibration = {"data": "synthetic retrieval: pass codes, key-value lines, secret phrases in CPython pydoc prose",
+                   "lengths": list(settings.lengths), "items": settings.items, "seed": seed,
+                   "steps": settings.steps, "sink": settings.sink, "window": settings.window, "lr": settings.lr,
+                   "reg": settings.reg, "init": settings.init, "n_facts": settings.n_facts,
+                   "train_seconds": round(prof.seconds, 2), "from_cache": cached,
+                   "distill_first": sum(x[0] for x in losses[:head]) / head,
+                   "distill_last": sum(x[0] for x in losses[-head:]) / head}
+    return plan_from_entries(entries, model, length=length, method="duo", budget=budget, seed=seed,
+                             calibration=calibration, scores=prof.gates, model_name=model_name,
+                             options={"sink": sink, "window": w, "full_share": full_share, "min_window": min_window,
+                                      "full_heads": len(full), "rank": "gate, ties by accumulated distillation pull"},
+                             seconds=round(time.time() - t0, 2))

@@ -1,17 +1,27 @@
-"""Which backend ``sparse_attend(..., backend="auto")`` picks at 8K (measured once), and its speed
-against dense causal SDPA, best of interleaved repeats.
+"""What ``sparse_attend(..., backend="auto")`` chooses at 8K and how fast it then is against dense
+causal SDPA. The first call measures its default (band / gather) and compiled FlexAttention warm,
+``autotune.SAMPLES`` alternating samples each, and keeps the lower median; then dense and auto
+alternate ``--repeats`` times (median and range). The backend that ran is ``last_backend()``.
 
-    OMP_WAIT_POLICY=PASSIVE python scripts/bench_auto_backend.py [--tokens 8192] [--repeats 3]
+    OMP_WAIT_POLICY=PASSIVE python scripts/bench_auto_backend.py [--tokens 8192] [--repeats 5] [--threads 2]
 """
 from __future__ import annotations
 
+import os
+import statistics
 import time
 
-import torch.nn.functional as F
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 
-from headlab import patterns as P
-from headlab.bench.inputs import random_qkv, script_args
-from headlab.kernels import autotune, sparse_attend
+import torch.nn.functional as F  # noqa: E402
+
+from headlab import patterns as P  # noqa: E402
+from headlab.bench.inputs import random_qkv, script_args  # noqa: E402
+from headlab.kernels import autotune, last_backend, sparse_attend  # noqa: E402
+
+
+def _fmt(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.3f} s [{min(xs):.3f}–{max(xs):.3f}]"
 
 
 def main() -> None:
@@ -21,11 +31,14 @@ def main() -> None:
         raise SystemExit(f"--tokens must be >= {autotune.FLEX_MIN_T} (auto only measures FlexAttention from there), got {T}")
     q, k, v = random_qkv(T)
     ke, ve = k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)
-    for name, p in [("window(256)", P.window(256)), ("power(64,4,1)", P.power(64, 4, 1))]:
+    print(f"T={T}, 9/3 heads, d=64, fp32, {a.threads} threads, {a.repeats} alternating repeats after the choice")
+    for name, p in [("window(256)", P.window(256)), ("sink_window(64,256)", P.sink_window(64, 256)),
+                    ("power(64,4,1)", P.power(64, 4, 1))]:
         t0 = time.perf_counter()
         sparse_attend(q, k, v, p)
         first = time.perf_counter() - t0
-        choice, t_gather, t_flex = next(d for key, d in autotune.DECISIONS.items() if key[0] == p.describe())
+        dec = next(d for key, d in autotune.DECISIONS.items() if key[0] == p.describe() and key[1] == T)
+        meds = ", ".join(f"{n} {dec.median(n):.3f} s" for n in dec.samples)
         td, ta = [], []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
@@ -34,8 +47,9 @@ def main() -> None:
             t0 = time.perf_counter()
             sparse_attend(q, k, v, p)
             ta.append(time.perf_counter() - t0)
-        print(f"{name}: auto chose {choice} (gather {t_gather:.3f}s / flex {t_flex:.3f}s), first call {first:.1f}s; "
-              f"dense {min(td):.3f}s, auto {min(ta):.3f}s, speedup {min(td) / min(ta):.2f}x")
+        print(f"{name}: auto chose {dec.backend} (medians: {meds}{'; failed: ' + str(dec.failed) if dec.failed else ''}), "
+              f"first call incl. measurement {first:.1f} s; dense {_fmt(td)}, auto ({last_backend()}) {_fmt(ta)}, "
+              f"speedup {statistics.median(td) / statistics.median(ta):.2f}x")
 
 
 if __name__ == "__main__":

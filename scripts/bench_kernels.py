@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the block-sparse kernel benchmark (same as `headlab bench kernels`) and write BENCHMARKS_SPARSE.md.
+"""Run the block-sparse kernel benchmark (same as `headlab bench kernels`); writes results/bench-kernels/ by default.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_kernels.py --tokens 8192 --threads 2
 """

@@ -200,20 +200,37 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
 
 
 def test_cli_bench_kernels_small(tmp_path, monkeypatch):
-    """`headlab bench kernels` end to end at a small size: markdown written where asked, nothing for --out ''."""
+    """`headlab bench kernels` end to end at a small size: by default a results/bench-kernels/ folder
+    (markdown + JSON, never BENCHMARKS_SPARSE.md), a .md file where asked, nothing for --out ''; the
+    rows name the backend that really ran."""
+    import json
+
     from typer.testing import CliRunner
 
     from headlab.cli.sparsify import bench_app
 
     monkeypatch.chdir(tmp_path)
-    args = ["kernels", "--tokens", "1024", "--repeats", "1", "--no-flex", "--threads", "1"]
+    args = ["kernels", "--tokens", "512", "--repeats", "1", "--no-flex", "--threads", "1"]
+    res = CliRunner().invoke(bench_app, args)
+    assert res.exit_code == 0, res.output
+    folder = tmp_path / "results" / "bench-kernels"
+    assert sorted(p.name for p in folder.iterdir()) == ["BENCHMARKS.md", "result.json"]
+    data = json.loads((folder / "result.json").read_text())
+    ran = {r["name"]: r["backend"] for r in data["rows"]}
+    assert ran["window(256)"] == "band" and ran["window(256) [gather]"] == "gather"
+    assert ran["plan: 1 of 3 KV heads causal, 2 sink_window(64, 256)"] == "band+sdpa"
+    assert ran["power(64, 4, 1)"] == "gather" and all(r["max_err"] < 1e-4 for r in data["rows"])
+    assert all(len(r["samples"]["kernel"]["wall"]) == 1 for r in data["rows"])
     res = CliRunner().invoke(bench_app, args + ["--out", str(tmp_path / "b.md")])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "b.md").read_text()
-    assert "window(256)" in text and "1024" in text
+    assert "| window(256) | band |" in text and "| sink_window(64, 256) [gather] | gather |" in text
     res = CliRunner().invoke(bench_app, args + ["--out", ""])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md", "results"]
+    assert not (tmp_path / "BENCHMARKS_SPARSE.md").exists()
+    res = CliRunner().invoke(bench_app, ["kernels", "--repeats", "0"])
+    assert res.exit_code != 0 and "--repeats" in res.output
 
 
 # ---------------------------------------------------------------- banded window kernel

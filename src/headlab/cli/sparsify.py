@@ -191,23 +191,29 @@ def reach_cmd(
 def kernels_cmd(
     tokens: int = typer.Option(8192, help="sequence length T"),
     heads: int = typer.Option(9), kv_heads: int = typer.Option(3), dim: int = typer.Option(64),
-    repeats: int = typer.Option(3, help="interleaved repeats (best is kept)"),
+    repeats: int = typer.Option(3, help="alternating repeats after a warm-up (median and range are reported)"),
     threads: int = typer.Option(2),
     flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
-    out: Optional[Path] = typer.Option(Path("BENCHMARKS_SPARSE.md"), help="markdown report ('' to skip)"),
+    out: Optional[Path] = typer.Option(Path("results/bench-kernels"),
+                                       help="folder for BENCHMARKS.md + result.json, or a .md file ('' to skip)"),
 ):
-    """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup."""
+    """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
+    for name, val, lo in (("--tokens", tokens, 16), ("--repeats", repeats, 1), ("--threads", threads, 1),
+                          ("--heads", heads, 1), ("--kv-heads", kv_heads, 1), ("--dim", dim, 1)):
+        if val < lo:
+            raise typer.BadParameter(f"{name} must be >= {lo}, got {val}")
+    if heads % kv_heads:
+        raise typer.BadParameter(f"--heads {heads} must be a multiple of --kv-heads {kv_heads}")
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
         typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
-    from ..bench.kernels import markdown, run
+    from ..bench.kernels import run, write
 
     res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads)
     if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
-        from ..io import atomic_write_text
         cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
                f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")
-               + "   (same as: python scripts/bench_kernels.py ...)")
-        atomic_write_text(out, markdown(res, cmd))
+               + f" --out {out}")
+        write(res, out, cmd)
         typer.echo(f"wrote {out}")
 
 

@@ -9,7 +9,8 @@ from transformers import DynamicCache
 import headlab
 from headlab.patterns import causal, moa, per_head, power, sink_window, window
 from headlab.sparsify.kvcache import HeadKVLayer, _Part, full_kv_nbytes
-from headlab.sparsify.kvspans import FULL, head_key, kept_count, layer_keys
+from headlab.patterns.headplan import kv_span, plan_from_entries
+from headlab.sparsify.kvspans import FULL, head_key, kept_count, layer_keys, window_at
 
 from conftest import _tiny_llama
 
@@ -135,8 +136,53 @@ def test_decode_step_writes_in_place():
     assert cache.get_seq_length() == 75
 
 
+def test_query_head_plan_keeps_the_union_and_masks_per_query_head():
+    """GQA groups whose query heads follow different spans: union kept, each query head masked."""
+    model = _tiny_llama(heads=6, kv=2, d=40, layers=2)
+    rows = [[sink_window(4, 16), causal(), window(9), sink_window(2, 8), sink_window(2, 8), moa([[6, 0.25]], sink=5)],
+            [sink_window(3, 12)] * 3 + [causal()] * 3]
+    plan = plan_from_entries(rows, model, length=128, granularity="query_head")
+    ids = torch.randint(1, 101, (1, 71))
+    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 22)
+    cache = headlab.kv_cache(model, plan)
+    seq, logits = _generate(model, ids, plan, cache, 22)
+    assert torch.equal(seq, ref_seq)
+    assert (logits - ref_logits).abs().max().item() < 1e-5
+    n = 71 + 21
+    assert cache.kept() == plan.kept_keys(n)
+    assert cache.kept()[0][1] == 5 + round(6 + 0.25 * n)  # largest sink + the widest band of its query heads
+
+
+def test_head_plan_from_entries_matches_full_cache_and_plan_budget():
+    model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
+    rows = [[causal(), sink_window(4, 16), {"pattern": "moa", "args": {"spans": [[10, 0.1]], "sink": 2}}],
+            [sink_window(4, 16), sink_window(4, 16), causal()]]
+    plan = plan_from_entries(rows, model, length=100)
+    ids = torch.randint(1, 101, (1, 80))
+    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 21)
+    cache = headlab.kv_cache(model, plan)
+    seq, logits = _generate(model, ids, plan, cache, 21)
+    assert torch.equal(seq, ref_seq)
+    assert (logits - ref_logits).abs().max().item() < 1e-5
+    assert cache.kept() == plan.kept_keys(100)
+    assert cache.nbytes() == sum(map(sum, plan.kept_keys(100))) * 40 * 2 * 4
+    other = _tiny_llama(heads=6, kv=3, d=40, layers=3)
+    with pytest.raises(ValueError, match="fingerprint"):
+        headlab.kv_cache(other, plan)
+
+
+@pytest.mark.parametrize("p", [sink_window(4, 16), window(7), moa([[3, 0.25]], sink=2), moa([[0.5, 1.0]], sink=0),
+                               causal()])
+def test_window_matches_headplan_kv_span(p):
+    for n in range(1, 300, 7):
+        span = kv_span(p, n)
+        assert window_at(head_key(p), n) == (None if span is None else span[1])
+
+
 @pytest.mark.parametrize("key", [("window", 4, 16), ("window", 0, 5), ("window", 9, 3), ("moa", 3, 9.0, 0.125),
-                                 ("moa", 2, 1.0, 1.0), ("moa", 0, 2.0, 0.5), FULL])
+                                 ("moa", 2, 1.0, 1.0), ("moa", 0, 2.0, 0.5), FULL,
+                                 ("union", (("window", 2, 6), ("moa", 4, 1.0, 0.25), ("window", 0, 9))),
+                                 ("union", (("window", 2, 6), FULL))])
 @pytest.mark.parametrize("T", [1, 3, 40])
 def test_part_keeps_exactly_sink_and_window(key, T):
     """Plain reference: after every step the kept positions are {j < sink} ∪ {j >= n - w(n)}."""
@@ -150,13 +196,22 @@ def test_part_keeps_exactly_sink_and_window(key, T):
         k, v = part.view()
         got = sorted(k[0, 0, :, 0].tolist())
         assert torch.equal(k[0, 1], k[0, 0]) and torch.equal(v, k + 0.5)
-        if key == FULL:
-            want = list(range(n))
-        else:
-            w = round(key[2] + key[3] * n) if key[0] == "moa" else key[2]
-            want = [j for j in range(n) if j < key[1] or j >= n - w]
+        heads = key[1] if key[0] == "union" else (key,)
+        want = [j for j in range(n) if any(_sees(h, n, j) for h in heads)]  # union of what the heads see
         assert got == [float(j) for j in want]
+        if part.masked:  # each query head's mask row = its own rule on the slot positions
+            m = part.mask(n)[0, 0]
+            for r, h in enumerate(heads):
+                assert m[r].tolist() == [_sees(h, n, int(j)) for j in k[0, 0, :, 0].tolist()]
         assert part.count == kept_count(key, n)
+
+
+def _sees(key, n, j):
+    """Brute force: may the query at position n-1 see key j under this head's rule?"""
+    if key == FULL:
+        return True
+    w = round(key[2] + key[3] * n) if key[0] == "moa" else key[2]
+    return j < key[1] or n - 1 - j < w
 
 
 def test_head_keys_follow_pattern_rules():
@@ -164,9 +219,11 @@ def test_head_keys_follow_pattern_rules():
     assert head_key(sink_window(4, 16)) == ("window", 4, 16)
     assert head_key(window(7)) == ("window", 0, 7)
     assert head_key({"pattern": "moa", "args": {"spans": [[3, 0.25]], "sink": 2}}) == ("moa", 2, 3.0, 0.25)
-    # a query-head plan is fine when the query heads of each KV head agree
+    # a query-head plan: one key per KV head when its query heads agree, else their union
     q = per_head([causal(), causal(), sink_window(1, 5), sink_window(1, 5)])
     assert layer_keys(q, 0, 4, 2) == [FULL, ("window", 1, 5)]
+    q = per_head([causal(), window(3), sink_window(1, 5), sink_window(1, 5)])
+    assert layer_keys(q, 0, 4, 2) == [("union", (FULL, ("window", 0, 3))), ("window", 1, 5)]
     assert layer_keys(moa([[4, 0.0], [6, 0.5]], sink=1, kv_per_head=True), 0, 4, 2) == [("moa", 1, 4.0, 0.0),
                                                                                        ("moa", 1, 6.0, 0.5)]
 
@@ -195,8 +252,6 @@ def test_plan_for_another_model_is_refused():
         headlab.kv_cache(model, {0: per_head([causal()] * 2, kv_per_head=True)})
     with pytest.raises(ValueError, match="cannot serve pattern power"):
         headlab.kv_cache(model, {0: power()})
-    with pytest.raises(ValueError, match="share KV head"):
-        headlab.kv_cache(model, {0: per_head([causal(), sink_window(1, 4)] * 3)})
     with pytest.raises(ValueError, match="HeadPlan"):
         headlab.kv_cache(model, [causal()])
 

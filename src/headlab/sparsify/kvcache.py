@@ -20,6 +20,9 @@ Design (where heads with different kept lengths meet HF's attention call):
     its slot and the next key reuses it (at most one per step, see ``kvspans``), so the kept keys
     always fill slots 0..count-1 and attention reads one contiguous view, in slot order (softmax
     does not care about key order; RoPE is already applied to cached keys).
+  * When the query heads of one KV head follow different spans (a query-head plan), the KV head
+    keeps the union of their needs and the part records each slot's position, so every query head
+    masks the kept keys down to its own span.
   * Prefill (empty cache): ``update`` returns the prompt's own keys and values, so the prompt goes
     through the plan's pattern as usual (the sparse kernel); afterwards only the kept keys stay.
   * Decode (one new token): ``update`` returns the full heads' (or first part's) K/V views, tagged
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from ..engine.hf import model_shape
-from .kvspans import FULL, kept_positions, layer_keys, plan_keys, window_at
+from .kvspans import FULL, is_full, kept_positions, layer_keys, plan_keys, sink_of, window_at
 
 #: extra slots added when a buffer grows: max(GROW_MIN, capacity // GROW_DIV)
 GROW_MIN = 256
@@ -76,14 +79,14 @@ class _Part:
         self.key = key
         self.heads = heads
         self.sel = _sel(heads)
+        self.full = is_full(key)
+        self.sink = 0 if self.full else sink_of(key)
+        self.masked = key[0] == "union"  # query heads of a KV head keep different spans: mask per query head
         self.k = self.v = None
+        self.pos = None  # (cap,) long position of each slot (masked parts only)
         self.count = 0  # filled slots 0..count-1
         self.lo = 0  # first kept window position (streaming parts)
         self.order: deque[int] = deque()  # slots of the kept window positions, oldest first
-
-    @property
-    def full(self) -> bool:
-        return self.key == FULL
 
     def _alloc(self, like_k, like_v, cap: int) -> None:
         B, h = like_k.shape[0], len(self.heads)
@@ -93,11 +96,17 @@ class _Part:
             k[:, :, :self.count] = self.k[:, :, :self.count]
             v[:, :, :self.count] = self.v[:, :, :self.count]
         self.k, self.v = k, v
+        if self.masked:
+            pos = torch.zeros(cap, dtype=torch.long, device=like_k.device)
+            if self.pos is not None:
+                pos[:self.count] = self.pos[:self.count]
+            self.pos = pos
 
     def _limit(self) -> int | None:
         """Most slots this part can ever need (None: unbounded)."""
-        if self.key[0] == "window":
-            return self.key[1] + self.key[2]
+        keys = self.key[1] if self.masked else (self.key,)
+        if all(k[0] == "window" for k in keys):
+            return max(k[1] for k in keys) + max(k[2] for k in keys)
         return None
 
     def _capacity(self, need: int) -> int:
@@ -116,12 +125,14 @@ class _Part:
         self.k[:, :, s:self.count], self.v[:, :, s:self.count] = k[:, :, lo:], v[:, :, lo:]
         self.lo = lo
         self.order = deque(range(s, self.count))
+        if self.masked:
+            self.pos[:self.count] = torch.cat([torch.arange(s), torch.arange(lo, T)])
 
     def append(self, k: torch.Tensor, v: torch.Tensor, n: int) -> None:
         """Add the key at position n-1 (k/v (B, Hkv, 1, d)); evict what leaves the window at n keys."""
         p = n - 1
         free: list[int] = []
-        if not self.full and p >= self.key[1]:
+        if not self.full and p >= self.sink:
             _, lo = kept_positions(self.key, n)
             if lo < self.lo:
                 raise RuntimeError(f"span {self.key} moved back from {self.lo} to {lo}: evicted keys would be needed")
@@ -138,11 +149,24 @@ class _Part:
             self.count += 1
         self.k[:, :, slot:slot + 1] = _take(k, self.sel)
         self.v[:, :, slot:slot + 1] = _take(v, self.sel)
-        if not self.full and p >= self.key[1]:
+        if not self.full and p >= self.sink:
             self.order.append(slot)
+        if self.masked:
+            self.pos[slot] = p
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[:, :, :self.count], self.v[:, :, :self.count]
+
+    def mask(self, n: int) -> torch.Tensor | None:
+        """(1, 1, g, count) bool: which kept keys each query head of the group sees at n keys (masked parts)."""
+        if not self.masked:
+            return None
+        pos = self.pos[:self.count]
+        rows = []
+        for key in self.key[1]:
+            w = window_at(key, n)
+            rows.append(torch.ones_like(pos, dtype=torch.bool) if w is None else (pos < key[1]) | (pos >= n - w))
+        return torch.stack(rows)[None, None]
 
     def nbytes(self) -> int:
         if self.k is None:
@@ -224,7 +248,7 @@ class HeadKVLayer(CacheLayerMixin):
     def reset(self) -> None:
         for part in self.parts:
             part.k = part.v = None
-            part.count, part.lo, part.order = 0, 0, deque()
+            part.count, part.lo, part.order, part.pos = 0, 0, deque(), None
         self.n = 0
         self.is_initialized = False
 
@@ -287,12 +311,12 @@ class HeadKVLayer(CacheLayerMixin):
         q = query.reshape(B, self.n_kv, g, d)  # the g query heads of a KV head become g queries
         if len(self.parts) == 1:
             k, v = self.parts[0].view()
-            out = F.scaled_dot_product_attention(q, k, v, scale=scaling)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.parts[0].mask(self.n), scale=scaling)
         else:
             out = q.new_empty(B, self.n_kv, g, self.parts[0].v.shape[-1])
             for part in self.parts:
                 k, v = part.view()
-                res = F.scaled_dot_product_attention(_take(q, part.sel), k, v, scale=scaling)
+                res = F.scaled_dot_product_attention(_take(q, part.sel), k, v, attn_mask=part.mask(self.n), scale=scaling)
                 if isinstance(part.sel, slice):
                     out[:, part.sel] = res
                 else:

@@ -7,7 +7,11 @@ DuoAttention-style full/streaming split):
   * ``window(size)``             -> sink 0, w(n) = size
   * one-head ``moa([[a, b]], sink)`` (MoA, arXiv 2406.14909) -> w(n) = round(a + b * n)
 A span key is a hashable tuple: ("full",) | ("window", sink, size) | ("moa", sink, alpha, beta).
-Heads with equal keys keep the same positions, so a cache can store them in one buffer.
+Heads with equal keys keep the same positions, so a cache can store them in one buffer. When the
+query heads that share a KV head (GQA) follow different rules, the KV head keeps the union of their
+needs, ("union", (key of each query head of the group)): every key if one of them is full, else
+the largest sink and the largest window (the sets are nested); each query head then masks the kept
+keys down to its own span.
 
 Evicting is exact for these rules: the decode query at position n-1 (n keys) sees exactly
 {j < sink} ∪ {j >= n - w(n)}, and since 0 <= b <= 1 makes w(n+1) <= w(n) + 1, the lower edge
@@ -32,6 +36,9 @@ def window_at(key: tuple, n: int) -> int | None:
     """Band width w(n) of a span key at n keys; None for a full head."""
     if key[0] == "full":
         return None
+    if key[0] == "union":
+        ws = [window_at(k, n) for k in key[1]]
+        return None if None in ws else max(ws)
     if key[0] == "window":
         return key[2]
     w = round(key[2] + key[3] * n)  # float64 and half-to-even, like MoA.widths
@@ -45,13 +52,23 @@ def kept_positions(key: tuple, n: int) -> tuple[int, int]:
     w = window_at(key, n)
     if w is None:
         return n, n
-    sink = key[1]
+    sink = sink_of(key)
     return min(sink, n), min(n, max(sink, n - w))
+
+
+def sink_of(key: tuple) -> int:
+    """Sink length of a streaming span key."""
+    return max(sink_of(k) for k in key[1]) if key[0] == "union" else key[1]
+
+
+def is_full(key: tuple) -> bool:
+    """Whether a KV head with this key keeps every key."""
+    return window_at(key, 1) is None
 
 
 def kept_count(key: tuple, n: int) -> int:
     s, lo = kept_positions(key, n)
-    return n if key[0] == "full" else s + (n - lo)
+    return n if is_full(key) else s + (n - lo)
 
 
 def _entry(p) -> Pattern:
@@ -105,11 +122,8 @@ def layer_keys(pattern, layer: int, n_heads: int, n_kv: int) -> list[tuple]:
     g = n_heads // n_kv
     out = []
     for h in range(n_kv):
-        group = set(heads[h * g:(h + 1) * g])
-        if len(group) != 1:
-            raise ValueError(f"layer {layer}: query heads {h * g}..{(h + 1) * g - 1} share KV head {h} but keep different "
-                             f"spans {sorted(group)}; a compressed cache keeps keys per KV head (make the plan per KV head)")
-        out.append(heads[h * g])
+        group = tuple(heads[h * g:(h + 1) * g])
+        out.append(group[0] if len(set(group)) == 1 else ("union", group))
     return out
 
 

@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 import torch
+from conftest import _tiny_llama
 from transformers import AttentionInterface
 
 from headlab.engine.reference import reference_attention
@@ -16,8 +17,6 @@ from headlab.sparsify.budget import split_budget
 from headlab.sparsify.duo_data import make_sample
 from headlab.sparsify.duo_mix import gated_attention, mixed_attention, streaming_mask
 from headlab.sparsify.duo_train import DuoSettings, train_gates
-
-from conftest import _tiny_llama
 
 
 class WordTokenizer:
@@ -121,18 +120,16 @@ def test_implementation_restored_also_after_an_exception():
     model = _model()
     before = model.config._attn_implementation
     names = set(AttentionInterface._global_mapping)
-    with pytest.raises(RuntimeError, match="boom"):
-        with gated_attention(model, torch.ones(2, 2), sink=2, window=4):
-            assert model.config._attn_implementation != before
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), gated_attention(model, torch.ones(2, 2), sink=2, window=4):
+        assert model.config._attn_implementation != before
+        raise RuntimeError("boom")
     assert model.config._attn_implementation == before
     assert set(AttentionInterface._global_mapping) == names
 
 
 def test_gate_shape_is_checked():
-    with pytest.raises(ValueError, match=r"\(2, 2\)"):
-        with gated_attention(_model(), torch.ones(3, 2), sink=2, window=4):
-            pass
+    with pytest.raises(ValueError, match=r"\(2, 2\)"), gated_attention(_model(), torch.ones(3, 2), sink=2, window=4):
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -275,3 +272,14 @@ def test_rank_breaks_ties_by_pull():
     gates = [[1.0, 0.2], [1.0, 0.0]]
     pull = [[0.1, 0.0], [0.5, 0.0]]
     assert profile_duo.rank_kv_heads(gates, pull)[:3] == [(1, 0), (0, 0), (0, 1)]
+
+
+def test_plot_is_written(tmp_path):
+    out = tmp_path / "gates.png"
+    plan = profile_duo.make_plan(_model(), WordTokenizer(), budget=0.7, length=256, cache_dir=tmp_path,
+                                 progress=lambda *a: None, plot=out, **_OPTS)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plan.meta["method"] == "duo"
+    from headlab.sparsify.duo_plot import plot_gates
+
+    with pytest.raises(ValueError, match="shape"):
+        plot_gates(tmp_path / "x.png", [], [])

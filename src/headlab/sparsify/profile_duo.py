@@ -37,15 +37,6 @@ Progress = Callable[[int, int, str], None]
 _FORMAT = "headlab-duo-gates/1"
 
 
-def _check_length(model, length) -> int:
-    maxpos = model_info(model)["max_positions"]
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an integer >= 1, got {length!r}")
-    if maxpos is not None and length > maxpos:
-        raise ValueError(f"length {length} is beyond the model's context: valid lengths are 1..{maxpos}")
-    return length
-
-
 def _tokenizer_digest(tokenizer) -> str:
     ids = tokenizer(INTRO + " 0123456789 The pass code", add_special_tokens=False)["input_ids"]
     return hashlib.sha256(json.dumps(list(map(int, ids))).encode()).hexdigest()[:16]
@@ -133,20 +124,23 @@ _TRAIN_OPTS = {"steps": "steps", "items": "items", "train_lengths": "lengths", "
 
 def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, progress: Progress | None = None,
               cache_dir=None, sink: int = 64, min_window: int = 64, full_share: float = 0.6,
-              model_name: str | None = None, **opts) -> HeadPlan:
+              model_name: str | None = None, plot=None, **opts) -> HeadPlan:
     """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
 
     opts (training; part of the cache key): steps (36), items (12 distinct samples), train_lengths
     ((1024,)), train_sink (64), train_window (128), lr (0.05), reg (0.05), init (1.0), n_facts (4).
     ``full_share`` (0.6) of the budget goes to full heads, the rest to the streaming heads'
     windows; ``sink`` and ``min_window`` are the streaming heads' sink and smallest window.
+    ``plot``: a path for a PNG of the gates (full heads outlined) and the loss curve.
     """
+    from .planners import check_length
+
     budget = check_budget(budget)
-    length = _check_length(model, length)
+    length = check_length(model, length)
     bad = sorted(set(opts) - set(_TRAIN_OPTS))
     if bad:
         raise ValueError(f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, "
-                         "full_share, model_name")
+                         "full_share, model_name, plot")
     t0 = time.time()
     kw = {_TRAIN_OPTS[k]: v for k, v in opts.items()}
     if "lengths" in kw:
@@ -168,6 +162,12 @@ def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, pr
                    "train_seconds": round(prof.seconds, 2), "from_cache": cached,
                    "distill_first": sum(x[0] for x in losses[:head]) / head,
                    "distill_last": sum(x[0] for x in losses[-head:]) / head}
+    if plot is not None:
+        from .duo_plot import plot_gates
+
+        plot_gates(plot, prof.gates, prof.losses, sorted(full),
+                   title=f"duo gates, {len(full)} of {L * Hkv} KV heads full, sink_window({sink}, {w}) "
+                         f"for the rest at {length} tokens (budget {budget})")
     return plan_from_entries(entries, model, length=length, method="duo", budget=budget, seed=seed,
                              calibration=calibration, scores=prof.gates, model_name=model_name,
                              options={"sink": sink, "window": w, "full_share": full_share, "min_window": min_window,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny_llama
 from transformers import DynamicCache
 
 import headlab
 from headlab.patterns import causal, moa, per_head, power, sink_window, window
-from headlab.sparsify.kvcache import HeadKVLayer, _Part, full_kv_nbytes
 from headlab.patterns.headplan import kv_span, plan_from_entries
+from headlab.sparsify.kvcache import HeadKVLayer, _Part, full_kv_nbytes
 from headlab.sparsify.kvspans import FULL, head_key, kept_count, layer_keys, window_at
-
-from conftest import _tiny_llama
 
 
 def _plan(n_kv: int, n_layers: int = 2):

@@ -227,7 +227,7 @@ class HeadKVLayer(CacheLayerMixin):
             raise NotImplementedError(
                 f"layer {self.layer}: {T} new tokens on a cache that already holds {self.n}: a compressed KV cache "
                 "takes one prompt, then one token per step (no chunked prefill or speculative decoding)")
-        if B != self.parts[0].k.shape[0]:
+        if self.parts[0].k.shape[0] != B:
             raise ValueError(f"layer {self.layer}: batch size changed from {self.parts[0].k.shape[0]} to {B}")
         self.n += 1
         for part in self.parts:
@@ -305,7 +305,7 @@ class HeadKVLayer(CacheLayerMixin):
                 raise ValueError("a compressed KV cache does not support padded batches: the attention mask hides keys "
                                  f"(mask {tuple(attention_mask.shape)}); decode unpadded rows (batch size 1 always works)")
         B, H, T, d = query.shape
-        if T != 1 or H != self.n_heads:
+        if T != 1 or self.n_heads != H:
             raise ValueError(f"decode query {tuple(query.shape)} must be (B, {self.n_heads}, 1, d)")
         g = H // self.n_kv
         q = query.reshape(B, self.n_kv, g, d)  # the g query heads of a KV head become g queries

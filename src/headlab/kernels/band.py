@@ -6,9 +6,11 @@ length). For a block of ``bq`` queries starting at position i0 the window keys a
 slice [i0 - width + 1, i0 + bq) of length L = bq + width - 1, so K/V blocks are ``as_strided``
 views of one zero-padded copy of K/V (no index gathers), and the visibility of the slice is the
 same parallelogram for every block: one (bq, L) bias, broadcast. The G query heads of a KV head
-are stacked as G*bq rows of one GEMM. Sink keys (those before the window) are prepended to each
-block's slice; their bias is needed only on the few blocks whose rows do not all see them. Only
-the first blocks (keys before position 0) need an extra mask. Softmax runs in place.
+are stacked as G*bq rows of one block. Sink keys (those before the window) are prepended to each
+block's slice; only the first few "edge" blocks (window reaching before key 0, or rows that do not
+yet see every sink key) get a bias of their own. Each chunk of blocks is one call of torch's fused
+CPU flash-attention kernel (``scaled_dot_product_attention`` with the broadcast bias): scores and
+softmax stay inside its tiles, nothing (T, S)-sized is ever built.
 
 The plain reference is ``reference_sparse_attend`` with ``sink_window(sink, width)``.
 """
@@ -17,9 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: score entries per chunk of query blocks (4 MB fp32; the L2 is 2 MB per core here)
+#: (query rows x keys) per chunk of query blocks: bounds the K/V block copies and the edge biases
 CHUNK_ELEMS = 1 << 20
-_softmax_out = torch.ops.aten._softmax.out
 
 
 def band_block(width: int, T: int) -> int:
@@ -55,34 +56,44 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     qr = F.pad(q * scale, (0, 0, 0, back)).view(B, Hkv, G, nb, bq, d)
     qr = qr.permute(3, 0, 1, 2, 4, 5).reshape(nb, BH, R, d).contiguous()  # G heads stacked per block
     ns = min(int(sink), S)
-    if ns:
-        ks, vs = k[:, :, :ns].reshape(1, BH, ns, d), v[:, :, :ns].reshape(1, BH, ns, dv)
-    r = torch.arange(bq, device=q.device).view(-1, 1)
-    c = torch.arange(L, device=q.device).view(1, -1)
-    band_bias = torch.zeros(bq, L, dtype=q.dtype, device=q.device).masked_fill_((c < r) | (c > r + w - 1), float("-inf"))
-    out = torch.empty(nb, BH, R, dv, dtype=q.dtype, device=q.device)
     Lt = ns + L
-    cb = max(1, CHUNK_ELEMS // max(1, BH * R * Lt))
-    for a in range(0, nb, cb):
-        b = min(nb, a + cb)
+    dev, dt = q.device, q.dtype
+    r = torch.arange(bq, device=dev).view(-1, 1)
+    c = torch.arange(L, device=dev).view(1, -1)
+    band_ok = (c >= r) & (c <= r + w - 1)                               # (bq, L), the same for every block
+    # edge blocks: the window reaches before key 0, or some row does not see every sink key
+    first_regular = max(0, -(-(w - 1 - off) // bq), -(-(ns - 1 + w - off) // bq) if ns else 0)
+    n_edge = min(nb, first_regular)
+    out = torch.empty(nb, BH, R, dv, dtype=dt, device=dev)
+
+    def keys(a: int, b: int):
         n = b - a
+        if not ns:
+            return kb[a:b].reshape(n, BH, L, d), vb[a:b].reshape(n, BH, L, dv)
+        ks, vs = k[:, :, :ns].reshape(1, BH, ns, d), v[:, :, :ns].reshape(1, BH, ns, dv)
+        return torch.cat([ks.expand(n, BH, ns, d), kb[a:b]], 2), torch.cat([vs.expand(n, BH, ns, dv), vb[a:b]], 2)
+
+    cb_edge = max(1, CHUNK_ELEMS // max(1, R * Lt))                        # bounds the per-block bias
+    for a in range(0, n_edge, cb_edge):
+        b = min(n_edge, a + cb_edge)
+        pos0 = off + torch.arange(a, b, device=dev).view(-1, 1, 1) * bq         # first query of each block
+        kpos = pos0 - (w - 1) + c.view(1, 1, -1)                                # (n, 1, L) window key positions
+        ok = band_ok.view(1, bq, L) & (kpos >= 0)
         if ns:
-            kc = torch.cat([ks.expand(n, BH, ns, d), kb[a:b]], 2).view(n * BH, Lt, d)
-            vc = torch.cat([vs.expand(n, BH, ns, dv), vb[a:b]], 2).view(n * BH, Lt, dv)
-        else:
-            kc, vc = kb[a:b].reshape(n * BH, L, d), vb[a:b].reshape(n * BH, L, dv)
-        s = torch.bmm(qr[a:b].view(n * BH, R, d), kc.transpose(1, 2)).view(n, BH, G, bq, Lt)
-        s[..., ns:].add_(band_bias)
-        for blk in range(a, b):
-            i0 = off + blk * bq                     # position of the block's first query
-            if i0 < w - 1:                          # window reaches before key 0: padding columns
-                s[blk - a, ..., ns:ns + (w - 1 - i0)] = float("-inf")
-            if ns and i0 - w < ns - 1:              # some row does not see every sink key
-                rows = i0 + torch.arange(bq, device=q.device).view(-1, 1)
-                j = torch.arange(ns, device=q.device).view(1, -1)
-                s[blk - a, ..., :ns].masked_fill_(j > rows - w, float("-inf"))  # in the window or not yet
-        s = s.view(n * BH, R, Lt)
-        _softmax_out(s, -1, False, out=s)
-        torch.bmm(s, vc, out=out[a:b].view(n * BH, R, dv))
+            rows = pos0 + r.view(1, bq, 1)
+            sink_ok = torch.arange(ns, device=dev).view(1, 1, -1) <= rows - w   # before the window: visible
+            ok = torch.cat([sink_ok, ok.expand(b - a, bq, L)], -1)
+        bias = torch.zeros(ok.shape, dtype=dt, device=dev).masked_fill_(~ok, float("-inf"))
+        bias = bias.unsqueeze(1).expand(b - a, G, bq, Lt).reshape(b - a, 1, R, Lt)
+        kc, vc = keys(a, b)
+        out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=1.0)
+    if n_edge < nb:
+        ok = torch.cat([torch.ones(bq, ns, dtype=torch.bool, device=dev), band_ok], -1) if ns else band_ok
+        bias = torch.zeros(bq, Lt, dtype=dt, device=dev).masked_fill_(~ok, float("-inf")).repeat(G, 1)   # (R, Lt)
+        cb = max(1, CHUNK_ELEMS // max(1, BH * R * Lt))
+        for a in range(n_edge, nb, cb):
+            b = min(nb, a + cb)
+            kc, vc = keys(a, b)
+            out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=1.0)
     out = out.view(nb, B, Hkv, G, bq, dv).permute(1, 2, 3, 0, 4, 5).reshape(B, H, nb * bq, dv)
     return out[:, :, :T]

@@ -321,11 +321,11 @@ def _tiny_plan(model, length, windows, method, budget=None, path=None):
 def plan_cli(tmp_path, monkeypatch):
     """The eval CLI on the tiny Llama + CharTok (models.load patched), counting passkey and decode calls."""
     pytest.importorskip("headlab.patterns.headplan")
+    from typer.testing import CliRunner
+
     import headlab.data.passkey as PK
     import headlab.models as M
     import headlab.sparsify.decode_time as DT
-    from typer.testing import CliRunner
-
     from headlab.cli.sparsify import app
 
     model = _tiny_llama()
@@ -372,6 +372,7 @@ def test_cli_eval_plans_end_to_end_and_resume(tmp_path, plan_cli):
     assert d["baseline"] == "uni" and rows["uni"]["baseline"] == ""  # a plan is compared with same-budget uniform
     for r in rows.values():
         assert r["decode_prompts"] == 1 and r["decode_tokens"] == 4 and r["decode_tok_s"] > 0
+        assert len(r["decode_by_prompt"]) == 1 and r["decode_by_prompt"][0][1] == r["decode_tok_s"]
         assert r["cache"] in ("full", "compressed") and 0 <= r["acc_ci"][0] <= r["accuracy"] <= r["acc_ci"][1] <= 1
     assert dense["kv_bytes_measured"] == dense["kv_bytes"] and dense["p_vs_dense"] is None
     assert 0 < d["p_vs_dense"] <= 1 and d["decode_speedup"] > 0

@@ -14,8 +14,8 @@ cache and says when it had to fall back to the full one.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 METHOD_STYLE = {  # method -> (colour, marker)
     "duo": ("tab:blue", "o"),

@@ -21,9 +21,10 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -129,6 +130,7 @@ class Row:
     decode_speedup: float = NAN  # median over prompts of dense decode time / this decode time (interleaved)
     decode_prompts: int = 0     # prompts decode was timed on
     decode_tokens: int = 0      # new tokens per timed decode
+    decode_by_prompt: list = field(default_factory=list)  # [seed, tok/s, decode s, prefill s, cache bytes, cache] per timed prompt
     plan: dict = field(default_factory=dict)  # the plan's meta (method, budget, ...) + hash and source
 
 
@@ -370,6 +372,8 @@ def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[tuple[int, f
             row.cache = "+".join(kinds)
             row.cache_note = "; ".join(sorted({r["cache_note"] for r in drecs if r.get("cache_note")}))
             row.decode_prompts, row.decode_tokens = len(drecs), decode_tokens
+            row.decode_by_prompt = [[s, r["tok_s"], r["decode_s"], r["prefill_s"], r["cache_bytes"], r["cache"]]
+                                    for (s, _), r in zip(decode_seeds, drecs)]
         out.append(row)
     return out
 

@@ -9,8 +9,8 @@ when their paired discordant counts are lopsided, which is what McNemar's test m
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

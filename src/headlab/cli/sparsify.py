@@ -93,7 +93,6 @@ def eval_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import models
-
     from ..sparsify import passkey_eval as sparsify
     from ..sparsify import plan_id
 

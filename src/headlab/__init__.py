@@ -1,7 +1,7 @@
 """headlab: see, steer and sparsify the attention heads of Hugging Face transformers."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .engine.attend import attend
 from .engine.hf import attach

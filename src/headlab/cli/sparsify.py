@@ -23,34 +23,13 @@ def _command() -> str:
 
 
 def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
-    """'0' | '0,1,15' | '0,14-24' (ranges inclusive) | 'every:7' (layers 0, 7, 14, ...) | 'none'."""
-    text = text.strip().lower()
-    if text in ("", "none"):
-        return []
-    if text.startswith("every:"):
-        step = int(text.split(":", 1)[1])
-        if step <= 0:
-            raise typer.BadParameter(f"every:N needs N >= 1, got {step}")
-        return list(range(0, n_layers, step))
-    out: set[int] = set()
+    """'0' | '0,14-24' | 'L14-24' (ranges inclusive) | 'every:7' | 'none': ``headlab.engine.sites.parse_layers``."""
+    from ..engine.sites import parse_layers
+
     try:
-        for part in (x.strip() for x in text.split(",")):
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                if hi < lo:
-                    raise typer.BadParameter(f"layer range {part!r} is empty: write low-high")
-                out.update(range(lo, hi + 1))
-            else:
-                out.add(int(part))
-    except ValueError:
-        raise typer.BadParameter(f"dense layers must be 'none', 'every:N' or a comma list of ints / ranges "
-                                 f"like '0,14-24', got {text!r}") from None
-    bad = [layer for layer in out if not 0 <= layer < n_layers]
-    if bad:
-        raise typer.BadParameter(f"dense layers {sorted(bad)} out of range: valid layers are 0..{n_layers - 1}")
-    return sorted(out)
+        return parse_layers(text, n_layers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command("eval")

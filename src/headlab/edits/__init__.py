@@ -5,10 +5,11 @@ softmax, then every ``weights`` (list order), then ``A·v``, then every ``output
 So ``[zerotuning(...), ablate(..., mode="uniform")]`` on the same head ends uniform (the later
 scores edit wins), while ``[scale_heads({s: 2}), ablate(s, mode="zero")]`` gives 0 either way.
 """
-from .base import Edit
 from .ablate import ablate
 from .act import act
+from .base import Edit
 from .config import from_config, to_config
+from .core import REGISTRY
 from .emphasis import emphasis
 from .identity_blend import identity_blend
 from .inject import inject
@@ -18,7 +19,6 @@ from .scale import scale_heads
 from .select import random_sites, resolve
 from .span_exit import span_exit
 from .zerotuning import zerotuning
-from .core import REGISTRY
 
 __all__ = [
     "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject",

@@ -61,7 +61,7 @@ class MeanAblate(SiteEdit):
         if means is not None:
             self.set_means(means)
 
-    def set_means(self, means: dict) -> "MeanAblate":
+    def set_means(self, means: dict) -> MeanAblate:
         """Use ``means`` ({(l, h) or "LlHh": (d,) vector}) as the heads' replacement outputs."""
         self._means = site_vectors(means, "mean")
         return self
@@ -70,7 +70,7 @@ class MeanAblate(SiteEdit):
         return {"means": {k: v.tolist() for k, v in self._means.items()}} if self._means else {}
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "MeanAblate":
+    def from_params(cls, sites: Any, params: dict) -> MeanAblate:
         return cls(_pairs(sites), means=params.get("means"))
 
     def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ._util import check_finite, visibility
+from .core import SiteEdit, _pairs, register
 
 
 def hidden_sinks(a: torch.Tensor, ctx: AttnContext, thr: float) -> torch.Tensor:
@@ -59,7 +59,7 @@ class ACT(SiteEdit):
         self.beta, self.thr = beta, thr
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "ACT":
+    def from_params(cls, sites: Any, params: dict) -> ACT:
         return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

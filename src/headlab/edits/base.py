@@ -37,7 +37,7 @@ class Edit:
         self._shape: tuple[int, int] | None = None
 
     # -- addressing -------------------------------------------------------------------
-    def bind(self, n_layers: int, n_heads: int) -> "Edit":
+    def bind(self, n_layers: int, n_heads: int) -> Edit:
         """Resolve and validate sites for a model with ``n_layers`` x ``n_heads`` query heads."""
         self._shape = (n_layers, n_heads)
         self._sites = parse_sites(self._sel, n_layers, n_heads)

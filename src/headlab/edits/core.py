@@ -5,7 +5,7 @@ nested lists) so that ``edit.config()`` -> ``from_config`` round-trips exactly.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from ..engine.plugins import EDITS
 from ._util import fmt_sites, sites_list
@@ -15,8 +15,10 @@ from .select import resolve
 #: edit classes by config name: the engine's edit registry (``headlab.engine.plugins.EDITS``)
 REGISTRY = EDITS
 
+E = TypeVar("E", bound="SiteEdit")
 
-def register(cls: type["SiteEdit"]) -> type["SiteEdit"]:
+
+def register(cls: type[E]) -> type[E]:
     """Class decorator: make an edit constructible from its config name (``cls.name``)."""
     REGISTRY.register(cls.name, cls)
     return cls
@@ -33,7 +35,7 @@ class SiteEdit(Edit):
         self.atlas = atlas
         self.params = params
 
-    def bind(self, n_layers: int, n_heads: int) -> "SiteEdit":
+    def bind(self, n_layers: int, n_heads: int) -> SiteEdit:
         self._shape = (n_layers, n_heads)
         self._sites = resolve(self._sel, n_layers, n_heads, self.atlas)
         self._check_bound()
@@ -56,7 +58,7 @@ class SiteEdit(Edit):
         return dict(self.params)
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "SiteEdit":
+    def from_params(cls, sites: Any, params: dict) -> SiteEdit:
         return cls(sites=_pairs(sites), **params)
 
     def describe(self) -> str:

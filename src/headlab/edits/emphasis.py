@@ -14,9 +14,9 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ..engine.sites import format_site
 from ._util import check_finite, group_mask, site_values
+from .core import SiteEdit, _pairs, register
 
 
 @register
@@ -44,13 +44,14 @@ class Emphasis(SiteEdit):
                          sinks=list(sinks) if isinstance(sinks, (range, tuple)) else sinks, beta=beta, rows=rows,
                          head_weights=hw)
 
-    def bind(self, n_layers: int, n_heads: int) -> "Emphasis":
+    def bind(self, n_layers: int, n_heads: int) -> Emphasis:
         if self._sel == "from-layer-2":
             self._sel = {l: "all" for l in range(min(2, n_layers - 1), n_layers)}
-        return super().bind(n_layers, n_heads)
+        super().bind(n_layers, n_heads)
+        return self
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "Emphasis":
+    def from_params(cls, sites: Any, params: dict) -> Emphasis:
         return cls(sites=_pairs(sites), **params)
 
     def _json_params(self) -> dict:

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ._util import check_finite
+from .core import SiteEdit, _pairs, register
 
 
 @register
@@ -28,7 +28,7 @@ class IdentityBlend(SiteEdit):
         self.u = u
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "IdentityBlend":
+    def from_params(cls, sites: Any, params: dict) -> IdentityBlend:
         return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
 from ..engine.sites import format_site, parse_site
+from .core import SiteEdit, register
 from .scale import site_vectors
 
 
@@ -52,7 +52,7 @@ class Inject(SiteEdit):
                 "theta": {k: float(self.theta.detach()[i]) for k, i in self._index.items()}}
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "Inject":
+    def from_params(cls, sites: Any, params: dict) -> Inject:
         return cls(params["means"], params["theta"])
 
     def describe(self) -> str:

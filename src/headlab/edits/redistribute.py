@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ._util import check_finite, group_mask, visibility
+from .core import SiteEdit, _pairs, register
 
 
 @register
@@ -47,13 +47,14 @@ class Redistribute(SiteEdit):
                          rho=rho, min_share=min_share, sink_thr=sink_thr)
         self.needs_all_queries = sinks == "auto"
 
-    def bind(self, n_layers: int, n_heads: int) -> "Redistribute":
+    def bind(self, n_layers: int, n_heads: int) -> Redistribute:
         if self._sel == "all-but-last":
             self._sel = {l: "all" for l in range(max(n_layers - 1, 1))}
-        return super().bind(n_layers, n_heads)
+        super().bind(n_layers, n_heads)
+        return self
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "Redistribute":
+    def from_params(cls, sites: Any, params: dict) -> Redistribute:
         return cls(sites=_pairs(sites), **params)
 
     def _sink_mask(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

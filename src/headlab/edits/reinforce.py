@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from ._util import check_finite
 from .core import register
 from .scale import ScaleHeads
-from ._util import check_finite
 
 
 def select_heads(score: torch.Tensor, layers: Any = None) -> list[tuple[int, int]]:
@@ -53,7 +53,7 @@ class Reinforce(ScaleHeads):
         self.params = {"alpha": alpha}
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "Reinforce":
+    def from_params(cls, sites: Any, params: dict) -> Reinforce:
         return cls([tuple(s) for s in sites], params["alpha"])
 
 

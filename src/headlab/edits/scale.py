@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, register
 from ..engine.sites import format_site, parse_site
 from ._util import layer_vector, site_values
+from .core import SiteEdit, register
 
 
 def site_vectors(vectors: dict, what: str) -> dict[str, torch.Tensor]:
@@ -43,7 +43,7 @@ class ScaleHeads(SiteEdit):
         self._fac = fac
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "ScaleHeads":
+    def from_params(cls, sites: Any, params: dict) -> ScaleHeads:
         return cls(params["factors"])
 
     def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ._util import group_mask
+from .core import SiteEdit, _pairs, register
 
 
 @register
@@ -28,16 +28,17 @@ class SpanExit(SiteEdit):
         grp = list(group) if isinstance(group, (range, tuple)) else group
         super().__init__(sites=sites, atlas=atlas, group=grp, after_layer=after_layer)
 
-    def bind(self, n_layers: int, n_heads: int) -> "SpanExit":
+    def bind(self, n_layers: int, n_heads: int) -> SpanExit:
         al = self.params["after_layer"]
         if al >= n_layers:
             raise ValueError(f"span_exit: after_layer={al} out of range: valid 0..{n_layers - 1}")
         if self._sel is None:
             self._sel = {l: "all" for l in range(al + 1, n_layers)}
-        return super().bind(n_layers, n_heads)
+        super().bind(n_layers, n_heads)
+        return self
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "SpanExit":
+    def from_params(cls, sites: Any, params: dict) -> SpanExit:
         return cls(sites=_pairs(sites), **params)
 
     def scores(self, s: torch.Tensor, ctx: AttnContext) -> torch.Tensor:

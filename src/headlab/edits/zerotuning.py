@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from ..engine.context import AttnContext
-from .core import SiteEdit, _pairs, register
 from ..engine.sites import format_site
 from ._util import check_finite, site_values
+from .core import SiteEdit, _pairs, register
 
 
 @register
@@ -46,7 +46,7 @@ class ZeroTuning(SiteEdit):
         self._span = (s0, s1)
 
     @classmethod
-    def from_params(cls, sites: Any, params: dict) -> "ZeroTuning":
+    def from_params(cls, sites: Any, params: dict) -> ZeroTuning:
         g = params["gamma"]
         if isinstance(g, dict):
             return cls(g, span=tuple(params.get("span", (0, 1))))

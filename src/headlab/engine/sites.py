@@ -48,7 +48,7 @@ def is_site_term(term: str) -> bool:
     return term.strip().lower() == "all" or (t is not None and t[0] and not (t[2] is not None and t[3] is not None))
 
 
-def _term(text: str) -> tuple[bool, str | None, str | None, int | None] | None:
+def _term(text: str) -> tuple[bool, str, str | None, int | None] | None:
     """(has L, first layer text, last layer text or None, head or None) of one term, or None if no match.
 
     Returned as strings for the layers so that callers can name them in errors."""
@@ -63,9 +63,12 @@ def _layer_range(t: tuple, text: str, n_layers: int) -> range:
     hi = lo if t[2] is None else int(t[2])
     if hi < lo:
         raise ValueError(f"layer range {text!r} is empty: write low-high with low <= high")
-    for layer in (lo, hi):
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} out of range in {text!r}: valid layers are 0..{n_layers - 1}")
+    bad = range(max(lo, n_layers), hi + 1)  # layers are >= 0 by the grammar
+    if len(bad) == 1:
+        raise ValueError(f"layer {bad[0]} out of range in {text!r}: valid layers are 0..{n_layers - 1}")
+    if bad:
+        shown = str(list(bad)) if len(bad) <= 8 else f"[{bad[0]}, {bad[1]}, ..., {bad[-1]}]"
+        raise ValueError(f"layers {shown} out of range: valid layers are 0..{n_layers - 1} (in {text!r})")
     return range(lo, hi + 1)
 
 

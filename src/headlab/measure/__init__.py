@@ -5,8 +5,7 @@ patterns), which never run a model themselves."""
 from __future__ import annotations
 
 from .induction import induction_scores, repeated_random_tokens
-from .record import (HeadRecorder, calibrate_mean_ablation, context_sensitivity, record_head_outputs,
-                     task_embedding)
+from .record import HeadRecorder, calibrate_mean_ablation, context_sensitivity, record_head_outputs, task_embedding
 from .retrieval import retrieval_case, retrieval_scores
 from .stats import head_stats
 

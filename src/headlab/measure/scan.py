@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
 from ..engine.hf import attach, model_shape
 from ..io import atomic_dir, atomic_write_json
 from ..probes import REGISTRY, query_probe_names
 from ..report.files import write_meta, write_records
 from ..report.png import atlas_png
+from ..version import __version__
 from .atlas import ROLE_RULES, records, uniform_entropy
 from .induction import induction_scores
 from .retrieval import retrieval_scores

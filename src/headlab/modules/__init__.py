@@ -1,4 +1,4 @@
-"""Trainable attention mechanisms and attention-based pooling heads (SPEC §D), one file each.
+"""Trainable attention mechanisms and attention-based pooling heads, one file each.
 
 Every module documents its paper, formula and shapes; :mod:`headlab.modules.registry` maps mechanism
 names to factories with one signature for :func:`headlab.lab.tiny_lm`.

@@ -1,5 +1,5 @@
 """Linear attention read as a Hebbian / Pavlovian associative memory ("Linear attention as Hebbian
-associative memory", single author, 2025; SPEC §D8) — the standard causal linear attention of
+associative memory", single author, 2025) — the standard causal linear attention of
 Katharopoulos et al. (arXiv 2006.16236) with a feature map φ.
 
 Memory view: the state is M_t = Σ_{j ≤ t} v_j φ(k_j)^T (a Hebbian outer-product write, CS = key,

@@ -7,10 +7,11 @@ Add a mechanism with :func:`register`; never branch on names elsewhere.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
+from ..registry import Registry
 from .gated import GatedAttention
 from .linear import LinearAttention
 from .moh import MoHAttention
@@ -34,7 +35,8 @@ def moh_factory(active: float, router: str = "trainable") -> Factory:
     return make
 
 
-MECHANISMS: dict[str, Factory] = {
+#: mechanism name -> factory (a :class:`headlab.registry.Registry`)
+MECHANISMS: Registry[Factory] = Registry("mechanism", {
     "softmax": lambda d, h: MultiHeadAttention(d, h),
     "sigmoid": lambda d, h: SigmoidAttention(d, h, normalize="none"),
     "sigmoid-norm": lambda d, h: SigmoidAttention(d, h, normalize="sum"),
@@ -46,18 +48,14 @@ MECHANISMS: dict[str, Factory] = {
     "moh-90": moh_factory(0.90),
     "linear": lambda d, h: LinearAttention(d, h),
     "random-qk": lambda d, h: RandomFeatureAttention(d, h),
-}
+})
 
 
 def register(name: str, factory: Factory) -> None:
-    """Add a mechanism (``factory(d_model, n_heads) -> nn.Module``) under ``name``."""
-    if name in MECHANISMS:
-        raise ValueError(f"mechanism {name!r} already registered")
-    MECHANISMS[name] = factory
+    """Add a mechanism (``factory(d_model, n_heads) -> nn.Module``) under ``name`` (taken names raise)."""
+    MECHANISMS.register(name, factory)
 
 
 def make_mechanism(name: str, d_model: int, n_heads: int) -> nn.Module:
     """Build a registered mechanism; unknown names raise a ValueError listing the valid ones."""
-    if name not in MECHANISMS:
-        raise ValueError(f"mechanism={name!r}; valid: {sorted(MECHANISMS)}")
-    return MECHANISMS[name](d_model, n_heads)
+    return MECHANISMS.get(name)(d_model, n_heads)

@@ -412,7 +412,7 @@ def plan_from_entries(entries, model, **meta) -> HeadPlan:
     budget, calibration, seed, seconds, scores, model_name, and any extra fields to record.
     ``kv_fraction`` and ``density`` are computed at ``length``.
     """
-    from .. import __version__
+    from ..version import __version__
 
     info = model_info(model, name=meta.pop("model_name", None))
     layers = []

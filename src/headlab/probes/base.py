@@ -111,13 +111,20 @@ class Probe:
         if self.total is None or self.total.shape != (ctx.n_layers, ctx.n_heads):
             self.reset(ctx.n_layers, ctx.n_heads)
 
+    def _acc(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, count) accumulators, (layers, heads) float64; after ``reset``/``_ensure``."""
+        if self.total is None or self.count is None:
+            raise RuntimeError(f"probe {self.name!r} has seen no attention call")
+        return self.total, self.count
+
     def add(self, ctx: AttnContext, per_query: torch.Tensor, valid: torch.Tensor) -> None:
         """Accumulate ``per_query (B, H, Tq)`` over queries where ``valid (B, Tq)`` is True."""
         self._ensure(ctx)
+        total, count = self._acc()
         w = valid.to(torch.float64).unsqueeze(1)  # (B, 1, Tq)
         vals = torch.where(w > 0, per_query.to(torch.float64), 0.0)  # pads may hold NaN; valid NaNs show
-        self.total[ctx.layer] += vals.sum(dim=(0, 2))
-        self.count[ctx.layer] += w.sum(dim=(0, 2)).expand(ctx.n_heads)
+        total[ctx.layer] += vals.sum(dim=(0, 2))
+        count[ctx.layer] += w.sum(dim=(0, 2)).expand(ctx.n_heads)
 
     def update(self, a: torch.Tensor, ctx: AttnContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -127,6 +134,5 @@ class Probe:
 
     def result(self) -> torch.Tensor:
         """(layers, heads) float32 mean; NaN where nothing was seen."""
-        if self.total is None:
-            raise RuntimeError(f"probe {self.name!r} has seen no attention call")
-        return (self.total / self.count).to(torch.float32)
+        total, count = self._acc()
+        return (total / count).to(torch.float32)

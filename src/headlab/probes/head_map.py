@@ -106,7 +106,8 @@ class HeadMapProbe(Probe):
     def reset(self, n_layers: int, n_heads: int) -> None:
         super().reset(n_layers, n_heads)
         self._sites = parse_sites(self._sel, n_layers, n_heads)
-        self._n.clear(), self._sum.clear(), self._rows.clear(), self._top_pos.clear(), self._top_w.clear()
+        for d in (self._n, self._sum, self._rows, self._top_pos, self._top_w):
+            d.clear()
 
     def update(self, a: torch.Tensor, ctx: AttnContext) -> None:
         """a: (B, H, Tc, S) weights of the queries ``ctx.q_index`` (all T queries when None)."""
@@ -158,8 +159,9 @@ class HeadMapProbe(Probe):
         cols.index_add_(1, bin_index(kp, n, C), rows.reshape(h * (r1 - r0), n).float())  # (h*r, C)
         self._sum[layer][:, r0:r1] += cols.reshape(h, r1 - r0, C).double().cpu()
         self._rows[layer].index_add_(0, rb.cpu(), torch.ones(tq, dtype=torch.float64))
-        self.total[layer, hidx.cpu()] += tq
-        self.count[layer, hidx.cpu()] += 1
+        total, count = self._acc()
+        total[layer, hidx.cpu()] += tq
+        count[layer, hidx.cpu()] += 1
         if self.k:
             k = min(self.k, n)
             xs = x.index_select(0, hidx) if h < H else x  # (h, Tq, S)
@@ -180,11 +182,10 @@ class HeadMapProbe(Probe):
 
     def result(self) -> torch.Tensor:
         """(layers, heads) float32: query rows recorded per selected head; NaN elsewhere."""
-        if self.total is None:
-            raise RuntimeError(f"probe {self.name!r} has seen no attention call")
-        out = torch.full_like(self.total, float("nan"))
-        seen = self.count > 0
-        out[seen] = self.total[seen]
+        total, count = self._acc()
+        out = torch.full_like(total, float("nan"))
+        seen = count > 0
+        out[seen] = total[seen]
         return out.to(torch.float32)
 
     def maps(self) -> dict[tuple[int, int], HeadMap]:

@@ -8,6 +8,8 @@ forward pass) is :func:`headlab.measure.induction.induction_scores`.
 """
 from __future__ import annotations
 
+import torch
+
 from .base import Probe, RoleRule
 
 
@@ -29,7 +31,8 @@ class InductionProbe(Probe):
         qpos = ctx.chunk_query_pos()  # (B, Tc)
         second = (qpos >= self.offset + self.n) & (qpos < self.offset + 2 * self.n)
         T = ctx.query_pos.shape[1]
-        qabs = ctx.q_index + (S - T)
+        qi = ctx.q_index if ctx.q_index is not None else torch.arange(T, device=a.device)
+        qabs = qi + (S - T)
         tgt = (qabs - self.n + 1).clamp(min=0)
         w = a.gather(-1, tgt.view(1, 1, Tc, 1).expand(B, H, Tc, 1))[..., 0]
         self.add(ctx, w, second)

@@ -2,6 +2,8 @@
 Olsson et al., "In-context Learning and Induction Heads", arXiv 2209.11895)."""
 from __future__ import annotations
 
+import torch
+
 from .base import Probe, RoleRule
 
 
@@ -15,7 +17,8 @@ class PrevTokenProbe(Probe):
     def update(self, a, ctx):
         B, H, Tc, S = a.shape
         T = ctx.query_pos.shape[1]
-        qabs = ctx.q_index + (S - T)  # key index of each query's own position
+        qi = ctx.q_index if ctx.q_index is not None else torch.arange(T, device=a.device)
+        qabs = qi + (S - T)  # key index of each query's own position
         pidx = (qabs - 1).clamp(min=0)
         w = a.gather(-1, pidx.view(1, 1, Tc, 1).expand(B, H, Tc, 1))[..., 0]
         valid = ctx.chunk_query_pos() >= 1

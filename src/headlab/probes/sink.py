@@ -46,7 +46,7 @@ class SinkRateProbe(Probe):
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {eps}")
         self.eps = eps
-        self._pending: dict[tuple[int, int], torch.Tensor] = {}
+        self._pending: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _accumulate(self, w: torch.Tensor, ctx: AttnContext) -> None:
         # w (B, H, Tc) weights on key 0 for the current chunk
@@ -65,8 +65,9 @@ class SinkRateProbe(Probe):
         self._pending.pop(key, None)
         has = cnt > 0
         alpha = tot[has] / cnt[has, None]  # (B', H)
-        self.total[ctx.layer] += (alpha > self.eps).double().sum(0)
-        self.count[ctx.layer] += has.double().sum()
+        total, count = self._acc()
+        total[ctx.layer] += (alpha > self.eps).double().sum(0)
+        count[ctx.layer] += has.double().sum()
 
     def update(self, a, ctx):
         self._accumulate(_first_key_weight(a, ctx), ctx)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.sites import format_site
+
 LOG_FLOOR = -5.0  # log10 of the smallest weight shown on a map
 
 
@@ -168,5 +170,5 @@ def head_payload(hm, *, kind: str) -> dict[str, Any]:
     return d
 
 
-def site_key(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+#: the report's name for :func:`headlab.engine.sites.format_site` ("L12H3")
+site_key = format_site

@@ -87,7 +87,7 @@ def render_page(payload: dict[str, Any]) -> str:
 
 def build_payload(scan: Scan, text_maps: list[TextMaps], plans: list[MapPlan], maps_note: str | None = None) -> dict[str, Any]:
     """Everything the page shows, JSON-ready."""
-    from .. import __version__
+    from ..version import __version__
 
     nl, nh = int(scan.meta["n_layers"]), int(scan.meta["n_heads"])
     payload: dict[str, Any] = {

@@ -55,7 +55,7 @@ def choice_ids(tokenizer: Any, choices: list[str]) -> list[int]:
 def evaluate(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], edits: Sequence = (),
              batch_size: int = 8, max_length: int = 2048, progress: bool = True, desc: str = "") -> Result:
     """Score ``items`` of ``task`` with ``edits`` attached (no edits -> the plain model)."""
-    from .. import attach
+    from ..engine.hf import attach
 
     correct, margins, outputs = [], [], []
     gen = task.kind == "generate"

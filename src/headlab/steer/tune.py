@@ -152,7 +152,7 @@ def fit_inject(model: Any, tokenizer: Any, items: Sequence[Item], means: dict, s
                batch_size: int = 4, theta0: float = -2.0, seed: int = 0,
                callback: Callable[[int, float], None] | None = None):
     """Learn SITE's per-head θ on zero-shot ``items`` (choice items) with the task embeddings fixed."""
-    from .. import attach
+    from ..engine.hf import attach
     from ..edits import inject
     from ..measure.record import encode_left
 

@@ -56,7 +56,8 @@ def streaming_attention(q, k, v, *, sink: int, window: int, scale: float | None 
     """Sink + window attention with SDPA and an explicit mask.
 
     q (B, H, T, d), k/v (B, Hkv, S, d) -> (B, H, T, d); ``attn_mask`` a bool (B|1, 1, T, S) padding
-    mask (True = may attend) or None.
+    mask (True = may attend) or None. Sink and window count token indices, so rows must not be
+    left-padded (gate training feeds unpadded samples).
     """
     T, S = q.shape[2], k.shape[2]
     m = streaming_mask(T, S, sink, window, q.device).view(1, 1, T, S)

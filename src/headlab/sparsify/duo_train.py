@@ -7,7 +7,9 @@ One gate alpha in [0, 1] per (layer, KV head) mixes full and sink + window atten
 
 where h are the final hidden states of the base model (after its last norm) on the
 question-and-answer block of a synthetic retrieval sample (``duo_data.make_sample``); after each
-step the gates are clamped to [0, 1]. Heads whose gate the distillation term holds up are the
+step the gates are clamped to [0, 1]. ``items`` distinct samples are cycled over the ``steps``
+(their dense hidden states computed once), a CPU-sized version of the paper's recipe (2000
+steps of fresh 1K-32K samples, sink 128 + window 256). Heads whose gate the distillation term holds up are the
 ones that need the full context (retrieval heads, arXiv 2404.15574); the rest drift to 0.
 
 Besides the gates, ``pull`` accumulates minus the distillation gradient of each gate over the

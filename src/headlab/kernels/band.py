@@ -53,7 +53,7 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     # block b's window keys: rows [b*bq, b*bq + L) of kp, as one overlapping view (nb, BH, L, d)
     kb = kp.as_strided((nb, BH, L, d), (bq * d, kp.stride(0), d, 1))
     vb = vp.as_strided((nb, BH, L, dv), (bq * dv, vp.stride(0), dv, 1))
-    qr = F.pad(q * scale, (0, 0, 0, back)).view(B, Hkv, G, nb, bq, d)
+    qr = (F.pad(q, (0, 0, 0, back)) if back else q).view(B, Hkv, G, nb, bq, d)
     qr = qr.permute(3, 0, 1, 2, 4, 5).reshape(nb, BH, R, d).contiguous()  # G heads stacked per block
     ns = min(int(sink), S)
     Lt = ns + L
@@ -69,7 +69,7 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     def keys(a: int, b: int):
         n = b - a
         if not ns:
-            return kb[a:b].reshape(n, BH, L, d), vb[a:b].reshape(n, BH, L, dv)
+            return kb[a:b], vb[a:b]                  # overlapping views: SDPA reads them by stride
         ks, vs = k[:, :, :ns].reshape(1, BH, ns, d), v[:, :, :ns].reshape(1, BH, ns, dv)
         return torch.cat([ks.expand(n, BH, ns, d), kb[a:b]], 2), torch.cat([vs.expand(n, BH, ns, dv), vb[a:b]], 2)
 
@@ -86,7 +86,7 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
         bias = torch.zeros(ok.shape, dtype=dt, device=dev).masked_fill_(~ok, float("-inf"))
         bias = bias.unsqueeze(1).expand(b - a, G, bq, Lt).reshape(b - a, 1, R, Lt)
         kc, vc = keys(a, b)
-        out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=1.0)
+        out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=scale)
     if n_edge < nb:
         ok = torch.cat([torch.ones(bq, ns, dtype=torch.bool, device=dev), band_ok], -1) if ns else band_ok
         bias = torch.zeros(bq, Lt, dtype=dt, device=dev).masked_fill_(~ok, float("-inf")).repeat(G, 1)   # (R, Lt)
@@ -94,6 +94,6 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
         for a in range(n_edge, nb, cb):
             b = min(nb, a + cb)
             kc, vc = keys(a, b)
-            out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=1.0)
+            out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=scale)
     out = out.view(nb, B, Hkv, G, bq, dv).permute(1, 2, 3, 0, 4, 5).reshape(B, H, nb * bq, dv)
     return out[:, :, :T]

@@ -149,7 +149,7 @@ def _check_unit(what: str, value, lo_open: bool = True) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{what} must be a number in {'(0' if lo_open else '[0'}, 1], got {value!r}")
-    if not ((0 < value) if lo_open else (0 <= value)) or value > 1:
+    if not ((value > 0) if lo_open else (value >= 0)) or value > 1:
         raise ValueError(f"{what} must be in {'(0' if lo_open else '[0'}, 1], got {value}")
     return float(value)
 
@@ -378,7 +378,7 @@ class HeadPlan(Mapping):
         """The whole plan as a JSON-ready dict (a copy)."""
         return json.loads(json.dumps(self._data))
 
-    def with_meta(self, **fields) -> "HeadPlan":
+    def with_meta(self, **fields) -> HeadPlan:
         """A copy with top-level fields replaced (not 'layers'); revalidated."""
         if "layers" in fields:
             raise ValueError("with_meta cannot replace 'layers'; build a new plan with plan_from_entries")

@@ -318,6 +318,45 @@ def test_mean_ablation_calibrated_by_recorder(tiny):
     assert not torch.allclose(out, logits(m, ids, am, [Edit("all")]))
 
 
+class _DigitTokenizer:
+    """Minimal tokenizer for the measurement helpers: text "3 14 5" -> ids [3, 14, 5]."""
+
+    padding_side = "right"
+    pad_token = "0"
+    eos_token = "0"
+
+    def __call__(self, texts, return_tensors=None, padding=False, truncation=False, max_length=None,
+                 return_offsets_mapping=False):
+        rows = [[int(w) for w in t.split()] for t in texts]
+        n = max(len(r) for r in rows)
+        pad = lambda r, v: [v] * (n - len(r)) + r if self.padding_side == "left" else r + [v] * (n - len(r))  # noqa: E731
+        return {"input_ids": torch.tensor([pad(r, 0) for r in rows]),
+                "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows])}
+
+
+def test_measured_vectors_for_edits_come_from_the_measure_layer(tiny):
+    from headlab.measure import calibrate_mean_ablation, context_sensitivity, record_head_outputs, task_embedding
+
+    m, _, _ = tiny
+    tok = _DigitTokenizer()
+    texts = ["3 14 5 9 2", "7 1 8", "11 12 13 14 15 16"]
+    e = calibrate_mean_ablation(E.ablate([(1, 3), (2, 0)], mode="mean"), m, tok, texts, batch_size=2)
+    direct = record_head_outputs(m, tok, texts, [(1, 3), (2, 0)], where="all", batch_size=3)
+    assert set(e.config()["params"]["means"]) == {"L1H3", "L2H0"}
+    for k, v in direct.items():  # batching does not change the mean over real tokens
+        assert torch.allclose(torch.tensor(e.config()["params"]["means"][k]), v, atol=1e-5)
+    with pytest.raises(ValueError, match="needs an ablate"):
+        calibrate_mean_ablation(E.ablate([(1, 3)], mode="zero"), m, tok, texts)
+    mu = task_embedding(m, tok, texts, sites="L1", batch_size=2)
+    assert sorted(mu) == [f"L1H{h}" for h in range(6)] and mu["L1H0"].shape == (10,)
+    same = context_sensitivity(m, tok, texts, texts)
+    assert same.shape == (3, 6) and float(same.abs().max()) < 1e-5
+    diff = context_sensitivity(m, tok, texts, ["3 14", "7", "11 12"])
+    assert float(diff.min()) > 0
+    with pytest.raises(ValueError, match="same non-zero number"):
+        context_sensitivity(m, tok, texts, texts[:1])
+
+
 def test_composition_order_is_list_order_per_stage(tiny):
     m, ids, am = tiny
     zt, uni = E.zerotuning(gamma={(1, 2): 4.0}), E.ablate([(1, 2)], mode="uniform")

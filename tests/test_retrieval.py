@@ -24,6 +24,25 @@ def test_argmax_probe_keeps_last_query_only():
     assert p.last[3].tolist() == [[4, 1]]
 
 
+def test_retrieval_probe_credits_copying_heads_only():
+    p = RetrievalProbe()
+    p.reset(4, 3)
+    prompt = torch.tensor([5, 6, 7, 8, 9, 10])
+    p.last = {1: torch.tensor([[2, 3, 0]]), 2: torch.tensor([[4, 2, 2]])}  # top-1 key per head, row 0
+    p.credit(prompt, (2, 5), token=7)  # answer span = positions 2..4; generated token 7 sits at position 2
+    want = torch.zeros(4, 3)
+    want[1, 0] = want[2, 1] = want[2, 2] = 1 / 3  # heads whose top key is position 2 (in span, token 7)
+    assert torch.allclose(p.result(), want)
+    p.credit(prompt, (2, 5), token=9)  # now position 4 holds the generated token: only L2H0 copies it
+    want[2, 0] += 1 / 3
+    assert torch.allclose(p.result(), want)
+    with pytest.raises(ValueError, match="answer span"):
+        p.credit(prompt, (4, 9), token=9)
+    assert RetrievalProbe.role.role == "retrieval" and RetrievalProbe.protocol and ArgmaxProbe is RetrievalProbe
+    with pytest.raises(RuntimeError, match="before any attention call"):
+        RetrievalProbe().credit(prompt, (2, 5), 7)
+
+
 @pytest.mark.model
 def test_needle_span_and_real_retrieval(smollm2):
     model, tok = smollm2

@@ -1,10 +1,10 @@
 """Tuning of edit parameters on a tuning split only (the evaluation split is never seen here).
 
-* :func:`tune_zerotuning` — ZeroTuning's head-behaviour profiling + γ sweep (SPEC §B2), at the
+* :func:`tune_zerotuning` — ZeroTuning's head-behaviour profiling + γ sweep (Han et al. 2025, arXiv 2505.11739), at the
   granularity of layer blocks (``block`` layers at a time; ``block=1`` = per layer) to fit a CPU.
-* :func:`search_act` — ACT's offline head search (SPEC §B1): calibrate one layer block at a time,
+* :func:`search_act` — ACT's offline head search (Yu et al., ICML 2024, arXiv 2406.15765): calibrate one layer block at a time,
   keep those that improve the tuning score, then check the union.
-* :func:`fit_inject` — SITE's soft head selection (SPEC §B7): learn θ (α = sigmoid θ) by
+* :func:`fit_inject` — SITE's soft head selection (Park & Rhee 2025): learn θ (α = sigmoid θ) by
   cross-entropy on the gold first token, with the task embeddings fixed.
 * :func:`tune_grid` — generic: pick the best of a list of candidate edit lists.
 

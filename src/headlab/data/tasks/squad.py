@@ -47,6 +47,6 @@ def load(n: int | None = None, max_chars: int = 1500, tokenizer=None, chat: bool
 
 
 def no_context(item: Item) -> str:
-    """The same question with the passage removed (for context-sensitivity scores, SPEC §A6)."""
+    """The same question with the passage removed (for VHD context-sensitivity scores, He et al., ACL 2025)."""
     s, e = item.spans["context"]
     return item.prompt[:s] + "(none)" + item.prompt[e:]

@@ -36,7 +36,7 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
 def eval_cmd(
     pattern: Optional[List[str]] = typer.Option(None, "--pattern", "-p", help="pattern name (repeatable): power, strided, "
                                                 "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa "
-                                                "[default: power, none when --plan is given]"),
+                                                "(default: power; none when --plan is given)"),
     plan: Optional[List[str]] = typer.Option(None, "--plan", help="per-head plan (repeatable): a plan JSON path or a "
                                              "shipped plan name; applied to its own layers as it is"),
     lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),

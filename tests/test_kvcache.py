@@ -84,6 +84,24 @@ def test_nbytes_and_kept_match_the_patterns_own_masks():
     assert cache.allocated_nbytes() >= cache.nbytes()
 
 
+def test_fill_from_a_full_prefill_equals_prefilling_the_compressed_cache():
+    model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
+    plan = _plan(3)
+    ids = torch.randint(1, 101, (1, 77))
+    direct, full = headlab.kv_cache(model, plan), DynamicCache()
+    with headlab.attach(model, pattern=plan), torch.no_grad():
+        model(ids, cache=direct)
+        model(ids, cache=full)
+        filled = headlab.kv_cache(model, plan).fill(full)
+        assert filled.kept() == direct.kept() and filled.get_seq_length() == 77
+        nxt = torch.tensor([[7]])
+        a = model(nxt, cache=direct).logits
+        b = model(nxt, cache=filled).logits
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="empty"):
+        filled.fill(full)
+
+
 def test_all_full_plan_equals_dynamic_cache():
     model = _tiny_llama(heads=6, kv=2, d=40, layers=2)
     ids = torch.randint(1, 101, (1, 67))

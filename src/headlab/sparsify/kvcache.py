@@ -341,6 +341,25 @@ class HeadKVCache(Cache):
         ref = weakref.ref(model)
         super().__init__(layers=[HeadKVLayer(i, keys, n_heads, ref) for i, keys in enumerate(self.span_keys)])
 
+    def fill(self, full_cache) -> HeadKVCache:
+        """Keep, from a full cache's prompt (e.g. a ``DynamicCache`` prefilled under the same plan),
+        what each head keeps; the same state a prefill into this cache gives. Returns self."""
+        if self.get_seq_length():
+            raise ValueError(f"fill needs an empty cache, this one holds {self.get_seq_length()} tokens")
+        src = list(full_cache.layers)
+        if len(src) != len(self.layers):
+            raise ValueError(f"the full cache has {len(src)} layers, the plan {len(self.layers)}")
+        for layer, other in zip(self.layers, src):
+            k, v = other.keys, other.values  # (B, Hkv, n, d)
+            if k is None or k.shape[1] != layer.n_kv:
+                raise ValueError(f"layer {layer.layer}: full cache keys {None if k is None else tuple(k.shape)} "
+                                 f"must be (B, {layer.n_kv}, n, d)")
+            layer.lazy_initialization(k, v)
+            for part in layer.parts:
+                part.prefill(k, v)
+            layer.n = k.shape[2]
+        return self
+
     def nbytes(self) -> int:
         """Bytes of the key and value entries the cache holds (kept tokens x heads x head dim x dtype size)."""
         return sum(layer.nbytes() for layer in self.layers)

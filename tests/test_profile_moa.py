@@ -167,7 +167,9 @@ def test_candidate_rules_are_valid_and_end_with_full():
     assert list(keys) == sorted(keys[:-1]) + [8192]
     for r in rules[:-1]:
         assert all(moa_rules.width(r, n) >= 1 for n in (1024, 2048, 8192))
+        assert moa_rules.width(r, 2048) <= 2048  # MoA: no band wider than the longest profile
         assert 64 + moa_rules.width(r, 8192) < 8192
+    assert (2048.0, 0.0) in rules and (1024.0, 0.5) in rules and (2048.0, 0.1) not in rules
     assert len(set(rules)) == len(rules)
 
 

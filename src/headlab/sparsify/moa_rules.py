@@ -43,15 +43,19 @@ def kept(rule, n: int, sink: int) -> int:
 def candidate_rules(length: int, sink: int, lengths=(), alphas=DEFAULT_ALPHAS, betas=DEFAULT_BETAS) -> list[tuple[float, float]]:
     """The streaming rules worth considering at target ``length`` plus the full rule (last).
 
-    A rule is kept if its band is >= 1 at every profiled length and at ``length`` and it keeps
-    fewer than ``length`` keys there (otherwise it is the full rule at a lower price)."""
+    As in MoA's search space, a rule is valid if its band is >= 1 at the shortest length and no
+    wider than the longest profiled length there (a wider band is beyond what the profile can
+    judge); it must also keep fewer than ``length`` keys at ``length`` (else it is the full rule)."""
     out = []
+    lmax = max(lengths) if len(lengths) else None
     for b in betas:
         for a in alphas:
             rule = (float(a), float(b))
             if not 0.0 <= rule[1] < 1.0:
                 raise ValueError(f"beta must be in [0, 1) for a streaming rule, got {b}")
-            if any(width(rule, n) < 1 for n in (*lengths, length)):
+            if width(rule, min((*lengths, length))) < 1:
+                continue
+            if lmax is not None and width(rule, lmax) > lmax:
                 continue
             if sink + width(rule, length) >= length:
                 continue

@@ -286,3 +286,55 @@ def test_random_feature_attention_freezes_qk():
     y = m(x)
     y.sum().backward()
     assert m.value.weight.grad is not None
+
+
+def _loop_attention(q_all, k_all, v_all, n_heads, causal=True):
+    """Direct per-position, per-head softmax attention on (B, T, D) projections; returns (B, T, D) head outputs."""
+    b, t, dm = q_all.shape
+    d = dm // n_heads
+    out = torch.zeros(b, t, dm)
+    for h in range(n_heads):
+        sl = slice(h * d, (h + 1) * d)
+        for i in range(t):
+            j = i + 1 if causal else t
+            s = torch.einsum("bd,bjd->bj", q_all[:, i, sl], k_all[:, :j, sl])
+            out[:, i, sl] = torch.einsum("bj,bjd->bd", (s / math.sqrt(d)).softmax(-1), v_all[:, :j, sl])
+    return out
+
+
+@pytest.mark.parametrize("gate", ["elementwise", "headwise"])
+def test_gated_attention_matches_g1_formula_with_random_gate(gate):
+    """Y' = W_O · concat_h(softmax(q_h k_hᵀ/√d) v_h ⊙ σ(x W_θ + b_θ)_h), with a non-trivial random gate."""
+    torch.manual_seed(4)
+    m = GatedAttention(D_MODEL, H, gate=gate)
+    with torch.no_grad():
+        m.gate.weight.normal_(0, 0.3)
+        m.gate.bias.uniform_(-2, 2)
+    x = _x(t=13, seed=5)
+    q, k, v = (x @ w.T + bb for w, bb in zip(m.qkv.weight.chunk(3), m.qkv.bias.chunk(3)))
+    o = _loop_attention(q, k, v, H)                                            # (B, T, D)
+    g = torch.sigmoid(x @ m.gate.weight.T + m.gate.bias).detach()              # (B, T, H·d) or (B, T, H)
+    if gate == "headwise":
+        g = g.repeat_interleave(D_HEAD, dim=-1)
+    want = (o * g) @ m.out.weight.T + m.out.bias
+    y, a = m(x, return_weights=True)
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)              # SDPA path too
+    assert float(g.std()) > 0.1 and float(g.mean()) < 0.9                       # the gate really varies
+
+
+def test_random_feature_attention_matches_formula():
+    """y = W_out · concat_h(softmax((x W_q)_h (x W_k)_hᵀ/√d) (x W_v + b)_h) + b_out with the frozen random W_q, W_k."""
+    m = RandomFeatureAttention(D_MODEL, H, seed=7)
+    with torch.no_grad():
+        m.value.bias.uniform_(-1, 1)
+        m.out.bias.uniform_(-1, 1)
+    x = _x(t=17, seed=2)
+    o = _loop_attention(x @ m.w_q, x @ m.w_k, x @ m.value.weight.T + m.value.bias, H)
+    want = o @ m.out.weight.T + m.out.bias
+    y, a = m(x, return_weights=True)
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(a.sum(-1), torch.ones(B, H, 17)) and float(a[0, 0, 0, 1:].abs().sum()) == 0.0
+    g = torch.Generator().manual_seed(7)
+    torch.testing.assert_close(m.w_q, torch.randn(D_MODEL, D_MODEL, generator=g) / D_MODEL ** 0.5)  # N(0, 1/D)

@@ -8,9 +8,10 @@ import torch
 
 from headlab import edits as E
 from headlab.data.tasks import Item, Task, load_task, score_generation
-from headlab.steer.bootstrap import bootstrap_ci, paired_diff_ci
-from headlab.steer.evaluate import _groups, evaluate
-from headlab.steer.tune import fit_inject, score_of, search_act, tune_zerotuning
+from headlab.steer import tune as tune_mod
+from headlab.steer.bootstrap import accuracy_ci, bootstrap_ci, paired_diff_ci
+from headlab.steer.evaluate import Result, _groups, evaluate
+from headlab.steer.tune import fit_inject, score_of, search_act, tune_grid, tune_zerotuning
 
 torch.set_num_threads(1)
 WORDS = ("the a film movie was is great awful good bad fun dull plot acting review sentiment : negative positive "
@@ -59,10 +60,17 @@ def test_bootstrap_ci_basic_properties():
     assert d == (0.0, 0.0, 0.0)
     d = paired_diff_ci(torch.ones(100), x)
     assert d[0] == 0.5 and d[1] > 0.35
-    with pytest.raises(ValueError, match="differ in shape"):
+    with pytest.raises(ValueError, match="differ in length"):
         paired_diff_ci(torch.ones(3), torch.ones(4))
     with pytest.raises(ValueError, match="empty"):
         bootstrap_ci(torch.tensor([]))
+
+
+def test_accuracy_ci_is_wilson_with_counts():
+    a = accuracy_ci(torch.zeros(16))
+    assert a["value"] == 0 and a["k"] == 0 and a["n"] == 16
+    z = 1.959963984540054
+    assert a["ci"][1] == pytest.approx((z * z / 16) / (1 + z * z / 16), rel=1e-9)   # Wilson upper bound at p = 0
 
 
 def test_split_is_disjoint_and_checked():
@@ -111,6 +119,8 @@ def test_evaluate_matches_direct_scoring_and_batching(model, tok):
 
 
 def test_tuners_only_return_edits_that_beat_the_tuning_baseline(model, tok):
+    """On the tiny model: whatever the tuners return, it beats the tuning baseline; when they return nothing,
+    no profiled candidate did."""
     t = toy_task(10)
     base = score_of(evaluate(model, tok, t, t.items, progress=False))
     eds, info = tune_zerotuning(model, tok, t, t.items, block=2, grid={"up": (2.0,), "down": (0.5,)}, batch_size=5)
@@ -118,15 +128,143 @@ def test_tuners_only_return_edits_that_beat_the_tuning_baseline(model, tok):
     if eds:
         assert eds[0].name == "zerotuning"
         assert score_of(evaluate(model, tok, t, t.items, eds, progress=False)) > base
-    eds, info = tune_zerotuning(model, tok, t, t.items, layers=[0, 1], block=2, grid={"up": (2.0,), "down": (0.5,)},
-                                batch_size=10, per_head=True)
-    assert len([x for x in info["trials"] if x["candidate"].startswith("profile L0H")]) in (0, 6)
-    if eds:
-        assert set(eds[0].bind(4, 6).sites) <= {0, 1}
-        assert {(l, h) for l, hs in eds[0].sites.items() for h in hs} == set(info["heads"])
+    else:
+        assert info["chosen"].startswith("baseline")
+        assert not info["layers"] or all(x.get("score", -1) <= base + 1e-12 for x in info["trials"][-1:])
     eds, info = search_act(model, tok, t, t.items, layers=[1, 2], block=1, thr=0.05, batch_size=5)
     if eds:
         assert score_of(evaluate(model, tok, t, t.items, eds, progress=False)) > base
+    else:
+        assert all(x["delta"] <= 0 for x in info["trials"][1:])
+
+
+def _scripted(monkeypatch, score_for):
+    """Replace the tuners' evaluate by a script: accuracy = score_for(desc, edits) on every item."""
+    calls = []
+
+    def fake(model, tok, task, items, edits=(), batch_size=8, desc="", **kw):
+        acc = score_for(desc, list(edits))
+        calls.append((desc, acc))
+        n = len(items)
+        k = round(acc * n)
+        return Result(torch.tensor([1.0] * k + [0.0] * (n - k)), torch.zeros(n), [""] * n)
+
+    monkeypatch.setattr(tune_mod, "evaluate", fake)
+    return calls
+
+
+def test_zerotuning_search_picks_helpful_blocks_direction_and_gamma(monkeypatch):
+    """Scripted scores: gamma > 1 helps layers 2-3 only, gamma = 2 is best: the tuner must return exactly that."""
+    model = type("M", (), {"config": type("C", (), {"num_hidden_layers": 4, "num_attention_heads": 6})()})()
+    t = toy_task(10)
+
+    def score(desc, edits):
+        if desc.startswith("zerotuning: profile L2-3 gamma=1.5"):
+            return 0.8
+        if desc == "zerotuning: gamma=2.0":
+            return 0.9
+        if desc.startswith("zerotuning: gamma="):
+            return 0.7
+        return 0.5 if desc.endswith("baseline") else 0.4
+
+    _scripted(monkeypatch, score)
+    eds, info = tune_zerotuning(model, None, t, t.items, block=2, grid={"up": (1.5, 2.0, 3.0), "down": (0.5,)})
+    assert info["direction"] == "up" and info["layers"] == [2, 3]
+    assert len(eds) == 1 and eds[0].params["gamma"] == 2.0
+    assert {l for l in eds[0].bind(4, 6).sites} == {2, 3}
+
+
+def test_tune_grid_keeps_the_best_and_the_baseline_wins_ties(monkeypatch):
+    t = toy_task(10)
+    scores = {"tune: baseline": 0.5, "tune: a": 0.4, "tune: b": 0.7, "tune: c": 0.7}
+    calls = _scripted(monkeypatch, lambda desc, e: scores[desc])
+    eds, info = tune_grid(None, None, t, t.items, [("a", ["A"]), ("b", ["B"]), ("c", ["C"])])
+    assert eds == ["B"] and info["chosen"] == "b"                  # first of the tied best
+    assert [x["candidate"] for x in info["trials"]] == ["baseline", "a", "b", "c"]
+    assert [x["accuracy"] for x in info["trials"]] == pytest.approx([0.5, 0.4, 0.7, 0.7]) and len(calls) == 4
+    scores.update({"tune: b": 0.5, "tune: c": 0.5})
+    eds, info = tune_grid(None, None, t, t.items, [("a", ["A"]), ("b", ["B"]), ("c", ["C"])])
+    assert eds == [] and info["chosen"] == "baseline"              # a tie does not replace the baseline
+
+
+def _head_outputs_last(model, tok, prompts):
+    """Independent reference: the input of each layer's o_proj at the last token, one prompt at a time."""
+    L = model.config.num_hidden_layers
+    H = model.config.num_attention_heads
+    out = []
+    for p in prompts:
+        got = {}
+        hooks = [layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda mod, args, i=i: got.__setitem__(i, args[0][0, -1].detach().clone()))
+            for i, layer in enumerate(model.model.layers)]
+        try:
+            with torch.no_grad():
+                model(input_ids=tok(p, return_tensors="pt")["input_ids"])
+        finally:
+            for h in hooks:
+                h.remove()
+        out.append(torch.stack([got[i].view(H, -1) for i in range(L)]))      # (L, H, d)
+    return torch.stack(out)                                                  # (N, L, H, d)
+
+
+def test_context_sensitivity_is_vhd_per_head(model, tok):
+    from headlab.measure.record import context_sensitivity
+
+    with_ctx = ["review : the film was great and fun sentiment :", "review : awful plot sentiment :",
+                "review : a very dull story and bad acting sentiment :"]
+    without = ["review : sentiment :", "review : plot sentiment :", "review : it sentiment :"]
+    got = context_sensitivity(model, tok, with_ctx, without, batch_size=2)
+    a, b = _head_outputs_last(model, tok, with_ctx), _head_outputs_last(model, tok, without)
+    want = (a - b).norm(dim=-1).mean(0)                                      # (L, H)
+    assert got.shape == (4, 6)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    cos = context_sensitivity(model, tok, with_ctx, without, batch_size=3, distance="cosine")
+    torch.testing.assert_close(cos, (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean(0),
+                               atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="same non-zero number"):
+        context_sensitivity(model, tok, with_ctx, without[:2])
+
+
+def test_task_embedding_is_mean_last_token_head_output(model, tok):
+    from headlab.measure.record import task_embedding
+
+    prompts = ["review : great sentiment : positive review : bad sentiment :", "review : dull sentiment :",
+               "the movie was fun sentiment : positive the plot was awful sentiment :"]
+    mu = task_embedding(model, tok, prompts, "all", batch_size=2)
+    want = _head_outputs_last(model, tok, prompts).mean(0)                   # (L, H, d)
+    assert len(mu) == 4 * 6
+    for key, vec in mu.items():
+        l, h = (int(x) for x in key[1:].split("H"))
+        torch.testing.assert_close(vec, want[l, h], atol=1e-4, rtol=1e-4)
+
+
+def test_vhr_head_selection_by_hand():
+    from headlab.edits.reinforce import select_heads
+
+    score = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0],      # 100 is a surge (> mean + std): dropped;
+                          [5.0, 5.0, 5.0, 5.0, 5.0],        # median of the rest is 2 -> keep heads 2, 3
+                          [0.0, 3.0, 1.0, 2.0, 0.5]])       # mean + std = 1.3 + 1.204: 3.0 is a surge; the
+    #                                                         lower median of [0, .5, 1, 2] is .5 -> heads 2, 3
+    assert select_heads(score) == [(0, 2), (0, 3), (2, 2), (2, 3)]
+    assert select_heads(score, layers=[2]) == [(2, 2), (2, 3)]
+    e = E.reinforce(score, alpha=1.5).bind(3, 5)
+    assert {(l, h) for l, hs in e.sites.items() for h in hs} == {(0, 2), (0, 3), (2, 2), (2, 3)}
+    with pytest.raises(ValueError, match="out of range"):
+        select_heads(score, layers=[3])
+
+
+def test_few_shot_items_put_demos_from_the_tuning_split_first():
+    from headlab.steer.run import few_shot_items
+
+    t = toy_task(12)
+    tune, ev = t.items[:6], t.items[6:]
+    shots = few_shot_items(tune, ev, 2, seed=0)
+    for it, orig in zip(shots, ev):
+        assert it.prompt.endswith(orig.prompt) and it.label == orig.label and it.spans == {}
+        demos = it.prompt[: -len(orig.prompt)].split("\n\n")[:-1]
+        assert len(demos) == 2 and all(any(d == x.prompt + x.choices[x.label] for x in tune) for d in demos)
+    with pytest.raises(ValueError, match="must be in \\[1, 6\\]"):
+        few_shot_items(tune, ev, 7)
 
 
 def test_fit_inject_lowers_training_loss(model, tok):
@@ -144,7 +282,12 @@ def test_steer_end_to_end_save_and_apply(model, tok, tmp_path):
     t = toy_task(16)
     out = steer("ablate", t, tune_on=0, eval_on=8, sites="L1H2,L2", mode="zero", save=str(tmp_path / "c.json"),
                 model_tok=(model, tok), progress=False)
-    assert set(out["results"]) == {"baseline", "steered", "difference", "n"}
+    assert set(out["results"]) == {"baseline", "steered", "difference", "n", "stats"}
+    st = out["results"]["stats"]
+    assert st["baseline"]["n"] == st["difference"]["n"] == 8 and "mcnemar_p" in st["difference"]
+    items = [json.loads(x) for x in (tmp_path / "c.items.jsonl").read_text().splitlines()]
+    assert len(items) == 8 and sum(x["baseline"] for x in items) == st["baseline"]["k"]
+    assert sum(x["steered"] for x in items) == st["steered"]["k"]
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["edits"][0]["edit"] == "ablate_zero" and saved["edits"][0]["sites"][0] == [1, 2]
     assert (tmp_path / "c.png").stat().st_size > 1000
@@ -163,6 +306,10 @@ def test_cli_rejects_unknown_method_before_loading():
 
     r = CliRunner().invoke(app, ["magic", "--task", "sst2"])
     assert r.exit_code == 2 and "unknown steering method 'magic'" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--param", "0.6", "--task", "sst2"])
+    assert r.exit_code == 2 and "--param applies to redistribute" in r.output
+    r = CliRunner().invoke(app, ["inject", "--icl-shots", "-1"])
+    assert r.exit_code == 2 and "--icl-shots must be >= 0" in r.output
 
 
 # ---------------------------------------------------------------- offline data

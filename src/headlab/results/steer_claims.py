@@ -40,8 +40,11 @@ def _zt_rule(x: dict) -> list:
 def _zt_summary(raw: dict) -> dict:
     out = _single(raw)
     (run,) = raw.values()
-    gammas = [e.get("gamma") for e in run["edits"]]
-    up = bool(run["edits"]) and all((g if isinstance(g, (int, float)) else 0) > 1 for g in gammas)
+    gammas = []
+    for e in run["edits"]:
+        g = e.get("params", {}).get("gamma")
+        gammas += list(g.values()) if isinstance(g, dict) else [g]
+    up = bool(gammas) and all(isinstance(g, (int, float)) and g > 1 for g in gammas)
     out["gamma_up"] = {"value": 1.0 if up else 0.0, "describe": run["describe"]}
     return out
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-
 from headlab import patterns as P
 from headlab.bench.inputs import random_qkv, script_args
 from headlab.kernels import build_plan, reference_sparse_attend

@@ -214,8 +214,8 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     res = CliRunner().invoke(bench_app, args)
     assert res.exit_code == 0, res.output
     folder = tmp_path / "results" / "bench-kernels"
-    assert sorted(p.name for p in folder.iterdir()) == ["BENCHMARKS.md", "result.json"]
-    data = json.loads((folder / "result.json").read_text())
+    assert sorted(p.name for p in folder.iterdir()) == ["BENCHMARKS.md", "kernels.json"]
+    data = json.loads((folder / "kernels.json").read_text())
     ran = {r["name"]: r["backend"] for r in data["rows"]}
     assert ran["window(256)"] == "band" and ran["window(256) [gather]"] == "gather"
     assert ran["plan: 1 of 3 KV heads causal, 2 sink_window(64, 256)"] == "band+sdpa"

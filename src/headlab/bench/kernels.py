@@ -231,7 +231,7 @@ def to_json(res: dict, command: str) -> dict:
 
 
 def write(res: dict, out, command: str):
-    """``out`` ending in .md: that one markdown file; else a folder with BENCHMARKS.md + result.json,
+    """``out`` ending in .md: that one markdown file; else a folder with BENCHMARKS.md + kernels.json (raw: every sample),
     written atomically (nothing half-written)."""
     from pathlib import Path
 
@@ -243,5 +243,5 @@ def write(res: dict, out, command: str):
         return out
     with atomic_dir(out) as stage:
         (stage / "BENCHMARKS.md").write_text(markdown(res, command))
-        atomic_write_json(stage / "result.json", to_json(res, command))
+        atomic_write_json(stage / "kernels.json", to_json(res, command))
     return out

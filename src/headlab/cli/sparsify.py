@@ -173,7 +173,7 @@ def kernels_cmd(
     threads: int = typer.Option(2),
     flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
     out: Optional[Path] = typer.Option(Path("results/bench-kernels"),
-                                       help="folder for BENCHMARKS.md + result.json, or a .md file ('' to skip)"),
+                                       help="folder for BENCHMARKS.md + kernels.json, or a .md file ('' to skip)"),
 ):
     """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
     for name, val, lo in (("--tokens", tokens, 16), ("--repeats", repeats, 1), ("--threads", threads, 1),

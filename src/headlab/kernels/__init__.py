@@ -5,8 +5,7 @@ kernel (``gather.py``), FlexAttention (``flex.py``) and the dense reference (``r
 from __future__ import annotations
 
 from .band import band_attend
-from .dispatch import (BACKENDS, DEFAULT_BLOCK, auto_backend, dense_attend, last_backend, pattern_block,
-                       sparse_attend)
+from .dispatch import BACKENDS, DEFAULT_BLOCK, auto_backend, dense_attend, last_backend, pattern_block, sparse_attend
 from .heads import head_bands, split_attend
 from .plan import build_plan
 from .reference import masked_attention, pattern_mask, reference_sparse_attend

@@ -54,7 +54,7 @@ def _check(q, k, v):
         raise ValueError(f"k {tuple(k.shape)} / v {tuple(v.shape)} do not match q {tuple(q.shape)}")
     if H % k.shape[1]:
         raise ValueError(f"query heads H={H} must be a multiple of KV heads Hkv={k.shape[1]}")
-    if T > k.shape[2]:
+    if k.shape[2] < T:
         raise ValueError(f"queries T={T} must not exceed keys S={k.shape[2]} (queries are the last T)")
 
 

@@ -7,7 +7,6 @@ as G*block query rows against one gathered KV block set (one gather per KV head,
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 

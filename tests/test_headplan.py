@@ -1,8 +1,10 @@
 """Per-head plans (headlab.patterns.headplan): format, validation, masks, budget, attach; planners."""
+
 from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -25,8 +27,7 @@ def moa1(alpha, beta, sink):
 
 def _entries():
     """2 layers x 3 KV heads: every kind of head, and layer 1 partly full."""
-    return [[sw(2, 5), {"pattern": "window", "args": {"size": 7}}, moa1(3.0, 0.125, 1)],
-            [FULL, sw(0, 9), FULL]]
+    return [[sw(2, 5), {"pattern": "window", "args": {"size": 7}}, moa1(3.0, 0.125, 1)], [FULL, sw(0, 9), FULL]]
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def _brute(entry, i, j, n):
     if name == "window":
         return i - j < a["size"]
     if name == "moa":
-        (alpha, beta), = a["spans"]
+        ((alpha, beta),) = a["spans"]
         return i - j < round(alpha + beta * n) or j < a["sink"]
     raise AssertionError(name)
 
@@ -66,7 +67,7 @@ def test_load_plan_reproduces_the_factories(plan, gqa, tmp_path):
         assert lp.kv_per_head and lp.n_heads == 3
         for h, e in enumerate(row):
             want = P.make(e["pattern"], **e["args"])
-            got = lp.patterns[h]
+            got = lp.patterns[h]  # type: ignore[attr-defined]  (a PerHead)
             assert type(got) is type(want) and got.describe() == want.describe()
             assert torch.equal(got.mask(17, 63), want.mask(17, 63))
 
@@ -115,7 +116,7 @@ def test_achieved_budget_equals_reported_and_brute_force(plan, n):
         m = plan.layer_pattern(li).for_heads(H, Hkv)
         last = m.mask(1, n)[:, 0]  # (H, n): keys the newest query still needs
         for kv in range(Hkv):
-            kept.append(int(last[kv * g:(kv + 1) * g].any(0).sum()))
+            kept.append(int(last[kv * g : (kv + 1) * g].any(0).sum()))
         dens += [P.make(**{"name": e["pattern"], **e["args"]}).density(n, n) for e in plan.entries[li] for _ in range(g)]
     assert plan.kv_fraction(n) == pytest.approx(sum(kept) / (n * 2 * Hkv), abs=1e-12)
     assert plan.density(n) == pytest.approx(sum(dens) / len(dens), abs=1e-9)
@@ -222,22 +223,27 @@ def _bad(plan, **changes):
     return d
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(length=300), "length 300 is beyond the model's context: valid lengths are 1..256"),
-    (dict(budget=0), r"budget must be in \(0, 1\], got 0"),
-    (dict(budget=1.5), r"budget must be in \(0, 1\], got 1.5"),
-    (dict(format="headlab-plan/9"), "format must be 'headlab-plan/1', got 'headlab-plan/9'"),
-    (dict(granularity="layer"), "granularity must be one of"),
-    (dict(kv_fraction=0.5), "reports kv_fraction 0.5 but its heads give"),
-    (dict(layers=[[FULL] * 3]), "must be a list of n_layers=2 lists, got 1"),
-    (dict(layers=[[FULL] * 3, [FULL] * 6]), r"layer 1 must list 3 heads \(one per kv head\), got 6"),
-    (dict(layers=[[FULL] * 3, [FULL, {"pattern": "nope", "args": {}}, FULL]]),
-     r"layer 1 head 1 .*unknown pattern 'nope'; valid names are \[.*'sink_window'"),
-    (dict(layers=[[FULL] * 3, [FULL, sw(2, 0), FULL]]), r"layer 1 head 1 .*window size must be >= 1, got 0"),
-    (dict(layers=[[FULL] * 3, [FULL, {"pattern": "sink_window", "args": {"sink": 1}}, FULL]]), "layer 1 head 1"),
-    (dict(layers=[[FULL] * 3, [FULL, {"pattern": "topk_blocks", "args": {}}, FULL]]), "layer 1: .*dynamic"),
-    (dict(scores=[[1.0]]), "'scores' must be null or 2 lists of 3 numbers"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(length=300), "length 300 is beyond the model's context: valid lengths are 1..256"),
+        (dict(budget=0), r"budget must be in \(0, 1\], got 0"),
+        (dict(budget=1.5), r"budget must be in \(0, 1\], got 1.5"),
+        (dict(format="headlab-plan/9"), "format must be 'headlab-plan/1', got 'headlab-plan/9'"),
+        (dict(granularity="layer"), "granularity must be one of"),
+        (dict(kv_fraction=0.5), "reports kv_fraction 0.5 but its heads give"),
+        (dict(layers=[[FULL] * 3]), "must be a list of n_layers=2 lists, got 1"),
+        (dict(layers=[[FULL] * 3, [FULL] * 6]), r"layer 1 must list 3 heads \(one per kv head\), got 6"),
+        (
+            dict(layers=[[FULL] * 3, [FULL, {"pattern": "nope", "args": {}}, FULL]]),
+            r"layer 1 head 1 .*unknown pattern 'nope'; valid names are \[.*'sink_window'",
+        ),
+        (dict(layers=[[FULL] * 3, [FULL, sw(2, 0), FULL]]), r"layer 1 head 1 .*window size must be >= 1, got 0"),
+        (dict(layers=[[FULL] * 3, [FULL, {"pattern": "sink_window", "args": {"sink": 1}}, FULL]]), "layer 1 head 1"),
+        (dict(layers=[[FULL] * 3, [FULL, {"pattern": "topk_blocks", "args": {}}, FULL]]), "layer 1: .*dynamic"),
+        (dict(scores=[[1.0]]), "'scores' must be null or 2 lists of 3 numbers"),
+    ],
+)
 def test_bad_plans_are_refused_and_nothing_is_written(plan, tmp_path, change, match):
     d = _bad(plan, **change)
     with pytest.raises(ValueError, match=match):
@@ -296,9 +302,17 @@ def _tiny_lm(layers=3, heads=6, kv=3, d=16):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=260, hidden_size=heads * d, intermediate_size=48, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=1024,
-                      eos_token_id=256, bos_token_id=256)
+    cfg = LlamaConfig(
+        vocab_size=260,
+        hidden_size=heads * d,
+        intermediate_size=48,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=1024,
+        eos_token_id=256,
+        bos_token_id=256,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -338,8 +352,10 @@ def test_uniform_and_random_hit_the_budget_and_random_is_seeded(gqa):
     k, w = B.split_budget(6, 0.6, n, full_share=0.6, sink=8, min_window=8)
     assert sum(map(len, r1.full_heads())) == k == 2
     assert r1.kv_fraction() == pytest.approx(B.kv_fraction_of(6, k, w, n, 8)) and r1.kv_fraction() <= 0.6
-    others = {json.dumps(PL.make_plan("random", gqa, None, budget=0.6, length=n, seed=s, sink=8,
-                                      min_window=8).full_heads()) for s in range(6)}
+    others = {
+        json.dumps(PL.make_plan("random", gqa, None, budget=0.6, length=n, seed=s, sink=8, min_window=8).full_heads())
+        for s in range(6)
+    }
     assert len(others) > 1  # the seed really chooses
 
 
@@ -368,8 +384,7 @@ class _Case:
 
 def test_retrieval_ranks_kv_heads_by_their_query_heads(gqa, tmp_path, monkeypatch):
     # query-head scores (2 layers x 6 heads, KV group 2); one failed case that must be ignored
-    s = torch.tensor([[0.0, 0.9, 0.2, 0.2, 0.0, 0.0],
-                      [0.5, 0.5, 0.0, 0.3, 0.0, 0.1]])
+    s = torch.tensor([[0.0, 0.9, 0.2, 0.2, 0.0, 0.0], [0.5, 0.5, 0.0, 0.3, 0.0, 0.1]])
     calls = []
 
     def fake_case(model, tok, n, d, k, max_new=24, seed=0):
@@ -377,7 +392,7 @@ def test_retrieval_ranks_kv_heads_by_their_query_heads(gqa, tmp_path, monkeypatc
         return _Case(s if k == 0 else torch.full_like(s, 5.0), 1.0 if k == 0 else 0.0)
 
     monkeypatch.setattr(PL, "_retrieval_case_fn", lambda: fake_case)
-    kw = dict(length=200, sink=8, min_window=8, cache_dir=tmp_path, lengths=(30,), depths=(0.5,), needles=(0, 1))
+    kw: dict[str, Any] = dict(length=200, sink=8, min_window=8, cache_dir=tmp_path, lengths=(30,), depths=(0.5,), needles=(0, 1))
     # budget 0.7 with full_share 0.6 -> 2 full KV heads of 6
     p = PL.make_plan("retrieval", gqa, None, budget=0.7, **kw)
     assert p.full_heads() == [[0], [0]]  # max: L0K0 = 0.9, L1K0 = 0.5 beat L0K1 = L1K1 = 0.3 ... ties by order
@@ -393,7 +408,9 @@ def test_retrieval_ranks_kv_heads_by_their_query_heads(gqa, tmp_path, monkeypatc
 
 def test_retrieval_planner_runs_on_a_tiny_model_and_is_deterministic(tmp_path):
     model, tok = _tiny_lm(), _byte_tokenizer()
-    kw = dict(budget=0.6, length=300, sink=8, min_window=8, lengths=(40,), depths=(0.5,), needles=(0, 2), max_new=4)
+    kw: dict[str, Any] = dict(
+        budget=0.6, length=300, sink=8, min_window=8, lengths=(40,), depths=(0.5,), needles=(0, 2), max_new=4
+    )
     ticks = []
     a = PL.make_plan("retrieval", model, tok, cache_dir=tmp_path / "a", progress=lambda *x: ticks.append(x), **kw)
     b = PL.make_plan("retrieval", model, tok, cache_dir=tmp_path / "b", **kw)
@@ -423,18 +440,19 @@ def test_cli_plan(model_dir, tmp_path):
 
     out = tmp_path / "plans" / "u.json"
     args = ["plan", "--model", str(model_dir), "--length", "300", "--sink", "8", "--threads", "1"]
-    res = CliRunner().invoke(app, args + ["--method", "random", "--kv-budget", "0.5", "--out", str(out),
-                                          "--name", "tiny-r"])
+    res = CliRunner().invoke(app, args + ["--method", "random", "--kv-budget", "0.5", "--out", str(out), "--name", "tiny-r"])
     assert res.exit_code == 0, res.output
     plan = HP.load_plan(out)
     assert plan.name == "tiny-r" and plan.meta["model"]["name"] == str(model_dir) and plan.meta["method"] == "random"
     assert f"kv_fraction {plan.kv_fraction():.4f}" in res.output and "full KV heads per layer: L0:" in res.output
     bad = tmp_path / "bad.json"
-    for extra, msg in ((["--method", "magic", "--kv-budget", "0.5"], "magic"),
-                       (["--method", "uniform", "--kv-budget", "1.5"], "1.5"),
-                       (["--method", "uniform", "--kv-budget", "0"], "got 0"),
-                       (["--method", "uniform", "--kv-budget", "0.001"], "valid budgets are"),
-                       (["--method", "uniform", "--kv-budget", "0.5", "--length", "5000"], "1..1024")):
+    for extra, msg in (
+        (["--method", "magic", "--kv-budget", "0.5"], "magic"),
+        (["--method", "uniform", "--kv-budget", "1.5"], "1.5"),
+        (["--method", "uniform", "--kv-budget", "0"], "got 0"),
+        (["--method", "uniform", "--kv-budget", "0.001"], "valid budgets are"),
+        (["--method", "uniform", "--kv-budget", "0.5", "--length", "5000"], "1..1024"),
+    ):
         a = list(args)
         if "--length" in extra:
             a[a.index("--length") + 1] = extra[-1]

@@ -2,6 +2,7 @@
 
 Registered on the ``sparsify`` app in ``cli/sparsify.py``; this module imports nothing from it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,32 +16,40 @@ def _summary(plan) -> str:
     full = plan.full_heads()
     n_full = sum(len(r) for r in full)
     width = len(plan.entries[0])
-    lines = [f"{m['method']} plan for {m['model']['name']} at {plan.length} tokens: budget {m['budget']} -> "
-             f"kv_fraction {m['kv_fraction']:.4f}, attention density {m['density']:.4f}; "
-             f"{n_full}/{plan.n_layers * width} KV heads full; {m.get('seconds')} s"]
+    lines = [
+        f"{m['method']} plan for {m['model']['name']} at {plan.length} tokens: budget {m['budget']} -> "
+        f"kv_fraction {m['kv_fraction']:.4f}, attention density {m['density']:.4f}; "
+        f"{n_full}/{plan.n_layers * width} KV heads full; {m.get('seconds')} s"
+    ]
     opts = m.get("options") or {}
     if "window" in opts:
         lines.append(f"streaming heads: sink_window({opts.get('sink')}, {opts['window']})")
-    lines.append("full KV heads per layer: " + "  ".join(
-        f"L{li}:{','.join(map(str, r)) if r else '-'}" for li, r in enumerate(full)))
+    lines.append(
+        "full KV heads per layer: " + "  ".join(f"L{li}:{','.join(map(str, r)) if r else '-'}" for li, r in enumerate(full))
+    )
     return "\n".join(lines)
 
 
 def plan_cmd(
     method: str = typer.Option(..., "--method", help="duo | moa | retrieval | uniform | random"),
-    kv_budget: float = typer.Option(0.35, "--kv-budget", help="KV fraction to keep, in (0, 1]: mean over "
-                                    "(layer, KV head) of kept keys / length"),
+    kv_budget: float = typer.Option(
+        0.35, "--kv-budget", help="KV fraction to keep, in (0, 1]: mean over (layer, KV head) of kept keys / length"
+    ),
     length: int = typer.Option(8192, help="context length the plan is budgeted for (<= the model's context)"),
     out: Path = typer.Option(..., "--out", help="plan JSON to write (atomically)"),
     model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
     seed: int = typer.Option(0, help="seed: calibration data and random choices"),
-    full_share: Optional[float] = typer.Option(None, help="share of the budget spent on full (retrieval) heads, in "
-                                               "[0, 1] (default 0.6); the rest widens the streaming heads' windows"),
+    full_share: Optional[float] = typer.Option(
+        None,
+        help="share of the budget spent on full (retrieval) heads, in "
+        "[0, 1] (default 0.6); the rest widens the streaming heads' windows",
+    ),
     sink: Optional[int] = typer.Option(None, help="sink tokens of streaming heads (default 64)"),
     name: Optional[str] = typer.Option(None, help="plan name recorded in the file"),
     threads: int = typer.Option(2, help="torch threads"),
-    cache_dir: Optional[Path] = typer.Option(None, help="profile cache (default $HEADLAB_CACHE/profiles): a second "
-                                             "budget reuses the profile"),
+    cache_dir: Optional[Path] = typer.Option(
+        None, help="profile cache (default $HEADLAB_CACHE/profiles): a second budget reuses the profile"
+    ),
 ):
     """Profile a model and write a per-head plan: which KV heads stay full, and each streaming head's span.
 
@@ -78,16 +87,27 @@ def plan_cmd(
         check_length(m, length)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn()) as prog:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()
+    ) as prog:
         task = prog.add_task(f"sparsify plan --method {method}", total=None)
 
         def tick(done, total, what="") -> None:
             prog.update(task, completed=done, total=total, description=str(what)[:70])
 
         try:
-            plan = make_plan(method, m, tok, budget=kv_budget, length=length, seed=seed, progress=tick,
-                             cache_dir=cache_dir, model_name=model, **opts)
+            plan = make_plan(
+                method,
+                m,
+                tok,
+                budget=kv_budget,
+                length=length,
+                seed=seed,
+                progress=tick,
+                cache_dir=cache_dir,
+                model_name=model,
+                **opts,
+            )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     if name:

@@ -21,6 +21,7 @@ head ("query_head"). A "full" head is ``causal``; a streaming head is ``sink_win
 ``HeadPlan`` is a read-only mapping {layer: per_head pattern}; layers whose heads are all causal
 are left out, so they take the plain SDPA path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -43,8 +44,16 @@ GRANULARITIES = ("kv_head", "query_head")
 PLANS_DIR = Path(__file__).resolve().parent.parent / "plans"
 #: tolerance when comparing a plan's reported kv_fraction / density with its entries
 _TOL = 1e-5
-_FINGERPRINT_FIELDS = ("model_type", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                       "hidden_size", "head_dim", "vocab_size", "max_position_embeddings")
+_FINGERPRINT_FIELDS = (
+    "model_type",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_size",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -63,7 +72,7 @@ def model_fingerprint(model_or_config) -> str:
             value = fields.get("num_attention_heads")
         if value is None and key in ("head_dim", "max_position_embeddings", "model_type"):
             continue  # "if any"
-        fields[key] = value if key == "model_type" else int(value)
+        fields[key] = value if key == "model_type" or value is None else int(value)
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -75,11 +84,21 @@ def model_info(model_or_config, name: str | None = None) -> dict:
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
     maxpos = getattr(cfg, "max_position_embeddings", None)
     if name is None:
-        name = (getattr(model_or_config, "name_or_path", None) or getattr(cfg, "_name_or_path", None)
-                or getattr(cfg, "model_type", None) or "model")
+        name = (
+            getattr(model_or_config, "name_or_path", None)
+            or getattr(cfg, "_name_or_path", None)
+            or getattr(cfg, "model_type", None)
+            or "model"
+        )
         name = str(name)
-    return {"name": name, "fingerprint": model_fingerprint(cfg), "n_layers": int(cfg.num_hidden_layers),
-            "n_heads": n_heads, "n_kv_heads": n_kv, "max_positions": None if maxpos is None else int(maxpos)}
+    return {
+        "name": name,
+        "fingerprint": model_fingerprint(cfg),
+        "n_layers": int(cfg.num_hidden_layers),
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv,
+        "max_positions": None if maxpos is None else int(maxpos),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- spans
@@ -118,8 +137,9 @@ def kv_span(entry_or_pattern, n: int) -> tuple[int, int] | None:
     if isinstance(p, MoA) and p.n_heads == 1:
         p.check(1, n)
         return p.sink, int(p.widths(n)[0])
-    raise ValueError(f"pattern {p.describe()} has no (sink, window) span: plans' heads must be causal, "
-                     "sink_window, window or a one-head moa")
+    raise ValueError(
+        f"pattern {p.describe()} has no (sink, window) span: plans' heads must be causal, sink_window, window or a one-head moa"
+    )
 
 
 def _kept(span: tuple[int, int] | None, n: int) -> int:
@@ -222,8 +242,11 @@ class HeadPlan(Mapping):
             self._spans.append(pats)
         scores = data.get("scores")
         if scores is not None:
-            if not isinstance(scores, list) or len(scores) != L or any(
-                    not isinstance(r, list) or len(r) != width for r in scores):
+            if (
+                not isinstance(scores, list)
+                or len(scores) != L
+                or any(not isinstance(r, list) or len(r) != width for r in scores)
+            ):
                 raise ValueError(f"'scores' must be null or {L} lists of {width} numbers (the shape of 'layers')")
             for r in scores:
                 for i, v in enumerate(r):
@@ -241,8 +264,10 @@ class HeadPlan(Mapping):
             except ValueError:
                 continue  # heads without a (sink, window) span: nothing to compare
             if abs(actual - reported) > _TOL:
-                raise ValueError(f"reports {key} {reported} but its heads give {actual:.6f} at length {length} "
-                                 f"(hand-edited? fix the field or set it to null)")
+                raise ValueError(
+                    f"reports {key} {reported} but its heads give {actual:.6f} at length {length} "
+                    f"(hand-edited? fix the field or set it to null)"
+                )
         return data
 
     # ------------------------------------------------------------------ mapping: {layer: pattern}
@@ -321,11 +346,12 @@ class HeadPlan(Mapping):
             g = self.n_heads // self.n_kv_heads
             kept = []
             for kv in range(self.n_kv_heads):
-                group = row[kv * g:(kv + 1) * g]
-                if any(s is None for s in group):
+                group = row[kv * g : (kv + 1) * g]
+                spans = [s for s in group if s is not None]
+                if len(spans) < len(group):
                     kept.append(n)
                 else:
-                    kept.append(min(n, max(s[0] for s in group) + max(s[1] for s in group)))
+                    kept.append(min(n, max(s[0] for s in spans) + max(s[1] for s in spans)))
             out.append(kept)
         return out
 
@@ -369,7 +395,8 @@ class HeadPlan(Mapping):
                 f"plan {self.name or self.source or ''!s} is for model {mine.get('name')!r} "
                 f"(fingerprint {fp}, layers/heads/KV heads {shape}), but this model has fingerprint "
                 f"{theirs['fingerprint']} and layers/heads/KV heads {other}; make a plan for it with "
-                "`headlab sparsify plan`")
+                "`headlab sparsify plan`"
+            )
         maxpos = theirs["max_positions"]
         if maxpos is not None and self.length > maxpos:
             raise ValueError(f"plan length {self.length} is beyond the model's context: valid lengths are 1..{maxpos}")
@@ -389,8 +416,10 @@ class HeadPlan(Mapping):
     def __repr__(self) -> str:
         full = sum(len(r) for r in self.full_heads())
         total = self.n_layers * len(self._spans[0])
-        return (f"<HeadPlan {self.name or self._data.get('method') or ''} for {self._data['model'].get('name')}: "
-                f"{full}/{total} full heads, kv_fraction {self.kv_fraction():.3f} at {self.length}>")
+        return (
+            f"<HeadPlan {self.name or self._data.get('method') or ''} for {self._data['model'].get('name')}: "
+            f"{full}/{total} full heads, kv_fraction {self.kv_fraction():.3f} at {self.length}>"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- build / IO
@@ -399,8 +428,7 @@ def _clean_scores(scores):
         return None
     if hasattr(scores, "tolist"):
         scores = scores.tolist()
-    return [[None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in row]
-            for row in scores]
+    return [[None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in row] for row in scores]
 
 
 def plan_from_entries(entries, model, **meta) -> HeadPlan:
@@ -424,12 +452,21 @@ def plan_from_entries(entries, model, **meta) -> HeadPlan:
     length = meta.pop("length", None) or info["max_positions"]
     if length is None:
         raise ValueError("length is required: the model's config has no max_position_embeddings")
-    data = {"format": FORMAT, "name": meta.pop("name", None), "model": info, "length": length,
-            "method": meta.pop("method", None), "budget": meta.pop("budget", None),
-            "kv_fraction": None, "density": None,
-            "granularity": meta.pop("granularity", "kv_head"),
-            "calibration": meta.pop("calibration", None), "seed": meta.pop("seed", None),
-            "seconds": meta.pop("seconds", None), "headlab_version": meta.pop("headlab_version", __version__)}
+    data = {
+        "format": FORMAT,
+        "name": meta.pop("name", None),
+        "model": info,
+        "length": length,
+        "method": meta.pop("method", None),
+        "budget": meta.pop("budget", None),
+        "kv_fraction": None,
+        "density": None,
+        "granularity": meta.pop("granularity", "kv_head"),
+        "calibration": meta.pop("calibration", None),
+        "seed": meta.pop("seed", None),
+        "seconds": meta.pop("seconds", None),
+        "headlab_version": meta.pop("headlab_version", __version__),
+    }
     scores = _clean_scores(meta.pop("scores", None))
     data.update(meta)
     data["layers"] = layers
@@ -469,8 +506,9 @@ def _resolve(path_or_name) -> Path:
         if shipped.is_file():
             return shipped
         names = available_plans()
-        raise ValueError(f"no plan file {text!r} and no shipped plan of that name; shipped plans: "
-                         f"{', '.join(names) if names else '(none)'}")
+        raise ValueError(
+            f"no plan file {text!r} and no shipped plan of that name; shipped plans: {', '.join(names) if names else '(none)'}"
+        )
     raise ValueError(f"plan file {text!r} does not exist")
 
 

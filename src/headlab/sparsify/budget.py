@@ -10,6 +10,7 @@ min(n, sink + window), so with N KV heads of which k are full the plan's KV frac
 ``split_budget`` spends ``full_share`` of the budget on full heads and solves w for the rest,
 rounding so the achieved fraction never exceeds the budget.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def min_budget(length: int, sink: int = 64, min_window: int = 64) -> float:
     return min(length, sink + min_window) / length
 
 
-def split_budget(n_kv_total: int, budget: float, length: int, full_share: float = 0.6, sink: int = 64,
-                 min_window: int = 64) -> tuple[int, int]:
+def split_budget(
+    n_kv_total: int, budget: float, length: int, full_share: float = 0.6, sink: int = 64, min_window: int = 64
+) -> tuple[int, int]:
     """(k full KV heads, streaming window w) so that the plan's kv_fraction is <= budget, as close as integers allow.
 
     k = floor(full_share * budget * n_kv_total), lowered until the remaining heads can afford
@@ -60,8 +62,10 @@ def split_budget(n_kv_total: int, budget: float, length: int, full_share: float 
     N, n = n_kv_total, length
     floor_frac = min_budget(n, sink, min_window)
     if b + _EPS < floor_frac:
-        raise ValueError(f"KV budget {b} is below what sink {sink} + window {min_window} keep at length {n}: "
-                         f"valid budgets are [{floor_frac:.4f}, 1] (or lower --sink / min_window)")
+        raise ValueError(
+            f"KV budget {b} is below what sink {sink} + window {min_window} keep at length {n}: "
+            f"valid budgets are [{floor_frac:.4f}, 1] (or lower --sink / min_window)"
+        )
     k = math.floor(full_share * b * N + _EPS)
     while k > 0 and k + (N - k) * floor_frac > b * N + _EPS:
         k -= 1

@@ -11,6 +11,7 @@ from .base import Edit
 from .config import from_config, to_config
 from .core import REGISTRY
 from .emphasis import emphasis
+from .functional import on_output, on_scores, on_weights
 from .identity_blend import identity_blend
 from .inject import inject
 from .redistribute import redistribute
@@ -23,7 +24,7 @@ from .zerotuning import zerotuning
 __all__ = [
     "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject",
     "redistribute", "reinforce", "select_heads", "scale_heads", "span_exit", "zerotuning",
-    "random_sites", "resolve", "REGISTRY",
+    "random_sites", "resolve", "REGISTRY", "on_scores", "on_weights", "on_output",
 ]
 
 #: functions that run a model, moved to the measurement layer (edits never run a model)

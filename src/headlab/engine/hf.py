@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import weakref
+from collections import ChainMap
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .attend import attend, make_context
 from .context import AttnContext
 from .masks import to_bool_mask
+from .plugins import EDITS, PATTERNS
 
 _counter = itertools.count()
 
@@ -40,9 +43,25 @@ def _resolve_probes(probes) -> list:
     return [make_probe(p) if isinstance(p, str) else p for p in probes]
 
 
+def _by_name(kind: str, registry, name: str):
+    """A plug-in built from its registry name with its default arguments (``attach(model, pattern="causal")``)."""
+    factory = registry.get(name)
+    try:
+        return factory()
+    except TypeError as exc:
+        raise ValueError(f"{kind} {name!r} cannot be built from its name alone ({exc}); "
+                         f"build it with its arguments and pass the object") from None
+
+
+def _resolve_edits(edits) -> list:
+    return [_by_name("edit", EDITS, e) if isinstance(e, str) else e for e in edits]
+
+
 def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[int, Any]:
     if pattern is None:
         return {}
+    if isinstance(pattern, str):
+        pattern = _by_name("pattern", PATTERNS, pattern)
     if isinstance(pattern, Mapping):
         out = {}
         for layer, p in pattern.items():
@@ -54,7 +73,10 @@ def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[in
                                      f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)")
                 from .plugins import per_head
 
-                p = per_head(list(p), kv_per_head=len(p) == n_kv and n_kv != n_heads)
+                p = per_head([_by_name("pattern", PATTERNS, x) if isinstance(x, str) else x for x in p],
+                             kv_per_head=len(p) == n_kv and n_kv != n_heads)
+            elif isinstance(p, str):
+                p = _by_name("pattern", PATTERNS, p)
             out[layer] = p
         return out
     return {layer: pattern for layer in range(n_layers)}
@@ -113,13 +135,67 @@ def _make_fn(run: Run, n_layers: int):
     return headlab_attention
 
 
+#: per model, the attach blocks open on it, outermost first: (run, registered name, implementation before it)
+_OPEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _Nested:
+    """What the attention function of an inner ``attach`` reads: every open run on the model, outer
+    first. Probes of all runs see each call; edits apply outer ones first, then the inner ones
+    (inside); a layer with patterns from both gets their intersection; ``ctx.state`` reads the
+    inner state, then the outer ones; each run's call count goes up with every call."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+        self.probes = [p for r in runs for p in r.probes]
+        self.edits = [e for r in runs for e in r.edits]
+        self.state = ChainMap(*(r.state for r in reversed(runs)))
+        self.patterns: dict[int, Any] = {}
+        for r in runs:
+            for layer, p in r.patterns.items():
+                q = self.patterns.get(layer)
+                if q is None:
+                    self.patterns[layer] = p
+                    continue
+                try:
+                    self.patterns[layer] = q & p
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"nested attach: the outer and the inner block both set a pattern for layer {layer} "
+                                     f"and they cannot be intersected ({exc}); set one pattern in one attach") from None
+
+    @property
+    def calls(self) -> int:
+        return self.runs[-1].calls
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        step = value - self.runs[-1].calls
+        for r in self.runs:
+            r.calls += step
+
+
+def _check_nesting(outer: list[Run], run: Run) -> None:
+    for kind in ("probes", "edits"):
+        seen = {id(x) for r in outer for x in getattr(r, kind)}
+        twice = [x for x in getattr(run, kind) if id(x) in seen]
+        if twice:
+            raise ValueError(f"nested attach: {twice[0]!r} is already attached by an enclosing block on this model; "
+                             f"the outer block's {kind} already see every call inside, so pass a separate object")
+
+
 @contextlib.contextmanager
 def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, state: dict | None = None) -> Iterator[Run]:
     """Route ``model``'s attention through headlab for the duration of the block.
 
-    probes: names ("sink", "entropy", ...) or Probe objects; edits: Edit objects (applied in list
-    order at each stage); pattern: a Pattern for all layers, ``{layer: Pattern}``, or
-    ``{layer: [Pattern per query head]}``; state: dict visible to plug-ins as ``ctx.state``.
+    probes: names ("sink", "entropy", ...) or Probe objects; edits: Edit objects or registry names
+    (applied in list order at each stage); pattern: a Pattern or registry name for all layers,
+    ``{layer: Pattern}``, or ``{layer: [Pattern per query head]}``; state: dict visible to plug-ins
+    as ``ctx.state``.
+
+    Nesting: an ``attach`` inside another on the same model composes with it: the outer run's
+    probes still see every call, its edits apply first and the inner edits after them (inside),
+    patterns on the same layer intersect; on exit each block restores what it found, also on errors.
+    Attaching the same probe or edit object twice raises ``ValueError``.
     """
     if not getattr(model, "_supports_attention_backend", False):
         raise ValueError(
@@ -130,20 +206,32 @@ def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, sta
     probes = _resolve_probes(probes)
     for p in probes:
         p.reset(n_layers, n_heads)
-    edits = list(edits)
+    edits = _resolve_edits(edits)
     for e in edits:
         e.bind(n_layers, n_heads)
     run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads, n_kv), dict(state or {}))
     if callable(getattr(pattern, "check_model", None)):  # e.g. a per-head plan made for one model
         pattern.check_model(model)
+    stack = _OPEN.setdefault(model, [])
+    outer = [entry[0] for entry in stack]
+    _check_nesting(outer, run)
     name = f"headlab_{next(_counter)}"
-    AttentionInterface.register(name, _make_fn(run, n_layers))
+    AttentionInterface.register(name, _make_fn(_Nested([*outer, run]) if outer else run, n_layers))
     AttentionMaskInterface.register(name, sdpa_mask)
-    previous = model.config._attn_implementation
+    entry = [run, name, model.config._attn_implementation]
     try:
         model.set_attn_implementation(name)
+        stack.append(entry)
         yield run
     finally:
-        model.set_attn_implementation(previous)
+        i = next((k for k, e in enumerate(stack) if e is entry), None)
+        if i is not None:
+            if i + 1 < len(stack):  # closed before a block opened inside it: that one restores what we found
+                stack[i + 1][2] = entry[2]
+            else:
+                model.set_attn_implementation(entry[2])
+            del stack[i]
+        else:
+            model.set_attn_implementation(entry[2])
         AttentionInterface._global_mapping.pop(name, None)
         AttentionMaskInterface._global_mapping.pop(name, None)

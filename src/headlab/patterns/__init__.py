@@ -11,6 +11,7 @@ from .dhsa import dhsa
 from .groups import isolate
 from .halo import halo, halo2d
 from .headplan import HeadPlan, load_plan, save_plan
+from .mask_mod import from_mask_mod
 from .moa import moa
 from .neighborhood import neighborhood, neighborhood2d
 from .power import power
@@ -47,4 +48,4 @@ def make(name: str, **kwargs) -> Pattern:
 
 __all__ = ["Pattern", "REGISTRY", "make", "causal", "window", "sink_window", "neighborhood",
            "neighborhood2d", "halo", "halo2d", "power", "strided", "moa", "isolate", "topk_blocks",
-           "dhsa", "per_head", "for_heads", "HeadPlan", "load_plan", "save_plan"]
+           "dhsa", "per_head", "for_heads", "HeadPlan", "load_plan", "save_plan", "from_mask_mod"]

@@ -148,6 +148,32 @@ class Pattern:
                 total += float(m.shape[1] * m.shape[2])
         return allowed / max(total, 1.0)
 
+    # ------------------------------------------------------------------ FlexAttention
+    def mask_mod(self, kv_len: int, q_len: int | None = None, n_heads: int | None = None,
+                 n_kv_heads: int | None = None, causal: bool = False):
+        """This pattern as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool`` for ``q_len``
+        queries (default ``kv_len``) placed at the last ``q_len`` of ``kv_len`` positions, ready for
+        ``torch.nn.attention.flex_attention.create_block_mask(fn, B, H, q_len, kv_len)``.
+
+        ``n_heads``/``n_kv_heads`` map a per-KV-head pattern onto query heads (GQA); ``causal``
+        also requires kv_idx <= the query's position. Static patterns only."""
+        if self.dynamic:
+            raise ValueError(f"{self.name} is dynamic (it selects keys from the data): it has no mask_mod")
+        kv_len = check_int("kv_len", kv_len, 1)
+        q_len = kv_len if q_len is None else check_int("q_len", q_len, 1, kv_len)
+        self.check(q_len, kv_len)
+        p = self.for_heads(n_heads, n_kv_heads or n_heads) if n_heads else self
+        if p.kv_per_head and p.n_heads:
+            raise ValueError(f"{self.name} is defined per KV head: pass n_heads and n_kv_heads to map it onto query heads")
+        off = kv_len - q_len
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            i = q_idx + off
+            m = p.rule(h if p.n_heads else torch.zeros_like(h), i, kv_idx, kv_len)
+            return (m & (kv_idx <= i)) if causal else m
+
+        return mask_mod
+
     # ------------------------------------------------------------------ heads
     def for_heads(self, n_heads: int, n_kv_heads: int) -> "Pattern":
         """This pattern in query-head numbering for a layer with H query / Hkv KV heads."""

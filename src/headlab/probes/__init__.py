@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..engine.plugins import PROBES, make_probe, query_probe_names
 from .base import FAST_STATS, Probe, RoleRule
+from .custom import MeanProbe, mean
 from .distance import DistanceProbe
 from .entropy import EntropyProbe
 from .group_share import GroupShareProbe
@@ -40,4 +41,4 @@ def role_rules() -> dict[str, tuple[str, RoleRule]]:
 
 __all__ = ["FAST_STATS", "Probe", "RoleRule", "REGISTRY", "make_probe", "query_probe_names", "metric_info",
            "role_rules", "SinkProbe", "SinkRateProbe", "EntropyProbe", "PrevTokenProbe", "DistanceProbe",
-           "GroupShareProbe", "HeadMapProbe", "InductionProbe", "RetrievalProbe", "ArgmaxProbe"]
+           "GroupShareProbe", "HeadMapProbe", "InductionProbe", "RetrievalProbe", "ArgmaxProbe", "MeanProbe", "mean"]

@@ -31,8 +31,9 @@ Design (where heads with different kept lengths meet HF's attention call):
     part over that part's kept keys only, with the GQA group folded into the query axis.
   * The cache refuses to run unless the model is inside ``attach`` (checked at every update), and
     its attention checks that the attached pattern keeps the same spans as the cache's plan.
-Not supported (clear errors): padded batches, several new tokens on a non-empty cache (chunked
-prefill, speculative decoding), probes or edits during decode, ``crop``.
+Not supported (clear errors): padded batches, models with their own sliding window (their decode
+mask hides keys), several new tokens on a non-empty cache (chunked prefill, speculative decoding),
+probes or edits during decode, ``crop``.
 """
 from __future__ import annotations
 
@@ -302,8 +303,9 @@ class HeadKVLayer(CacheLayerMixin):
         if attention_mask is not None:
             ok = attention_mask.all() if attention_mask.dtype == torch.bool else (attention_mask == 0).all()
             if not bool(ok):
-                raise ValueError("a compressed KV cache does not support padded batches: the attention mask hides keys "
-                                 f"(mask {tuple(attention_mask.shape)}); decode unpadded rows (batch size 1 always works)")
+                raise ValueError("a compressed KV cache does not support padded batches or models with their own sliding "
+                                 f"window: the attention mask hides keys (mask {tuple(attention_mask.shape)}); decode "
+                                 "unpadded rows of a full-attention model (batch size 1 always works)")
         B, H, T, d = query.shape
         if T != 1 or self.n_heads != H:
             raise ValueError(f"decode query {tuple(query.shape)} must be (B, {self.n_heads}, 1, d)")

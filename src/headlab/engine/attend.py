@@ -1,12 +1,16 @@
 """The engine: one entry point for every attention call headlab touches.
 
 Path selection (docs/design.md):
-  * nothing attached                 -> torch SDPA (``fast_sdpa``)
-  * only probes with a fast form     -> SDPA + log-sum-exp statistics (``stats_path``), no maps
+  * nothing attached                 -> torch SDPA (``fast_sdpa``; exact equivalents for windows,
+                                        sink logits and soft-capping)
+  * only probes with a fast form     -> attention + log-sum-exp statistics (``stats_path``), no maps,
+                                        on every device with an LSE backend (``headlab.engine.lse``)
   * only a static pattern, no pads   -> ``headlab.kernels.sparse_attend`` (block-sparse)
   * anything else                    -> chunked eager loop over query blocks (``chunked_eager``):
         memory O(B · H · chunk · S), never O(T²) per head across layers.
-The dense ``headlab.reference.reference_attention`` is the plain reference for all of them.
+Sliding windows, logit soft-capping and learned sink logits (``headlab.engine.scores``) are part of
+the scores on every path. The dense ``headlab.reference.reference_attention`` is the plain reference
+for all of them.
 """
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from .context import AttnContext
-from .masks import causal_mask, check_qkv, expand_kv, pattern_rows, positions_from_mask, to_bool_mask
+from .lse import attention_lse, check_backend, default_backend, structural_mask
+from .masks import check_qkv, expand_kv, pattern_rows, positions_from_mask, to_bool_mask
+from .plugins import make_probe, sparse_attend
+from .scores import cap, check_variant, sink_share, softmax_with_sinks, window_rows
 
 #: target size (elements) of one chunk of scores, B·H·chunk·S
 CHUNK_ELEMENTS = 1 << 24
@@ -34,15 +41,19 @@ def make_context(q, k, causal, bmask, layer=0, n_layers=1, state=None) -> AttnCo
     return AttnContext(layer, n_layers, H, k.shape[1], causal, key_pos, query_pos, state=state if state is not None else {})
 
 
-def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k, same_pos: bool = False) -> torch.Tensor:
+def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k, same_pos: bool = False,
+                 window: int | None = None) -> torch.Tensor:
     """Bool (B|1, 1|H, Tc, S) visibility for the queries ``idx`` (indices into 0..T-1).
 
     ``pattern`` must already be in query-head numbering (``for_heads``) when static; ``same_pos``:
-    every row has the positions 0..S-1 (no padding), so a static pattern is evaluated once."""
+    every row has the positions 0..S-1 (no padding), so a static pattern is evaluated once;
+    ``window``: sliding window of a causal layer (``headlab.engine.scores``)."""
     dev = idx.device
     allowed = torch.ones(1, 1, len(idx), S, dtype=torch.bool, device=dev)
     if causal:
         allowed = allowed & (torch.arange(S, device=dev)[None, :] <= (S - T + idx)[:, None])
+        if window is not None:
+            allowed = allowed & window_rows(S - T + idx, S, window)
     if bmask is not None:
         allowed = allowed & bmask[:, :, idx]
     if pattern is not None:
@@ -52,8 +63,12 @@ def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pat
     return allowed
 
 
-def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, chunk=None) -> torch.Tensor:
-    """Exact attention over query chunks, with edits and probes; (B, H, T, d_v)."""
+def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, chunk=None, *,
+                  window: int | None = None, softcap: float | None = None, sinks: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact attention over query chunks, with edits and probes; (B, H, T, d_v).
+
+    Scores per chunk: ``cap(q·kᵀ·scale)`` masked (causal, window, mask, pattern), score edits,
+    softmax (with the sink logits in the denominator), weight edits, probes, ``A·v``."""
     B, H, T, _ = q.shape
     S = k.shape[2]
     kT = expand_kv(k, H).transpose(-1, -2).float()  # (B, H, d, S), cast once
@@ -76,11 +91,11 @@ def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, ch
     for t0 in range(0, T, chunk):
         idx = torch.arange(t0, min(T, t0 + chunk), device=q.device)
         ctx.q_index = idx
-        s = torch.matmul(q[:, :, idx].float(), kT) * scale  # (B, H, Tc, S)
-        s = s.masked_fill(~allowed_rows(idx, ctx, T, S, causal, bmask, pattern, q, k, same_pos), float("-inf"))
+        s = cap(torch.matmul(q[:, :, idx].float(), kT) * scale, softcap)  # (B, H, Tc, S)
+        s = s.masked_fill(~allowed_rows(idx, ctx, T, S, causal, bmask, pattern, q, k, same_pos, window), float("-inf"))
         for e in score_e:
             s = e.scores(s, ctx)
-        a = torch.nan_to_num(torch.softmax(s, dim=-1), nan=0.0)  # rows with no visible key -> 0
+        a = softmax_with_sinks(s, sinks)  # rows with no visible key -> 0
         for e in weight_e:
             a = e.weights(a, ctx)
         for p in probes:
@@ -92,101 +107,117 @@ def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, ch
     return out
 
 
-def _sdpa(q, k, v, scale, causal, bmask) -> torch.Tensor:
-    T, S = q.shape[2], k.shape[2]
-    H = q.shape[1]
+def _sdpa(q, k, v, scale, causal, bmask, *, window=None, softcap=None, sinks=None, lse_backend=None) -> torch.Tensor:
+    """Nothing attached: torch SDPA, or its exact equivalent for the variants SDPA lacks
+    (sink logits: SDPA output times the real keys' share ``r`` from the log-sum-exp; soft-capping:
+    the chunked eager loop, as the cap is not linear in the scores)."""
+    B, H, T, _ = q.shape
+    S = k.shape[2]
+    if softcap is not None or (sinks is not None and (lse_backend or default_backend(q.device)) is None):
+        ctx = make_context(q, k, causal, bmask)
+        return chunked_eager(q, k, v, scale, causal, bmask, None, [], [], ctx, window=window, softcap=softcap, sinks=sinks)
     ke, ve = expand_kv(k, H), expand_kv(v, H)
-    if bmask is None and causal and T > 1:
-        if T == S:
-            return F.scaled_dot_product_attention(q, ke, ve, is_causal=True, scale=scale)
-        bmask = causal_mask(T, S, q.device)[None, None]
-    elif bmask is not None and causal:
-        bmask = bmask & causal_mask(T, S, q.device)
+    if sinks is not None:
+        o, lse = attention_lse(q.float(), ke.float(), ve.float(), scale, causal=causal, window=window, bmask=bmask,
+                               backend=lse_backend)
+        _, r = sink_share(lse, sinks)
+        return (o.float() * r[..., None]).to(q.dtype)
+    structural = structural_mask(T, S, q.device, causal, window)
+    if bmask is None and causal and T > 1 and T == S and window is None:
+        return F.scaled_dot_product_attention(q, ke, ve, is_causal=True, scale=scale)
+    if structural is not None:
+        bmask = structural[None, None] if bmask is None else bmask & structural
     return F.scaled_dot_product_attention(q, ke, ve, attn_mask=bmask, scale=scale)
 
 
-def stats_path(q, k, v, scale, causal, bmask, probes, ctx) -> torch.Tensor:
-    """SDPA output plus per-query statistics from its log-sum-exp, without any map.
+def stats_path(q, k, v, scale, causal, bmask, probes, ctx, *, window=None, sinks=None, lse_backend=None) -> torch.Tensor:
+    """Attention output plus per-query statistics from its log-sum-exp, without any map.
 
     With lse_i = log Σ_j exp(s_ij), A_ij = exp(s_ij − lse_i), so
       sink_i    = exp(s_i,first − lse_i),     prev_i = exp(s_i,i−1 − lse_i)
       entropy_i = lse_i − Σ_j A_ij s_ij  = lse_i − scale · q_i·(Σ_j A_ij k_j)
       distance_i = pos_i − Σ_j A_ij pos_j
-    The weighted sums come from the same SDPA call with keys and positions appended to the
-    values (q and k zero-padded to the same width, which leaves the scores unchanged).
-    Uses the private op ``aten._scaled_dot_product_flash_attention_for_cpu`` (guarded by tests).
+    The weighted sums come from the same attention call with keys and positions appended to the
+    values. With sink logits (lse' = logaddexp(lse, sink), r = exp(lse − lse')) the weights are
+    A'_ij = r·A_ij: sink/prev use lse', entropy_i = r·(lse' − Σ_j A_ij s_ij), distance_i =
+    r·(pos_i − Σ_j A_ij pos_j). Statistics are computed in float32 (or wider) whatever the model's
+    dtype. The log-sum-exp comes from ``headlab.engine.lse`` (``lse_backend``: chosen by device).
     """
     B, H, T, d = q.shape
     S = k.shape[2]
     need = set().union(*(p.fast_needs for p in probes))
+    sd = torch.promote_types(q.dtype, torch.float32)
     ke, ve = expand_kv(k, H), expand_kv(v, H)
     dv = ve.shape[-1]
-    parts = [ve]
+    parts = [ve.to(sd)]
     if "entropy" in need:
-        parts.append(ke)
+        parts.append(ke.to(sd))
     if "distance" in need:
-        parts.append(ctx.key_pos.clamp(min=0).to(q.dtype)[:, None, :, None].expand(B, H, S, 1))
-    vaug = torch.cat(parts, dim=-1) if len(parts) > 1 else ve
-    width = max(d, vaug.shape[-1])
-    qa = F.pad(q, (0, width - d))
-    ka = F.pad(ke, (0, width - d))
-    vaug = F.pad(vaug, (0, width - vaug.shape[-1]))
-    allowed = None  # None: every key visible (bidirectional, no padding) or plain causal with T == S
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-    if not causal and bmask is None:
-        o, lse = flash(qa, ka, vaug, 0.0, False, scale=scale)
-    elif bmask is not None or T != S:
-        allowed = torch.ones(B, 1, T, S, dtype=torch.bool, device=q.device)
-        if causal:
-            allowed = allowed & causal_mask(T, S, q.device)
-        if bmask is not None:
-            allowed = allowed & bmask
-        add = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
-        o, lse = flash(qa, ka, vaug, 0.0, False, attn_mask=add, scale=scale)
-    else:
-        o, lse = flash(qa, ka, vaug, 0.0, True, scale=scale)
-    lse = lse.float()  # (B, H, T)
+        parts.append(ctx.key_pos.clamp(min=0).to(sd)[:, None, :, None].expand(B, H, S, 1))
+    vaug = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+    qf, kf = q.to(sd), ke.to(sd)
+    o, lse = attention_lse(qf, kf, vaug, scale, causal=causal, window=window, bmask=bmask, backend=lse_backend)
+    lse_full, r = sink_share(lse, sinks)  # (B, H, T) each
     stats: dict[str, torch.Tensor] = {}
     qabs = torch.arange(S - T, S, device=q.device)
-    qf = q.float()
+    bidx = torch.arange(B, device=q.device)
     if "sink" in need:
         first = (ctx.key_pos == 0).float().argmax(dim=-1)  # (B,) index of each row's first real key
-        k0 = ke[torch.arange(B), :, first].float()  # (B, H, d)
+        k0 = kf[bidx, :, first]  # (B, H, d)
         s0 = torch.einsum("bhtd,bhd->bht", qf, k0) * scale
-        vis0 = torch.ones(B, 1, T, dtype=torch.bool, device=q.device) if allowed is None else allowed[torch.arange(B), :, :, first]
-        stats["sink"] = torch.where(vis0, torch.exp(s0 - lse), torch.zeros_like(s0))
+        vis0 = _visible(first[:, None].expand(B, T), qabs, causal, window, bmask, bidx)  # (B, 1|H, T)
+        stats["sink"] = torch.where(vis0, torch.exp(s0 - lse_full), torch.zeros_like(s0))
     if "prev" in need:
         pidx = (qabs - 1).clamp(min=0)  # (T,)
-        kp = ke[:, :, pidx].float()  # (B, H, T, d)
-        sp = (qf * kp).sum(-1) * scale
-        ok = (ctx.query_pos >= 1)[:, None, :]
-        if allowed is not None:
-            ok = ok & allowed[:, :, torch.arange(T, device=q.device), pidx]
-        stats["prev"] = torch.where(ok, torch.exp(sp - lse), torch.zeros_like(sp))
-    o = o.float()
+        sp = (qf * kf[:, :, pidx]).sum(-1) * scale
+        ok = (ctx.query_pos >= 1)[:, None, :] & _visible(pidx.expand(B, T), qabs, causal, window, bmask, bidx)
+        stats["prev"] = torch.where(ok, torch.exp(sp - lse_full), torch.zeros_like(sp))
     col = dv
     if "entropy" in need:
         ak = o[..., col : col + d]
         col += d
-        stats["entropy"] = (lse - scale * (qf * ak).sum(-1)).clamp(min=0)
+        ent = lse_full - scale * (qf * ak).sum(-1) if sinks is None else r * (lse_full - scale * (qf * ak).sum(-1))
+        stats["entropy"] = ent.clamp(min=0)
     if "distance" in need:
-        stats["distance"] = ctx.query_pos.float()[:, None, :] - o[..., col]
+        stats["distance"] = r * (ctx.query_pos.to(sd)[:, None, :] - o[..., col])
     for p in probes:
         p.update_fast(stats, ctx)
-    return o[..., :dv].to(q.dtype)
+    out = o[..., :dv] if sinks is None else o[..., :dv] * r[..., None]
+    return out.to(q.dtype)
 
 
-def stats_ok(q, probes, causal: bool) -> bool:
-    """Whether every probe has a closed form next to SDPA (CPU only: it uses the flash op's lse)."""
-    return q.device.type == "cpu" and bool(probes) and all(p.supports_fast(causal) for p in probes)
+def _visible(kidx, qabs, causal, window, bmask, bidx) -> torch.Tensor:
+    """(B, 1|H, T) bool: whether the key ``kidx (B, T)`` is visible to each query (key index ``qabs (T,)``)."""
+    ok = torch.ones_like(kidx, dtype=torch.bool)
+    if causal:
+        ok = ok & (kidx <= qabs[None, :])
+        if window is not None:
+            ok = ok & (kidx > qabs[None, :] - window)
+    ok = ok[:, None, :]
+    if bmask is not None:
+        T = qabs.shape[0]
+        tq = torch.arange(T, device=kidx.device)
+        ok = ok & bmask[bidx[:, None, None], torch.arange(bmask.shape[1], device=kidx.device)[None, :, None],
+                        tq[None, None, :], kidx[:, None, :]]
+    return ok
 
 
-def select_path(q, edits, probes, pattern, bmask, causal: bool = True) -> str:
+def stats_ok(q, probes, causal: bool, softcap=None, lse_backend=None) -> bool:
+    """Whether every probe has a closed form next to attention with an LSE backend for this device
+    (none on e.g. Apple MPS unless forced; soft-capped scores have no closed-form entropy)."""
+    backend = lse_backend or default_backend(q.device)
+    return (backend is not None and softcap is None and bool(probes)
+            and all(p.supports_fast(causal) for p in probes))
+
+
+def select_path(q, edits, probes, pattern, bmask, causal: bool = True, *, variant: bool = False, softcap=None,
+                lse_backend=None) -> str:
+    """``variant``: the layer has a sliding window, soft-capping or sink logits (no block-sparse kernel)."""
     if not edits and not probes and pattern is None:
         return "sdpa"
-    if not edits and pattern is None and stats_ok(q, probes, causal):
+    if not edits and pattern is None and stats_ok(q, probes, causal, softcap, lse_backend):
         return "stats"
-    if not edits and not probes and pattern is not None and bmask is None:
+    if not edits and not probes and pattern is not None and bmask is None and not variant:
         return "sparse"  # static and dynamic patterns alike: block-sparse kernel, no padding
     return "eager"
 
@@ -205,17 +236,28 @@ def attend(
     ctx: AttnContext | None = None,
     chunk: int | None = None,
     path: str | None = None,
+    window: int | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+    lse_backend: str | None = None,
 ) -> torch.Tensor:
     """Attention with optional pattern, edits and probes.
 
     q (B, H, T, d), k/v (B, Hkv, S, d) with H a multiple of Hkv (GQA); the T queries are the
     last T of the S positions. ``attn_mask``: None, bool (B, 1|H, T, S) True = attend, or
     additive float. Returns (B, H, T, d). ``path`` forces "sdpa" | "stats" | "sparse" | "eager".
+    Model variants (``headlab.engine.scores``): ``window`` (causal sliding window, keys
+    p - window < j <= p), ``softcap`` (scores -> softcap·tanh(scores/softcap)), ``sinks`` ((H,) learned
+    sink logits in every softmax denominator). ``lse_backend``: "cpu_flash" | "flex" | None (by device)
+    for the statistics path.
     """
     check_qkv(q, k, v)
     B, H, T, d = q.shape
     S = k.shape[2]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    check_variant(window, softcap, sinks, H, causal)
+    check_backend(lse_backend)
+    softcap = None if softcap is None else float(softcap)
     bmask = to_bool_mask(attn_mask)
     if bmask is not None:
         if bmask.dim() != 4 or bmask.shape[0] not in (1, B) or bmask.shape[1] not in (1, H) or bmask.shape[2] not in (1, T) \
@@ -223,27 +265,29 @@ def attend(
             raise ValueError(f"attn_mask {tuple(bmask.shape)} must broadcast to (B, 1|H, T, S) = ({B}, 1|{H}, {T}, {S})")
         bmask = bmask.expand(B, bmask.shape[1], T, S)
     if probes and any(isinstance(p, str) for p in probes):
-        from .plugins import make_probe
-
         probes = [make_probe(p) if isinstance(p, str) else p for p in probes]
-    path = path or select_path(q, edits, probes, pattern, bmask, causal)
-    if path == "stats" and not stats_ok(q, probes, causal):
-        raise ValueError("path='stats' needs CPU tensors and probes that all have a closed form here "
-                         f"(got {[p.name for p in probes]} on {q.device.type}, causal={causal}); use path='eager'")
+    variant = window is not None or softcap is not None or sinks is not None
+    path = path or select_path(q, edits, probes, pattern, bmask, causal, variant=variant, softcap=softcap,
+                               lse_backend=lse_backend)
+    if path == "stats" and not stats_ok(q, probes, causal, softcap, lse_backend):
+        raise ValueError("path='stats' needs probes that all have a closed form here, a device with a log-sum-exp "
+                         f"backend and no softcap (got {[p.name for p in probes]} on {q.device.type}, causal={causal}, "
+                         f"softcap={softcap}); use path='eager'")
     if path in ("sdpa", "sparse") and (edits or probes):
         raise ValueError(f"path={path!r} cannot run edits or probes; use path='eager' (or 'stats' for probes)")
     if path == "sparse" and pattern is None:
         raise ValueError("path='sparse' needs a pattern")
+    if path == "sparse" and variant:
+        raise ValueError("path='sparse' has no sliding window, softcap or sink logits; use path='eager'")
     if ctx is None and path in ("stats", "eager"):
         ctx = make_context(q, k, causal, bmask)
     if path == "sdpa":
-        return _sdpa(q, k, v, scale, causal, bmask)
+        return _sdpa(q, k, v, scale, causal, bmask, window=window, softcap=softcap, sinks=sinks, lse_backend=lse_backend)
     if path == "stats":
-        return stats_path(q, k, v, scale, causal, bmask, probes, ctx)
+        return stats_path(q, k, v, scale, causal, bmask, probes, ctx, window=window, sinks=sinks, lse_backend=lse_backend)
     if path == "sparse":
-        from .plugins import sparse_attend
-
         return sparse_attend(q, k, v, pattern, scale=scale, causal=causal)
     if path == "eager":
-        return chunked_eager(q, k, v, scale, causal, bmask, pattern, list(edits), list(probes), ctx, chunk)
+        return chunked_eager(q, k, v, scale, causal, bmask, pattern, list(edits), list(probes), ctx, chunk,
+                             window=window, softcap=softcap, sinks=sinks)
     raise ValueError(f"unknown path {path!r}: choose sdpa, stats, sparse or eager")

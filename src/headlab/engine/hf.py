@@ -24,7 +24,8 @@ from .plugins import EDITS, PATTERNS
 _counter = itertools.count()
 
 #: keyword arguments from HF that change attention semantics and that headlab does not implement
-_UNSUPPORTED_KW = ("sliding_window", "softcap", "s_aux", "position_bias")
+#: (sliding_window, softcap and s_aux are implemented: ``headlab.engine.scores``)
+_UNSUPPORTED_KW = ("position_bias",)
 
 
 def model_shape(model) -> tuple[int, int, int]:
@@ -102,12 +103,17 @@ class Run:
 
 def _make_fn(run: Run, n_layers: int):
     order: dict[int, int] = {}
-    last: dict[str, Any] = {}  # positions of the latest mask: HF hands the same mask to every layer
+    last: dict[int, Any] = {}  # positions per recent mask: HF hands one mask per layer type to every layer
 
     def headlab_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         for kw in _UNSUPPORTED_KW:
             if kwargs.get(kw) is not None:
-                raise NotImplementedError(f"headlab does not implement attention with {kw}={kwargs[kw]!r} yet")
+                raise NotImplementedError(f"headlab does not implement attention with {kw} (e.g. T5's relative position "
+                                          "bias); models that pass it cannot be attached")
+        causal = bool(getattr(module, "is_causal", True))
+        # model variants: the window also arrives in the mask (harmless to apply twice); cap and sinks do not
+        variant = {"window": kwargs.get("sliding_window") if causal else None, "softcap": kwargs.get("softcap"),
+                   "sinks": kwargs.get("s_aux")}
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             layer = order.setdefault(id(module), len(order))
@@ -115,20 +121,28 @@ def _make_fn(run: Run, n_layers: int):
         pattern = run.patterns.get(layer)
         kv = getattr(key, "headlab_kv", None)  # decode step of a compressed cache (headlab.kv_cache): it attends itself
         if kv is not None:
+            if variant["softcap"] is not None or variant["sinks"] is not None:
+                raise NotImplementedError("headlab's compressed KV cache does not implement soft-capping or sink logits")
             return kv.attend(query, attention_mask, scaling, pattern=pattern, edits=run.edits, probes=run.probes)
         if not run.probes and not run.edits and pattern is None:
-            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        causal = bool(getattr(module, "is_causal", True))
+            if variant["softcap"] is None and variant["sinks"] is None:
+                return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+            out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=to_bool_mask(attention_mask),
+                         path="sdpa", **variant)  # exact: SDPA + log-sum-exp for sinks, chunked loop for the cap
+            return torch.nan_to_num(out, nan=0.0).transpose(1, 2).contiguous(), None
         bmask = to_bool_mask(attention_mask)
-        # HF hands the same mask object to every layer of a forward pass: derive positions once
-        # (the mask itself is kept referenced, so an identity match cannot be a reused address)
+        # HF hands the same mask object (one per layer type) to every layer of a forward pass: derive
+        # positions once per mask (kept referenced, so an identity match cannot be a reused address)
         shapes = (tuple(query.shape), tuple(key.shape))
-        if not last or last["mask"] is not attention_mask or last["shapes"] != shapes:
+        hit = last.get(id(attention_mask))
+        if hit is None or hit[0] is not attention_mask or hit[1] != shapes:
             c = make_context(query, key, causal, bmask)
-            last.update(mask=attention_mask, shapes=shapes, pos=(c.key_pos, c.query_pos))
-        ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, *last["pos"], state=run.state)
+            if len(last) >= 4:
+                last.clear()
+            hit = last[id(attention_mask)] = (attention_mask, shapes, (c.key_pos, c.query_pos))
+        ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, *hit[2], state=run.state)
         out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
-                     edits=run.edits, probes=run.probes, ctx=ctx)
+                     edits=run.edits, probes=run.probes, ctx=ctx, **variant)
         out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
         return out.transpose(1, 2).contiguous(), None
 

@@ -22,7 +22,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     B, H, T, d = q.shape
     if k.shape[0] != B or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
         raise ValueError(f"shape mismatch: q {tuple(q.shape)} (B,H,T,d), k {tuple(k.shape)}, v {tuple(v.shape)} (B,Hkv,S,d)")
-    if T > k.shape[2]:
+    if k.shape[2] < T:
         raise ValueError(f"more queries than keys: T={T} > S={k.shape[2]} (queries are the last T of S positions)")
     if H % k.shape[1]:
         raise ValueError(f"query heads {H} must be a multiple of key/value heads {k.shape[1]}: q {tuple(q.shape)}, k {tuple(k.shape)}")

@@ -29,6 +29,11 @@ from ..engine.context import AttnContext
 
 FAST_STATS = ("sink", "prev", "entropy", "distance")
 
+
+def acc_dtype(device: torch.device) -> torch.dtype:
+    """The accumulator dtype on ``device``: float64, or float32 where the device has none (Apple MPS)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
@@ -106,6 +111,7 @@ class Probe:
         self.n_layers, self.n_heads = n_layers, n_heads
         self.total = torch.zeros(n_layers, n_heads, dtype=torch.float64)
         self.count = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+        self._placed = False  # the accumulators move to the device of the first update after a reset
 
     def _ensure(self, ctx: AttnContext) -> None:
         if self.total is None or self.total.shape != (ctx.n_layers, ctx.n_heads):
@@ -118,13 +124,25 @@ class Probe:
         return self.total, self.count
 
     def add(self, ctx: AttnContext, per_query: torch.Tensor, valid: torch.Tensor) -> None:
-        """Accumulate ``per_query (B, H, Tq)`` over queries where ``valid (B, Tq)`` is True."""
+        """Accumulate ``per_query (B, H, Tq)`` over queries where ``valid (B, Tq)`` is True, on the
+        tensors' device (no host transfer per call)."""
         self._ensure(ctx)
+        dt = acc_dtype(per_query.device)
+        w = valid.to(per_query.device, dt).unsqueeze(1)  # (B, 1, Tq)
+        vals = torch.where(w > 0, per_query.to(dt), 0.0)  # pads may hold NaN; valid NaNs show
+        self.add_row(ctx.layer, vals.sum(dim=(0, 2)), w.sum(dim=(0, 2)).expand(ctx.n_heads))
+
+    def add_row(self, layer: int, total_row: torch.Tensor, count_row: torch.Tensor) -> None:
+        """Add (heads,) sums and counts to ``layer``. The accumulators live on the device of the first
+        update after ``reset`` (float64, float32 where the device has no float64, e.g. Apple MPS); rows
+        from another device (layers spread by ``device_map``) are moved there, (heads,) at a time."""
         total, count = self._acc()
-        w = valid.to(torch.float64).unsqueeze(1)  # (B, 1, Tq)
-        vals = torch.where(w > 0, per_query.to(torch.float64), 0.0)  # pads may hold NaN; valid NaNs show
-        total[ctx.layer] += vals.sum(dim=(0, 2))
-        count[ctx.layer] += w.sum(dim=(0, 2)).expand(ctx.n_heads)
+        if not getattr(self, "_placed", True):
+            dev = total_row.device
+            total, count = total.to(dev, acc_dtype(dev)), count.to(dev, acc_dtype(dev))
+            self.total, self.count, self._placed = total, count, True
+        total[layer] += total_row.to(total.device, total.dtype)
+        count[layer] += count_row.to(count.device, count.dtype)
 
     def update(self, a: torch.Tensor, ctx: AttnContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -133,6 +151,6 @@ class Probe:
         raise NotImplementedError
 
     def result(self) -> torch.Tensor:
-        """(layers, heads) float32 mean; NaN where nothing was seen."""
+        """(layers, heads) float32 mean on the host; NaN where nothing was seen."""
         total, count = self._acc()
-        return (total / count).to(torch.float32)
+        return (total / count).to(torch.float32).cpu()

@@ -23,8 +23,8 @@ class DistanceProbe(Probe):
     def update(self, a, ctx):
         kp = ctx.key_pos.clamp(min=0).to(a.dtype)  # (B, S)
         qp = ctx.chunk_query_pos().to(a.dtype)  # (B, Tc)
-        if ctx.causal:
-            dist = qp[:, None, :] - torch.einsum("bhts,bs->bht", a, kp)
+        if ctx.causal:  # Σ_j A_ij (i − j), also when Σ_j A_ij < 1 (sink logits)
+            dist = torch.einsum("bhts,bts->bht", a, qp[:, :, None] - kp[:, None, :])
         else:
             dist = torch.einsum("bhts,bts->bht", a, (qp[:, :, None] - kp[:, None, :]).abs())
         self.add(ctx, dist, ctx.query_valid())

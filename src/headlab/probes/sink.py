@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..engine.context import AttnContext
-from .base import Probe, RoleRule
+from .base import Probe, RoleRule, acc_dtype
 
 
 def _first_key_weight(a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
@@ -51,8 +51,9 @@ class SinkRateProbe(Probe):
     def _accumulate(self, w: torch.Tensor, ctx: AttnContext) -> None:
         # w (B, H, Tc) weights on key 0 for the current chunk
         self._ensure(ctx)
-        valid = ctx.query_valid().to(torch.float64)  # (B, Tc)
-        s = (torch.nan_to_num(w.double()) * valid[:, None]).sum(-1)  # (B, H)
+        dt = acc_dtype(w.device)
+        valid = ctx.query_valid().to(w.device, dt)  # (B, Tc)
+        s = (torch.nan_to_num(w.to(dt)) * valid[:, None]).sum(-1)  # (B, H)
         n = valid.sum(-1)  # (B,)
         key = (ctx.layer, id(ctx))
         tot, cnt = self._pending.get(key, (torch.zeros_like(s), torch.zeros_like(n)))
@@ -65,9 +66,7 @@ class SinkRateProbe(Probe):
         self._pending.pop(key, None)
         has = cnt > 0
         alpha = tot[has] / cnt[has, None]  # (B', H)
-        total, count = self._acc()
-        total[ctx.layer] += (alpha > self.eps).double().sum(0)
-        count[ctx.layer] += has.double().sum()
+        self.add_row(ctx.layer, (alpha > self.eps).to(dt).sum(0), has.to(dt).sum().expand(ctx.n_heads))
 
     def update(self, a, ctx):
         self._accumulate(_first_key_weight(a, ctx), ctx)

@@ -74,6 +74,8 @@ def test_induction_abruptness_does_not_grow_with_training_length():
     ramp_long = [0.5 + 0.5 * min(s, 4000) / 4000 for s in long]
     assert abruptness(long, ramp_long, 0.5)[0] == pytest.approx(abruptness(steps, ramp, 0.5)[0])
     assert math.isnan(abruptness(steps, [0.5] * len(steps), 0.5)[0])
+    early = [0.03] + ramp[1:]                       # climbing from 1/L to chance in the first 100 steps is not ICL
+    assert abruptness(steps, early, 0.5)[0] == pytest.approx(1.0, rel=1e-6)
 
 
 def test_lab_rules_on_synthetic_numbers():

@@ -18,8 +18,9 @@ just before them.
 Defaults (N = 4, D = 31, K = 16384, Adam 3e-3) are smaller than Reddy's (N = 8, D = 63, SGD) so that the
 transition happens within a few CPU minutes; with K = 16384 classes in-weights learning barely starts.
 
-Abruptness (:func:`abruptness`): the steepest rise of the ICL accuracy between evaluations ``eval_every``
-steps apart, divided by the mean rate from step 0 to the first step at 90% of the final gain above chance.
+Abruptness (:func:`abruptness`): the steepest rise of the ICL accuracy above chance (values below chance
+count as chance) between evaluations ``eval_every`` steps apart, divided by the mean rate from step 0 to
+the first step at 90% of the final gain above chance.
 A steady ramp gives about 1 however long training runs; a plateau followed by a jump gives much more.
 The decision rule is registered in :mod:`headlab.results.lab_claims` (``induction``).
 """
@@ -154,7 +155,11 @@ def abrupt_window(steps: list[int], acc: list[float], chance: float) -> tuple[fl
 
 
 def abruptness(steps: list[int], acc: list[float], chance: float) -> tuple[float, float, float]:
-    """(abruptness, step at 90% of the final gain, step ending the steepest interval); nan when no gain."""
+    """(abruptness, step at 90% of the final gain, step ending the steepest interval); nan when no gain.
+
+    Accuracies below chance count as chance: the early climb from 1/L to chance (learning to answer with a
+    label from the context) is not in-context learning and must not count as the rise."""
+    acc = [max(a, chance) for a in acc]
     gain = acc[-1] - chance
     t90 = next((s for s, a in zip(steps, acc) if a >= chance + 0.9 * gain), float("nan")) if gain > 0 else float("nan")
     if math.isnan(t90) or t90 <= steps[0]:

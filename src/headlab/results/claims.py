@@ -88,6 +88,9 @@ class Claim:
 
     def judge(self, numbers: dict[str, Number]) -> dict:
         """{"rule_met": bool, "verdict": text, "conditions": [{"text", "passed"}]} from the headline numbers."""
+        nan = float("nan")  # JSON stores NaN as null: give the rule NaN back
+        numbers = {k: ({f: (nan if f == "value" and x is None else x) for f, x in v.items()} if isinstance(v, dict)
+                       else v) for k, v in numbers.items()}
         conds = self.conditions(numbers)
         met = bool(conds) and all(bool(ok) for _, ok in conds)
         text = ("rule met: " if met else "rule not met: ") + "; ".join(

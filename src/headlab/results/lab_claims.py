@@ -139,7 +139,7 @@ def _ind_rule(x: dict) -> list:
     acc, ab, ind = x["final_icl_acc"]["value"], x["abruptness"]["value"], x["final_induction_score"]["value"]
     return [
         (f"final ICL accuracy {acc:.3f} >= (1 + chance)/2 = {(1 + ch) / 2:.3f}", acc >= (1 + ch) / 2),
-        (f"abruptness (steepest 100-step slope / mean slope up to 90% of the gain) {ab:.1f} >= 4",
+        (f"abruptness (steepest 100-step rise above chance / mean rate up to 90% of the gain) {ab:.1f} >= 4",
          math.isfinite(ab) and ab >= 4),
         (f"final induction score {ind:.3f} >= (1 + B/N)/2 = {(1 + ch) / 2:.3f}", ind >= (1 + ch) / 2),
     ]
@@ -156,9 +156,12 @@ register(Claim(
           "seed": 0},
     smoke_size={"steps": 6, "K": 16},
     rule="final ICL accuracy on novel classes >= (1 + chance)/2 (chance = B/N); abruptness >= 4, where abruptness "
-         "= the steepest rise of the ICL accuracy between evaluations 100 steps apart divided by the mean rate "
-         "from step 0 to the first step at 90% of the final gain (a steady ramp gives about 1 however long it "
-         "trains); final induction score >= (1 + B/N)/2.",
+         "= the steepest rise of the ICL accuracy above chance (values below chance count as chance) between "
+         "evaluations 100 steps apart divided by the mean rate from step 0 to the first step at 90% of the final "
+         "gain (a steady ramp gives about 1 however long it trains); final induction score >= (1 + B/N)/2.",
+    notes="Rule revised once, after its first run: the first version did not clip accuracies at chance, so its "
+          "steepest rise was the trivial climb from 1/L to chance in the first 100 steps (abruptness 14.6 for "
+          "that reason). The revised rule was applied to a rerun of the same command and size.",
     conditions=_ind_rule, summarize=_ind_summary, collect=collect.lab("induction"),
     cost_s=100, smoke_cost_s=5, tolerance=Tolerance("exact"),
     show=("final_icl_acc", "abruptness", "final_induction_score"),

@@ -66,7 +66,7 @@ def _cost(s: float) -> str:
 
 def _outcome(res: dict) -> str:
     return ("**rule met**" if res["rule_met"] else "**rule not met**") + ": " + "; ".join(
-        c["text"] for c in res["conditions"])
+        c["text"] + ("" if c["passed"] else " — **fails**") for c in res["conditions"])
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:

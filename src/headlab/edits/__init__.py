@@ -14,6 +14,7 @@ from .emphasis import emphasis
 from .functional import on_output, on_scores, on_weights
 from .identity_blend import identity_blend
 from .inject import inject
+from .patch import patch
 from .redistribute import redistribute
 from .reinforce import reinforce, select_heads
 from .scale import scale_heads
@@ -22,7 +23,7 @@ from .span_exit import span_exit
 from .zerotuning import zerotuning
 
 __all__ = [
-    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject",
+    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject", "patch",
     "redistribute", "reinforce", "select_heads", "scale_heads", "span_exit", "zerotuning",
     "random_sites", "resolve", "REGISTRY", "on_scores", "on_weights", "on_output",
 ]

@@ -19,7 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .attend import attend, make_context
 from .context import AttnContext
 from .masks import to_bool_mask
-from .plugins import EDITS, PATTERNS
+from .plugins import EDITS, PATTERNS, make_probe, per_head
 
 _counter = itertools.count()
 
@@ -39,8 +39,6 @@ def model_shape(model) -> tuple[int, int, int]:
 
 
 def _resolve_probes(probes) -> list:
-    from .plugins import make_probe
-
     return [make_probe(p) if isinstance(p, str) else p for p in probes]
 
 
@@ -72,8 +70,6 @@ def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[in
                 if len(p) not in (n_heads, n_kv):
                     raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; give one per query head "
                                      f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)")
-                from .plugins import per_head
-
                 p = per_head([_by_name("pattern", PATTERNS, x) if isinstance(x, str) else x for x in p],
                              kv_per_head=len(p) == n_kv and n_kv != n_heads)
             elif isinstance(p, str):

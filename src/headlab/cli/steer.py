@@ -3,16 +3,28 @@
     headlab steer zerotuning --task sst2 --tune-on 200 --eval-on 600 --save tuned.json
     headlab steer --config tuned.json --task mmlu --eval-on 200
     headlab steer ablate --sites retrieval:top20 --atlas scan/heads.json --mode uniform --task needle
+    headlab steer ablate --sites L3H1 --mode zero --task my_items.jsonl --tune-on 0 --json
 """
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``message`` as an error on stderr; raise the returned Exit (code 2)."""
+    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    return typer.Exit(2)
+
+
 app = typer.Typer(help="Steer heads without training: tune on one split, report on a disjoint one.",
                   invoke_without_command=True, no_args_is_help=False,
                   context_settings={"allow_interspersed_args": True})
@@ -21,7 +33,8 @@ app = typer.Typer(help="Steer heads without training: tune on one split, report 
 @app.callback(invoke_without_command=True)
 def steer(
     method: Optional[str] = typer.Argument(None, help="zerotuning | act | redistribute | reinforce | inject | ablate"),
-    task: str = typer.Option("sst2", help="sst2 | mmlu | squad | needle"),
+    task: str = typer.Option("sst2", help="sst2 | mmlu | squad | needle, or your own FILE.jsonl / FILE.csv with rows "
+                             "{prompt, choices, label} (choice task) or {prompt, answers} (generation task)"),
     config: Optional[str] = typer.Option(None, help="apply a saved configuration instead of tuning"),
     tune_on: int = typer.Option(40, help="tuning items (disjoint from the evaluation items; skipped with --config)"),
     eval_on: int = typer.Option(100, help="evaluation items"),
@@ -40,20 +53,29 @@ def steer(
                                           "without the tuning competition (a forced run)"),
     icl_shots: int = typer.Option(0, help="choice tasks: also evaluate a K-shot ICL prompt (demos from the "
                                   "tuning split) on the evaluation items"),
+    prompt_field: str = typer.Option("prompt", help="task file: field holding the prompt"),
+    choices_field: str = typer.Option("choices", help="task file: field holding the choices (JSON list, or text split on --sep)"),
+    label_field: str = typer.Option("label", help="task file: field holding the right choice (index or text)"),
+    answers_field: str = typer.Option("answers", help="task file: field holding the accepted answers (generation tasks)"),
+    sep: str = typer.Option("|", help="task file (CSV): separator inside the choices / answers field"),
+    json_out: bool = typer.Option(False, "--json", help="print the results as JSON on stdout (no table)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
     import torch
 
     from ..steer.run import steer as run_steer
 
+    from ..data.tasks.user_file import is_task_file, load_file
+
+    if threads < 0:
+        raise fail(f"--threads must be >= 0 (0 = torch default), got {threads}")
     if threads:
         torch.set_num_threads(threads)
     if param is not None and method not in ("redistribute", "reinforce"):
-        console.print(f"[red]error:[/] --param applies to redistribute (p) and reinforce (alpha), not {method!r}")
-        raise typer.Exit(2)
+        raise fail(f"--param applies to redistribute (p) and reinforce (alpha), not {method!r}")
     if icl_shots < 0:
-        console.print(f"[red]error:[/] --icl-shots must be >= 0, got {icl_shots}")
-        raise typer.Exit(2)
+        raise fail(f"--icl-shots must be >= 0, got {icl_shots}")
     opts = {"batch_size": batch_size, "mode": mode, "per_head": per_head, "param": param, "icl_shots": icl_shots}
     if sites:
         opts["sites"] = sites
@@ -63,13 +85,19 @@ def steer(
         opts["block"] = block
     task_kw = {"n_tokens": n_tokens, "n": tune_on + eval_on} if task == "needle" else None
     try:
-        out = run_steer(method, task, config=config, tune_on=tune_on, eval_on=eval_on, seed=seed, save=save,
-                        model_name=model, task_kw=task_kw, **opts)
-    except (ValueError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        the_task = task
+        if is_task_file(task):
+            the_task = load_file(task, prompt_field=prompt_field, choices_field=choices_field, label_field=label_field,
+                                 answers_field=answers_field, sep=sep)
+        out = run_steer(method, the_task, config=config, tune_on=tune_on, eval_on=eval_on, seed=seed, save=save,
+                        model_name=model, task_kw=task_kw, progress=not quiet, **opts)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps(out, default=str))
+        return
     res = out["results"]
-    t = Table(title=f"{out['method']} on {task}: tuned on {out['tune_on']}, evaluated on {out['eval_on']} items")
+    t = Table(title=f"{out['method']} on {out['task']}: tuned on {out['tune_on']}, evaluated on {out['eval_on']} items")
     for c in ("", "accuracy", "95% CI", "items"):
         t.add_column(c)
     for name in ("baseline", "steered", "icl", "difference"):

@@ -19,7 +19,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from .attend import attend, make_context
 from .context import AttnContext
 from .masks import to_bool_mask
-from .plugins import EDITS, PATTERNS, make_probe, per_head
+from ..frames import stats_frame
+from .plugins import EDITS, HOOKS, PATTERNS, make_probe, per_head
 
 _counter = itertools.count()
 
@@ -95,6 +96,19 @@ class Run:
         if not self.calls:
             raise RuntimeError("no attention call went through headlab: run the model inside the `with attach(...)` block")
         return {p.name: p.result() for p in self.probes}
+
+    def to_frame(self):
+        """pandas DataFrame of ``stats()``, one row per (layer, head) (needs ``headlab[frames]``)."""
+        return stats_frame(self.stats())
+
+    def show(self, head=None, metric: str | None = None, tokens=None) -> str:
+        """HTML of the head grid and one head up close (with its map when a HeadMapProbe recorded it)."""
+        return HOOKS.get("run_html")(self, head=head, metric=metric, tokens=tokens)
+
+    def _repr_html_(self) -> str | None:
+        if "run_html" not in HOOKS:  # the view lives in headlab.report (``import headlab`` registers it)
+            return None
+        return self.show()
 
 
 def _make_fn(run: Run, n_layers: int):

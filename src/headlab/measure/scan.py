@@ -10,13 +10,17 @@ from pathlib import Path
 
 import torch
 
+from ..data.tasks.user_file import is_task_file, read_texts_file
 from ..engine.hf import attach, model_shape
+from ..frames import records_frame
 from ..io import atomic_dir, atomic_write_json
-from ..probes import REGISTRY, query_probe_names
+from ..probes import REGISTRY, HeadMapProbe, query_probe_names
 from ..report.files import write_meta, write_records
+from ..report.inline import scan_html
+from ..report.maps import display_tokens
 from ..report.png import atlas_png
 from ..version import __version__
-from .atlas import ROLE_RULES, records, uniform_entropy
+from .atlas import ROLE_RULES, records, role_metrics, uniform_entropy
 from .induction import induction_scores
 from .retrieval import retrieval_scores
 from .stats import check_input, forward_for_attention
@@ -45,8 +49,11 @@ def parse_metrics(spec: str | list[str]) -> list[str]:
     return items
 
 
-def read_texts(path: Path) -> list[str]:
-    """Texts from a file: paragraphs separated by blank lines (UTF-8)."""
+def read_texts(path: Path, text_field: str = "text") -> list[str]:
+    """Texts from a file: a .jsonl / .csv file's ``text_field`` (one text per row), else paragraphs
+    separated by blank lines (UTF-8)."""
+    if is_task_file(path):
+        return read_texts_file(path, text_field)
     if not path.exists():
         raise ValueError(f"texts file {str(path)!r} does not exist")
     raw = path.read_text(encoding="utf-8")
@@ -58,11 +65,54 @@ def read_texts(path: Path) -> list[str]:
 
 @dataclass
 class ScanResult:
+    """What ``run_scan`` returns. ``maps``: block-averaged attention maps of a few telling heads on
+    the first text (``HeadMap`` by (layer, head)), ``tokens`` that text's tokens, for the inline view."""
+
     records: list[dict]
     stats: dict[str, torch.Tensor]
     meta: dict
     out: Path | None = None
     token_ids: list[torch.Tensor] = field(default_factory=list)
+    maps: dict = field(default_factory=dict)
+    tokens: list[str] | None = None
+
+    def to_frame(self):
+        """pandas DataFrame, one row per (layer, head): layer, head, site, metrics, roles (``headlab[frames]``)."""
+        return records_frame(self.records, self.meta["metrics"])
+
+    def show(self, head=None, metric: str | None = None) -> str:
+        """HTML of the head grid (coloured by ``metric``) and one head (``"L3H1"`` or (3, 1)) up close."""
+        return scan_html(self, head=head, metric=metric)
+
+    def _repr_html_(self) -> str:
+        return scan_html(self)
+
+
+def telling_heads(recs: list[dict], metrics: list[str], k: int) -> list[tuple[int, int]]:
+    """Up to ``k`` heads worth a map: the strongest head of each role found, then the strongest
+    heads of the first metric."""
+    out: list[tuple[int, int]] = []
+    for role, (m, higher) in role_metrics().items():
+        hs = [r for r in recs if role in r["roles"] and r.get(m) is not None]
+        if hs:
+            best = max(hs, key=lambda r: r[m] if higher else -r[m])
+            out.append((best["layer"], best["head"]))
+    first = metrics[0]
+    for r in sorted((r for r in recs if r.get(first) is not None), key=lambda r: -r[first]):
+        out.append((r["layer"], r["head"]))
+    seen: list[tuple[int, int]] = []
+    for site in out:
+        if site not in seen:
+            seen.append(site)
+    return seen[:k]
+
+
+def record_maps(model, ids: torch.Tensor, sites: list[tuple[int, int]], edits=(), px: int = 64) -> dict:
+    """Block-averaged maps (``HeadMap``) of ``sites`` on one text (1, T), from one forward pass."""
+    probe = HeadMapProbe(sites=sites, px=px)
+    with attach(model, probes=[probe], edits=list(edits)):
+        forward_for_attention(model, ids)
+    return probe.maps()
 
 
 def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | None, prefix: str | None = None) -> list[torch.Tensor]:
@@ -90,8 +140,13 @@ def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | No
 
 def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
              out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
-             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None) -> ScanResult:
-    """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``."""
+             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None, head_maps: int = 4) -> ScanResult:
+    """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
+
+    ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
+    forward pass) for the inline notebook view; 0 = none."""
+    if not isinstance(head_maps, int) or head_maps < 0:
+        raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
     tick = tick or (lambda msg: None)
     n_layers, n_heads, n_kv = model_shape(model)
     causal_lm = hasattr(model, "generate") and hasattr(model, "lm_head")
@@ -142,9 +197,12 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
     if edits:
         tick("baseline scan without the edits")
         base = run_scan(model, tok, model_name, texts, metrics, max_tokens=max_tokens, out=None, tick=tick,
-                        command=command, edits=(), retrieval_lengths=retrieval_lengths, prefix=prefix)
+                        command=command, edits=(), retrieval_lengths=retrieval_lengths, prefix=prefix, head_maps=0)
         base_recs = base.records
     res = ScanResult(recs, stats, meta, out, ids)
+    if head_maps and ids:
+        res.maps = record_maps(model, ids[0], telling_heads(recs, list(metrics), head_maps), edits)
+        res.tokens = display_tokens(tok, ids[0][0].tolist())
     if out is not None:
         with atomic_dir(out) as stage:
             write_records(stage, recs, list(metrics))

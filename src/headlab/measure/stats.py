@@ -12,9 +12,23 @@ from collections.abc import Sequence
 import torch
 
 from ..engine.hf import attach
+from ..frames import stats_frame
 from ..probes import query_probe_names
+from ..report.inline import head_view
 
 QUERY_METRICS = tuple(query_probe_names())
+
+
+class HeadStats(dict):
+    """``{metric: (layers, heads) tensor}`` with a data frame (``to_frame()``, one row per head) and an
+    inline notebook view (the head grid)."""
+
+    def to_frame(self):
+        """pandas DataFrame: layer, head, site, one column per metric (needs ``headlab[frames]``)."""
+        return stats_frame(self)
+
+    def _repr_html_(self) -> str:
+        return head_view(self, title="head statistics")
 
 
 def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
@@ -35,7 +49,12 @@ def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
 
 
 def forward_for_attention(model, input_ids, attention_mask=None):
-    """One forward pass that skips the vocabulary projection where the model allows it."""
+    """One forward pass that skips the vocabulary projection where the model allows it; the inputs
+    go to the model's (first layer's) device."""
+    dev = getattr(model, "device", None)
+    if dev is not None:
+        input_ids = input_ids.to(dev)
+        attention_mask = None if attention_mask is None else attention_mask.to(dev)
     kw = {"attention_mask": attention_mask, "use_cache": False}
     base = getattr(model, "base_model", None) if hasattr(model, "lm_head") else None
     with torch.no_grad():
@@ -45,7 +64,7 @@ def forward_for_attention(model, input_ids, attention_mask=None):
 
 
 def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink", "entropy", "prev_token", "distance"),
-               attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               attention_mask: torch.Tensor | None = None) -> HeadStats:
     """{metric: (layers, heads) tensor} for ``input_ids`` (B, T); pad positions (mask 0) excluded."""
     unknown = [m for m in metrics if m not in QUERY_METRICS]
     if unknown:
@@ -53,4 +72,4 @@ def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink",
     check_input(model, input_ids, attention_mask)
     with attach(model, probes=list(metrics)) as run:
         forward_for_attention(model, input_ids, attention_mask)
-    return run.stats()
+    return HeadStats(run.stats())

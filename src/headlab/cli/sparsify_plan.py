@@ -6,9 +6,11 @@ Registered on the ``sparsify`` app in ``cli/sparsify.py``; this module imports n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from . import _device as _dev
 
 
 def _summary(plan) -> str:
@@ -28,6 +30,25 @@ def _summary(plan) -> str:
         "full KV heads per layer: " + "  ".join(f"L{li}:{','.join(map(str, r)) if r else '-'}" for li, r in enumerate(full))
     )
     return "\n".join(lines)
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_opt(item: str):
+    """'steps=24' -> ('steps', 24); 'lengths=1024,2048' -> ('lengths', [1024, 2048]); 'data=prose' -> ('data', 'prose')."""
+    key, sep, value = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key.isidentifier() or not value.strip():
+        raise typer.BadParameter(f"--opt must be KEY=VALUE (e.g. steps=24), got {item!r}")
+    parts = [_number(v.strip()) for v in value.split(",")]
+    return key, parts if "," in value else parts[0]
 
 
 def plan_cmd(
@@ -50,6 +71,15 @@ def plan_cmd(
     cache_dir: Optional[Path] = typer.Option(
         None, help="profile cache (default $HEADLAB_CACHE/profiles): a second budget reuses the profile"
     ),
+    opt: Optional[List[str]] = typer.Option(
+        None,
+        "--opt",
+        help="method option KEY=VALUE (repeatable), e.g. duo: steps=24 items=8 train_lengths=768 train_window=128 "
+        "lr=0.08; moa: items=4 lengths=1024,2048 (numbers and comma lists are parsed; see docs/plans.md)",
+    ),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ):
     """Profile a model and write a per-head plan: which KV heads stay full, and each streaming head's span.
 
@@ -59,7 +89,6 @@ def plan_cmd(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import models
     from ..patterns.headplan import save_plan
     from ..sparsify.budget import check_budget
     from ..sparsify.planners import METHODS, check_length, make_plan
@@ -81,8 +110,16 @@ def plan_cmd(
     if out.is_dir():
         raise typer.BadParameter(f"--out {str(out)!r} is a folder; give a file name like plan.json")
     opts = {k: v for k, v in (("sink", sink), ("full_share", full_share)) if v is not None}
+    for item in opt or []:
+        key, value = parse_opt(item)
+        if key in opts:
+            raise typer.BadParameter(f"--opt {key} repeats an option given twice or by its own flag")
+        opts[key] = value
     torch.set_num_threads(threads)
-    m, tok = models.load(model)
+    try:
+        m, tok = _dev.load_model(model, device, dtype, device_map)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         check_length(m, length)
     except ValueError as exc:
@@ -110,6 +147,8 @@ def plan_cmd(
             )
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
+        except TypeError as exc:  # an option the method does not take
+            raise typer.BadParameter(f"method {method!r} does not take one of the options {sorted(opts)}: {exc}") from None
     if name:
         plan = plan.with_meta(name=name)
     save_plan(plan, out)

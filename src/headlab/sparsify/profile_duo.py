@@ -144,7 +144,8 @@ def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, pr
     t0 = time.time()
     kw = {_TRAIN_OPTS[k]: v for k, v in opts.items()}
     if "lengths" in kw:
-        kw["lengths"] = tuple(int(n) for n in kw["lengths"])
+        ls = kw["lengths"]
+        kw["lengths"] = tuple(int(n) for n in (ls if isinstance(ls, (list, tuple)) else [ls]))
     settings = DuoSettings(**kw)
     info = model_info(model)
     L, Hkv = info["n_layers"], info["n_kv_heads"]

@@ -147,7 +147,7 @@ def profile(model, tokenizer, *, lengths=DEFAULT_LENGTHS, items: int = 4, seed: 
     from ..models import cache_dir as default_cache
 
     maxpos = model_info(model)["max_positions"]
-    lengths = sorted({int(n) for n in lengths})
+    lengths = sorted({int(n) for n in (lengths if isinstance(lengths, (list, tuple)) else [lengths])})
     if isinstance(items, bool) or not isinstance(items, int) or items < 1:
         raise ValueError(f"items must be an integer >= 1 (calibration sequences per length), got {items!r}")
     if isinstance(response, bool) or not isinstance(response, int) or response < 1:

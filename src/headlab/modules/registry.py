@@ -8,16 +8,20 @@ Add a mechanism with :func:`register`; never branch on names elsewhere.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from torch import nn
 
 from ..registry import Registry
+from .deconstruct import SIMPLE as DECONSTRUCT
 from .gated import GatedAttention
 from .linear import LinearAttention
+from .miras import MirasMemory
 from .moh import MoHAttention
 from .random_features import RandomFeatureAttention
 from .sigmoid import SigmoidAttention
 from .softmax import MultiHeadAttention
+from .ssm import SelectiveSSM
 
 Factory = Callable[[int, int], nn.Module]
 
@@ -48,6 +52,9 @@ MECHANISMS: Registry[Factory] = Registry("mechanism", {
     "moh-90": moh_factory(0.90),
     "linear": lambda d, h: LinearAttention(d, h),
     "random-qk": lambda d, h: RandomFeatureAttention(d, h),
+    "ssm": lambda d, h: SelectiveSSM(d, h),
+    **{v: partial(MirasMemory, variant=v) for v in ("delta", "moneta", "yaad", "memora")},
+    **{n: f for n, f in DECONSTRUCT.items() if n != "softmax"},
 })
 
 

@@ -304,6 +304,7 @@ def test_heterogeneous_plans_match_reference(shape):
             assert last_backend() in ("band", "sdpa", "band+sdpa")
     # query-head entries that differ inside a KV group, and a multi-head MoA
     for p in (P.per_head([P.causal() if h % 3 == 0 else P.sink_window(2, 7 + h) for h in range(H)]),
+              P.moa([[3, 0.1]], sink=2), P.per_head([P.window(6)]),
               P.moa([(2 + 5 * h, 0.02 * (h % 2)) for h in range(Hkv)], sink=3, kv_per_head=True),
               P.moa([(1 + 3 * h, 0.0) for h in range(H)], sink=0)):
         ref = reference_sparse_attend(q, k, v, p)
@@ -341,6 +342,8 @@ def test_head_bands_decomposition():
     q_level = head_bands(P.per_head([P.window(4)] * 3 + [P.window(5)] * 3), 6, 2, 50)
     assert q_level.kv and q_level.bands == ((0, 4), (0, 5))               # constant per KV group: KV level
     assert not head_bands(P.per_head([P.window(4), P.window(5)] * 3), 6, 2, 50).kv
+    assert head_bands(P.moa([[3, 0.1]], sink=2), 9, 3, 50).bands == ((2, 8),)   # one head's rule for all heads
+    assert head_bands(P.per_head([P.sink_window(1, 6)]), 9, 3, 50).bands == ((1, 6),)
     with pytest.raises(ValueError, match="KV head"):
         head_bands(P.per_head([P.window(4)] * 2, kv_per_head=True), 9, 3, 50)
     q, k, v = _qkv(1, 3, 3, 8, 8, 4)

@@ -71,8 +71,8 @@ def head_bands(pattern: Pattern, H: int, Hkv: int, S: int) -> HeadBands | None:
     """The band of every head of ``pattern`` at S keys, or None when some head is not a band."""
     if pattern.dynamic:
         return None
-    if not pattern.n_heads:
-        b = band_of(pattern, S)
+    if not pattern.n_heads or (pattern.n_heads == 1 and not pattern.kv_per_head):  # one rule for every head
+        b = band_of(pattern.patterns[0] if isinstance(pattern, PerHead) else pattern, S)
         return None if b is False else HeadBands((b,), True)
     if isinstance(pattern, MoA):
         bands = [_band(pattern.sink, int(w), S) for w in pattern.widths(S)]

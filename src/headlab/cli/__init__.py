@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import _device as _dev
+
 app = typer.Typer(help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
@@ -72,12 +74,14 @@ def scan(
                                          "the edits, and without them into DIR/baseline.json for comparison"),
     prefix: Optional[str] = typer.Option(None, help="special token put before every text, e.g. '<|endoftext|>' "
                                          "(SmolLM2 adds no BOS: by default the first word is the initial token)"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Per-head statistics of every attention head; writes heads.json, heads.csv, meta.json, atlas.png."""
     import torch
 
     from ..data import prose
-    from ..models import load
     from ..measure.scan import parse_metrics, read_texts, run_scan
 
     try:
@@ -97,7 +101,7 @@ def scan(
 
             edit_list = from_config(edits)
         with console.status(f"loading {model}"):
-            m, tok = load(model)
+            m, tok = _dev.load_model(model, device, dtype, device_map)
         if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
             mlist.remove("retrieval")
             console.print("[yellow]retrieval skipped: it needs a generative model[/]")

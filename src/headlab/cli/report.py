@@ -11,6 +11,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from . import _device as _dev
+
 console = Console(stderr=True)
 
 
@@ -26,6 +28,9 @@ def report(
     topk: int = typer.Option(8, help="top attended keys kept per query for detailed heads"),
     max_mb: float = typer.Option(9.5, help="size budget of the whole page in MB"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Write DIR/index.html: head atlas, one head up close, before/after comparison, provenance."""
     from ..report.data import load_scan
@@ -48,15 +53,13 @@ def report(
         else:
             import torch
 
-            from ..models import load
-
             if threads:
                 torch.set_num_threads(threads)
             name = model or scan.meta.get("model")
             if not name:
                 raise ValueError("meta.json names no model: pass --model")
             with console.status(f"loading {name}"):
-                m, tok = load(name)
+                m, tok = _dev.load_model(name, device, dtype, device_map)
             with console.status(f"computing head maps ({map_texts} text(s), streaming, chunked eager path)"):
                 out = write_html_report(dir, model=m, tokenizer=tok, texts=text_list, **kw)
     except (ValueError, RuntimeError, json.JSONDecodeError) as exc:

@@ -9,6 +9,8 @@ from typing import List, Optional
 
 import typer
 
+from . import _device as _dev
+
 app = typer.Typer(help="Sparse attention patterns: quality on the real model, reachability.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 
@@ -58,6 +60,9 @@ def eval_cmd(
                              "plot_pareto.png with --plan, trials.jsonl)"),
     more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that "
                                                        "`--lengths 2048 4096 8192` works"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ):
     """Dense vs each pattern / per-head plan on the real model: passkey accuracy (Wilson 95 % interval,
     McNemar vs dense), key log-prob, perplexity, prefill time; for plans also KV-cache bytes and
@@ -71,7 +76,6 @@ def eval_cmd(
     import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import models
     from ..sparsify import passkey_eval as sparsify
     from ..sparsify import plan_id
 
@@ -104,7 +108,10 @@ def eval_cmd(
                 load_plan(x)
             except (ValueError, OSError) as e:
                 raise typer.BadParameter(f"--plan {x!r}: {e}") from None
-    m, tok = models.load(model)
+    try:
+        m, tok = _dev.load_model(model, device, dtype, device_map)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     n_layers = m.config.num_hidden_layers
     dl = _parse_layers(dense_layers, n_layers)
     taken = {"dense"} | {label for label, _ in configs}

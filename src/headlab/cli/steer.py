@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import _device as _dev
+
 console = Console()
 err = Console(stderr=True)
 
@@ -60,6 +62,9 @@ def steer(
     sep: str = typer.Option("|", help="task file (CSV): separator inside the choices / answers field"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON on stdout (no table)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
     import torch
@@ -89,8 +94,10 @@ def steer(
         if is_task_file(task):
             the_task = load_file(task, prompt_field=prompt_field, choices_field=choices_field, label_field=label_field,
                                  answers_field=answers_field, sep=sep)
+        placed = device is not None or dtype is not None or device_map is not None
         out = run_steer(method, the_task, config=config, tune_on=tune_on, eval_on=eval_on, seed=seed, save=save,
-                        model_name=model, task_kw=task_kw, progress=not quiet, **opts)
+                        model_name=model, task_kw=task_kw, progress=not quiet,
+                        model_tok=_dev.load_model(model, device, dtype, device_map) if placed else None, **opts)
     except (ValueError, RuntimeError, OSError) as exc:
         raise fail(str(exc)) from None
     if json_out:

@@ -90,10 +90,11 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
     """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
     ids, span, answer = build_case(tokenizer, n_tokens, depth, needle, seed)
     cache = DynamicCache()
+    dev = model.device  # ids stay on the host for scoring; the model reads a copy on its device
     with attach(model, edits=list(edits)):
-        model(input_ids=ids[:, :-1], cache=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=ids[:, :-1].to(dev), cache=cache, use_cache=True, logits_to_keep=1)
     probe = RetrievalProbe()
-    nxt = ids[:, -1:]
+    nxt = ids[:, -1:].to(dev)
     generated: list[int] = []
     with attach(model, probes=[probe], edits=list(edits)):
         for _ in range(max_new):
@@ -104,7 +105,7 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
             text = tokenizer.decode(generated)
             if "\n" in text.strip() or w in tokenizer.all_special_ids:
                 break
-            nxt = torch.tensor([[w]])
+            nxt = torch.tensor([[w]], device=dev)
     gen = tokenizer.decode(generated, skip_special_tokens=True).strip().split("\n")[0]
     return RetrievalCase(n_tokens, depth, needle, gen, rouge1_recall(gen, answer), probe.result())
 

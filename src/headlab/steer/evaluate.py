@@ -66,8 +66,8 @@ def evaluate(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], edit
             chunk = list(items[i:i + batch_size])
             enc = encode_left(tokenizer, [it.prompt for it in chunk], max_length, return_offsets=True)
             run.state["groups"] = _groups(enc, chunk)
-            run.state["prompt_last"] = enc["attention_mask"].sum(1) - 1
-            ids, am = enc["input_ids"], enc["attention_mask"]
+            ids, am = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+            run.state["prompt_last"] = am.sum(1) - 1
             if gen:
                 out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=task.max_new_tokens,
                                      do_sample=False, pad_token_id=tokenizer.pad_token_id)

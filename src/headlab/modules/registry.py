@@ -53,7 +53,7 @@ MECHANISMS: Registry[Factory] = Registry("mechanism", {
     "linear": lambda d, h: LinearAttention(d, h),
     "random-qk": lambda d, h: RandomFeatureAttention(d, h),
     "ssm": lambda d, h: SelectiveSSM(d, h),
-    **{v: partial(MirasMemory, variant=v) for v in ("delta", "moneta", "yaad", "memora")},
+    **{v: partial(MirasMemory, variant=v) for v in ("delta", "moneta", "yaad", "memora")},  # noqa: B023 (partial binds v now)
     **{n: f for n, f in DECONSTRUCT.items() if n != "softmax"},
 })
 

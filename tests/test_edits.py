@@ -407,7 +407,7 @@ def test_atlas_selectors(tmp_path):
         E.resolve("nope:top3", 4, 3, atlas=recs)
     with pytest.raises(ValueError, match="outside this model"):
         E.resolve("retrieval", 2, 3, atlas=recs)
-    with pytest.raises(ValueError, match="HEADLAB_ATLAS"):
+    with pytest.raises(ValueError, match="needs a head atlas: pass atlas="):
         E.resolve("retrieval", 4, 3)
 
 

@@ -10,13 +10,12 @@ A scan result is a list of records ``{"layer": l, "head": h, <metric>: value, ..
   ``"random:20"``            20 heads drawn uniformly (``"random:20:7"`` = seed 7); needs no atlas
   ``"retrieval:top20,L3H1"`` comma = union of terms
 
-The atlas is taken from the ``atlas=`` argument (path to heads.json, a folder holding it, or the
-loaded records), else from the environment variable ``HEADLAB_ATLAS``.
+The atlas is always given explicitly: the ``atlas=`` argument (path to heads.json, a folder holding
+it, or the loaded records); ``headlab steer`` passes its ``--atlas``.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,10 @@ _ROLE_RE = re.compile(r"^[A-Za-z_][\w.-]*$")
 
 
 def load_atlas(atlas: Any = None) -> list[dict]:
-    """Records of a scan: from a path (file or folder with heads.json), a list, or $HEADLAB_ATLAS."""
+    """Records of a scan: from a path (file or folder with heads.json) or the loaded records."""
     if atlas is None:
-        atlas = os.environ.get("HEADLAB_ATLAS")
-        if atlas is None:
-            raise ValueError("this site selector needs a head atlas: pass atlas='path/to/heads.json' "
-                             "(written by `headlab scan`) or set HEADLAB_ATLAS")
+        raise ValueError("this site selector needs a head atlas: pass atlas='path/to/heads.json' "
+                         "(written by `headlab scan`), or --atlas on the command line")
     if isinstance(atlas, (str, Path)):
         p = Path(atlas)
         if p.is_dir():

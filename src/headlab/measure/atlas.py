@@ -1,14 +1,8 @@
 """Head roles from probe results. A head may have several roles. Each role, its metric and its
 default threshold come from the probe classes (``Probe.role``, see :mod:`headlab.probes`); pass
 ``thresholds={metric or role: value}`` to override any of them. Metrics missing from a scan simply
-give no role of that kind. With the shipped probes:
-
-    sink            sink >= 0.3              (ε of Gu et al., arXiv 2410.10781)
-    previous-token  prev_token >= 0.4
-    induction       induction >= 0.3         (head-detector practice, Olsson et al., arXiv 2209.11895)
-    retrieval       retrieval > 0.1          (Wu et al., arXiv 2404.15574)
-    local           distance <= 4 tokens and not a sink head
-    broad           entropy >= 0.6 x entropy of uniform attention over the same visible keys
+give no role of that kind. ``role_rules()`` gives the rules in words (they are written into each
+scan's meta.json; docs/design.md tables the shipped ones).
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Command line: ``headlab scan | report | steer | sparsify | bench | lab``."""
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -8,8 +10,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from ..version import __version__
 
 from . import _device as _dev
 
@@ -18,9 +23,18 @@ app = typer.Typer(help="headlab: see, steer and sparsify the attention heads of 
 console = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"headlab {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """headlab: see, steer and sparsify the attention heads of Hugging Face transformers."""
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print headlab's version and exit")) -> None:
+    """headlab: see, steer and sparsify the attention heads of Hugging Face transformers.
+
+    Errors go to stderr with exit code 2; scan, steer and sparsify eval print JSON with --json."""
 
 
 def _summary(res, all_heads: bool) -> None:
@@ -62,13 +76,17 @@ def _summary(res, all_heads: bool) -> None:
 @app.command()
 def scan(
     model: str = typer.Option("smollm2-135m", help="smollm2-135m, minilm, or a local Hugging Face folder"),
-    texts: Optional[Path] = typer.Option(None, help="UTF-8 file, texts separated by blank lines (default: built-in prose)"),
+    texts: Optional[Path] = typer.Option(None, help="UTF-8 file, texts separated by blank lines, or a .jsonl / .csv file "
+                                         "with one text per row (see --text-field); default: built-in prose"),
     n_texts: int = typer.Option(8, help="number of built-in texts when --texts is not given"),
     max_tokens: int = typer.Option(512, help="tokens kept per text"),
     metrics: str = typer.Option("all", help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval, or all"),
     out: Path = typer.Option(Path("headlab-report"), help="output folder"),
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
     all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
+    text_field: str = typer.Option("text", help="--texts .jsonl / .csv: the field holding each text"),
+    json_out: bool = typer.Option(False, "--json", help="print {meta, records} as JSON on stdout instead of the tables"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display and no closing message"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
     edits: Optional[Path] = typer.Option(None, help="edit configuration JSON (as `headlab steer --save` writes): scan with "
                                          "the edits, and without them into DIR/baseline.json for comparison"),
@@ -94,13 +112,13 @@ def scan(
         mlist = parse_metrics(metrics)
         if n_texts < 1:
             raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
-        text_list = read_texts(texts) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
+        text_list = read_texts(texts, text_field) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
         edit_list = []
         if edits is not None:
             from ..edits import from_config
 
             edit_list = from_config(edits)
-        with console.status(f"loading {model}"):
+        with contextlib.nullcontext() if quiet else console.status(f"loading {model}"):
             m, tok = _dev.load_model(model, device, dtype, device_map)
         if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
             mlist.remove("retrieval")
@@ -112,9 +130,10 @@ def scan(
         n_steps += 18 * ("retrieval" in mlist)
         n_steps *= 2 if edit_list else 1
         with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as progress:
+                      TimeElapsedColumn(), TextColumn("{task.description}"), console=console, disable=quiet) as progress:
             task = progress.add_task("", total=n_steps)
             res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
+                           head_maps=0,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
         if html:
             from ..report.html import write_html_report
@@ -123,9 +142,13 @@ def scan(
     except (ValueError, RuntimeError, OSError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
-    _summary(res, all_heads)
     files = ["heads.json", "heads.csv", "meta.json", "atlas.png"] + (["index.html"] if html else [])
-    console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
+    if json_out:
+        typer.echo(json.dumps({"meta": res.meta, "records": res.records, "files": [str(out / f) for f in files]}, default=str))
+        return
+    _summary(res, all_heads)
+    if not quiet:
+        console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
 
 
 def _register_groups() -> None:
@@ -150,7 +173,11 @@ _register_groups()
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app(prog_name="headlab")
+    try:
+        app(prog_name="headlab")
+    except (ValueError, OSError) as exc:  # bad input that no command turned into a message: stderr, exit 2
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """CLI: ``headlab sparsify eval|reach`` (``app``) and ``headlab bench kernels`` (``bench_app``)."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -58,6 +59,8 @@ def eval_cmd(
                                 "without it an existing log is replaced"),
     out: Path = typer.Option(Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, "
                              "plot_pareto.png with --plan, trials.jsonl)"),
+    json_out: bool = typer.Option(False, "--json", help="print the result rows as JSON on stdout instead of the table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
     more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that "
                                                        "`--lengths 2048 4096 8192` works"),
     device: Optional[str] = _dev.device_option(),
@@ -74,6 +77,7 @@ def eval_cmd(
     Plans: headlab sparsify eval --plan duo.json --plan uniform.json --lengths 8192
     """
     import torch
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..sparsify import passkey_eval as sparsify
@@ -134,7 +138,7 @@ def eval_cmd(
     per_length += min(decode_prompts, trials) * (1 + n_plans) if n_plans else 0
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn()) as prog:
+                  TimeElapsedColumn(), console=Console(stderr=True), disable=quiet) as prog:
         task = prog.add_task("sparsify eval", total=len(lengths) * per_length)
         for n in lengths:
             rows += sparsify.evaluate(m, tok, configs, [n], trials=trials, dense_layers=dl, matched=matched,
@@ -142,6 +146,9 @@ def eval_cmd(
                                       source=haystack, log=log, decode_prompts=decode_prompts,
                                       decode_tokens=decode_tokens, baseline=baseline)
             folder = sparsify.write_report(rows, out, command=_command())
+    if json_out:
+        typer.echo(json.dumps({"rows": rows, "out": str(folder)}, default=str))
+        return
     typer.echo(sparsify.format_table(rows))
     typer.echo(f"wrote {folder}/results.json, table.md, plot.png" + (", plot_pareto.png" if n_plans else ""))
 

@@ -163,6 +163,10 @@ def test_render_replaces_only_marker_blocks(tmp_path):
         render_text("<!-- results:nope -->\n<!-- /results:nope -->", RESULTS)
     empty = render_text(text, tmp_path)                          # no committed results: says so, no numbers
     assert "no committed result" in empty
+    generic = render_text("<!-- results:table:lab -->\n<!-- /results:table:lab -->", RESULTS)
+    assert "`icl-regression`" in generic and "best mse: 0.538" in generic
+    one = render_text("<!-- results:detail:memory-capacity -->\n<!-- /results:detail:memory-capacity -->", RESULTS)
+    assert "n50_slope" in one and "headlab lab memory-capacity --trials 5" in one
 
 
 def test_readme_and_docs_tables_equal_the_results():

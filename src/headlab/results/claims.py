@@ -13,7 +13,10 @@ A :class:`Claim` names
   for timings;
 - ``smoke``: the same command at a reduced size for CI, with its own committed result.
 
-Registering a claim is a few lines: ``register(Claim(name=..., ...))`` (see ``lab_claims.py``).
+Registering a claim is a few lines: ``register(Claim(name=..., ...))`` in any module
+``headlab/results/*_claims.py`` (imported on first use; see ``lab_claims.py``); ``headlab reproduce
+--render`` then fills ``<!-- results:table:TABLE -->`` (every claim whose ``table`` is TABLE),
+``<!-- results:runs:TABLE -->`` and ``<!-- results:detail:NAME -->`` blocks.
 """
 from __future__ import annotations
 
@@ -121,7 +124,15 @@ def register(claim: Claim) -> Claim:
 
 
 def _load() -> None:
-    from . import lab_claims, steer_claims  # noqa: F401 - registration side effect
+    """Import every ``headlab/results/*_claims.py`` module (registration is their side effect)."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as pkg_path
+
+    for mod in pkgutil.iter_modules(pkg_path):
+        if mod.name.endswith("_claims"):
+            importlib.import_module(f"{__package__}.{mod.name}")
 
 
 def get(name: str) -> Claim:

@@ -4,8 +4,8 @@
     (generated: do not edit; `headlab reproduce --render`)
     <!-- /results:NAME -->
 
-``NAME`` is a key of :data:`RENDERERS` (``lab``, ``steering``, ``lab-runs``, ``detail:CLAIM``,
-``lab:EXPERIMENT``).  :func:`stale_blocks` lists blocks whose text differs from what the results give (a test
+``NAME`` is a key of :data:`RENDERERS` (``lab``, ``steering``, ``lab-runs``, ``lab:EXPERIMENT``) or
+``detail:CLAIM``, ``table:TABLE``, ``runs:TABLE`` for any registered claim / claim table.  :func:`stale_blocks` lists blocks whose text differs from what the results give (a test
 fails on any).
 """
 from __future__ import annotations
@@ -107,6 +107,24 @@ def steering_table(root: Path) -> str:
         rows.append([f"{c.short} ({c.paper})", "; ".join(parts), _outcome(res), f"`{c.name}`"])
     return _table(["paper claim", "measured (accuracy %, 95% Wilson / paired bootstrap intervals, items)",
                    "registered rule: outcome", "`headlab reproduce`"], rows)
+
+
+def claims_table(root: Path, table: str) -> str:
+    """Generic table of every claim whose ``table`` is ``table``: its ``show`` numbers and the outcome."""
+    rows = []
+    for c in all_claims().values():
+        if c.table != table:
+            continue
+        res = _load(root, c.name)
+        if res is None:
+            rows.append([f"{c.short or c.claim} ({c.paper})", f"no committed result (~{_cost(c.cost_s)})", "–",
+                         f"`{c.name}`"])
+            continue
+        m = res["measured"]
+        shown = "; ".join(f"{k.replace('_', ' ')}: {num(m[k])}" for k in (c.show or m) if isinstance(m.get(k), dict))
+        rows.append([f"{c.short or c.claim} ({c.paper})", shown, _outcome(res), f"`{c.name}`"])
+    return _table(["claim", "measured [95% interval] (items)", "registered rule: outcome", "`headlab reproduce`"],
+                  rows)
 
 
 def runs_table(root: Path, table: str) -> str:
@@ -216,8 +234,13 @@ def render_block(name: str, root: Path | None = None) -> str:
     root = Path(root) if root is not None else results_root()
     if name.startswith("detail:"):
         return detail(root, name.split(":", 1)[1])
+    if name.startswith("table:"):
+        return claims_table(root, name.split(":", 1)[1])
+    if name.startswith("runs:"):
+        return runs_table(root, name.split(":", 1)[1])
     if name not in RENDERERS:
-        raise ValueError(f"unknown results block {name!r}; valid: {', '.join(sorted(RENDERERS))}, detail:CLAIM")
+        raise ValueError(f"unknown results block {name!r}; valid: {', '.join(sorted(RENDERERS))}, detail:CLAIM, "
+                         "table:TABLE, runs:TABLE")
     return RENDERERS[name](root)
 
 

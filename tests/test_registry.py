@@ -76,7 +76,7 @@ def test_every_plugin_kind_uses_the_registry_type():
         edits.from_config([{"edit": "nope", "sites": "all"}])
     with pytest.raises(ValueError, match=r"unknown mechanism 'nope'; valid mechanism names are: softmax"):
         make_mechanism("nope", 8, 2)
-    assert set(plugins.HOOKS) == {"sparse_attend", "per_head"}  # engine hooks, wired by `import headlab`
+    assert {"sparse_attend", "per_head"} <= set(plugins.HOOKS)  # engine hooks, wired by `import headlab`
 
 
 def test_make_probe_by_name_and_protocol_probes():

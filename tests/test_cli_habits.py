@@ -1,5 +1,6 @@
 """CLI habits: --version, --json output (scan, steer), --quiet, errors on stderr with exit code 2, and
 `steer --task FILE` / `scan --texts FILE` on your own data (a tiny model saved to a folder)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,29 @@ import headlab.cli as cli
 from headlab.cli import app
 from headlab.version import __version__
 
-WORDS = "the a film movie was is great awful good bad fun dull plot no yes capital of france paris sky blue".split()
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "movie",
+    "was",
+    "is",
+    "great",
+    "awful",
+    "good",
+    "bad",
+    "fun",
+    "dull",
+    "plot",
+    "no",
+    "yes",
+    "capital",
+    "of",
+    "france",
+    "paris",
+    "sky",
+    "blue",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +48,18 @@ def model_dir(tmp_path_factory):
     t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      pad_token_id=1, eos_token_id=1, bos_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=1,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
     d = tmp_path_factory.mktemp("tiny-model")
     LlamaForCausalLM(cfg).eval().save_pretrained(d)
     tok.save_pretrained(d)
@@ -45,11 +77,32 @@ def test_version():
 
 def test_scan_json_quiet_on_a_jsonl_texts_file(model_dir, tmp_path):
     texts = tmp_path / "texts.jsonl"
-    texts.write_text("".join(json.dumps({"id": i, "body": s}) + "\n" for i, s in
-                             enumerate(["the film was great fun", "the plot is dull and bad"])), encoding="utf-8")
+    texts.write_text(
+        "".join(
+            json.dumps({"id": i, "body": s}) + "\n" for i, s in enumerate(["the film was great fun", "the plot is dull and bad"])
+        ),
+        encoding="utf-8",
+    )
     out = tmp_path / "scan"
-    r = _run(["scan", "--model", model_dir, "--texts", texts, "--text-field", "body", "--metrics", "sink,entropy", "--max-tokens", 64,
-              "--out", out, "--json", "--quiet"])
+    r = _run(
+        [
+            "scan",
+            "--model",
+            model_dir,
+            "--texts",
+            texts,
+            "--text-field",
+            "body",
+            "--metrics",
+            "sink,entropy",
+            "--max-tokens",
+            64,
+            "--out",
+            out,
+            "--json",
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)  # stdout is exactly one JSON document
     assert len(doc["records"]) == 2 * 4 and doc["meta"]["metrics"] == ["sink", "entropy"]
@@ -68,12 +121,32 @@ def test_scan_errors_go_to_stderr_with_exit_2(model_dir, tmp_path):
 
 
 def test_steer_task_file_json(model_dir, tmp_path):
-    rows = [{"prompt": f"the film was {w}", "choices": [" no", " yes"], "label": i % 2}
-            for i, w in enumerate(["great", "awful", "good", "bad", "fun", "dull"])]
+    rows = [
+        {"prompt": f"the film was {w}", "choices": [" no", " yes"], "label": i % 2}
+        for i, w in enumerate(["great", "awful", "good", "bad", "fun", "dull"])
+    ]
     f = tmp_path / "mine.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    r = _run(["steer", "ablate", "--sites", "L1H2", "--mode", "zero", "--task", f, "--tune-on", 0, "--eval-on", 6,
-              "--model", model_dir, "--json", "--quiet"])
+    r = _run(
+        [
+            "steer",
+            "ablate",
+            "--sites",
+            "L1H2",
+            "--mode",
+            "zero",
+            "--task",
+            f,
+            "--tune-on",
+            0,
+            "--eval-on",
+            6,
+            "--model",
+            model_dir,
+            "--json",
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["task"] == "mine" and doc["eval_on"] == 6
@@ -83,8 +156,30 @@ def test_steer_task_file_json(model_dir, tmp_path):
 def test_steer_generation_task_from_csv_with_field_names(model_dir, tmp_path):
     f = tmp_path / "qa.csv"
     f.write_text("question,gold\ncapital of france,paris\nthe sky is,blue|sky\nthe film,film\n", encoding="utf-8")
-    r = _run(["steer", "ablate", "--sites", "L0", "--mode", "uniform", "--task", f, "--prompt-field", "question",
-              "--answers-field", "gold", "--tune-on", 0, "--eval-on", 3, "--model", model_dir, "--json", "--quiet"])
+    r = _run(
+        [
+            "steer",
+            "ablate",
+            "--sites",
+            "L0",
+            "--mode",
+            "uniform",
+            "--task",
+            f,
+            "--prompt-field",
+            "question",
+            "--answers-field",
+            "gold",
+            "--tune-on",
+            0,
+            "--eval-on",
+            3,
+            "--model",
+            model_dir,
+            "--json",
+            "--quiet",
+        ]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["task"] == "qa" and doc["results"]["stats"]["steered"]["n"] == 3
@@ -98,8 +193,10 @@ def _steer(args):
 
 def test_steer_errors_go_to_stderr_with_exit_2(model_dir, tmp_path):
     f = tmp_path / "bad.jsonl"
-    f.write_text('{"prompt": "a", "choices": [" no", " yes"], "label": 0}\n'
-                 '{"prompt": "b", "choices": [" no", " yes"], "label": 5}\n', encoding="utf-8")
+    f.write_text(
+        '{"prompt": "a", "choices": [" no", " yes"], "label": 0}\n{"prompt": "b", "choices": [" no", " yes"], "label": 5}\n',
+        encoding="utf-8",
+    )
     r = _steer(["ablate", "--sites", "L0", "--task", f, "--tune-on", 0, "--eval-on", 1, "--model", model_dir])
     assert r.exit_code == 2 and "bad.jsonl, line 2" in r.stderr and r.stdout == ""
     r = _steer(["inject", "--icl-shots", "-1"])

@@ -1,6 +1,7 @@
 """Plug-ins as plain functions: edits.on_scores/on_weights/on_output, probes.mean, patterns.from_mask_mod
 and Pattern.mask_mod (both directions against dense masks and FlexAttention's create_mask /
 create_block_mask), and plug-ins by registry name in attach."""
+
 from __future__ import annotations
 
 import math
@@ -46,6 +47,7 @@ def _on_head(h, fn):
         x = x.clone()
         x[:, h] = fn(x[:, h])
         return x
+
     return f
 
 
@@ -62,12 +64,11 @@ def test_on_scores_matches_dense_reference_on_selected_head_only():
 
 def test_on_weights_and_on_output_match_dense_reference():
     q, k, v = _qkv(1)
-    sharpen = lambda a: a ** 2 / (a ** 2).sum(-1, keepdim=True)
+    sharpen = lambda a: a**2 / (a**2).sum(-1, keepdim=True)
     ew = edits.on_weights(lambda a, ctx: sharpen(a), sites={0: [0, 2]}).bind(1, H)
     eo = edits.on_output(lambda o, ctx: -o, sites=[(0, 2)]).bind(1, H)
     got = attend(q, k, v, edits=[ew, eo], chunk=10)
-    want = _dense(q, k, v, weight_fn=lambda a: _on_head(2, sharpen)(_on_head(0, sharpen)(a)),
-                  out_fn=_on_head(2, lambda o: -o))
+    want = _dense(q, k, v, weight_fn=lambda a: _on_head(2, sharpen)(_on_head(0, sharpen)(a)), out_fn=_on_head(2, lambda o: -o))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -120,6 +121,7 @@ def test_mean_probe_checks_its_function():
 def _sliding(w):
     def sliding_window_causal(b, h, q_idx, kv_idx):  # attention-gym style mask_mod
         return (q_idx >= kv_idx) & (q_idx - kv_idx < w)
+
     return sliding_window_causal
 
 
@@ -170,8 +172,9 @@ _PATTERNS = {
     "sink_window": lambda: patterns.sink_window(3, 6),
     "moa": lambda: patterns.moa([(4, 0.1), (2, 0.3), (8, 0.0)], sink=1, kv_per_head=True),
     "power": lambda: patterns.power(block=8),
-    "per_head_kv": lambda: patterns.per_head([patterns.window(4), patterns.causal(), patterns.sink_window(2, 3)],
-                                             kv_per_head=True),
+    "per_head_kv": lambda: patterns.per_head(
+        [patterns.window(4), patterns.causal(), patterns.sink_window(2, 3)], kv_per_head=True
+    ),
     "mask_mod": lambda: patterns.from_mask_mod(_per_head_band, n_heads=6),
 }
 
@@ -195,8 +198,7 @@ def test_pattern_mask_mod_through_flex_create_mask(name, t, s):
 def test_pattern_mask_mod_causal_and_errors():
     p = patterns.from_mask_mod(lambda b, h, q, kv: (q - kv).abs() < 3)  # bidirectional band
     fn = p.mask_mod(20, causal=True)
-    torch.testing.assert_close(create_mask(fn, 1, 1, 20, 20, device="cpu")[0, 0],
-                               patterns.window(3).mask(20, 20)[0])
+    torch.testing.assert_close(create_mask(fn, 1, 1, 20, 20, device="cpu")[0, 0], patterns.window(3).mask(20, 20)[0])
     with pytest.raises(ValueError, match="dynamic"):
         patterns.topk_blocks().mask_mod(32)
     with pytest.raises(ValueError, match="per KV head"):
@@ -225,12 +227,10 @@ def test_attach_accepts_names_for_patterns_and_edits(tiny_llama):
     with attach(tiny_llama, edits=[edits.on_output(lambda o, ctx: o / 2)]):
         torch.testing.assert_close(by_name, tiny_llama(ids).logits)
     assert not torch.allclose(by_name, plain)
-    with pytest.raises(ValueError, match="window.*arguments"):
-        with attach(tiny_llama, pattern="window"):
-            pass
-    with pytest.raises(ValueError, match="valid edit names"):
-        with attach(tiny_llama, edits=["no_such_edit"]):
-            pass
+    with pytest.raises(ValueError, match="window.*arguments"), attach(tiny_llama, pattern="window"):
+        pass
+    with pytest.raises(ValueError, match="valid edit names"), attach(tiny_llama, edits=["no_such_edit"]):
+        pass
 
 
 class _Halve(edits.Edit):

@@ -1,5 +1,6 @@
 """attach inside attach on the same model composes: both runs see every call, inner edits apply after
 the outer ones, patterns intersect, and each block restores what it found (also on errors)."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,11 +32,15 @@ def test_inner_edits_apply_after_the_outer_ones(tiny_llama):
     ids = _ids(1)
     add = edits.on_output(lambda o, ctx: o + 1.0, sites="L0H1")
     mul = edits.on_output(lambda o, ctx: o * 3.0, sites="L0H1")
-    with attach(tiny_llama, edits=[edits.on_output(lambda o, ctx: o + 1.0, sites="L0H1"),
-                                   edits.on_output(lambda o, ctx: o * 3.0, sites="L0H1")]):
+    with attach(
+        tiny_llama,
+        edits=[edits.on_output(lambda o, ctx: o + 1.0, sites="L0H1"), edits.on_output(lambda o, ctx: o * 3.0, sites="L0H1")],
+    ):
         add_then_mul = tiny_llama(ids).logits
-    with attach(tiny_llama, edits=[edits.on_output(lambda o, ctx: o * 3.0, sites="L0H1"),
-                                   edits.on_output(lambda o, ctx: o + 1.0, sites="L0H1")]):
+    with attach(
+        tiny_llama,
+        edits=[edits.on_output(lambda o, ctx: o * 3.0, sites="L0H1"), edits.on_output(lambda o, ctx: o + 1.0, sites="L0H1")],
+    ):
         mul_then_add = tiny_llama(ids).logits
     assert not torch.allclose(add_then_mul, mul_then_add)  # the order matters, so the test can tell
     with attach(tiny_llama, edits=[add]):
@@ -51,9 +56,8 @@ def test_nested_patterns_intersect(tiny_llama):
     ids = _ids(2, 40)
     with attach(tiny_llama, pattern=patterns.window(9) & patterns.sink_window(1, 5)):
         want = tiny_llama(ids).logits
-    with attach(tiny_llama, pattern=patterns.window(9)):
-        with attach(tiny_llama, pattern=patterns.sink_window(1, 5)):
-            got = tiny_llama(ids).logits
+    with attach(tiny_llama, pattern=patterns.window(9)), attach(tiny_llama, pattern=patterns.sink_window(1, 5)):
+        got = tiny_llama(ids).logits
     torch.testing.assert_close(got, want)
 
 
@@ -64,9 +68,11 @@ def test_state_inner_first_then_outer(tiny_llama):
         seen.append((ctx.state.get("a"), ctx.state.get("b")))
         return o
 
-    with attach(tiny_llama, state={"a": 1, "b": 1}):
-        with attach(tiny_llama, edits=[edits.on_output(look, sites="L0")], state={"b": 2}):
-            tiny_llama(_ids(3))
+    with (
+        attach(tiny_llama, state={"a": 1, "b": 1}),
+        attach(tiny_llama, edits=[edits.on_output(look, sites="L0")], state={"b": 2}),
+    ):
+        tiny_llama(_ids(3))
     assert seen == [(1, 2)]
 
 
@@ -79,9 +85,8 @@ def test_model_restored_in_order_also_on_errors(tiny_llama):
             raise RuntimeError("boom")
         assert tiny_llama.config._attn_implementation == outer_impl
     assert tiny_llama.config._attn_implementation == original
-    with pytest.raises(RuntimeError, match="boom2"), attach(tiny_llama, probes=["sink"]):
-        with attach(tiny_llama, probes=["entropy"]):
-            raise RuntimeError("boom2")
+    with pytest.raises(RuntimeError, match="boom2"), attach(tiny_llama, probes=["sink"]), attach(tiny_llama, probes=["entropy"]):
+        raise RuntimeError("boom2")
     assert tiny_llama.config._attn_implementation == original
     ids = _ids(4)
     plain = tiny_llama(ids).logits
@@ -102,19 +107,16 @@ def test_out_of_order_exit_restores_the_original(tiny_llama):
 
 def test_same_object_twice_is_refused(tiny_llama):
     e = edits.on_output(lambda o, ctx: o)
-    with attach(tiny_llama, edits=[e]):
-        with pytest.raises(ValueError, match="already attached"), attach(tiny_llama, edits=[e]):
-            pass
+    with attach(tiny_llama, edits=[e]), pytest.raises(ValueError, match="already attached"), attach(tiny_llama, edits=[e]):
+        pass
     from headlab.probes import EntropyProbe
 
     p = EntropyProbe()
-    with attach(tiny_llama, probes=[p]):
-        with pytest.raises(ValueError, match="already attached"), attach(tiny_llama, probes=[p]):
-            pass
+    with attach(tiny_llama, probes=[p]), pytest.raises(ValueError, match="already attached"), attach(tiny_llama, probes=[p]):
+        pass
 
 
 def test_separate_models_do_not_nest(tiny_llama, tiny_gpt2):
-    with attach(tiny_llama, probes=["sink"]) as a:
-        with attach(tiny_gpt2, probes=["sink"]) as b:
-            tiny_gpt2(_ids(5))
+    with attach(tiny_llama, probes=["sink"]) as a, attach(tiny_gpt2, probes=["sink"]) as b:
+        tiny_gpt2(_ids(5))
     assert b.calls == 2 and a.calls == 0

@@ -1,5 +1,6 @@
 """Notebook views and data frames: ``_repr_html_`` on scan results, runs and head_stats (report
 stylesheet, escaped token text, the head grid and a head's map), ``.to_frame()`` one row per head."""
+
 from __future__ import annotations
 
 import html
@@ -33,12 +34,19 @@ def model(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=40, intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=40,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=5,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
-TEXT = "the cat <script> alert(1) </script> sat on the mat &amp; \"q\" a b the cat sat"
+TEXT = 'the cat <script> alert(1) </script> sat on the mat &amp; "q" a b the cat sat'
 METRICS = ["sink", "entropy", "prev_token", "distance"]
 
 
@@ -79,8 +87,8 @@ class _Doc(HTMLParser):
 
 def _inner(frag: str) -> tuple[str, _Doc]:
     """The iframe's document (srcdoc unescaped once) and its parse."""
-    assert frag.startswith("<iframe srcdoc=\"")
-    raw = frag[len("<iframe srcdoc=\""): frag.index("\" style=")]
+    assert frag.startswith('<iframe srcdoc="')
+    raw = frag[len('<iframe srcdoc="') : frag.index('" style=')]
     assert "<" not in raw and '"' not in raw  # the attribute value is fully escaped
     doc = html.unescape(raw)
     p = _Doc()

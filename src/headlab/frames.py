@@ -4,6 +4,7 @@ pandas is an optional extra (``pip install "headlab[frames]"``); without it ``to
 ``ImportError`` that names that command. Used by ``ScanResult.to_frame()``, ``Run.to_frame()`` and
 the ``head_stats`` result's ``to_frame()``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -34,8 +35,10 @@ def stats_frame(stats: Mapping[str, Any]) -> Any:
         raise ValueError(f"every metric must be a (layers, heads) table of the same shape, got {shapes}")
     n_layers, n_heads = first
     cols = {name: [float(x) for x in _flat(v)] for name, v in stats.items()}
-    rows = {"layer": [l for l in range(n_layers) for _ in range(n_heads)],
-            "head": [h for _ in range(n_layers) for h in range(n_heads)]}
+    rows = {
+        "layer": [l for l in range(n_layers) for _ in range(n_heads)],
+        "head": [h for _ in range(n_layers) for h in range(n_heads)],
+    }
     rows["site"] = [format_site(l, h) for l, h in zip(rows["layer"], rows["head"])]
     return pd.DataFrame({**rows, **cols})
 

@@ -15,7 +15,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..version import __version__
-
 from . import _device as _dev
 
 app = typer.Typer(help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",

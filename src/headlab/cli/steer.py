@@ -69,9 +69,8 @@ def steer(
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
     import torch
 
-    from ..steer.run import steer as run_steer
-
     from ..data.tasks.user_file import is_task_file, load_file
+    from ..steer.run import steer as run_steer
 
     if threads < 0:
         raise fail(f"--threads must be >= 0 (0 = torch default), got {threads}")

@@ -20,6 +20,7 @@ For example, temperature 2 on head 3 of layer 5 (a plain-function version of a s
 The classes in this package stay for edits that must round-trip through JSON configs; a function
 edit has no config (``to_config`` refuses it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -59,8 +60,10 @@ class FunctionEdit(Edit):
         new = self.fn(x, ctx)
         if not isinstance(new, torch.Tensor) or new.shape != x.shape:
             got = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-            raise ValueError(f"{self.name} in layer {ctx.layer}: fn must return a tensor of the {self.stage} shape "
-                             f"{tuple(x.shape)} (B, H, ...), got {got}")
+            raise ValueError(
+                f"{self.name} in layer {ctx.layer}: fn must return a tensor of the {self.stage} shape "
+                f"{tuple(x.shape)} (B, H, ...), got {got}"
+            )
         if len(heads) == x.shape[1]:
             return new.to(x.dtype)
         out = x.clone()

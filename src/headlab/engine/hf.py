@@ -16,10 +16,10 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from ..frames import stats_frame
 from .attend import attend, make_context
 from .context import AttnContext
 from .masks import to_bool_mask
-from ..frames import stats_frame
 from .plugins import EDITS, HOOKS, PATTERNS, make_probe, per_head
 
 _counter = itertools.count()

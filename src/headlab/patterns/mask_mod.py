@@ -14,6 +14,7 @@ same for every row. ``fn`` must use tensor operations only (it is called on broa
 here and under ``vmap`` by ``create_block_mask``); it may be non-causal: a causal model still masks
 future keys.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

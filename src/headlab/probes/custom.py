@@ -14,6 +14,7 @@ For example, the weight each query puts on its own position (a "self" head score
 
     with headlab.attach(model, probes=[probes.mean(self_weight, name="self")]) as run: ...
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,8 +45,10 @@ class MeanProbe(Probe):
         want = tuple(a.shape[:3])
         if not isinstance(vals, torch.Tensor) or tuple(vals.shape) != want:
             got = tuple(vals.shape) if isinstance(vals, torch.Tensor) else type(vals).__name__
-            raise ValueError(f"probe {self.name!r} in layer {ctx.layer}: fn must return one value per query, shape "
-                             f"(B, H, Tc) = {want}, got {got}")
+            raise ValueError(
+                f"probe {self.name!r} in layer {ctx.layer}: fn must return one value per query, shape "
+                f"(B, H, Tc) = {want}, got {got}"
+            )
         self.add(ctx, vals, ctx.query_valid())
 
 

@@ -7,6 +7,7 @@ styled by the report's own stylesheet (``report/assets/report.css``, the page of
 report``) inside an ``<iframe srcdoc>``, so the notebook's own styles are untouched. Every text that
 comes from data (token text, metric and role names, titles) is HTML-escaped; the map is a PNG.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,13 +66,14 @@ def _grid(values: np.ndarray, metric: str, roles: Mapping[tuple[int, int], list[
                 style += f";background:{_hex(cmap(x))}"
             mark = "".join(letters.get(r, "") for r in rs)
             cells.append(f'<div class="{cls}" style="{style}" title="{_e(tip)}">{_e(mark)}</div>')
-    grid = (f'<div class="grid roles-grid" style="grid-template-columns:repeat({n_heads},{CELL}px)">' + "".join(cells)
-            + "</div>")
+    grid = f'<div class="grid roles-grid" style="grid-template-columns:repeat({n_heads},{CELL}px)">' + "".join(cells) + "</div>"
     key = " ".join(f"{_e(letters[r])} = {_e(r)}" for r in letters)
     scale = f"{metric}: {lo:.3g} (dark) … {hi:.3g} (light)" if finite.size else f"{metric}: no values"
-    return (f'<div class="gcard"><h3>{_e(metric)} <span class="hint">rows: layers 0..{n_layers - 1}, '
-            f'columns: heads 0..{n_heads - 1}</span></h3>{grid}<p class="sub">{_e(scale)}</p>'
-            f'<div class="role-key">{key}</div></div>')
+    return (
+        f'<div class="gcard"><h3>{_e(metric)} <span class="hint">rows: layers 0..{n_layers - 1}, '
+        f'columns: heads 0..{n_heads - 1}</span></h3>{grid}<p class="sub">{_e(scale)}</p>'
+        f'<div class="role-key">{key}</div></div>'
+    )
 
 
 def _map_png(m: np.ndarray) -> str:
@@ -88,18 +90,30 @@ def _map_png(m: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _head(site: tuple[int, int], values: Mapping[str, float], roles: list[str], head_map: Any = None,
-          tokens: Sequence[str] | None = None, note: str = "") -> str:
+def _head(
+    site: tuple[int, int],
+    values: Mapping[str, float],
+    roles: list[str],
+    head_map: Any = None,
+    tokens: Sequence[str] | None = None,
+    note: str = "",
+) -> str:
     chips = "".join(f'<span class="chip">{_e(r)}</span>' for r in roles) or '<span class="chip none">no role</span>'
-    rows = "".join(f'<tr><th>{_e(k)}</th><td class="num">{"n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"}</td></tr>'
-                   for k, v in values.items())
-    out = [f'<div class="headtitle"><span class="big">{_e(format_site(*site))}</span> {chips}</div>',
-           f'<table class="vals">{rows}</table>']
+    rows = "".join(
+        f'<tr><th>{_e(k)}</th><td class="num">{"n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"}</td></tr>'
+        for k, v in values.items()
+    )
+    out = [
+        f'<div class="headtitle"><span class="big">{_e(format_site(*site))}</span> {chips}</div>',
+        f'<table class="vals">{rows}</table>',
+    ]
     if head_map is not None:
         n = int(head_map.n_tokens)
         r, c = head_map.map.shape
-        out.append(f'<h4>attention map</h4><img alt="attention map of {_e(format_site(*site))}" '
-                   f'src="{_map_png(np.asarray(head_map.map))}" width="320" height="320">')
+        out.append(
+            f'<h4>attention map</h4><img alt="attention map of {_e(format_site(*site))}" '
+            f'src="{_map_png(np.asarray(head_map.map))}" width="320" height="320">'
+        )
         out.append(f'<p class="mapmeta" style="margin-left:0">{n} tokens in {r} x {c} bins (block means, log scale)</p>')
     if tokens:
         shown = "".join(f'<span class="tok">{_e(t)}</span> ' for t in list(tokens)[:MAX_TOKENS])
@@ -112,10 +126,14 @@ def _head(site: tuple[int, int], values: Mapping[str, float], roles: list[str], 
 
 def page(title: str, body: str, height: int) -> str:
     """The fragment as an isolated ``<iframe srcdoc>`` styled by the report's stylesheet."""
-    doc = (f'<!doctype html><html><head><meta charset="utf-8"><style>{_css()}</style></head>'
-           f'<body><main style="padding:8px"><section class="card"><h2>{_e(title)}</h2>{body}</section></main></body></html>')
-    return (f'<iframe srcdoc="{html.escape(doc, quote=True)}" style="width:100%;height:{int(height)}px;border:0" '
-            f'title="{_e(title)}"></iframe>')
+    doc = (
+        f'<!doctype html><html><head><meta charset="utf-8"><style>{_css()}</style></head>'
+        f'<body><main style="padding:8px"><section class="card"><h2>{_e(title)}</h2>{body}</section></main></body></html>'
+    )
+    return (
+        f'<iframe srcdoc="{html.escape(doc, quote=True)}" style="width:100%;height:{int(height)}px;border:0" '
+        f'title="{_e(title)}"></iframe>'
+    )
 
 
 def _pick(selected: Any, values: np.ndarray, metric: str, maps: Mapping[tuple[int, int], Any]) -> tuple[int, int]:
@@ -133,9 +151,16 @@ def _pick(selected: Any, values: np.ndarray, metric: str, maps: Mapping[tuple[in
     return divmod(idx, values.shape[1])
 
 
-def head_view(stats: Mapping[str, Any], *, title: str, metric: str | None = None, head: Any = None,
-              roles: Mapping[tuple[int, int], list[str]] | None = None, maps: Mapping[tuple[int, int], Any] | None = None,
-              tokens: Sequence[str] | None = None) -> str:
+def head_view(
+    stats: Mapping[str, Any],
+    *,
+    title: str,
+    metric: str | None = None,
+    head: Any = None,
+    roles: Mapping[tuple[int, int], list[str]] | None = None,
+    maps: Mapping[tuple[int, int], Any] | None = None,
+    tokens: Sequence[str] | None = None,
+) -> str:
     """The inline view of ``{metric: (layers, heads)}`` statistics (see the module doc)."""
     if not stats:
         raise ValueError("nothing to show: no statistics")
@@ -149,8 +174,12 @@ def head_view(stats: Mapping[str, Any], *, title: str, metric: str | None = None
     site = _pick(head, values, metric, maps)
     per_head = {k: float(a[site]) for k, a in arrays.items()}
     note = "" if site in maps else "no attention map recorded for this head (attach a HeadMapProbe on it to see one)"
-    body = ('<div class="grids">' + _grid(values, metric, roles, site)
-            + _head(site, per_head, roles.get(site, []), maps.get(site), tokens if site in maps else None, note) + "</div>")
+    body = (
+        '<div class="grids">'
+        + _grid(values, metric, roles, site)
+        + _head(site, per_head, roles.get(site, []), maps.get(site), tokens if site in maps else None, note)
+        + "</div>"
+    )
     height = max(values.shape[0] * (CELL + 1) + 140, 560 if site in maps else 300)
     return page(title, body, height)
 
@@ -166,8 +195,15 @@ def scan_html(res: Any, head: Any = None, metric: str | None = None) -> str:
             if r.get(m) is not None:
                 stats[m][r["layer"], r["head"]] = float(r[m])
         roles[(int(r["layer"]), int(r["head"]))] = list(r.get("roles", []))
-    return head_view(stats, title=f"{res.meta.get('model', 'model')}: head atlas", metric=metric, head=head, roles=roles,
-                     maps=getattr(res, "maps", None) or {}, tokens=getattr(res, "tokens", None))
+    return head_view(
+        stats,
+        title=f"{res.meta.get('model', 'model')}: head atlas",
+        metric=metric,
+        head=head,
+        roles=roles,
+        maps=getattr(res, "maps", None) or {},
+        tokens=getattr(res, "tokens", None),
+    )
 
 
 def run_html(run: Any, head: Any = None, metric: str | None = None, tokens: Sequence[str] | None = None) -> str:
@@ -180,10 +216,14 @@ def run_html(run: Any, head: Any = None, metric: str | None = None, tokens: Sequ
     for p in run.probes:
         if callable(getattr(p, "maps", None)):
             maps.update(p.maps())
-    shown = {k: v for k, v in stats.items() if not any(getattr(p, "name", None) == k and callable(getattr(p, "maps", None))
-                                                        for p in run.probes)}
-    return head_view(shown or stats, title=f"headlab run ({run.calls} attention calls)", metric=metric, head=head,
-                     maps=maps, tokens=tokens)
+    shown = {
+        k: v
+        for k, v in stats.items()
+        if not any(getattr(p, "name", None) == k and callable(getattr(p, "maps", None)) for p in run.probes)
+    }
+    return head_view(
+        shown or stats, title=f"headlab run ({run.calls} attention calls)", metric=metric, head=head, maps=maps, tokens=tokens
+    )
 
 
 HOOKS.register("run_html", run_html, replace=True)

@@ -1,5 +1,6 @@
 """Rows of the Arrow IPC files that ``datasets.save_to_disk`` writes (``data-00000-of-00001.arrow``),
 read with pyarrow (any column type, compressed and dictionary-encoded batches included)."""
+
 from __future__ import annotations
 
 from pathlib import Path

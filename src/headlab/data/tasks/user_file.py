@@ -14,6 +14,7 @@ options (``prompt_field=`` ...). A malformed row raises ``ValueError`` naming th
 
 ``read_texts_file`` reads plain texts the same way (one text field per row) for ``headlab scan --texts``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -102,16 +103,24 @@ def _label(row: dict, field: str, choices: list[str], path: Path, n: int) -> int
         try:
             v = int(v.strip())
         except ValueError:
-            raise ValueError(f"{_where(path, n)}: {field!r} = {v!r} is neither an index 0..{len(choices) - 1} "
-                             f"nor one of the choices {choices}") from None
+            raise ValueError(
+                f"{_where(path, n)}: {field!r} = {v!r} is neither an index 0..{len(choices) - 1} nor one of the choices {choices}"
+            ) from None
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < len(choices):
         raise ValueError(f"{_where(path, n)}: {field!r} = {v!r} must be an index in 0..{len(choices) - 1}")
     return v
 
 
-def load_file(path: str | Path, prompt_field: str = "prompt", choices_field: str = "choices",
-              label_field: str = "label", answers_field: str = "answers", sep: str = "|",
-              max_new_tokens: int = 16, n: int | None = None) -> Task:
+def load_file(
+    path: str | Path,
+    prompt_field: str = "prompt",
+    choices_field: str = "choices",
+    label_field: str = "label",
+    answers_field: str = "answers",
+    sep: str = "|",
+    max_new_tokens: int = 16,
+    n: int | None = None,
+) -> Task:
     """A :class:`Task` from a .jsonl / .csv file (see the module doc); named after the file's stem."""
     path = Path(path)
     if max_new_tokens < 1:
@@ -121,8 +130,10 @@ def load_file(path: str | Path, prompt_field: str = "prompt", choices_field: str
     for line, row in _rows(path):
         here = "choice" if row.get(choices_field) is not None else "generate" if row.get(answers_field) is not None else None
         if here is None:
-            raise ValueError(f"{_where(path, line)}: a row needs {choices_field!r} + {label_field!r} (choice task) or "
-                             f"{answers_field!r} (generation task); fields: {sorted(row)}")
+            raise ValueError(
+                f"{_where(path, line)}: a row needs {choices_field!r} + {label_field!r} (choice task) or "
+                f"{answers_field!r} (generation task); fields: {sorted(row)}"
+            )
         if kind is None:
             kind = here
         elif here != kind:
@@ -152,4 +163,3 @@ def read_texts_file(path: str | Path, text_field: str = "text") -> list[str]:
     if not out:
         raise ValueError(f"texts file {str(path)!r} has no rows")
     return out
-

@@ -162,6 +162,9 @@ def _register_groups() -> None:
     app.add_typer(cli_sparsify.app, name="sparsify")
     app.add_typer(cli_sparsify.bench_app, name="bench")
     app.add_typer(cli_lab.app, name="lab")
+    from . import circuits as cli_circuits
+
+    app.add_typer(cli_circuits.app, name="circuits")
     from .reproduce import reproduce
 
     app.command("reproduce")(reproduce)

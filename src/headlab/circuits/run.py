@@ -1,0 +1,200 @@
+"""Find a task's heads by patching and write them as an atlas (heads.json / heads.csv / roles.json)
+with a heatmap.
+
+Steps for a :class:`~headlab.circuits.task.Task`: (1) baseline: clean and corrupted logit
+difference and accuracy; (2) total effect of every head (``head_effects``, clean outputs patched
+into the corrupted run); (3) direct effect on the logits; (4) attention between the task's named
+positions on the clean prompts; (5) IOI only: path patching from the strongest earlier heads into
+the name movers' queries (S-inhibition evidence); (6) headlab's previous-token and induction probes;
+(7) roles (:mod:`headlab.circuits.classify`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engine.hf import model_shape
+from ..engine.sites import format_site
+from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..measure import patching
+from ..measure.induction import induction_scores
+from ..measure.stats import head_stats
+from .classify import THRESHOLDS, attention_between, classify
+from .task import Task
+
+ATTN_PAIRS = {"ioi": {"END->IO": ("END", "IO"), "END->S2": ("END", "S2"), "S2->S1": ("S2", "S1"),
+                      "S2->S1+1": ("S2", "S1+1")},
+              "colored-objects": {"END->ANS": ("END", "ANS")}}
+
+
+@dataclass
+class CircuitResult:
+    task: str
+    model: str
+    n: int
+    baseline: dict[str, float]
+    effect: torch.Tensor
+    direct: torch.Tensor
+    attn: dict[str, torch.Tensor]
+    path_q: torch.Tensor
+    prev_token: torch.Tensor
+    induction: torch.Tensor
+    roles: dict[str, list[str]]
+    thresholds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def records(self) -> list[dict]:
+        """Atlas records {"layer", "head", "site", <metrics>, "roles"} (``headlab.edits`` selectors read them)."""
+        L, H = self.effect.shape
+        out = []
+        for l in range(L):
+            for h in range(H):
+                r = {"layer": l, "head": h, "site": format_site(l, h), "effect": _f(self.effect[l, h]),
+                     "direct": _f(self.direct[l, h]), "path_q": _f(self.path_q[l, h]),
+                     "prev_token": _f(self.prev_token[l, h]), "induction": _f(self.induction[l, h])}
+                for k, v in self.attn.items():
+                    r["attn_" + k.replace("->", "_to_").replace("+", "p")] = _f(v[l, h])
+                r["roles"] = self.roles[format_site(l, h)]
+                out.append(r)
+        return out
+
+    def in_circuit(self) -> set[tuple[int, int]]:
+        return {(r["layer"], r["head"]) for r in self.records() if "in_circuit" in r["roles"]}
+
+
+def _f(x) -> float | None:
+    v = float(x)
+    return None if v != v else round(v, 6)
+
+
+def find_circuit(model, task: Task, model_name: str = "model", batch_heads: int | None = None, path_senders: int = 12,
+                 thresholds: dict[str, float] | None = None, progress: bool = False) -> CircuitResult:
+    """Run the steps of the module docstring for ``task`` on ``model``."""
+    L, H, _ = model_shape(model)
+    secs: dict[str, float] = {}
+    t0 = time.time()
+    res = patching.head_effects(model, task.clean_ids, task.corrupt_ids, task.metric, clean_mask=task.mask,
+                                corrupt_mask=task.mask, batch_heads=batch_heads, progress=progress, full=True)
+    secs["head_effects"] = time.time() - t0
+    clean_logits, corrupt_logits = res.clean_recording.logits, res.corrupt_recording.logits
+    base = {"clean_logit_diff": float(task.metric(clean_logits)), "corrupt_logit_diff": float(task.metric(corrupt_logits)),
+            "clean_accuracy": task.accuracy(clean_logits), "clean_top1": task.top1(clean_logits),
+            "corrupt_accuracy": task.accuracy(corrupt_logits),
+            "clean_logit_diff_std": float(task.logit_diff(clean_logits).std())}
+    t0 = time.time()
+    direct = patching.direct_effects(model, res.clean_recording, res.corrupt_recording, task.corrupt_ids, task.metric,
+                                     res.clean, res.corrupt, attention_mask=task.mask)
+    secs["direct_effects"] = time.time() - t0
+    t0 = time.time()
+    w = patching.record(model, task.clean_ids, "weights", task.mask)
+    attn = {k: attention_between(w.data, task.columns(q), task.columns(kk), L, H)
+            for k, (q, kk) in ATTN_PAIRS[task.name].items()}
+    prev = head_stats(model, task.clean_ids, ["prev_token"], task.mask)["prev_token"]
+    ind = induction_scores(model, n=25, batch=4)
+    secs["attention_evidence"] = time.time() - t0
+    t = dict(THRESHOLDS) | dict(thresholds or {})
+    path_q = torch.full((L, H), float("nan"))
+    if task.name == "ioi":
+        pre = classify(res.effects, direct, attn, thresholds=t)
+        movers = [k for k, r in pre.items() if "name_mover" in r]
+        if movers:
+            from ..engine.sites import parse_site
+
+            low = min(parse_site(m)[0] for m in movers)
+            cand = [(l, h) for l in range(low) for h in range(H)]
+            cand.sort(key=lambda s: -abs(float(torch.nan_to_num(res.effects[s], nan=0.0))))
+            senders = cand[:path_senders]
+            if senders:
+                t0 = time.time()
+                path_q = patching.path_patch(model, task.clean_ids, task.corrupt_ids, task.metric, senders, movers, "q",
+                                             clean_mask=task.mask, corrupt_mask=task.mask, progress=progress,
+                                             recordings=(res.clean_recording, res.corrupt_recording))
+                secs["path_patching"] = time.time() - t0
+    roles = classify(res.effects, direct, attn, path_q, prev, ind, thresholds=t)
+    return CircuitResult(task.name, model_name, len(task), base, res.effects, direct, attn, path_q, prev, ind, roles, t,
+                         secs, meta={"example_clean": task.clean_texts[0], "example_corrupt": task.corrupt_texts[0],
+                                     "tokens": int(task.clean_ids.shape[1]), **{k: v for k, v in task.meta.items()
+                                                                                if k != "corrupt_names"}})
+
+
+def heatmap_png(result: CircuitResult) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 7), constrained_layout=True)
+    for ax, (name, t) in zip(axes, (("total effect (patching)", result.effect), ("direct effect", result.direct))):
+        x = t.numpy()
+        m = max(float(abs(torch.nan_to_num(t)).max()), 1e-6)
+        im = ax.imshow(x, cmap="RdBu", vmin=-m, vmax=m, aspect="auto")
+        ax.set_title(name)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        fig.colorbar(im, ax=ax, shrink=0.6)
+    for k, roles in result.roles.items():
+        from ..engine.sites import parse_site
+
+        l, h = parse_site(k)
+        mark = "".join(sorted({r[0].upper() for r in roles if r != "in_circuit"}))
+        if mark:
+            axes[0].text(h, l, mark, ha="center", va="center", fontsize=7)
+    b = result.baseline
+    fig.suptitle(f"{result.model}: {result.task} (n={result.n}; clean logit diff {b['clean_logit_diff']:.2f}, "
+                 f"acc {b['clean_accuracy']:.2f}; corrupt {b['corrupt_logit_diff']:.2f})\n"
+                 "effect 0 = corrupt run, 1 = clean run; letters: N name mover, S s-inhibition, I induction, "
+                 "D duplicate token, P previous token, M mover", fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write(result: CircuitResult, out: Path, extra: dict | None = None) -> dict[str, Path]:
+    """Write heads.json (atlas records), heads.csv, roles.json ({site: roles}), summary.json, effects.png."""
+    recs = result.records()
+    summary = {"task": result.task, "model": result.model, "n": result.n, "baseline": result.baseline,
+               "thresholds": result.thresholds, "seconds": result.seconds, "meta": result.meta,
+               "roles": {r: sorted(k for k, v in result.roles.items() if r in v)
+                         for r in sorted({x for v in result.roles.values() for x in v})},
+               **(extra or {})}
+    cols = list(recs[0])
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=cols)
+    wr.writeheader()
+    for r in recs:
+        wr.writerow(r | {"roles": ";".join(r["roles"])})
+    png = heatmap_png(result)
+    with atomic_dir(out) as d:
+        atomic_write_json(d / "heads.json", {"task": result.task, "model": result.model, "heads": recs})
+        atomic_write_text(d / "heads.csv", buf.getvalue())
+        atomic_write_json(d / "roles.json", {k: v for k, v in result.roles.items() if v})
+        atomic_write_json(d / "summary.json", summary)
+        atomic_write_bytes(d / "effects.png", png)
+    return {n: Path(out) / n for n in ("heads.json", "heads.csv", "roles.json", "summary.json", "effects.png")}
+
+
+def load_effects(folder: Path) -> tuple[torch.Tensor, set[tuple[int, int]], dict]:
+    """(effect (L, H), in-circuit set, heads.json) from a folder written by :func:`write`."""
+    import json
+
+    p = Path(folder) / "heads.json"
+    if not p.is_file():
+        raise ValueError(f"{str(p)!r} not found: run `headlab circuits ioi|colored-objects --out {folder}` first")
+    data = json.loads(p.read_text())
+    recs = data["heads"]
+    L = max(r["layer"] for r in recs) + 1
+    H = max(r["head"] for r in recs) + 1
+    eff = torch.full((L, H), float("nan"))
+    for r in recs:
+        if r["effect"] is not None:
+            eff[r["layer"], r["head"]] = r["effect"]
+    circ = {(r["layer"], r["head"]) for r in recs if "in_circuit" in r["roles"]}
+    return eff, circ, data

@@ -204,3 +204,15 @@ def test_cli_names_a_bad_device(tmp_path):
     res = CliRunner().invoke(app, ["scan", "--dtype", "int8", "--n-texts", "1", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "int8" in res.output
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_group_share_builds_its_tensors_on_the_device():
+    from headlab.engine.context import AttnContext
+    from headlab.probes import GroupShareProbe
+
+    p = GroupShareProbe({"doc": range(0, 4), "q": range(4, 9)}, queries=range(4, 9))
+    p.reset(1, 3)
+    kp = torch.arange(9, device="meta").expand(2, 9)
+    ctx = AttnContext(0, 1, 3, 1, True, kp, kp)
+    p.update(torch.rand(2, 3, 9, 9, device="meta"), ctx)
+    assert p.total.device.type == "meta"

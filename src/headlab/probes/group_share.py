@@ -49,7 +49,7 @@ class GroupShareProbe(Probe):
         qpos = ctx.chunk_query_pos()  # (B, Tc)
         valid = qpos >= 0
         if self.queries is not None:
-            valid = valid & torch.isin(qpos, self.queries)
+            valid = valid & torch.isin(qpos, self.queries.to(qpos.device))
         # keys a query may see (from positions, not from non-zero weights, which can underflow)
         vis = ctx.key_pos[:, None, :] >= 0  # (B, 1, S)
         if ctx.causal:
@@ -57,7 +57,7 @@ class GroupShareProbe(Probe):
         vis = vis.to(a.dtype)
         visible = vis.sum(-1).clamp(min=1)[:, None, :]  # (B, 1, Tc)
         for g, pos in self.groups.items():
-            ing = torch.isin(ctx.key_pos, pos).to(a.dtype)  # (B, S)
+            ing = torch.isin(ctx.key_pos, pos.to(ctx.key_pos.device)).to(a.dtype)  # (B, S)
             share = torch.einsum("bhts,bs->bht", a, ing)
             n_g = torch.einsum("bts,bs->bt", vis.expand(-1, qpos.shape[1], -1), ing)[:, None, :]  # (B, 1, Tc)
             self._share[g].add(ctx, share, valid)

@@ -234,3 +234,19 @@ def test_layer_stack_builds_hybrid_tiny_lm():
     assert logits.shape == (2, 31, 257) and all(w.shape == (2, 2, 31, 31) for w in ws)
     with pytest.raises(ValueError, match="one more"):
         tiny_lm(layer_stack(["softmax"]), layers=2, d_model=24, heads=2)
+
+
+@pytest.mark.parametrize("chunk", [1, 6, 23, 50])
+def test_linear_chunked_is_gated_linear_attention(chunk):
+    """Scalar-Λ DSF case: equals Miras' dot-product memory with eta = 1 (direct recurrence) and, with Λ = 1,
+    unnormalised linear attention."""
+    from headlab.modules.ssm import linear_chunked
+
+    q, k, v, alpha, _ = _miras_inputs(5)
+    ones = torch.ones(B, H, T)
+    want = miras_recurrent(q, k, v, alpha, ones, "dot", "l2")
+    torch.testing.assert_close(linear_chunked(q, k, v, alpha.log(), chunk), want, atol=1e-5, rtol=1e-5)
+    lin = linear_attention_parallel(q, k, v, feature_map="identity", normalize="none")
+    torch.testing.assert_close(linear_chunked(q, k, v, None, chunk), lin, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="log_decay"):
+        linear_chunked(q, k, v, alpha[:, :, :3].log())

@@ -114,10 +114,10 @@ class FormAttention(MultiHeadAttention):
 class NoMixing(nn.Module):
     """Token mixing removed: y_i = W_o W_v x_i (A = identity); weights returned as the (T, T) identity."""
 
-    def __init__(self, d_model: int, n_heads: int):
+    def __init__(self, d_model: int, n_heads: int, causal: bool = True):
         super().__init__()
         self.d_head = check_dims(d_model, n_heads)
-        self.d_model, self.n_heads = d_model, n_heads
+        self.d_model, self.n_heads, self.causal = d_model, n_heads, causal  # causal or not: nothing is mixed
         self.value, self.out = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
 
     def forward(self, x, return_weights: bool = False):

@@ -17,7 +17,7 @@ A per-head scalar Λ_t (A constant across (c, m), "Mamba-2") is gated linear att
 Forms (tested equal): :func:`ssm_recurrent` (the loop, the definition), :func:`ssm_parallel`
 (y_t = Σ_{s≤t} C_t·(exp(L_t − L_s) ⊙ Δ_s u_s B_s^T) with L_t = Σ_{r≤t} Δ_r A, the attention-like
 (T, T) form) and :func:`ssm_chunked` (the parallel form inside chunks, the state carried between them:
-O(T) memory).  :func:`to_dsf` returns the per-step (Λ_t, B_t, C_t).
+O(T) memory); :func:`linear_chunked` is the scalar-Λ case (gated linear attention) in its cheap chunked form.  :func:`to_dsf` returns the per-step (Λ_t, B_t, C_t).
 Shapes: u, delta (B, H, T, d_v); b, c (B, H, T, n); a (H, d_v, n) <= 0 -> y (B, H, T, d_v).
 """
 
@@ -89,6 +89,33 @@ def ssm_chunked(u, delta, b, c, a, chunk: int = 32):
         sl = slice(s0, s0 + chunk)
         y, state = _chunk(u[:, :, sl], delta[:, :, sl], b[:, :, sl], c[:, :, sl], a, state)
         ys.append(y)
+    return torch.cat(ys, 2)
+
+
+def linear_chunked(q, k, v, log_decay=None, chunk: int = 64):
+    """The scalar-Λ case of DSF per head — gated linear attention (Mamba-2-like): h_t = λ_t h_{t−1} + v_t k_t^T,
+    y_t = h_t q_t, λ_t = exp(log_decay_t) (``log_decay`` (B,H,T) <= 0; None: λ = 1, plain unnormalised causal
+    linear attention).  Chunked: inside a chunk ((q k^T) ⊙ decay) v, across chunks the carried state;
+    O(T·chunk·d + T·d²) time, O(d²) state.  q, k (B,H,T,d_k), v (B,H,T,d_v) -> (B,H,T,d_v)."""
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"expected q, k (B,H,T,d_k), v (B,H,T,d_v); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk} must be >= 1")
+    if log_decay is None:
+        log_decay = q.new_zeros(q.shape[:3])
+    elif log_decay.shape != q.shape[:3]:
+        raise ValueError(f"log_decay must be (B,H,T)={tuple(q.shape[:3])}; got {tuple(log_decay.shape)}")
+    state = q.new_zeros(q.shape[0], q.shape[1], q.shape[3], v.shape[3])  # Σ decayed k v^T (B,H,d_k,d_v)
+    ys = []
+    for c0 in range(0, q.shape[2], chunk):
+        sl = slice(c0, c0 + chunk)
+        qc, kc, vc, cum = q[:, :, sl], k[:, :, sl], v[:, :, sl], log_decay[:, :, sl].cumsum(-1)
+        n = qc.shape[2]
+        tri = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+        dec = (cum[..., :, None] - cum[..., None, :]).masked_fill(~tri, float("-inf")).exp()
+        ys.append(((qc @ kc.transpose(-1, -2)) * dec) @ vc + (qc * cum.exp()[..., None]) @ state)
+        tail = (cum[..., -1:] - cum).exp()[..., None]  # decay from s to the chunk end
+        state = cum[..., -1].exp()[..., None, None] * state + (kc * tail).transpose(-1, -2) @ vc
     return torch.cat(ys, 2)
 
 

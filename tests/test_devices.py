@@ -206,10 +206,17 @@ def test_cli_names_a_bad_device(tmp_path):
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
-def test_group_share_builds_its_tensors_on_the_device():
+def test_group_share_builds_its_tensors_on_the_device(monkeypatch):
     from headlab.engine.context import AttnContext
     from headlab.probes import GroupShareProbe
 
+    isin = torch.isin
+
+    def same_device_isin(a, b, *args, **kw):  # meta tolerates a CPU second argument here; CUDA does not
+        assert a.device == b.device, f"torch.isin on {a.device} and {b.device}"
+        return isin(a, b, *args, **kw)
+
+    monkeypatch.setattr(torch, "isin", same_device_isin)
     p = GroupShareProbe({"doc": range(0, 4), "q": range(4, 9)}, queries=range(4, 9))
     p.reset(1, 3)
     kp = torch.arange(9, device="meta").expand(2, 9)

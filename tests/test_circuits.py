@@ -1,5 +1,6 @@
 """Circuit tasks, classification, reuse statistics and head importance on tiny random models with a
 small word-piece tokenizer (real-model checks are marked)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from conftest import _tiny_llama
 
 from headlab import attach
 from headlab.circuits import classify, find_circuit, make_colored_objects, make_ioi, overlap, reuse, top_k, write
-from headlab.circuits.colored_objects import COLORS, OBJECTS, TEMPLATES as CO_TEMPLATES
+from headlab.circuits.colored_objects import COLORS, OBJECTS
+from headlab.circuits.colored_objects import TEMPLATES as CO_TEMPLATES
 from headlab.circuits.ioi import NAMES, TEMPLATES
 from headlab.edits import ablate
 from headlab.measure.importance import head_importance
@@ -111,8 +113,12 @@ def test_attention_evidence_matches_weights(tok, model):
 def test_classify_rules():
     eff = torch.tensor([[0.5, 0.01], [0.3, 0.2]])
     direct = torch.tensor([[0.0, 0.0], [0.3, -0.2]])
-    attn = {"END->IO": torch.tensor([[0.0, 0.0], [0.6, 0.5]]), "END->S2": torch.tensor([[0.3, 0.0], [0.1, 0.1]]),
-            "S2->S1": torch.tensor([[0.5, 0.0], [0.0, 0.0]]), "S2->S1+1": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
+    attn = {
+        "END->IO": torch.tensor([[0.0, 0.0], [0.6, 0.5]]),
+        "END->S2": torch.tensor([[0.3, 0.0], [0.1, 0.1]]),
+        "S2->S1": torch.tensor([[0.5, 0.0], [0.0, 0.0]]),
+        "S2->S1+1": torch.tensor([[0.0, 0.0], [0.0, 0.0]]),
+    }
     path = torch.tensor([[0.1, float("nan")], [float("nan"), float("nan")]])
     roles = classify(eff, direct, attn, path, torch.zeros(2, 2), torch.zeros(2, 2))
     assert roles["L1H0"] == ["in_circuit", "name_mover"]
@@ -169,8 +175,9 @@ def test_cli_bad_input(tmp_path):
 
     r = CliRunner().invoke(app, ["circuits", "ioi", "--out", str(tmp_path / "x"), "--n", "1"])
     assert r.exit_code != 0 and "--n=1 must be >= 2" in r.output
-    r = CliRunner().invoke(app, ["circuits", "reuse", str(tmp_path / "a"), str(tmp_path / "b"), "--out",
-                                 str(tmp_path / "r.json")])
+    r = CliRunner().invoke(
+        app, ["circuits", "reuse", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r.json")]
+    )
     assert r.exit_code != 0 and "not found" in r.output
 
 

@@ -1,15 +1,15 @@
 """Activation / path patching: exactness on tiny random Llama (GQA) and SmolLM2, batching, bad input."""
+
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import _tiny_llama
 
 from headlab import attach
 from headlab.edits import ablate, patch, scale_heads
 from headlab.edits.patch import Recording
 from headlab.measure import patching
-
-from conftest import _tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def _pair(T=11, B=3, seed=0, vocab=97):
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(0, vocab, (B, T), generator=g)
     corrupt = clean.clone()
-    corrupt[:, 1:T - 1] = torch.randint(0, vocab, (B, T - 2), generator=g)  # same final token
+    corrupt[:, 1 : T - 1] = torch.randint(0, vocab, (B, T - 2), generator=g)  # same final token
     return clean, corrupt
 
 
@@ -98,8 +98,7 @@ def test_effects_with_left_padding(gqa):
     mask[0, :3] = 0
     m = _metric((3, 4))
     eff = patching.head_effects(gqa, clean, corrupt, m, clean_mask=mask, corrupt_mask=mask, batch_heads=5)
-    one = patching.head_effects(gqa, clean, corrupt, m, clean_mask=mask, corrupt_mask=mask, batch_heads=1,
-                                skip_layers=False)
+    one = patching.head_effects(gqa, clean, corrupt, m, clean_mask=mask, corrupt_mask=mask, batch_heads=1, skip_layers=False)
     assert torch.allclose(eff, one, atol=1e-4)
     full = patching.head_effects(gqa, clean, corrupt, m, clean_mask=mask, corrupt_mask=mask, sites="L2", full=True)
     assert torch.isnan(full.effects[0]).all() and not torch.isnan(full.effects[2]).any()
@@ -122,14 +121,14 @@ def test_path_patching_query(gqa):
         out = out.clone()
         out[..., 8:16] = kept["q"][..., 8:16]
         return out
+
     v = float(m(_logits_with_hook(gqa, corrupt, q, put)))
     mc, mk = float(m(_plain(gqa, clean))), float(m(_plain(gqa, corrupt)))
     assert abs((v - mk) / (mc - mk) - float(pp[0, 3])) < 1e-4
     # all senders of layer 0-1 into every receiver's query of layer 2 along with keys and values: together
     # they are every path into layer 2 except the residual's own embedding, so k and v give numbers too
     for comp in ("k", "v"):
-        tot = patching.path_patch(gqa, clean, corrupt, m, senders="L0-1", receivers="L2", component=comp,
-                                  per_sender=False)
+        tot = patching.path_patch(gqa, clean, corrupt, m, senders="L0-1", receivers="L2", component=comp, per_sender=False)
         assert isinstance(tot, float)
 
 

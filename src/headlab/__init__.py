@@ -7,6 +7,7 @@ from .engine.attend import attend
 from .engine.hf import attach
 from .engine.reference import reference_attention
 from .measure.stats import head_stats
+from .measure import patching  # noqa: F401  (headlab.patching.record / head_effects / path_patch)
 from .models import load
 from .engine import hf
 from .engine import plugins as _plugins

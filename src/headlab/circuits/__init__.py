@@ -4,6 +4,7 @@
 ``find_circuit(model, task)`` runs the patching sweeps and classifies heads; ``write(result, dir)``
 writes the atlas files; ``reuse(effect_a, effect_b)`` measures the overlap of two tasks' heads.
 """
+
 from __future__ import annotations
 
 from .classify import THRESHOLDS, classify
@@ -13,5 +14,18 @@ from .reuse import overlap, reuse, top_k
 from .run import CircuitResult, find_circuit, load_effects, write
 from .task import Task, single_token_ids
 
-__all__ = ["Task", "make_ioi", "make_colored_objects", "find_circuit", "CircuitResult", "write", "load_effects",
-           "classify", "THRESHOLDS", "reuse", "overlap", "top_k", "single_token_ids"]
+__all__ = [
+    "Task",
+    "make_ioi",
+    "make_colored_objects",
+    "find_circuit",
+    "CircuitResult",
+    "write",
+    "load_effects",
+    "classify",
+    "THRESHOLDS",
+    "reuse",
+    "overlap",
+    "top_k",
+    "single_token_ids",
+]

@@ -17,6 +17,7 @@ tokens). Rules (thresholds in :data:`THRESHOLDS`, overridable):
   previous_token        in_circuit, prev_token probe >= its role threshold
   mover                 (colored objects) direct >= direct, END->ANS >= attend
 """
+
 from __future__ import annotations
 
 import math
@@ -39,9 +40,15 @@ def _ge(x: float, thr: float) -> bool:
     return not math.isnan(x) and x >= thr
 
 
-def classify(effect: torch.Tensor, direct: torch.Tensor, attn: Mapping[str, torch.Tensor],
-             path_q: torch.Tensor | None = None, prev_token: torch.Tensor | None = None,
-             induction: torch.Tensor | None = None, thresholds: Mapping[str, float] | None = None) -> dict[str, list[str]]:
+def classify(
+    effect: torch.Tensor,
+    direct: torch.Tensor,
+    attn: Mapping[str, torch.Tensor],
+    path_q: torch.Tensor | None = None,
+    prev_token: torch.Tensor | None = None,
+    induction: torch.Tensor | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> dict[str, list[str]]:
     """{"LlHh": [roles]} for every head (possibly empty lists)."""
     t = dict(THRESHOLDS)
     for k, v in (thresholds or {}).items():
@@ -77,8 +84,9 @@ def classify(effect: torch.Tensor, direct: torch.Tensor, attn: Mapping[str, torc
     return out
 
 
-def attention_between(weights: Mapping[int, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor, L: int,
-                      H: int) -> torch.Tensor:
+def attention_between(
+    weights: Mapping[int, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor, L: int, H: int
+) -> torch.Tensor:
     """(L, H) mean over prompts of A[query column rows[i], key column cols[i]]; ``weights``: a
     recording {layer: (N, H, T, T)}."""
     out = torch.zeros(L, H)

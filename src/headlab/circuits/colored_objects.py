@@ -7,6 +7,7 @@ three other colours, so the clean answer no longer appears. Metric: logit(answer
 mean logit of the two other clean colours. Colours and objects must be single tokens with a
 leading space (checked).
 """
+
 from __future__ import annotations
 
 import random
@@ -15,10 +16,25 @@ import torch
 
 from .task import Task, encode_pairs, find_position, single_token_ids, single_token_words
 
-COLORS = ["red", "blue", "green", "yellow", "black", "white", "brown", "purple", "orange", "pink", "gray", "silver",
-          "gold"]
-OBJECTS = ["pen", "cup", "book", "ball", "key", "hat", "phone", "box", "plate", "bag", "shoe", "lamp", "chair", "clock",
-           "bottle", "card"]
+COLORS = ["red", "blue", "green", "yellow", "black", "white", "brown", "purple", "orange", "pink", "gray", "silver", "gold"]
+OBJECTS = [
+    "pen",
+    "cup",
+    "book",
+    "ball",
+    "key",
+    "hat",
+    "phone",
+    "box",
+    "plate",
+    "bag",
+    "shoe",
+    "lamp",
+    "chair",
+    "clock",
+    "bottle",
+    "card",
+]
 TEMPLATES = [
     "On the table, I see a {c0} {o0}, a {c1} {o1} and a {c2} {o2}. What color is the {q}? The {q} is",
     "On the floor, there is a {c0} {o0}, a {c1} {o1} and a {c2} {o2}. What color is the {q}? The {q} is",
@@ -26,8 +42,9 @@ TEMPLATES = [
 ]
 
 
-def make_colored_objects(tokenizer, n: int = 32, seed: int = 0, colors: list[str] | None = None,
-                         objects: list[str] | None = None) -> Task:
+def make_colored_objects(
+    tokenizer, n: int = 32, seed: int = 0, colors: list[str] | None = None, objects: list[str] | None = None
+) -> Task:
     """``n`` prompts with three coloured objects, a question about one, and colour-swapped twins."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive number of prompts")
@@ -59,6 +76,15 @@ def make_colored_objects(tokenizer, n: int = 32, seed: int = 0, colors: list[str
         real = cids[r][mask[r].bool()].tolist()
         pos["ANS"].append(find_position(real, ans[r], 0, "answer colour"))
         pos["END"].append(len(real) - 1)
-    return Task("colored-objects", clean, corrupt, cids, kids, mask, torch.tensor(ans), torch.tensor(dis),
-                {k: torch.tensor(v) for k, v in pos.items()},
-                meta={"colors": cpool, "objects": opool, "seed": seed, "templates": TEMPLATES})
+    return Task(
+        "colored-objects",
+        clean,
+        corrupt,
+        cids,
+        kids,
+        mask,
+        torch.tensor(ans),
+        torch.tensor(dis),
+        {k: torch.tensor(v) for k, v in pos.items()},
+        meta={"colors": cpool, "objects": opool, "seed": seed, "templates": TEMPLATES},
+    )

@@ -7,6 +7,7 @@ comes next. Metric: logit(IO) - logit(S) at the final token. Names are kept only
 single token with a leading space for the model's tokenizer (checked; given names that are not
 raise ``ValueError``).
 """
+
 from __future__ import annotations
 
 import random
@@ -26,14 +27,59 @@ TEMPLATES = [
     "Friends {A} and {B} found a kite at the beach. {C} threw it to",
 ]
 
-NAMES = ["Mary", "John", "Alice", "Bob", "Tom", "James", "Sarah", "Michael", "David", "Emma", "Anna", "Paul", "Mark",
-         "Laura", "Kate", "Peter", "Lisa", "Daniel", "Chris", "Jessica", "Jennifer", "Robert", "Thomas", "Susan",
-         "Karen", "Steven", "Kevin", "Brian", "George", "Linda", "Amy", "Rachel", "Jack", "Ryan", "Jason", "Adam",
-         "Eric", "Andrew", "Matthew", "Sam", "Ben", "Joe", "Mike", "Dan", "Jane", "Helen", "Emily", "Nancy"]
+NAMES = [
+    "Mary",
+    "John",
+    "Alice",
+    "Bob",
+    "Tom",
+    "James",
+    "Sarah",
+    "Michael",
+    "David",
+    "Emma",
+    "Anna",
+    "Paul",
+    "Mark",
+    "Laura",
+    "Kate",
+    "Peter",
+    "Lisa",
+    "Daniel",
+    "Chris",
+    "Jessica",
+    "Jennifer",
+    "Robert",
+    "Thomas",
+    "Susan",
+    "Karen",
+    "Steven",
+    "Kevin",
+    "Brian",
+    "George",
+    "Linda",
+    "Amy",
+    "Rachel",
+    "Jack",
+    "Ryan",
+    "Jason",
+    "Adam",
+    "Eric",
+    "Andrew",
+    "Matthew",
+    "Sam",
+    "Ben",
+    "Joe",
+    "Mike",
+    "Dan",
+    "Jane",
+    "Helen",
+    "Emily",
+    "Nancy",
+]
 
 
-def make_ioi(tokenizer, n: int = 32, seed: int = 0, names: list[str] | None = None,
-             templates: list[str] | None = None) -> Task:
+def make_ioi(tokenizer, n: int = 32, seed: int = 0, names: list[str] | None = None, templates: list[str] | None = None) -> Task:
     """``n`` IOI prompts (half ABBA, half BABA order) with ABC-corrupted twins.
 
     ``names``: given names must all be single tokens (else ``ValueError`` naming them); by default
@@ -73,6 +119,15 @@ def make_ioi(tokenizer, n: int = 32, seed: int = 0, names: list[str] | None = No
         p_s2 = find_position(real, s[r], 1, "S name")
         for k, v in (("IO", p_io), ("S1", p_s1), ("S2", p_s2), ("S1+1", p_s1 + 1), ("END", len(real) - 1)):
             pos[k].append(v)
-    return Task("ioi", clean, corrupt, cids, kids, mask, torch.tensor(io), torch.tensor(s)[:, None],
-                {k: torch.tensor(v) for k, v in pos.items()},
-                meta={"names": pool, "templates": templates, "seed": seed, "corrupt_names": cor_names})
+    return Task(
+        "ioi",
+        clean,
+        corrupt,
+        cids,
+        kids,
+        mask,
+        torch.tensor(io),
+        torch.tensor(s)[:, None],
+        {k: torch.tensor(v) for k, v in pos.items()},
+        meta={"names": pool, "templates": templates, "seed": seed, "corrupt_names": cor_names},
+    )

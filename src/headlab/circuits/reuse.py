@@ -7,6 +7,7 @@ random sets of the same sizes among all heads (exact p-value), and a permutation
 sets, the mean Jaccard and the share at least as large as observed). Also the Spearman correlation
 of |effect| over all heads.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,14 +38,28 @@ def overlap(a: set, b: set, n_total: int, permutations: int = 10000, seed: int =
     ri = (ma & mb).sum(1).float()
     ru = (ma | mb).sum(1).float().clamp(min=1)
     rj = ri / ru
-    return {"size_a": ka, "size_b": kb, "intersection": inter, "jaccard": jac,
-            "expected_intersection": ka * kb / n_total, "p_hypergeom": float(hyper.sf(inter - 1)) if ka and kb else 1.0,
-            "perm_mean_jaccard": float(rj.mean()), "perm_p": float(((rj >= jac).sum() + 1) / (permutations + 1)),
-            "permutations": permutations}
+    return {
+        "size_a": ka,
+        "size_b": kb,
+        "intersection": inter,
+        "jaccard": jac,
+        "expected_intersection": ka * kb / n_total,
+        "p_hypergeom": float(hyper.sf(inter - 1)) if ka and kb else 1.0,
+        "perm_mean_jaccard": float(rj.mean()),
+        "perm_p": float(((rj >= jac).sum() + 1) / (permutations + 1)),
+        "permutations": permutations,
+    }
 
 
-def reuse(effect_a: torch.Tensor, effect_b: torch.Tensor, k: int = 20, circuit_a: set | None = None,
-          circuit_b: set | None = None, permutations: int = 10000, seed: int = 0) -> dict:
+def reuse(
+    effect_a: torch.Tensor,
+    effect_b: torch.Tensor,
+    k: int = 20,
+    circuit_a: set | None = None,
+    circuit_b: set | None = None,
+    permutations: int = 10000,
+    seed: int = 0,
+) -> dict:
     """Overlap of the top-k heads (and of given in-circuit sets) of two tasks on one model."""
     if effect_a.shape != effect_b.shape:
         raise ValueError(f"effects of different models: {tuple(effect_a.shape)} vs {tuple(effect_b.shape)}")
@@ -53,9 +68,14 @@ def reuse(effect_a: torch.Tensor, effect_b: torch.Tensor, k: int = 20, circuit_a
     fa = torch.nan_to_num(effect_a.abs().flatten(), nan=0.0).numpy()
     fb = torch.nan_to_num(effect_b.abs().flatten(), nan=0.0).numpy()
     rho = stats.spearmanr(fa, fb)
-    out = {"k": k, "n_heads": n, "top_k": overlap(ta, tb, n, permutations, seed),
-           "shared_top_k": sorted(f"L{l}H{h}" for l, h in ta & tb),
-           "spearman_abs_effect": float(rho.statistic), "spearman_p": float(rho.pvalue)}
+    out = {
+        "k": k,
+        "n_heads": n,
+        "top_k": overlap(ta, tb, n, permutations, seed),
+        "shared_top_k": sorted(f"L{l}H{h}" for l, h in ta & tb),
+        "spearman_abs_effect": float(rho.statistic),
+        "spearman_p": float(rho.pvalue),
+    }
     if circuit_a is not None and circuit_b is not None:
         out["in_circuit"] = overlap(set(circuit_a), set(circuit_b), n, permutations, seed)
         out["shared_in_circuit"] = sorted(f"L{l}H{h}" for l, h in set(circuit_a) & set(circuit_b))

@@ -8,6 +8,7 @@ positions on the clean prompts; (5) IOI only: path patching from the strongest e
 the name movers' queries (S-inhibition evidence); (6) headlab's previous-token and induction probes;
 (7) roles (:mod:`headlab.circuits.classify`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,9 +29,10 @@ from ..measure.stats import head_stats
 from .classify import THRESHOLDS, attention_between, classify
 from .task import Task
 
-ATTN_PAIRS = {"ioi": {"END->IO": ("END", "IO"), "END->S2": ("END", "S2"), "S2->S1": ("S2", "S1"),
-                      "S2->S1+1": ("S2", "S1+1")},
-              "colored-objects": {"END->ANS": ("END", "ANS")}}
+ATTN_PAIRS = {
+    "ioi": {"END->IO": ("END", "IO"), "END->S2": ("END", "S2"), "S2->S1": ("S2", "S1"), "S2->S1+1": ("S2", "S1+1")},
+    "colored-objects": {"END->ANS": ("END", "ANS")},
+}
 
 
 @dataclass
@@ -56,9 +58,16 @@ class CircuitResult:
         out = []
         for l in range(L):
             for h in range(H):
-                r = {"layer": l, "head": h, "site": format_site(l, h), "effect": _f(self.effect[l, h]),
-                     "direct": _f(self.direct[l, h]), "path_q": _f(self.path_q[l, h]),
-                     "prev_token": _f(self.prev_token[l, h]), "induction": _f(self.induction[l, h])}
+                r = {
+                    "layer": l,
+                    "head": h,
+                    "site": format_site(l, h),
+                    "effect": _f(self.effect[l, h]),
+                    "direct": _f(self.direct[l, h]),
+                    "path_q": _f(self.path_q[l, h]),
+                    "prev_token": _f(self.prev_token[l, h]),
+                    "induction": _f(self.induction[l, h]),
+                }
                 for k, v in self.attn.items():
                     r["attn_" + k.replace("->", "_to_").replace("+", "p")] = _f(v[l, h])
                 r["roles"] = self.roles[format_site(l, h)]
@@ -74,28 +83,55 @@ def _f(x) -> float | None:
     return None if v != v else round(v, 6)
 
 
-def find_circuit(model, task: Task, model_name: str = "model", batch_heads: int | None = None, path_senders: int = 12,
-                 thresholds: dict[str, float] | None = None, progress: bool = False) -> CircuitResult:
+def find_circuit(
+    model,
+    task: Task,
+    model_name: str = "model",
+    batch_heads: int | None = None,
+    path_senders: int = 12,
+    thresholds: dict[str, float] | None = None,
+    progress: bool = False,
+) -> CircuitResult:
     """Run the steps of the module docstring for ``task`` on ``model``."""
     L, H, _ = model_shape(model)
     secs: dict[str, float] = {}
     t0 = time.time()
-    res = patching.head_effects(model, task.clean_ids, task.corrupt_ids, task.metric, clean_mask=task.mask,
-                                corrupt_mask=task.mask, batch_heads=batch_heads, progress=progress, full=True)
+    res = patching.head_effects(
+        model,
+        task.clean_ids,
+        task.corrupt_ids,
+        task.metric,
+        clean_mask=task.mask,
+        corrupt_mask=task.mask,
+        batch_heads=batch_heads,
+        progress=progress,
+        full=True,
+    )
     secs["head_effects"] = time.time() - t0
     clean_logits, corrupt_logits = res.clean_recording.logits, res.corrupt_recording.logits
-    base = {"clean_logit_diff": float(task.metric(clean_logits)), "corrupt_logit_diff": float(task.metric(corrupt_logits)),
-            "clean_accuracy": task.accuracy(clean_logits), "clean_top1": task.top1(clean_logits),
-            "corrupt_accuracy": task.accuracy(corrupt_logits),
-            "clean_logit_diff_std": float(task.logit_diff(clean_logits).std())}
+    base = {
+        "clean_logit_diff": float(task.metric(clean_logits)),
+        "corrupt_logit_diff": float(task.metric(corrupt_logits)),
+        "clean_accuracy": task.accuracy(clean_logits),
+        "clean_top1": task.top1(clean_logits),
+        "corrupt_accuracy": task.accuracy(corrupt_logits),
+        "clean_logit_diff_std": float(task.logit_diff(clean_logits).std()),
+    }
     t0 = time.time()
-    direct = patching.direct_effects(model, res.clean_recording, res.corrupt_recording, task.corrupt_ids, task.metric,
-                                     res.clean, res.corrupt, attention_mask=task.mask)
+    direct = patching.direct_effects(
+        model,
+        res.clean_recording,
+        res.corrupt_recording,
+        task.corrupt_ids,
+        task.metric,
+        res.clean,
+        res.corrupt,
+        attention_mask=task.mask,
+    )
     secs["direct_effects"] = time.time() - t0
     t0 = time.time()
     w = patching.record(model, task.clean_ids, "weights", task.mask)
-    attn = {k: attention_between(w.data, task.columns(q), task.columns(kk), L, H)
-            for k, (q, kk) in ATTN_PAIRS[task.name].items()}
+    attn = {k: attention_between(w.data, task.columns(q), task.columns(kk), L, H) for k, (q, kk) in ATTN_PAIRS[task.name].items()}
     prev = head_stats(model, task.clean_ids, ["prev_token"], task.mask)["prev_token"]
     ind = induction_scores(model, n=25, batch=4)
     secs["attention_evidence"] = time.time() - t0
@@ -113,15 +149,42 @@ def find_circuit(model, task: Task, model_name: str = "model", batch_heads: int 
             senders = cand[:path_senders]
             if senders:
                 t0 = time.time()
-                path_q = patching.path_patch(model, task.clean_ids, task.corrupt_ids, task.metric, senders, movers, "q",
-                                             clean_mask=task.mask, corrupt_mask=task.mask, progress=progress,
-                                             recordings=(res.clean_recording, res.corrupt_recording))
+                path_q = patching.path_patch(
+                    model,
+                    task.clean_ids,
+                    task.corrupt_ids,
+                    task.metric,
+                    senders,
+                    movers,
+                    "q",
+                    clean_mask=task.mask,
+                    corrupt_mask=task.mask,
+                    progress=progress,
+                    recordings=(res.clean_recording, res.corrupt_recording),
+                )
                 secs["path_patching"] = time.time() - t0
     roles = classify(res.effects, direct, attn, path_q, prev, ind, thresholds=t)
-    return CircuitResult(task.name, model_name, len(task), base, res.effects, direct, attn, path_q, prev, ind, roles, t,
-                         secs, meta={"example_clean": task.clean_texts[0], "example_corrupt": task.corrupt_texts[0],
-                                     "tokens": int(task.clean_ids.shape[1]), **{k: v for k, v in task.meta.items()
-                                                                                if k != "corrupt_names"}})
+    return CircuitResult(
+        task.name,
+        model_name,
+        len(task),
+        base,
+        res.effects,
+        direct,
+        attn,
+        path_q,
+        prev,
+        ind,
+        roles,
+        t,
+        secs,
+        meta={
+            "example_clean": task.clean_texts[0],
+            "example_corrupt": task.corrupt_texts[0],
+            "tokens": int(task.clean_ids.shape[1]),
+            **{k: v for k, v in task.meta.items() if k != "corrupt_names"},
+        },
+    )
 
 
 def heatmap_png(result: CircuitResult) -> bytes:
@@ -147,10 +210,13 @@ def heatmap_png(result: CircuitResult) -> bytes:
         if mark:
             axes[0].text(h, l, mark, ha="center", va="center", fontsize=7)
     b = result.baseline
-    fig.suptitle(f"{result.model}: {result.task} (n={result.n}; clean logit diff {b['clean_logit_diff']:.2f}, "
-                 f"acc {b['clean_accuracy']:.2f}; corrupt {b['corrupt_logit_diff']:.2f})\n"
-                 "effect 0 = corrupt run, 1 = clean run; letters: N name mover, S s-inhibition, I induction, "
-                 "D duplicate token, P previous token, M mover", fontsize=8)
+    fig.suptitle(
+        f"{result.model}: {result.task} (n={result.n}; clean logit diff {b['clean_logit_diff']:.2f}, "
+        f"acc {b['clean_accuracy']:.2f}; corrupt {b['corrupt_logit_diff']:.2f})\n"
+        "effect 0 = corrupt run, 1 = clean run; letters: N name mover, S s-inhibition, I induction, "
+        "D duplicate token, P previous token, M mover",
+        fontsize=8,
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -160,11 +226,19 @@ def heatmap_png(result: CircuitResult) -> bytes:
 def write(result: CircuitResult, out: Path, extra: dict | None = None) -> dict[str, Path]:
     """Write heads.json (atlas records), heads.csv, roles.json ({site: roles}), summary.json, effects.png."""
     recs = result.records()
-    summary = {"task": result.task, "model": result.model, "n": result.n, "baseline": result.baseline,
-               "thresholds": result.thresholds, "seconds": result.seconds, "meta": result.meta,
-               "roles": {r: sorted(k for k, v in result.roles.items() if r in v)
-                         for r in sorted({x for v in result.roles.values() for x in v})},
-               **(extra or {})}
+    summary = {
+        "task": result.task,
+        "model": result.model,
+        "n": result.n,
+        "baseline": result.baseline,
+        "thresholds": result.thresholds,
+        "seconds": result.seconds,
+        "meta": result.meta,
+        "roles": {
+            r: sorted(k for k, v in result.roles.items() if r in v) for r in sorted({x for v in result.roles.values() for x in v})
+        },
+        **(extra or {}),
+    }
     cols = list(recs[0])
     buf = io.StringIO()
     wr = csv.DictWriter(buf, fieldnames=cols)

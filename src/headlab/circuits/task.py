@@ -4,6 +4,7 @@ tokens, named token positions, and the logit-difference metric used by patching.
 Prompts are left-padded (the final token is the last column of every row); ``positions`` are
 counted from each row's first real token, like ``ctx.query_pos`` inside the engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ import torch
 @dataclass
 class Task:
     """Attributes:
-        name: "ioi" | "colored-objects".
-        clean_texts / corrupt_texts: the prompts.
-        clean_ids / corrupt_ids: (N, T) left-padded token ids; mask: (N, T) shared attention mask.
-        answer: (N,) token id of the correct next token; distractors: (N, k) token ids it is compared to.
-        positions: {name: (N,) long} named positions among real tokens (e.g. "IO", "S1", "S2", "END").
+    name: "ioi" | "colored-objects".
+    clean_texts / corrupt_texts: the prompts.
+    clean_ids / corrupt_ids: (N, T) left-padded token ids; mask: (N, T) shared attention mask.
+    answer: (N,) token id of the correct next token; distractors: (N, k) token ids it is compared to.
+    positions: {name: (N,) long} named positions among real tokens (e.g. "IO", "S1", "S2", "END").
     """
 
     name: str
@@ -71,8 +72,11 @@ def single_token_ids(tokenizer, words: list[str], what: str) -> dict[str, int]:
         else:
             bad.append(f"{w!r} -> {len(ids)} tokens")
     if bad:
-        raise ValueError(f"{what} must be single tokens with a leading space for this tokenizer; not single: "
-                         + ", ".join(bad[:8]) + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else ""))
+        raise ValueError(
+            f"{what} must be single tokens with a leading space for this tokenizer; not single: "
+            + ", ".join(bad[:8])
+            + (f" (+{len(bad) - 8} more)" if len(bad) > 8 else "")
+        )
     return out
 
 
@@ -97,8 +101,10 @@ def encode_pairs(tokenizer, clean: list[str], corrupt: list[str]) -> tuple[torch
     bad = (la != lb).nonzero().flatten()
     if len(bad) or a.input_ids.shape != b.input_ids.shape:
         i = int(bad[0]) if len(bad) else 0
-        raise ValueError(f"prompt {i}: clean {clean[i]!r} has {int(la[i])} tokens but corrupt {corrupt[i]!r} has "
-                         f"{int(lb[i])}; patching needs equal token lengths")
+        raise ValueError(
+            f"prompt {i}: clean {clean[i]!r} has {int(la[i])} tokens but corrupt {corrupt[i]!r} has "
+            f"{int(lb[i])}; patching needs equal token lengths"
+        )
     return a.input_ids, b.input_ids, a.attention_mask
 
 

@@ -10,10 +10,10 @@ evidence, roles; usable as ``--atlas`` for edit selectors such as ``name_mover``
 heads.csv, roles.json ({"LlHh": [roles]}), summary.json (baseline logit difference and accuracy,
 thresholds, timings) and effects.png. See docs/circuits.md.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -21,8 +21,9 @@ from rich.table import Table
 
 console = Console()
 
-app = typer.Typer(help="Circuits by patching: IOI and Colored Objects on a causal LM, their overlap, head importance.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Circuits by patching: IOI and Colored Objects on a causal LM, their overlap, head importance.", no_args_is_help=True
+)
 
 OUT = typer.Option(..., "--out", help="output folder (created; written atomically)")
 N = typer.Option(32, "--n", help="prompt pairs (clean + corrupted)")
@@ -60,44 +61,57 @@ def _run(kind: str, out: Path, n: int, model: str, seed: int, batch_heads: int, 
     try:
         task = (make_ioi if kind == "ioi" else make_colored_objects)(tok, n=n, seed=seed)
         t0 = time.time()
-        res = find_circuit(m, task, model_name=model, batch_heads=batch_heads or None, path_senders=path_senders,
-                           progress=True)
+        res = find_circuit(m, task, model_name=model, batch_heads=batch_heads or None, path_senders=path_senders, progress=True)
         res.seconds["total"] = time.time() - t0
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     paths = write(res, out)
     b = res.baseline
-    console.print(f"[bold]{kind}[/] on {model}, n={n}: clean logit diff {b['clean_logit_diff']:.3f} "
-                  f"(accuracy {b['clean_accuracy']:.2f}, top-1 {b['clean_top1']:.2f}); corrupted {b['corrupt_logit_diff']:.3f}; "
-                  f"{res.seconds['total']:.0f} s")
+    console.print(
+        f"[bold]{kind}[/] on {model}, n={n}: clean logit diff {b['clean_logit_diff']:.3f} "
+        f"(accuracy {b['clean_accuracy']:.2f}, top-1 {b['clean_top1']:.2f}); corrupted {b['corrupt_logit_diff']:.3f}; "
+        f"{res.seconds['total']:.0f} s"
+    )
     tab = Table("head", "effect", "direct", "roles", title="top heads by |effect|")
     recs = sorted(res.records(), key=lambda r: -abs(r["effect"] or 0.0))[:12]
     for r in recs:
-        tab.add_row(r["site"], f"{r['effect']:+.3f}", f"{r['direct']:+.3f}", ", ".join(x for x in r["roles"] if x != "in_circuit"))
+        tab.add_row(
+            r["site"], f"{r['effect']:+.3f}", f"{r['direct']:+.3f}", ", ".join(x for x in r["roles"] if x != "in_circuit")
+        )
     console.print(tab)
     console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 @app.command("ioi")
-def ioi(out: Path = OUT, n: int = N, model: str = MODEL, seed: int = SEED, batch_heads: int = BATCH,
-        path_senders: int = SENDERS, threads: int = THREADS) -> None:
+def ioi(
+    out: Path = OUT,
+    n: int = N,
+    model: str = MODEL,
+    seed: int = SEED,
+    batch_heads: int = BATCH,
+    path_senders: int = SENDERS,
+    threads: int = THREADS,
+) -> None:
     """Indirect object identification (ABC corruption, logit difference IO - S)."""
     _run("ioi", out, n, model, seed, batch_heads, path_senders, threads)
 
 
 @app.command("colored-objects")
-def colored_objects(out: Path = OUT, n: int = N, model: str = MODEL, seed: int = SEED, batch_heads: int = BATCH,
-                    threads: int = THREADS) -> None:
+def colored_objects(
+    out: Path = OUT, n: int = N, model: str = MODEL, seed: int = SEED, batch_heads: int = BATCH, threads: int = THREADS
+) -> None:
     """Colored Objects (colour-swapped corruption, logit difference answer - other colours)."""
     _run("colored-objects", out, n, model, seed, batch_heads, 0, threads)
 
 
 @app.command("reuse")
-def reuse_cmd(task_a: Path = typer.Argument(..., help="folder written by `headlab circuits ioi`"),
-              task_b: Path = typer.Argument(..., help="folder written by `headlab circuits colored-objects`"),
-              out: Path = typer.Option(..., "--out", help="JSON file to write"),
-              k: int = typer.Option(20, "--k", help="top-k heads by |effect| per task"),
-              permutations: int = typer.Option(10000, "--permutations", help="random head sets for the baseline")) -> None:
+def reuse_cmd(
+    task_a: Path = typer.Argument(..., help="folder written by `headlab circuits ioi`"),
+    task_b: Path = typer.Argument(..., help="folder written by `headlab circuits colored-objects`"),
+    out: Path = typer.Option(..., "--out", help="JSON file to write"),
+    k: int = typer.Option(20, "--k", help="top-k heads by |effect| per task"),
+    permutations: int = typer.Option(10000, "--permutations", help="random head sets for the baseline"),
+) -> None:
     """Overlap of the two tasks' heads (Jaccard, top-k) against chance."""
     from ..circuits import load_effects, reuse
     from ..io import atomic_write_json
@@ -111,20 +125,28 @@ def reuse_cmd(task_a: Path = typer.Argument(..., help="folder written by `headla
     res = {"task_a": da.get("task"), "task_b": db.get("task"), "model": da.get("model"), **res}
     atomic_write_json(out, res)
     t = res["top_k"]
-    console.print(f"top-{k}: {t['intersection']} shared (chance {t['expected_intersection']:.2f}), Jaccard {t['jaccard']:.3f} "
-                  f"(random sets {t['perm_mean_jaccard']:.3f}, p={t['perm_p']:.4f}); Spearman |effect| "
-                  f"{res['spearman_abs_effect']:.3f}")
+    console.print(
+        f"top-{k}: {t['intersection']} shared (chance {t['expected_intersection']:.2f}), Jaccard {t['jaccard']:.3f} "
+        f"(random sets {t['perm_mean_jaccard']:.3f}, p={t['perm_p']:.4f}); Spearman |effect| "
+        f"{res['spearman_abs_effect']:.3f}"
+    )
     if "in_circuit" in res:
         c = res["in_circuit"]
-        console.print(f"in-circuit sets ({c['size_a']} / {c['size_b']} heads): {c['intersection']} shared, Jaccard "
-                      f"{c['jaccard']:.3f} (random {c['perm_mean_jaccard']:.3f}, p={c['perm_p']:.4f})")
+        console.print(
+            f"in-circuit sets ({c['size_a']} / {c['size_b']} heads): {c['intersection']} shared, Jaccard "
+            f"{c['jaccard']:.3f} (random {c['perm_mean_jaccard']:.3f}, p={c['perm_p']:.4f})"
+        )
     console.print(f"wrote {out}")
 
 
 @app.command("importance")
-def importance_cmd(out: Path = OUT, model: str = MODEL, n_texts: int = typer.Option(8, "--n-texts", help="built-in prose texts"),
-                   max_tokens: int = typer.Option(48, "--max-tokens", help="tokens per text"),
-                   threads: int = THREADS) -> None:
+def importance_cmd(
+    out: Path = OUT,
+    model: str = MODEL,
+    n_texts: int = typer.Option(8, "--n-texts", help="built-in prose texts"),
+    max_tokens: int = typer.Option(48, "--max-tokens", help="tokens per text"),
+    threads: int = THREADS,
+) -> None:
     """Mean-ablation KL per head (batched) beside its Taylor estimate, with their correlation."""
     from ..data import prose
     from ..io import atomic_dir, atomic_write_json
@@ -140,5 +162,7 @@ def importance_cmd(out: Path = OUT, model: str = MODEL, n_texts: int = typer.Opt
         atomic_write_json(d / "heads.json", {"model": model, "heads": [r | {"roles": []} for r in res.records()]})
         atomic_write_json(d / "summary.json", {"model": model, "n_texts": n_texts, "max_tokens": max_tokens, **res.summary()})
     s = res.summary()
-    console.print(f"Spearman(KL, |Taylor|) = {s['spearman_kl_vs_abs_taylor']:.3f}; Pearson(ΔNLL, Taylor) = "
-                  f"{s['pearson_delta_nll_vs_taylor']:.3f}; wrote {out}/heads.json, summary.json")
+    console.print(
+        f"Spearman(KL, |Taylor|) = {s['spearman_kl_vs_abs_taylor']:.3f}; Pearson(ΔNLL, Taylor) = "
+        f"{s['pearson_delta_nll_vs_taylor']:.3f}; wrote {out}/heads.json, summary.json"
+    )

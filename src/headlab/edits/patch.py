@@ -21,6 +21,7 @@ different head in every copy (``headlab.patching.head_effects``).
 Composable with every other edit: at its stage it replaces the value in list order, so later
 edits of the same stage act on the patched value.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -89,8 +90,15 @@ class Patch(Edit):
 
     name = "patch"
 
-    def __init__(self, src: Recording, sites: Any = "all", positions: Sequence[int] | None = None,
-                 rows: Sequence[Any] | None = None, src_rows: Sequence[int] | None = None, atlas: Any = None) -> None:
+    def __init__(
+        self,
+        src: Recording,
+        sites: Any = "all",
+        positions: Sequence[int] | None = None,
+        rows: Sequence[Any] | None = None,
+        src_rows: Sequence[int] | None = None,
+        atlas: Any = None,
+    ) -> None:
         if not isinstance(src, Recording):
             raise ValueError(f"patch: src must be a Recording from headlab.patching.record(...), got {type(src).__name__}")
         super().__init__(sites)
@@ -99,8 +107,10 @@ class Patch(Edit):
         if positions is not None:
             positions = [positions] if isinstance(positions, int) else list(positions)
             if not positions or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
-                raise ValueError(f"patch: positions must be a non-empty list of ints (query positions counted from each "
-                                 f"row's first real token; negative = from the end), got {positions!r}")
+                raise ValueError(
+                    f"patch: positions must be a non-empty list of ints (query positions counted from each "
+                    f"row's first real token; negative = from the end), got {positions!r}"
+                )
         self.positions = positions
         self.rows = None if rows is None else list(rows)
         if src_rows is not None:
@@ -109,15 +119,19 @@ class Patch(Edit):
             if bad:
                 raise ValueError(f"patch: src_rows {bad[:4]} out of range: the recording has rows 0..{src.batch - 1}")
             if self.rows is not None and len(src_rows) != len(self.rows):
-                raise ValueError(f"patch: rows has {len(self.rows)} entries but src_rows has {len(src_rows)}; give one per run row")
+                raise ValueError(
+                    f"patch: rows has {len(self.rows)} entries but src_rows has {len(src_rows)}; give one per run row"
+                )
         self.src_rows = src_rows
         self._row_mask: dict[int, torch.Tensor] = {}
 
     # -- addressing ---------------------------------------------------------------------
     def bind(self, n_layers: int, n_heads: int) -> Patch:
         if (n_layers, n_heads) != (self.src.n_layers, self.src.n_heads):
-            raise ValueError(f"patch: the recording is of a model with {self.src.n_layers} layers x {self.src.n_heads} heads, "
-                             f"this model has {n_layers} x {n_heads}")
+            raise ValueError(
+                f"patch: the recording is of a model with {self.src.n_layers} layers x {self.src.n_heads} heads, "
+                f"this model has {n_layers} x {n_heads}"
+            )
         self._shape = (n_layers, n_heads)
         if self.rows is None:
             self._sites = resolve(self._sel, n_layers, n_heads, self.atlas)
@@ -154,21 +168,27 @@ class Patch(Edit):
             return torch.arange(b)
         if self.src.batch == 1:
             return torch.zeros(b, dtype=torch.long)
-        raise ValueError(f"patch: the recording has {self.src.batch} rows but the run has B={b}; pass src_rows= "
-                         "(recording row per run row) or record a batch of the same size")
+        raise ValueError(
+            f"patch: the recording has {self.src.batch} rows but the run has B={b}; pass src_rows= "
+            "(recording row per run row) or record a batch of the same size"
+        )
 
     def _check_positions(self, ctx: AttnContext, srow: torch.Tensor) -> None:
         qp = ctx.query_pos
         t_run, t_src = int(qp.shape[1]), self.src.length
         if t_run != t_src:
-            raise ValueError(f"patch: the recording has T={t_src} tokens but this run has T={t_run} (layer {ctx.layer}); "
-                             "clean and corrupt prompts must have the same token length")
+            raise ValueError(
+                f"patch: the recording has T={t_src} tokens but this run has T={t_run} (layer {ctx.layer}); "
+                "clean and corrupt prompts must have the same token length"
+            )
         ref = self.src.query_pos[srow].to(qp.device)
         if not torch.equal(ref, qp):
             r = int((ref != qp).any(dim=1).nonzero()[0])
             n_run, n_src = int(qp[r].max()) + 1, int(ref[r].max()) + 1
-            raise ValueError(f"patch: run row {r} has {n_run} real tokens but its recorded row {int(srow[r])} has {n_src} "
-                             "(or different padding); clean and corrupt prompts must have the same token length")
+            raise ValueError(
+                f"patch: run row {r} has {n_run} real tokens but its recorded row {int(srow[r])} has {n_src} "
+                "(or different padding); clean and corrupt prompts must have the same token length"
+            )
 
     def _mask(self, ctx: AttnContext, b: int, heads: torch.Tensor) -> torch.Tensor:
         """(B, H, Tc) bool: where to write."""
@@ -204,8 +224,10 @@ class Patch(Edit):
             rec = rec[:, :, ctx.q_index.cpu()]
         rec = rec[srow]
         if rec.shape[1:] != x.shape[1:]:
-            raise ValueError(f"patch: recorded {self.src.what} of layer {ctx.layer} has shape (B, H, T, .)={tuple(rec.shape)} "
-                             f"but the run has {tuple(x.shape)}")
+            raise ValueError(
+                f"patch: recorded {self.src.what} of layer {ctx.layer} has shape (B, H, T, .)={tuple(rec.shape)} "
+                f"but the run has {tuple(x.shape)}"
+            )
         m = self._mask(ctx, b, heads).to(x.device)[..., None]  # (B, H, Tc, 1)
         return torch.where(m, rec.to(device=x.device, dtype=x.dtype), x)
 
@@ -224,8 +246,14 @@ class Patch(Edit):
         return f"patch({self.src.what}) on {where}{pos}"
 
 
-def patch(src: Recording, sites: Any = "all", positions: Sequence[int] | None = None, rows: Sequence[Any] | None = None,
-          src_rows: Sequence[int] | None = None, atlas: Any = None) -> Patch:
+def patch(
+    src: Recording,
+    sites: Any = "all",
+    positions: Sequence[int] | None = None,
+    rows: Sequence[Any] | None = None,
+    src_rows: Sequence[int] | None = None,
+    atlas: Any = None,
+) -> Patch:
     """Patch recorded ``src`` values (``headlab.patching.record``) into a run at ``sites``.
 
     positions: None (every query) or query positions counted from each row's first real token

@@ -12,6 +12,7 @@ estimated.
   estimate is 0; the estimate is compared with KL by rank (Spearman of |Taylor| with KL) and
   with ΔNLL directly (Pearson and Spearman).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -43,13 +44,27 @@ class Importance:
 
     def records(self) -> list[dict]:
         L, H = self.kl.shape
-        return [{"layer": l, "head": h, "site": format_site(l, h), "kl_mean_ablation": round(float(self.kl[l, h]), 7),
-                 "delta_nll": round(float(self.delta_nll[l, h]), 7), "taylor_nll": round(float(self.taylor[l, h]), 7)}
-                for l in range(L) for h in range(H)]
+        return [
+            {
+                "layer": l,
+                "head": h,
+                "site": format_site(l, h),
+                "kl_mean_ablation": round(float(self.kl[l, h]), 7),
+                "delta_nll": round(float(self.delta_nll[l, h]), 7),
+                "taylor_nll": round(float(self.taylor[l, h]), 7),
+            }
+            for l in range(L)
+            for h in range(H)
+        ]
 
     def summary(self) -> dict[str, Any]:
-        return {"spearman_kl_vs_abs_taylor": self.spearman_kl_taylor, "pearson_delta_nll_vs_taylor": self.pearson_nll_taylor,
-                "spearman_delta_nll_vs_taylor": self.spearman_nll_taylor, "base_nll": self.base_nll, "tokens": self.tokens}
+        return {
+            "spearman_kl_vs_abs_taylor": self.spearman_kl_taylor,
+            "pearson_delta_nll_vs_taylor": self.pearson_nll_taylor,
+            "spearman_delta_nll_vs_taylor": self.spearman_nll_taylor,
+            "base_nll": self.base_nll,
+            "tokens": self.tokens,
+        }
 
 
 def _means_tensor(means: Mapping | None, rec: Recording, L: int, H: int) -> dict[int, torch.Tensor]:
@@ -92,8 +107,15 @@ class _GradTap(Edit):
         return o + z
 
 
-def head_importance(model, ids, attention_mask=None, means: Mapping | None = None, batch_heads: int | None = None,
-                    token_budget: int = 2048, progress: bool = False) -> Importance:
+def head_importance(
+    model,
+    ids,
+    attention_mask=None,
+    means: Mapping | None = None,
+    batch_heads: int | None = None,
+    token_budget: int = 2048,
+    progress: bool = False,
+) -> Importance:
     """Mean-ablation KL / ΔNLL per head (batched) and the Taylor estimate (module docstring).
 
     ids: (B, T) token ids, left- or right-padded with ``attention_mask``; means: {site: (d,)} or
@@ -126,13 +148,13 @@ def head_importance(model, ids, attention_mask=None, means: Mapping | None = Non
     with torch.no_grad(), _progress(len(sites), "mean-ablating heads", progress) as bar:
         task = bar.add_task("heads", total=len(sites))
         for c0 in range(0, len(sites), k_max):
-            chunk = sites[c0:c0 + k_max]
+            chunk = sites[c0 : c0 + k_max]
             k = len(chunk)
             ed = patch(mean_rec, rows=[s for s in chunk for _ in range(B)], src_rows=list(range(B)) * k)
             with attach(model, edits=[ed]):
                 lg = model(input_ids=ids.repeat(k, 1), attention_mask=mask.repeat(k, 1), use_cache=False).logits
             for j, (l, h) in enumerate(chunk):
-                lp, nll, _ = _next_token_terms(lg[j * B:(j + 1) * B], ids, mask)
+                lp, nll, _ = _next_token_terms(lg[j * B : (j + 1) * B], ids, mask)
                 kl_pos = (lp0.exp() * (lp0 - lp)).sum(-1)  # (B, T)
                 kl[l, h] = float((kl_pos * real).sum() / n_real)
                 dnll[l, h] = float(((nll - nll0) * valid).sum() / n_valid)
@@ -158,9 +180,16 @@ def head_importance(model, ids, attention_mask=None, means: Mapping | None = Non
         diff = mu[l][None, :, None, :] - tap.o[l].float()
         taylor[l] = (diff * g * w).sum((0, 2, 3))
     kl_f, t_f, d_f = kl.flatten().numpy(), taylor.flatten().numpy(), dnll.flatten().numpy()
-    return Importance(kl, dnll, taylor, float(stats.spearmanr(kl_f, abs(t_f)).statistic),
-                      float(stats.pearsonr(d_f, t_f).statistic), float(stats.spearmanr(d_f, t_f).statistic),
-                      base_nll, n_real)
+    return Importance(
+        kl,
+        dnll,
+        taylor,
+        float(stats.spearmanr(kl_f, abs(t_f)).statistic),
+        float(stats.pearsonr(d_f, t_f).statistic),
+        float(stats.spearmanr(d_f, t_f).statistic),
+        base_nll,
+        n_real,
+    )
 
 
 def _record_masked(model, ids, mask) -> Recording:

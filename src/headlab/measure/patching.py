@@ -21,6 +21,7 @@
 Prompts: ``(B, T)`` token ids, left-padded when rows differ in length (the last column is every
 row's final token); clean and corrupt batches must have the same token length in every row.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,11 +71,15 @@ def check_pair(clean_ids, corrupt_ids, clean_mask=None, corrupt_mask=None):
     """Validate a clean/corrupt pair: same batch size and the same token length in every row."""
     clean_ids, corrupt_ids = _ids(clean_ids, "clean_ids"), _ids(corrupt_ids, "corrupt_ids")
     if clean_ids.shape[0] != corrupt_ids.shape[0]:
-        raise ValueError(f"clean has {clean_ids.shape[0]} prompts but corrupt has {corrupt_ids.shape[0]}; give one corrupt "
-                         "prompt per clean prompt")
+        raise ValueError(
+            f"clean has {clean_ids.shape[0]} prompts but corrupt has {corrupt_ids.shape[0]}; give one corrupt "
+            "prompt per clean prompt"
+        )
     if clean_ids.shape[1] != corrupt_ids.shape[1]:
-        raise ValueError(f"clean prompts have {clean_ids.shape[1]} tokens but corrupt prompts have {corrupt_ids.shape[1]}; "
-                         "patching aligns positions, so both must have the same token length")
+        raise ValueError(
+            f"clean prompts have {clean_ids.shape[1]} tokens but corrupt prompts have {corrupt_ids.shape[1]}; "
+            "patching aligns positions, so both must have the same token length"
+        )
     cm, km = _mask(clean_mask, clean_ids, "clean_mask"), _mask(corrupt_mask, corrupt_ids, "corrupt_mask")
     if (cm is None) != (km is None) and (cm if cm is not None else km).min() == 0:
         raise ValueError("only one of clean_mask / corrupt_mask is given and it has padding; give both")
@@ -83,8 +88,10 @@ def check_pair(clean_ids, corrupt_ids, clean_mask=None, corrupt_mask=None):
         bad = (lc != lk).nonzero().flatten()
         if len(bad):
             r = int(bad[0])
-            raise ValueError(f"prompt {r}: clean has {int(lc[r])} tokens but corrupt has {int(lk[r])}; patching aligns "
-                             "positions, so both must have the same token length")
+            raise ValueError(
+                f"prompt {r}: clean has {int(lc[r])} tokens but corrupt has {int(lk[r])}; patching aligns "
+                "positions, so both must have the same token length"
+            )
     mask = cm if cm is not None else km
     return clean_ids, corrupt_ids, mask
 
@@ -93,8 +100,10 @@ def _scalar(metric: Metric, logits: torch.Tensor, where: str) -> float:
     val = metric(logits)
     t = torch.as_tensor(val, dtype=torch.float64)
     if t.numel() != 1:
-        raise ValueError(f"metric(logits) must return a scalar, got shape {tuple(t.shape)} on the {where} logits "
-                         f"(logits are (prompts, vocab) = {tuple(logits.shape)}); average over prompts inside the metric")
+        raise ValueError(
+            f"metric(logits) must return a scalar, got shape {tuple(t.shape)} on the {where} logits "
+            f"(logits are (prompts, vocab) = {tuple(logits.shape)}); average over prompts inside the metric"
+        )
     v = float(t)
     if not math.isfinite(v):
         raise ValueError(f"metric(logits) returned {v} on the {where} logits")
@@ -106,10 +115,15 @@ def check_metric(metric: Metric, clean_logits: torch.Tensor, corrupt_logits: tor
     mc, mk = _scalar(metric, clean_logits, "clean"), _scalar(metric, corrupt_logits, "corrupt")
     if abs(mc - mk) <= 1e-6 * max(1.0, abs(mc), abs(mk)):
         probe = _scalar(metric, torch.randn_like(clean_logits.float()) * 10, "random")
-        why = ("it gives the same value on random logits too: the metric does not depend on the model's logits"
-               if abs(probe - mc) <= 1e-6 * max(1.0, abs(mc)) else "the corruption does not change it")
-        raise ValueError(f"metric is {mc:.6g} on the clean run and {mk:.6g} on the corrupt run ({why}); normalised "
-                         "effects need a metric that differs between the clean and the corrupt prompts")
+        why = (
+            "it gives the same value on random logits too: the metric does not depend on the model's logits"
+            if abs(probe - mc) <= 1e-6 * max(1.0, abs(mc))
+            else "the corruption does not change it"
+        )
+        raise ValueError(
+            f"metric is {mc:.6g} on the clean run and {mk:.6g} on the corrupt run ({why}); normalised "
+            "effects need a metric that differs between the clean and the corrupt prompts"
+        )
     return mc, mk
 
 
@@ -172,8 +186,9 @@ def record(model, ids, what: str = "output", attention_mask: torch.Tensor | None
     with attach(model, edits=[*edits, rec]):
         logits = _last_logits(model, ids, mask)
     if rec.query_pos is None or len(rec.data) != L:
-        raise RuntimeError(f"record: saw {len(rec.data)} of {L} layers; does the model route attention through "
-                           "transformers' AttentionInterface?")
+        raise RuntimeError(
+            f"record: saw {len(rec.data)} of {L} layers; does the model route attention through transformers' AttentionInterface?"
+        )
     return Recording(what, rec.data, rec.query_pos, L, H, logits=logits.cpu())
 
 
@@ -224,6 +239,7 @@ class LayerCache:
         def fn(mod, args, out):
             if isinstance(out, torch.Tensor):
                 self.outs[i] = out.detach()
+
         return fn
 
     @contextlib.contextmanager
@@ -261,15 +277,27 @@ def _batch_heads(n: int, T: int, token_budget: int) -> int:
 def _progress(total: int, desc: str, show: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
-                    disable=not show)
+    return Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True, disable=not show)
 
 
 @torch.no_grad()
-def head_effects(model, clean_ids, corrupt_ids, metric: Metric, *, clean_mask=None, corrupt_mask=None,
-                 sites: Any = "all", positions: Sequence[int] | None = None, what: str = "output",
-                 batch_heads: int | None = None, token_budget: int = 8192, skip_layers: bool = True,
-                 progress: bool = False, full: bool = False):
+def head_effects(
+    model,
+    clean_ids,
+    corrupt_ids,
+    metric: Metric,
+    *,
+    clean_mask=None,
+    corrupt_mask=None,
+    sites: Any = "all",
+    positions: Sequence[int] | None = None,
+    what: str = "output",
+    batch_heads: int | None = None,
+    token_budget: int = 8192,
+    skip_layers: bool = True,
+    progress: bool = False,
+    full: bool = False,
+):
     """(L, H) normalised effect of patching each head's clean ``what`` into the corrupted run.
 
     ``metric(logits) -> scalar`` gets the (prompts, vocab) logits at the final token. Effects are 0
@@ -295,7 +323,7 @@ def head_effects(model, clean_ids, corrupt_ids, metric: Metric, *, clean_mask=No
     with _progress(len(todo), "patching heads", progress) as bar:
         task = bar.add_task("heads", total=len(todo))
         for c0 in range(0, len(todo), batch_heads):
-            chunk = todo[c0:c0 + batch_heads]
+            chunk = todo[c0 : c0 + batch_heads]
             k = len(chunk)
             rows = [site for site in chunk for _ in range(n)]
             src_rows = list(range(n)) * k
@@ -307,7 +335,7 @@ def head_effects(model, clean_ids, corrupt_ids, metric: Metric, *, clean_mask=No
             with skip, attach(model, edits=[ed]):
                 logits = _last_logits(model, ids, m)
             for j, (l, h) in enumerate(chunk):
-                raw[l, h] = _scalar(metric, logits[j * n:(j + 1) * n], f"patched {format_site(l, h)}")
+                raw[l, h] = _scalar(metric, logits[j * n : (j + 1) * n], f"patched {format_site(l, h)}")
             bar.advance(task, k)
     eff = (raw - mk) / (mc - mk)
     if full:
@@ -324,8 +352,10 @@ def attention_modules(model) -> dict[int, nn.Module]:
             out[int(mod.layer_idx)] = mod
     L = model_shape(model)[0]
     if len(out) != L:
-        raise ValueError(f"{type(model).__name__}: found {len(out)} of {L} attention modules with q_proj/k_proj/v_proj/o_proj "
-                         "(Llama-style); path patching and direct effects need them")
+        raise ValueError(
+            f"{type(model).__name__}: found {len(out)} of {L} attention modules with q_proj/k_proj/v_proj/o_proj "
+            "(Llama-style); path patching and direct effects need them"
+        )
     return out
 
 
@@ -333,14 +363,25 @@ def _final_norm(model) -> nn.Module:
     dec = model.get_decoder() if hasattr(model, "get_decoder") else None
     norm = getattr(dec, "norm", None)
     if norm is None or model.get_output_embeddings() is None:
-        raise ValueError(f"{type(model).__name__}: direct effects need a decoder with a final `norm` and an output "
-                         "embedding (Llama-style causal LM)")
+        raise ValueError(
+            f"{type(model).__name__}: direct effects need a decoder with a final `norm` and an output "
+            "embedding (Llama-style causal LM)"
+        )
     return norm
 
 
 @torch.no_grad()
-def direct_effects(model, clean: Recording, corrupt: Recording, corrupt_ids, metric: Metric, mc: float, mk: float,
-                   attention_mask=None, batch_heads: int = 32) -> torch.Tensor:
+def direct_effects(
+    model,
+    clean: Recording,
+    corrupt: Recording,
+    corrupt_ids,
+    metric: Metric,
+    mc: float,
+    mk: float,
+    attention_mask=None,
+    batch_heads: int = 32,
+) -> torch.Tensor:
     """(L, H) normalised direct effect: the head's clean-minus-corrupt output at the final token,
     through its slice of W_O, added to the corrupted run's final residual; then the final norm and
     the unembedding, as the model computes them. ``clean`` / ``corrupt``: output recordings."""
@@ -357,25 +398,27 @@ def direct_effects(model, clean: Recording, corrupt: Recording, corrupt_ids, met
     resid = got["x"]  # (n, D)
     base = lm_head(norm(resid[:, None]))[:, 0].float()
     if not torch.allclose(base, logits, atol=1e-3, rtol=1e-3):
-        raise ValueError(f"{type(model).__name__}: logits are not lm_head(norm(residual)) (extra scaling or capping); "
-                         "direct effects are not defined for it here")
+        raise ValueError(
+            f"{type(model).__name__}: logits are not lm_head(norm(residual)) (extra scaling or capping); "
+            "direct effects are not defined for it here"
+        )
     mods = attention_modules(model)
     L, H = clean.n_layers, clean.n_heads
     raw = torch.full((L, H), float("nan"), dtype=torch.float64)
     sites = [(l, h) for l in range(L) for h in range(H)]
     n = resid.shape[0]
     for c0 in range(0, len(sites), batch_heads):
-        chunk = sites[c0:c0 + batch_heads]
+        chunk = sites[c0 : c0 + batch_heads]
         deltas = []
         for l, h in chunk:
             W = mods[l].o_proj.weight  # (D, H*d)
             d = clean.data[l].shape[-1]
             diff = (clean.data[l][:, h, -1] - corrupt.data[l][:, h, -1]).to(W)  # (n, d)
-            deltas.append(diff @ W[:, h * d:(h + 1) * d].T)
+            deltas.append(diff @ W[:, h * d : (h + 1) * d].T)
         x = (resid[None] + torch.stack(deltas)).reshape(len(chunk) * n, 1, -1)
         lg = lm_head(norm(x))[:, 0].float()
         for j, (l, h) in enumerate(chunk):
-            raw[l, h] = _scalar(metric, lg[j * n:(j + 1) * n], f"direct {format_site(l, h)}")
+            raw[l, h] = _scalar(metric, lg[j * n : (j + 1) * n], f"direct {format_site(l, h)}")
     return ((raw - mk) / (mc - mk)).float()
 
 
@@ -384,9 +427,23 @@ COMPONENTS = ("q", "k", "v")
 
 
 @torch.no_grad()
-def path_patch(model, clean_ids, corrupt_ids, metric: Metric, senders: Any, receivers: Any, component: str = "q", *,
-               clean_mask=None, corrupt_mask=None, per_sender: bool = True, batch_senders: int | None = None,
-               token_budget: int = 8192, progress: bool = False, recordings: tuple[Recording, Recording] | None = None):
+def path_patch(
+    model,
+    clean_ids,
+    corrupt_ids,
+    metric: Metric,
+    senders: Any,
+    receivers: Any,
+    component: str = "q",
+    *,
+    clean_mask=None,
+    corrupt_mask=None,
+    per_sender: bool = True,
+    batch_senders: int | None = None,
+    token_budget: int = 8192,
+    progress: bool = False,
+    recordings: tuple[Recording, Recording] | None = None,
+):
     """Normalised effect of the senders' clean outputs along the path into the receivers'
     ``component`` ("q", "k" or "v") input only (module docstring).
 
@@ -401,12 +458,16 @@ def path_patch(model, clean_ids, corrupt_ids, metric: Metric, senders: Any, rece
     send = site_pairs(parse_sites(senders, L, H))
     recv = site_pairs(parse_sites(receivers, L, H))
     if not send or not recv:
-        raise ValueError(f"path_patch needs at least one sender and one receiver, got senders={senders!r} receivers={receivers!r}")
+        raise ValueError(
+            f"path_patch needs at least one sender and one receiver, got senders={senders!r} receivers={receivers!r}"
+        )
     low = min(l for l, _ in recv)
     late = [format_site(l, h) for l, h in send if l >= low]
     if late:
-        raise ValueError(f"senders {late[:4]} are not below the lowest receiver layer {low}: a sender reaches a "
-                         "receiver's input only from an earlier layer")
+        raise ValueError(
+            f"senders {late[:4]} are not below the lowest receiver layer {low}: a sender reaches a "
+            "receiver's input only from an earlier layer"
+        )
     if recordings is None:
         clean, corrupt = record(model, clean_ids, "output", mask), record(model, corrupt_ids, "output", mask)
     else:
@@ -427,7 +488,7 @@ def path_patch(model, clean_ids, corrupt_ids, metric: Metric, senders: Any, rece
     with _progress(len(groups), f"path patching -> {component}", progress) as bar:
         task = bar.add_task("senders", total=len(groups))
         for c0 in range(0, len(groups), batch_senders):
-            chunk = groups[c0:c0 + batch_senders]
+            chunk = groups[c0 : c0 + batch_senders]
             k = len(chunk)
             src_rows = list(range(n)) * k
             rows = [g for g in chunk for _ in range(n)]
@@ -445,15 +506,17 @@ def path_patch(model, clean_ids, corrupt_ids, metric: Metric, senders: Any, rece
                 for hk in hooks:
                     hk.remove()
             # run 2: plain corrupted run with only the receivers' projections replaced
-            hooks = [getattr(mods[l], proj).register_forward_hook(_put_hook(kept[l], sorted(units[l]), head_dim(model, mods[l])))
-                     for l in units]
+            hooks = [
+                getattr(mods[l], proj).register_forward_hook(_put_hook(kept[l], sorted(units[l]), head_dim(model, mods[l])))
+                for l in units
+            ]
             try:
                 logits = _last_logits(model, ids, m)
             finally:
                 for hk in hooks:
                     hk.remove()
             for j, g in enumerate(chunk):
-                v = _scalar(metric, logits[j * n:(j + 1) * n], f"path-patched {g[0]}")
+                v = _scalar(metric, logits[j * n : (j + 1) * n], f"path-patched {g[0]}")
                 if per_sender:
                     raw[g[0][0], g[0][1]] = v
                 else:
@@ -467,16 +530,19 @@ def path_patch(model, clean_ids, corrupt_ids, metric: Metric, senders: Any, rece
 def _keep_hook(store: dict, layer: int):
     def fn(mod, args, out):
         store[layer] = out.detach().clone()
+
     return fn
 
 
 def _put_hook(value: torch.Tensor, units: list[int], width: int):
     """Forward hook: the projection output with the listed head slices (``width`` each) taken from ``value``."""
+
     def fn(mod, args, out):
         new = out.clone()
         for u in units:
-            new[..., u * width:(u + 1) * width] = value[..., u * width:(u + 1) * width]
+            new[..., u * width : (u + 1) * width] = value[..., u * width : (u + 1) * width]
         return new
+
     return fn
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -87,6 +88,14 @@ def scan(
     json_out: bool = typer.Option(False, "--json", help="print {meta, records} as JSON on stdout instead of the tables"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display and no closing message"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    batch_size: int = typer.Option(1, "--batch-size", help="texts per forward pass (right padding, masked: same statistics)"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: scan shard i of n (1..n) of the texts and write only "
+                                        "the partial state DIR/partial.json; combine all n with `headlab merge`"),
+    ray: bool = typer.Option(False, "--ray", help="fan the texts out over a Ray cluster (pip install 'headlab[ray]'); "
+                             "a local Ray is started when no --ray-address is given"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT, ray://HOST:PORT or auto: the Ray "
+                                              "cluster to use (implies --ray)"),
+    ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs of the local Ray (default: all); one task per CPU"),
     edits: Optional[Path] = typer.Option(None, help="edit configuration JSON (as `headlab steer --save` writes): scan with "
                                          "the edits, and without them into DIR/baseline.json for comparison"),
     prefix: Optional[str] = typer.Option(None, help="special token put before every text, e.g. '<|endoftext|>' "
@@ -99,9 +108,16 @@ def scan(
     import torch
 
     from ..data import prose
-    from ..measure.scan import parse_metrics, read_texts, run_scan
+    from ..measure.scan import parse_metrics, read_texts, run_scan, scan_part
+    from ..measure.shard import parse_shard, save_part
 
     try:
+        shard_t = parse_shard(shard)
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        use_ray = ray or ray_address is not None
+        if use_ray and shard_t is not None:
+            raise ValueError(f"--shard {shard} and --ray split the texts two ways: give one of them")
         if threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = torch default), got {threads}")
         if threads:
@@ -112,11 +128,27 @@ def scan(
         if n_texts < 1:
             raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
         text_list = read_texts(texts, text_field) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
+        if shard_t is not None and shard_t[1] > len(text_list):
+            raise ValueError(f"--shard {shard}: {shard_t[1]} shards for {len(text_list)} texts; use at most {len(text_list)}")
         edit_list = []
         if edits is not None:
             from ..edits import from_config
 
             edit_list = from_config(edits)
+        if use_ray:
+            from ..measure.distributed import ray_scan
+            from ..measure.scan import finish_scan
+
+            with contextlib.nullcontext() if quiet else console.status(f"scanning on Ray ({ray_address or 'local'})"):
+                loader = functools.partial(_dev.load_model, device=device, dtype=dtype, device_map=device_map)
+                part = ray_scan(loader, model, text_list, mlist, address=ray_address, num_cpus=ray_cpus, max_tokens=max_tokens,
+                                prefix=prefix, edits=edit_list, batch_size=batch_size, drop_retrieval=metrics == "all")
+            res = finish_scan(part, out=out)
+            if html:
+                console.print("[yellow]--html is not written with --ray (no model in this process)[/]")
+            html = False
+            _scan_done(res, out, html, json_out, all_heads, quiet)
+            return
         with contextlib.nullcontext() if quiet else console.status(f"loading {model}"):
             m, tok = _dev.load_model(model, device, dtype, device_map)
         if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
@@ -124,23 +156,42 @@ def scan(
             console.print("[yellow]retrieval skipped: it needs a generative model[/]")
         from ..probes import query_probe_names
 
-        n_steps = len(text_list) * bool(set(mlist) & set(query_probe_names()))
+        n_mine = len(text_list) if shard_t is None else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1],
+                                                                   shard_t[0] * len(text_list) // shard_t[1]))
+        n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
         n_steps += "induction" in mlist
         n_steps += 18 * ("retrieval" in mlist)
         n_steps *= 2 if edit_list else 1
         with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), TextColumn("{task.description}"), console=console, disable=quiet) as progress:
             task = progress.add_task("", total=n_steps)
-            res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
-                           head_maps=0,
+            if shard_t is not None:
+                part = scan_part(m, tok, model, text_list, mlist, max_tokens=max_tokens, prefix=prefix, edits=edit_list,
+                                 batch_size=batch_size, shard=shard_t,
+                                 tick=lambda msg: progress.update(task, advance=1, description=msg))
+                save_part(out, part)
+            else:
+                res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
+                           head_maps=0, batch_size=batch_size,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
+        if shard_t is not None:
+            if json_out:
+                typer.echo(json.dumps({"meta": part.meta, "files": [str(out / "partial.json")]}, default=str))
+            elif not quiet:
+                console.print(f"wrote shard {shard_t[0]}/{shard_t[1]} ({len(part.texts)} texts) to {out / 'partial.json'}; "
+                              f"combine all {shard_t[1]} with `headlab merge DIR... --out DIR`")
+            return
         if html:
             from ..report.html import write_html_report
 
             write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
     except (ValueError, RuntimeError, OSError) as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
+    _scan_done(res, out, html, json_out, all_heads, quiet)
+
+
+def _scan_done(res, out: Path, html: bool, json_out: bool, all_heads: bool, quiet: bool) -> None:
     files = ["heads.json", "heads.csv", "meta.json", "atlas.png"] + (["index.html"] if html else [])
     if json_out:
         typer.echo(json.dumps({"meta": res.meta, "records": res.records, "files": [str(out / f) for f in files]}, default=str))
@@ -155,9 +206,11 @@ def _register_groups() -> None:
     from . import lab as cli_lab
     from . import sparsify as cli_sparsify
     from . import steer as cli_steer
+    from .merge import merge
     from .report import report
 
     app.command("report")(report)
+    app.command("merge")(merge)
     app.add_typer(cli_steer.app, name="steer")
     app.add_typer(cli_sparsify.app, name="sparsify")
     app.add_typer(cli_sparsify.bench_app, name="bench")

@@ -23,6 +23,8 @@ from ..version import __version__
 from .atlas import ROLE_RULES, records, role_metrics, uniform_entropy
 from .induction import induction_scores
 from .retrieval import retrieval_scores
+from .shard import FORMAT as SHARD_FORMAT
+from .shard import ScanPart, model_fingerprint, parse_shard, shard_indices, texts_digest
 from .stats import check_input, forward_for_attention
 
 #: every head metric a scan can compute (the probe registry, in its order)
@@ -138,78 +140,155 @@ def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | No
     return out
 
 
-def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
-             out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
-             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None, head_maps: int = 4) -> ScanResult:
-    """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
+def text_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices of the texts grouped into batches of up to ``batch_size``, longest first (less padding)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
-    ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
-    forward pass) for the inline notebook view; 0 = none."""
-    if not isinstance(head_maps, int) or head_maps < 0:
-        raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
+
+def pad_batch(ids: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Texts (1, T_k) -> input_ids (B, T) padded on the right and attention_mask (B, T) (None when no
+    row is padded). Right padding keeps every real token at its own position; pad queries and keys
+    are masked, so each row's statistics are those of the text alone."""
+    T = max(int(x.shape[1]) for x in ids)
+    out = torch.full((len(ids), T), int(pad_id), dtype=torch.long)
+    mask = torch.zeros(len(ids), T, dtype=torch.long)
+    for r, x in enumerate(ids):
+        out[r, : x.shape[1]] = x[0]
+        mask[r, : x.shape[1]] = 1
+    return out, (None if bool(mask.all()) else mask)
+
+
+def query_states(model, ids: list[torch.Tensor], metrics: list[str], edits=(), batch_size: int = 1,
+                 tick: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """{metric: probe state (float64 sums and counts, ``Probe.state_dict``)} of the query metrics over
+    the texts ``ids`` (each (1, T_k)), run ``batch_size`` texts per forward pass."""
     tick = tick or (lambda msg: None)
+    query = [m for m in metrics if m in query_probe_names()]
+    if not query or not ids:
+        return {}
+    with attach(model, probes=query, edits=list(edits)) as run:
+        for batch in text_batches([int(x.shape[1]) for x in ids], batch_size):
+            x, mask = pad_batch([ids[k] for k in batch])
+            check_input(model, x, mask)
+            forward_for_attention(model, x, mask)
+            for k in batch:
+                tick(f"text {k + 1}/{len(ids)} ({ids[k].shape[1]} tokens)")
+    return {p.name: p.state_dict() for p in run.probes}
+
+
+def scan_part(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
+              tick: Callable[[str], None] | None = None, edits=(), retrieval_lengths=(500, 1000),
+              prefix: str | None = None, batch_size: int = 1, shard: str | tuple[int, int] | None = None) -> ScanPart:
+    """The sums and counts of a scan over shard ``i/n`` of ``texts`` (all texts for None): a
+    :class:`~headlab.measure.shard.ScanPart` that ``merge_parts`` combines with the other shards.
+    Shard 1 also computes the protocol metrics (induction, retrieval), which do not read the texts."""
+    tick = tick or (lambda msg: None)
+    shard_t = parse_shard(shard)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be an int >= 1, got {batch_size!r}")
     n_layers, n_heads, n_kv = model_shape(model)
     causal_lm = hasattr(model, "generate") and hasattr(model, "lm_head")
     if "retrieval" in metrics and not causal_lm:
         raise ValueError("the retrieval metric needs a generative (causal LM) model; drop it with --metrics for encoders")
     ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None), prefix)
+    mine = shard_indices(len(ids), shard_t)
     t0 = time.time()
-    stats: dict[str, torch.Tensor] = {}
-    query = [m for m in metrics if m in query_probe_names()]
-    if query:
-        with attach(model, probes=query, edits=list(edits)) as run:
-            for i, x in enumerate(ids):
-                check_input(model, x)
-                forward_for_attention(model, x)
-                tick(f"text {i + 1}/{len(ids)} ({x.shape[1]} tokens)")
-        stats.update(run.stats())
-    if "induction" in metrics:
-        stats["induction"] = induction_scores(model, n=50, batch=8, seed=0, edits=edits)
-        tick("induction (8 x repeated 50 random tokens)")
+    states = query_states(model, [ids[k] for k in mine], metrics, edits, batch_size, tick)
+    fixed: dict[str, torch.Tensor] = {}
     cases = []
-    if "retrieval" in metrics:
-        stats["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
-                                                       progress=lambda: tick("retrieval case"))
-    stats = {m: stats[m] for m in metrics}
-    lengths = [int(x.shape[1]) for x in ids]
+    first = shard_t is None or shard_t[0] == 1
+    if first and "induction" in metrics:
+        fixed["induction"] = induction_scores(model, n=50, batch=8, seed=0, edits=edits)
+        tick("induction (8 x repeated 50 random tokens)")
+    if first and "retrieval" in metrics:
+        fixed["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
+                                                     progress=lambda: tick("retrieval case"))
     causal = bool(getattr(model.config, "is_decoder", False)) or causal_lm
-    recs = records(stats, uniform_entropy(lengths, causal))
-    meta = {
-        "model": model_name,
-        "n_layers": n_layers,
-        "n_heads": n_heads,
-        "n_kv_heads": n_kv,
-        "headlab_version": __version__,
-        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-        "texts": [{"name": f"text{i}", "n_tokens": n} for i, n in enumerate(lengths)],
-        "metrics": list(metrics),
-        "formulas": formulas(metrics),
-        "roles": ROLE_RULES,
-        "uniform_entropy": uniform_entropy(lengths, causal),
-        "prefix_token": prefix,
-        "edits": [e.describe() for e in edits],
-        "pattern": None,
-        "retrieval_cases": [{"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer,
-                             "recall": round(c.recall, 3)} for c in cases],
-        "seconds": round(time.time() - t0, 1),
-    }
-    base_recs = None
+    meta = {"format": SHARD_FORMAT, "model": model_name, "fingerprint": model_fingerprint(model),
+            "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv, "causal": causal,
+            "metrics": list(metrics), "headlab_version": __version__, "texts_digest": texts_digest(ids),
+            "n_texts": len(ids), "max_tokens": max_tokens, "prefix": prefix,
+            "edits": [e.describe() for e in edits], "retrieval_lengths": list(retrieval_lengths),
+            "shard": list(shard_t or (1, 1))}
+    part = ScanPart(meta=meta, texts=[{"index": k, "text": texts[k], "ids": ids[k][0].tolist()} for k in mine],
+                    states=states, fixed=fixed,
+                    retrieval_cases=[{"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer,
+                                      "recall": round(c.recall, 3)} for c in cases],
+                    seconds=round(time.time() - t0, 1))
     if edits:
         tick("baseline scan without the edits")
-        base = run_scan(model, tok, model_name, texts, metrics, max_tokens=max_tokens, out=None, tick=tick,
-                        command=command, edits=(), retrieval_lengths=retrieval_lengths, prefix=prefix, head_maps=0)
-        base_recs = base.records
+        part.baseline = scan_part(model, tok, model_name, texts, metrics, max_tokens=max_tokens, tick=tick, edits=(),
+                                  retrieval_lengths=retrieval_lengths, prefix=prefix, batch_size=batch_size, shard=shard_t)
+    return part
+
+
+def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = None) -> ScanResult:
+    """Records, roles, meta of a whole scan from its (merged) state; writes DIR/heads.json, heads.csv,
+    meta.json, texts.json, atlas.png (and baseline.json with edits) when ``out``."""
+    if part.meta["shard"] != [1, 1]:
+        i, n = part.meta["shard"]
+        raise ValueError(f"shard {i}/{n} is a partial scan: merge all {n} shards (headlab merge) before the report")
+    metrics = list(part.meta["metrics"])
+    stats = part.stats()
+    lengths = [len(t["ids"]) for t in part.texts]
+    ue = uniform_entropy(lengths, part.meta["causal"])
+    recs = records(stats, ue)
+    edits_desc = part.meta["edits"]
+    meta = {
+        "model": part.meta["model"],
+        "n_layers": part.meta["n_layers"],
+        "n_heads": part.meta["n_heads"],
+        "n_kv_heads": part.meta["n_kv_heads"],
+        "headlab_version": part.meta["headlab_version"],
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+        "texts": [{"name": f"text{t['index']}", "n_tokens": len(t["ids"])} for t in part.texts],
+        "metrics": metrics,
+        "formulas": formulas(metrics),
+        "roles": ROLE_RULES,
+        "uniform_entropy": ue,
+        "prefix_token": part.meta["prefix"],
+        "edits": edits_desc,
+        "pattern": None,
+        "retrieval_cases": part.retrieval_cases,
+        "seconds": part.seconds,
+        "fingerprint": part.meta["fingerprint"],
+        "texts_digest": part.meta["texts_digest"],
+    }
+    base_recs = None
+    if part.baseline is not None:
+        base_recs = records(part.baseline.stats(), ue)
+    ids = [torch.tensor([t["ids"]], dtype=torch.long) for t in part.texts]
     res = ScanResult(recs, stats, meta, out, ids)
-    if head_maps and ids:
-        res.maps = record_maps(model, ids[0], telling_heads(recs, list(metrics), head_maps), edits)
-        res.tokens = display_tokens(tok, ids[0][0].tolist())
     if out is not None:
         with atomic_dir(out) as stage:
-            write_records(stage, recs, list(metrics))
+            write_records(stage, recs, metrics)
             if base_recs is not None:
                 atomic_write_json(stage / "baseline.json", base_recs)
             write_meta(stage, meta)
-            atomic_write_json(stage / "texts.json", [{"name": f"text{i}", "text": t, "ids": ids[i][0].tolist()}
-                                                     for i, t in enumerate(texts)])
-            atlas_png(stage / "atlas.png", recs, list(metrics), title=f"{model_name}: head atlas")
+            atomic_write_json(stage / "texts.json", [{"name": f"text{t['index']}", "text": t["text"], "ids": t["ids"]}
+                                                     for t in part.texts])
+            atlas_png(stage / "atlas.png", recs, metrics, title=f"{part.meta['model']}: head atlas")
+    return res
+
+
+def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
+             out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
+             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None, head_maps: int = 4,
+             batch_size: int = 1) -> ScanResult:
+    """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
+
+    ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
+    forward pass) for the inline notebook view; 0 = none. ``batch_size``: texts per forward pass
+    (right padding, masked: the same statistics as one text at a time)."""
+    if not isinstance(head_maps, int) or head_maps < 0:
+        raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
+    part = scan_part(model, tok, model_name, texts, metrics, max_tokens=max_tokens, tick=tick, edits=edits,
+                     retrieval_lengths=retrieval_lengths, prefix=prefix, batch_size=batch_size)
+    res = finish_scan(part, out=out, command=command)
+    if head_maps and res.token_ids:
+        res.maps = record_maps(model, res.token_ids[0], telling_heads(res.records, list(metrics), head_maps), edits)
+        res.tokens = display_tokens(tok, res.token_ids[0][0].tolist())
     return res

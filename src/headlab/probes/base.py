@@ -154,3 +154,45 @@ class Probe:
         """(layers, heads) float32 mean on the host; NaN where nothing was seen."""
         total, count = self._acc()
         return (total / count).to(torch.float32).cpu()
+
+    # state: the running sums and counts, so that runs over disjoint inputs combine exactly
+    def state_dict(self) -> dict:
+        """``{"name", "total", "count"}``: (layers, heads) float64 sums and counts on the host. A probe's
+        ``result()`` depends only on them, so states of runs over disjoint inputs add up (``merge``)."""
+        total, count = self._acc()
+        return {"name": self.name, "total": total.detach().to("cpu", torch.float64).clone(),
+                "count": count.detach().to("cpu", torch.float64).clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the sums and counts with ``state`` (as ``state_dict`` returns it)."""
+        total, count = _state_tensors(self.name, state)
+        self.n_layers, self.n_heads = total.shape
+        self.total, self.count, self._placed = total.clone(), count.clone(), False
+
+    def merge(self, other: Probe | dict) -> Probe:
+        """Add the sums and counts of ``other`` (a probe of the same metric, or its ``state_dict``) to
+        this probe's, in float64; returns self."""
+        state = other.state_dict() if isinstance(other, Probe) else other
+        total, count = _state_tensors(self.name, state)
+        if self.total is None:
+            self.load_state_dict(state)
+            return self
+        mine = self.state_dict()
+        if tuple(mine["total"].shape) != tuple(total.shape):
+            raise ValueError(f"probe {self.name!r}: cannot merge a (layers, heads) = {tuple(total.shape)} state into "
+                             f"{tuple(mine['total'].shape)}")
+        self.load_state_dict({"name": self.name, "total": mine["total"] + total, "count": mine["count"] + count})
+        return self
+
+
+def _state_tensors(name: str, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total, count) float64 (layers, heads) from a probe state, checked against the probe ``name``."""
+    if not isinstance(state, dict) or not {"name", "total", "count"} <= set(state):
+        raise ValueError(f"probe {name!r}: a state needs keys name, total, count; got {sorted(state) if isinstance(state, dict) else type(state).__name__}")
+    if state["name"] != name:
+        raise ValueError(f"probe {name!r}: cannot take the state of probe {state['name']!r}")
+    total = torch.as_tensor(state["total"], dtype=torch.float64).cpu()
+    count = torch.as_tensor(state["count"], dtype=torch.float64).cpu()
+    if total.dim() != 2 or total.shape != count.shape:
+        raise ValueError(f"probe {name!r}: total {tuple(total.shape)} and count {tuple(count.shape)} must both be (layers, heads)")
+    return total, count

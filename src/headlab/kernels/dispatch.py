@@ -111,7 +111,11 @@ def sparse_attend(q, k, v, pattern: Pattern, scale: float | None = None, causal:
         if all(b is FULL for b in hb.bands):
             _ran("sdpa")
             return sdpa_causal(q, k, v, scale)
-        candidates = {hb.backend(): lambda: split_attend(q, k, v, hb, scale, block)}
+        # band-shaped patterns (windows, sink windows, MoA spans, per-head plans) are not raced against
+        # FlexAttention: the band kernel beat it or tied at 8K (BENCHMARKS_SPARSE.md), and building a
+        # block mask for a per-head plan costs minutes per layer on CPU
+        _ran(hb.backend())
+        return split_attend(q, k, v, hb, scale, block)
     else:
         plan = build_plan(pattern, T, S, H, Hkv, block or pattern_block(pattern), causal, q.device)
         if backend == "auto" and _hides_nothing(plan, T, S, causal):

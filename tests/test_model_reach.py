@@ -28,7 +28,7 @@ def formulas(a: torch.Tensor, key_pos: torch.Tensor, query_pos: torch.Tensor) ->
     B, H, T, S = a.shape
     valid = query_pos >= 0  # (B, T)
     first = (key_pos == 0).double().argmax(-1)  # (B,)
-    sink = a[torch.arange(B), :, :, first]  # (B, H, T)
+    sink = a[torch.arange(B), :, :, first] * (key_pos == 0).any(-1).double()[:, None, None]  # (B, H, T); 0 if gone
     prev_idx = torch.arange(S - T, S) - 1
     prev = a[:, :, torch.arange(T), prev_idx.clamp(min=0)]
     ent = -torch.special.xlogy(a, a).sum(-1)
@@ -279,3 +279,42 @@ def test_position_bias_is_refused_with_a_clear_message(tiny_llama):
         fn = ALL_ATTENTION_FUNCTIONS[tiny_llama.config._attn_implementation]
         with pytest.raises(NotImplementedError, match="position_bias"):
             fn(tiny_llama.model.layers[0].self_attn, q, k, v, None, position_bias=torch.zeros(1, 3, 6, 6))
+
+
+@pytest.mark.parametrize("kind", ["gemma3", "mistral"])
+def test_decode_step_past_the_window_keeps_absolute_positions(kind):
+    """A decode step whose sliding cache has dropped the first tokens: probes equal their formulas on
+    the model's own eager maps, with key positions counted from the first token (sink = 0 there)."""
+    from transformers import DynamicCache
+
+    model = _tiny(kind)
+    ids = torch.randint(0, 101, (1, 14), generator=torch.Generator().manual_seed(5))
+    P = ids.shape[1] - 1  # position of the decode query
+
+    def prefill():
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=ids[:, :-1], cache=cache, use_cache=True)
+        return cache
+
+    impl = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            maps = model(input_ids=ids[:, -1:], cache=prefill(), use_cache=True, output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation(impl)
+    assert min(a.shape[-1] for a in maps) < P + 1  # some layer's cache dropped tokens
+    want = []
+    for a in maps:  # (1, H, 1, S): keys are positions P - S + 1 .. P
+        S = a.shape[-1]
+        kp = torch.arange(P - S + 1, P + 1)[None]
+        want.append(torch.stack([formulas(a, kp, torch.tensor([[P]]))[n] for n in PROBES]))
+    want = torch.stack(want)  # (L, P, H)
+    probes = [make_probe(n) for n in PROBES]
+    cache = prefill()
+    with attach(model, probes=probes) as run, torch.no_grad():
+        model(input_ids=ids[:, -1:], cache=cache, use_cache=True)
+    got = run.stats()
+    for i, n in enumerate(PROBES):
+        torch.testing.assert_close(got[n].double(), want[:, i], atol=1e-5, rtol=1e-4, msg=lambda m, n=n: f"{kind} {n}: {m}")

@@ -166,6 +166,7 @@ def stats_path(q, k, v, scale, causal, bmask, probes, ctx, *, window=None, sinks
         k0 = kf[bidx, :, first]  # (B, H, d)
         s0 = torch.einsum("bhtd,bhd->bht", qf, k0) * scale
         vis0 = _visible(first[:, None].expand(B, T), qabs, causal, window, bmask, bidx)  # (B, 1|H, T)
+        vis0 = vis0 & (ctx.key_pos == 0).any(-1)[:, None, None]  # the first token may have left a sliding cache
         stats["sink"] = torch.where(vis0, torch.exp(s0 - lse_full), torch.zeros_like(s0))
     if "prev" in need:
         pidx = (qabs - 1).clamp(min=0)  # (T,)

@@ -19,7 +19,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from ..frames import stats_frame
 from .attend import attend, make_context
 from .context import AttnContext
-from .masks import to_bool_mask
+from .masks import shift_positions, to_bool_mask
 from .plugins import EDITS, HOOKS, PATTERNS, make_probe, per_head
 
 _counter = itertools.count()
@@ -150,7 +150,12 @@ def _make_fn(run: Run, n_layers: int):
             if len(last) >= 4:
                 last.clear()
             hit = last[id(attention_mask)] = (attention_mask, shapes, (c.key_pos, c.query_pos))
-        ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, *hit[2], state=run.state)
+        kp, qp = hit[2]
+        pid, win = kwargs.get("position_ids"), variant["window"]
+        if win is not None and key.shape[2] == win - 1 + query.shape[2] and isinstance(pid, torch.Tensor) \
+                and pid.dim() == 2 and pid.shape[-1] == query.shape[2]:
+            kp, qp = shift_positions(kp, qp, pid)  # a full sliding cache (W - 1 kept keys) may have dropped tokens
+        ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, kp, qp, state=run.state)
         out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
                      edits=run.edits, probes=run.probes, ctx=ctx, **variant)
         out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows

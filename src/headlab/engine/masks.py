@@ -60,6 +60,20 @@ def positions_from_mask(mask: torch.Tensor | None, B: int, T: int, S: int, devic
     return key_pos, q_pos
 
 
+def shift_positions(key_pos: torch.Tensor, query_pos: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renumber mask-derived positions with the model's own ``position_ids (B|1, T)`` when a cache
+    has dropped the oldest tokens (a sliding-window cache keeps only the last W - 1): the mask then
+    numbers the keys from the oldest kept one, while ``position_ids`` counts from the row's first real
+    token. Each row's real keys and queries shift by ``position_ids[-1] - query_pos[-1]`` (>= 0;
+    rows whose last query is a pad keep their numbering). Keys of one call are contiguous, so one
+    shift per row is exact. Returns key_pos (B, S), query_pos (B, T)."""
+    B = query_pos.shape[0]
+    last_p = position_ids.to(query_pos.device).long().expand(B, -1)[:, -1]
+    last_q = query_pos[:, -1]
+    shift = torch.where(last_q >= 0, (last_p - last_q).clamp(min=0), torch.zeros_like(last_q))[:, None]  # (B, 1)
+    return (torch.where(key_pos >= 0, key_pos + shift, key_pos), torch.where(query_pos >= 0, query_pos + shift, query_pos))
+
+
 def pattern_rows(pattern, q_b: torch.Tensor, k_b: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor:
     """A pattern's visibility for one batch row: bool (h_or_1, Tq, S).
 

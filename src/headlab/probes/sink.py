@@ -13,10 +13,12 @@ from .base import Probe, RoleRule, acc_dtype
 
 
 def _first_key_weight(a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
-    """A[:, :, :, first real key of each row]: (B, H, Tc)."""
-    first = (ctx.key_pos == 0).float().argmax(dim=-1)  # (B,)
+    """A[:, :, :, first real key of each row]: (B, H, Tc); 0 in rows whose first token is no longer
+    among the keys (a sliding-window cache dropped it)."""
+    is0 = ctx.key_pos == 0  # (B, S)
+    first = is0.float().argmax(dim=-1)  # (B,)
     idx = first[:, None, None, None].expand(a.shape[0], a.shape[1], a.shape[2], 1)
-    return a.gather(-1, idx)[..., 0]
+    return a.gather(-1, idx)[..., 0] * is0.any(-1).to(a.dtype)[:, None, None]
 
 
 class SinkProbe(Probe):

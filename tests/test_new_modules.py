@@ -154,6 +154,8 @@ def test_ssm_module_and_errors():
     m = SelectiveSSM(42, 3, d_state=5, chunk=7)
     x = torch.randn(2, 19, 42)
     y, w = m(x, return_weights=True)
+    m.chunk = 0
+    torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)  # scan == chunk-parallel in the module
     assert y.shape == x.shape and w.shape == (2, 3, 19, 19)
     with pytest.raises(ValueError, match=r"a must be \(H, d_v, n\)"):
         u, d, b, c, a = _ssm_inputs()

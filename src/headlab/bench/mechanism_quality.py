@@ -33,9 +33,9 @@ class Budget:
     lr: float = 3e-3
     eval_items: int = 512  # sequences for the synthetic accuracies (prose: eval_batches x batch windows)
     eval_batches: int = 8
-    mqar_pairs: int = 8
-    mqar_keys: int = 32
-    copy_length: int = 32
+    mqar_pairs: int = 6
+    mqar_keys: int = 24
+    copy_length: int = 24
     copy_tokens: int = 4
     copy_vocab: int = 12
     prose_len: int = 64
@@ -47,7 +47,7 @@ class Budget:
 
 
 QUICK = Budget(
-    steps=40, batch=16, eval_items=128, eval_batches=2, mqar_pairs=4, mqar_keys=16, copy_length=12, copy_tokens=3, prose_len=32
+    steps=25, batch=16, eval_items=128, eval_batches=2, mqar_pairs=4, mqar_keys=16, copy_length=12, copy_tokens=3, prose_len=32
 )
 
 

@@ -48,7 +48,7 @@ from ..modules.miras import VARIANTS as MIRAS
 from ..modules.miras import miras_chunked
 from ..modules.sigmoid import sigmoid_attention
 from ..modules.softmax import softmax_weights
-from ..modules.ssm import linear_chunked, ssm_chunked
+from ..modules.ssm import linear_chunked, ssm_recurrent
 
 PATTERNS = ("noncausal-self", "causal-self", "noncausal-cross", "causal-cross")
 H, D_HEAD, D_MODEL = 4, 64, 256
@@ -128,7 +128,7 @@ def _ssm_call(q, k, v, causal):
     b, c = q[..., :n], k[..., :n]
     delta = F.softplus(torch.randn(v.shape, generator=g))
     a = -torch.arange(1, n + 1, dtype=torch.float).expand(H, D_HEAD, n)
-    return ssm_chunked(v, delta, b, c, a, chunk=16)
+    return ssm_recurrent(v, delta, b, c, a)
 
 
 def _miras_call(variant: str):
@@ -205,7 +205,7 @@ def kernel_entries() -> list[Entry]:
         Entry(
             "ssm",
             "kernel",
-            "selective SSM (S6) chunked scan, n=16 (arXiv 2312.00752, 2405.15731)",
+            "selective SSM (S6) per-token scan, n=16 (arXiv 2312.00752, 2405.15731)",
             _kernel(_ssm_call, CAUSAL_ONLY),
             dict(CAUSAL_ONLY),
         ),

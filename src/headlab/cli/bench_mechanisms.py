@@ -41,7 +41,7 @@ def mechanisms_cmd(
     mechanisms: Optional[str] = typer.Option(
         None, help="comma-separated registry names for the module rows and the quality runs (default: all registered)"
     ),
-    steps: Optional[int] = typer.Option(None, help="training steps per (mechanism, task) (default 300; --quick 40)"),
+    steps: Optional[int] = typer.Option(None, help="training steps per (mechanism, task) (default 300; --quick 25)"),
     quality: bool = typer.Option(True, help="train and score the mechanisms (--no-quality: speed and memory only)"),
     threads: int = typer.Option(2, help="torch threads"),
 ):
@@ -67,7 +67,7 @@ def mechanisms_cmd(
             raise typer.BadParameter(f"unknown mechanism(s) {bad}; valid: {', '.join(MECHANISMS.names())}")
     lens = _ints(lengths, "--lengths") if lengths else (QUICK_LENGTHS if quick else FULL_LENGTHS)
     reps = repeats or (2 if quick else 3)
-    cap = time_cap if time_cap is not None else (1.0 if quick else 2.0)
+    cap = time_cap if time_cap is not None else (0.5 if quick else 2.0)
     budget = mq.QUICK if quick else mq.Budget()
     if steps:
         budget = dataclasses.replace(budget, steps=steps)

@@ -112,3 +112,25 @@ def moh(out: Path = OUT, steps: int = typer.Option(800, help="training steps per
     kw = dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16) if smoke else dict(
         steps=_positive("steps", steps), heads=heads, d_model=d_model)
     _finish(exp, kw, seed, out)
+
+
+@app.command()
+def deconstruct(out: Path = OUT, steps: int = typer.Option(300, help="training steps per model (13 models)"),
+                seed: int = SEED, smoke: bool = SMOKE):
+    """Deconstructing Attention: uniform and hybrid stacks of relaxed attention variants vs all-softmax."""
+    from headlab.lab import deconstruct as exp
+
+    _threads()
+    kw = dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1) if smoke else dict(
+        steps=_positive("steps", steps))
+    _finish(exp, kw, seed, out)
+
+
+@app.command("rf-mean")
+def rf_mean(out: Path = OUT, seed: int = SEED, smoke: bool = SMOKE):
+    """Random-feature attention: frozen QK with non-zero vs zero mean, test MSE against sample size."""
+    from headlab.lab import rf_mean as exp
+
+    _threads()
+    kw = dict(heads=4, sizes=(16, 32), seeds=1, n_val=32, n_test=64) if smoke else {}
+    _finish(exp, kw, seed, out)

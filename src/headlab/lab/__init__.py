@@ -4,10 +4,12 @@ Each experiment module ``headlab.lab.<name>`` has ``run(..., seed, quiet) -> Lab
 ``plot(result, fig)``; :data:`EXPERIMENTS` maps CLI names to those modules.  ``tiny_lm`` builds the
 small decoder-only LM used by ``sinks`` and ``moh``.
 """
+from . import deconstruct
 from . import icl_regression
 from . import induction
 from . import memory_capacity
 from . import moh
+from . import rf_mean
 from . import sinks
 from .result import FIELDS, LabResult
 from .text import TextData
@@ -20,6 +22,8 @@ EXPERIMENTS = {
     "icl-regression": icl_regression,
     "memory-capacity": memory_capacity,
     "moh": moh,
+    "deconstruct": deconstruct,
+    "rf-mean": rf_mean,
 }
 
 __all__ = ["EXPERIMENTS", "FIELDS", "LabResult", "TextData", "TinyLM", "eval_loss", "tiny_lm", "train_lm"]

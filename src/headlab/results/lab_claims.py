@@ -244,3 +244,106 @@ register(Claim(
     cost_s=400, smoke_cost_s=5, tolerance=Tolerance("exact"),
     show=("softmax_sink_rate", "sigmoid_sink_rate", "gated_first_token", "softmax_first_token"),
 ))
+
+
+# ---------------------------------------------------------------- deconstruct
+_MIXING = ("fixed-seq", "static-emb", "rnd-emb", "taylor", "relu-len")   # the relaxations that still mix tokens
+
+
+def _dec_summary(raw: dict) -> dict:
+    m = raw["measured"]
+    n_tok = m.get("val_tokens")
+    out = {"softmax_loss": number(m["softmax_loss"], n=n_tok), "unigram_loss": number(m["unigram_loss"])}
+    for name, v in m["models"].items():
+        if name != "uniform:softmax":
+            out[name.replace(":", "_") + "_ratio"] = number(v["ratio"], n=n_tok, loss=v["val_loss"])
+    return out
+
+
+def _dec_rule(x: dict) -> list:
+    r = {k[:-6]: v["value"] for k, v in x.items() if k.endswith("_ratio")}
+    nm = r["uniform_no-mix"]
+    worst = max(r[f"uniform_{v}"] for v in _MIXING)
+    conds = [(f"no mixing is the worst uniform stack: loss ratio {nm:.3f} > every mixing variant's (max {worst:.3f}) "
+              f"and >= 1.15", nm > worst and nm >= 1.15)]
+    hyb = {v: r[f"hybrid_{v}"] for v in _MIXING}
+    conds.append((f"every mixing hybrid within 5% of all-softmax: max ratio {max(hyb.values()):.3f} <= 1.05 "
+                  f"({', '.join(f'{v} {h:.3f}' for v, h in hyb.items())})", max(hyb.values()) <= 1.05))
+    worse = [v for v in _MIXING if hyb[v] > r[f"uniform_{v}"]]
+    conds.append((f"each mixing variant costs less in the hybrid than uniformly (exceptions: {worse or 'none'})",
+                   not worse))
+    failing = [v for v in _MIXING if r[f"uniform_{v}"] >= 1.10]
+    rescued = [v for v in failing if hyb[v] <= 1.05]
+    conds.append((f"cooperative effect: a variant failing alone (uniform ratio >= 1.10: {failing or 'none'}) works "
+                  f"interleaved with softmax (hybrid ratio <= 1.05: {rescued or 'none'})", bool(rescued)))
+    return conds
+
+
+register(Claim(
+    name="deconstruct", table=LAB, short="token mixing is indispensable; form and sequence dependence relax in hybrids",
+    claim="Mechanisms for mixing tokens are indispensable (without them a model collapses), while the exact "
+          "mathematical form and the sequence dependence of attention can be relaxed, especially when standard "
+          "attention is kept in a subset of layers; variants that fail alone work when interleaved with standard "
+          "attention (a cooperative effect).",
+    paper="Xue, Moosavi, Aletras, Deconstructing Attention (2025)",
+    command=("headlab lab deconstruct --steps 300 --seed 0 --out {out}",),
+    smoke=("headlab lab deconstruct --smoke --out {out}",),
+    size={"steps": 300, "layers": 4, "d_model": 64, "heads": 4, "batch": 16, "seq_len": 64, "eval_batches": 8,
+          "seed": 0},
+    smoke_size={"steps": 2, "layers": 2},
+    rule="on 8 fixed validation batches (16 x 64 bytes), with r = val loss / all-softmax val loss of the same 4-layer "
+         "LM at the same steps and seed: no-mix (uniform) has the largest r of all uniform stacks and r >= 1.15; every "
+         "hybrid (softmax in layers 0 and 2) of a variant that still mixes tokens (fixed-seq, static-emb, rnd-emb, "
+         "taylor, relu-len) has r <= 1.05; each of those has a smaller r as a hybrid than uniformly; at least one of "
+         "them with uniform r >= 1.10 has hybrid r <= 1.05 (cooperative effect).",
+    conditions=_dec_rule, summarize=_dec_summary, collect=collect.lab("deconstruct"),
+    cost_s=300, smoke_cost_s=10, tolerance=Tolerance("exact"),
+    show=("uniform_no-mix_ratio", "uniform_fixed-seq_ratio", "hybrid_fixed-seq_ratio", "uniform_relu-len_ratio",
+          "hybrid_relu-len_ratio"),
+))
+
+
+# ---------------------------------------------------------------- rf-mean
+def _rf_summary(raw: dict) -> dict:
+    m, c = raw["measured"], _cfg(raw)
+    zero, nonzero = "0.0", str(m["means"][1])
+    out = {}
+    for kind in ("similarity", "mean-key"):
+        for n in m["sizes"]:
+            a = m["per_seed"][kind][nonzero][str(n)]
+            b = m["per_seed"][kind][zero][str(n)]
+            out[f"{kind}_n{n}_ratio"] = number(sum(a) / sum(b), n=c.get("seeds", len(a)),
+                                               wins=sum(x < y for x, y in zip(a, b)),
+                                               zero_mse=sum(b) / len(b), nonzero_mse=sum(a) / len(a))
+    return out
+
+
+def _rf_rule(x: dict) -> list:
+    conds = []
+    for k, v in x.items():
+        if k.startswith("similarity_"):
+            n = k.split("_")[1][1:]
+            conds.append((f"n={n}: test MSE non-zero-mean / zero-mean = {v['value']:.3f} <= 0.9 (non-zero mean better "
+                          f"in {v['wins']}/{v['n']} seeds)", v["value"] <= 0.9))
+    return conds or [("the similarity target was run", False)]
+
+
+register(Claim(
+    name="rf-mean", table=LAB, short="non-zero-mean frozen QK beats zero-mean in random-feature attention",
+    claim="In a random-feature attention layer (many heads, frozen random query-key matrices, trained value maps), "
+          "sampling the query-key matrix with a non-zero mean gives better sample complexity than a zero mean for "
+          "natural targets that depend on query-key similarity.",
+    paper="Fu, Guo, Bai, Mei, NeurIPS 2023, arXiv 2307.11353",
+    command=("headlab lab rf-mean --seed 0 --out {out}",),
+    smoke=("headlab lab rf-mean --smoke --out {out}",),
+    size={"d": 8, "keys": 16, "heads": 128, "sizes": [128, 512, 2048], "means": [0.0, 4.0], "sigma": 2.0,
+          "gamma": 4.0, "seeds": 5, "n_test": 2048, "seed": 0},
+    smoke_size={"heads": 4, "sizes": [16, 32], "seeds": 1},
+    rule="for the similarity target y = Σ_i softmax_i(4⟨x_0, x_i⟩)⟨β, x_i⟩ (standardised), at every training size n "
+         "in {128, 512, 2048}: mean test MSE (2048 test items, 5 seeds, ridge strength picked on a held-out split) with "
+         "W = 4·I + N(0, 2²) noise is <= 0.9 x the mean test MSE with zero-mean N(0, 2²) weights (same noise draws). "
+         "The query-free control target ⟨β, mean_i x_i⟩ is reported, not judged.",
+    conditions=_rf_rule, summarize=_rf_summary, collect=collect.lab("rf-mean"),
+    cost_s=120, smoke_cost_s=5, tolerance=Tolerance("abs", 1e-9),
+    show=("similarity_n128_ratio", "similarity_n512_ratio", "similarity_n2048_ratio", "mean-key_n512_ratio"),
+))

@@ -1,6 +1,7 @@
 """Batched and sharded scans: batched == one text at a time; shards 1..n saved, loaded and merged ==
 the unsharded scan (float64 sums); probe state_dict / merge; bad shard specs and bad merges named,
 nothing written."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,16 @@ def _save_tiny(folder: Path, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=101, hidden_size=120, intermediate_size=64, num_hidden_layers=2, num_attention_heads=3,
-                      num_key_value_heads=1, max_position_embeddings=256, architectures=["LlamaForCausalLM"])
+    cfg = LlamaConfig(
+        vocab_size=101,
+        hidden_size=120,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        architectures=["LlamaForCausalLM"],
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     vocab = {f"w{i}": i for i in range(100)} | {"[UNK]": 100}
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))

@@ -1,4 +1,5 @@
 """``headlab merge DIR... --out DIR``: the partial scans of ``headlab scan --shard i/n`` -> one report."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ device="cuda")``; it must pickle), scans shard i of n of the texts (``scan_part`
 driver merges them with ``merge_parts``, which checks that every task saw the same model, metrics,
 texts and headlab version. Needs ``pip install 'headlab[ray]'``.
 """
+
 from __future__ import annotations
 
 import socket
@@ -41,20 +42,23 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        raise ValueError(f"Ray address {address!r} does not answer ({exc.__class__.__name__}: {exc}) within {timeout:g} s; "
-                         "start a cluster with `ray start --head` or leave out the address for a local Ray") from None
+        raise ValueError(
+            f"Ray address {address!r} does not answer ({exc.__class__.__name__}: {exc}) within {timeout:g} s; "
+            "start a cluster with `ray start --head` or leave out the address for a local Ray"
+        ) from None
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, timeout: float = CONNECT_TIMEOUT):
     """The ray module, connected: to ``address``, to the Ray this process already joined, or to a local
     Ray started here (``num_cpus`` CPUs, default all)."""
     ray = _import_ray()
+    if address is not None:
+        check_address(address, timeout)
     if ray.is_initialized():
         return ray
     if num_cpus is not None and num_cpus < 1:
         raise ValueError(f"--ray-cpus must be >= 1, got {num_cpus}")
     if address is not None:
-        check_address(address, timeout)
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
@@ -64,8 +68,15 @@ def connect(address: str | None = None, num_cpus: int | None = None, timeout: fl
     return ray
 
 
-def _scan_task(loader: Callable, model_name: str, texts: list[str], metrics: list[str], shard: tuple[int, int],
-               scan_kwargs: dict, drop_retrieval: bool) -> dict:
+def _scan_task(
+    loader: Callable,
+    model_name: str,
+    texts: list[str],
+    metrics: list[str],
+    shard: tuple[int, int],
+    scan_kwargs: dict,
+    drop_retrieval: bool,
+) -> dict:
     """One Ray task: load the model, scan shard ``i/n`` of ``texts``, return the partial as JSON."""
     from .scan import scan_part
 
@@ -75,8 +86,18 @@ def _scan_task(loader: Callable, model_name: str, texts: list[str], metrics: lis
     return scan_part(model, tok, model_name, texts, metrics, shard=shard, **scan_kwargs).to_json()
 
 
-def ray_scan(loader: Callable, model_name: str, texts: list[str], metrics: list[str], address: str | None = None,
-             num_cpus: int | None = None, n_tasks: int | None = None, drop_retrieval: bool = False, timeout: float = CONNECT_TIMEOUT, **scan_kwargs) -> ScanPart:
+def ray_scan(
+    loader: Callable,
+    model_name: str,
+    texts: list[str],
+    metrics: list[str],
+    address: str | None = None,
+    num_cpus: int | None = None,
+    n_tasks: int | None = None,
+    drop_retrieval: bool = False,
+    timeout: float = CONNECT_TIMEOUT,
+    **scan_kwargs,
+) -> ScanPart:
     """The merged state of a scan of ``texts`` with the model ``loader(model_name)`` returns (model,
     tokenizer), run as ``n_tasks`` Ray tasks (default: one per CPU of
     the cluster, at most one per text), each on a contiguous share of the texts. ``scan_kwargs`` go
@@ -91,8 +112,9 @@ def ray_scan(loader: Callable, model_name: str, texts: list[str], metrics: list[
     n = min(n_tasks, len(texts))
     task = ray.remote(num_cpus=1)(_scan_task)
     texts_ref = ray.put(list(texts))
-    refs = [task.remote(loader, model_name, texts_ref, list(metrics), (i, n), scan_kwargs, drop_retrieval)
-            for i in range(1, n + 1)]
+    refs = [
+        task.remote(loader, model_name, texts_ref, list(metrics), (i, n), scan_kwargs, drop_retrieval) for i in range(1, n + 1)
+    ]
     try:
         results = ray.get(refs)
     except Exception as exc:  # a task's ValueError arrives wrapped in a RayTaskError

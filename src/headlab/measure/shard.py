@@ -12,6 +12,7 @@ name and fingerprint, metrics, headlab version, texts digest, shard, scan option
 ``fixed`` (protocol metric values, shard 1 only), ``retrieval_cases`` and ``baseline`` (the same
 without the edits, when the scan had edits).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,8 +27,20 @@ from ..io import atomic_dir, atomic_write_json
 FORMAT = "headlab-scan-partial/1"
 FILE = "partial.json"
 #: meta fields that every partial of one scan shares; merging checks them
-MUST_MATCH = ("format", "fingerprint", "metrics", "headlab_version", "texts_digest", "n_texts", "max_tokens",
-              "prefix", "edits", "n_layers", "n_heads", "causal")
+MUST_MATCH = (
+    "format",
+    "fingerprint",
+    "metrics",
+    "headlab_version",
+    "texts_digest",
+    "n_texts",
+    "max_tokens",
+    "prefix",
+    "edits",
+    "n_layers",
+    "n_heads",
+    "causal",
+)
 
 
 def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -45,8 +58,9 @@ def parse_shard(spec: str | tuple[int, int] | None) -> tuple[int, int] | None:
         except ValueError:
             raise ValueError(f"--shard {spec!r} must look like i/n (shard i of n, e.g. 1/4)") from None
     if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"--shard {i}/{n}: n must be >= 1 and i in 1..n (shards count from 1)"
-                         + (f", i.e. 1..{n}" if n >= 1 else ""))
+        raise ValueError(
+            f"--shard {i}/{n}: n must be >= 1 and i in 1..n (shards count from 1)" + (f", i.e. 1..{n}" if n >= 1 else "")
+        )
     return i, n
 
 
@@ -72,8 +86,11 @@ def texts_digest(ids: list[torch.Tensor]) -> str:
 def model_fingerprint(model) -> str:
     """First 16 hex digits of sha256 over the model's config (without paths and versions), its dtype
     and, per parameter, name, shape and its first 256 values: two checkpoints of one shape differ."""
-    cfg = {k: v for k, v in model.config.to_dict().items()
-           if not k.startswith("_") and k not in ("transformers_version", "name_or_path")}
+    cfg = {
+        k: v
+        for k, v in model.config.to_dict().items()
+        if not k.startswith("_") and k not in ("transformers_version", "name_or_path")
+    }
     h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
         head = p.detach().reshape(-1)[:256].to("cpu", torch.float32)
@@ -103,11 +120,15 @@ class ScanPart:
         return {m: out[m] for m in self.meta["metrics"] if m in out}
 
     def to_json(self) -> dict:
-        return {"meta": self.meta, "texts": self.texts,
-                "states": {m: {k: s[k].tolist() for k in ("total", "count")} for m, s in self.states.items()},
-                "fixed": {m: v.to(torch.float64).tolist() for m, v in self.fixed.items()},
-                "retrieval_cases": self.retrieval_cases, "seconds": self.seconds,
-                "baseline": None if self.baseline is None else self.baseline.to_json()}
+        return {
+            "meta": self.meta,
+            "texts": self.texts,
+            "states": {m: {k: s[k].tolist() for k in ("total", "count")} for m, s in self.states.items()},
+            "fixed": {m: v.to(torch.float64).tolist() for m, v in self.fixed.items()},
+            "retrieval_cases": self.retrieval_cases,
+            "seconds": self.seconds,
+            "baseline": None if self.baseline is None else self.baseline.to_json(),
+        }
 
     @classmethod
     def from_json(cls, d: dict, where: str = "partial") -> ScanPart:
@@ -115,12 +136,15 @@ class ScanPart:
             if d["meta"].get("format") != FORMAT:
                 raise ValueError(f"{where}: format {d['meta'].get('format')!r} is not {FORMAT!r}")
             f64 = torch.float64
-            return cls(meta=d["meta"], texts=list(d["texts"]),
-                       states={m: {k: torch.tensor(s[k], dtype=f64) for k in ("total", "count")}
-                               for m, s in d["states"].items()},
-                       fixed={m: torch.tensor(v, dtype=f64) for m, v in d["fixed"].items()},
-                       retrieval_cases=list(d.get("retrieval_cases", [])), seconds=float(d.get("seconds", 0.0)),
-                       baseline=None if d.get("baseline") is None else cls.from_json(d["baseline"], where))
+            return cls(
+                meta=d["meta"],
+                texts=list(d["texts"]),
+                states={m: {k: torch.tensor(s[k], dtype=f64) for k in ("total", "count")} for m, s in d["states"].items()},
+                fixed={m: torch.tensor(v, dtype=f64) for m, v in d["fixed"].items()},
+                retrieval_cases=list(d.get("retrieval_cases", [])),
+                seconds=float(d.get("seconds", 0.0)),
+                baseline=None if d.get("baseline") is None else cls.from_json(d["baseline"], where),
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{where} is not a headlab scan partial ({FORMAT}): missing or bad field {exc}") from None
 
@@ -159,16 +183,24 @@ def merge_parts(parts: list[ScanPart], names: list[str] | None = None) -> ScanPa
     for p, name in zip(parts[1:], names[1:], strict=True):
         for key in MUST_MATCH:
             if p.meta.get(key) != ref.get(key):
-                what = {"fingerprint": "models", "metrics": "metrics", "headlab_version": "headlab versions",
-                        "texts_digest": "texts"}.get(key, key)
+                what = {
+                    "fingerprint": "models",
+                    "metrics": "metrics",
+                    "headlab_version": "headlab versions",
+                    "texts_digest": "texts",
+                }.get(key, key)
                 extra = f" (models {ref.get('model')!r} and {p.meta.get('model')!r})" if key == "fingerprint" else ""
-                raise ValueError(f"cannot merge partials of different {what}: {key} = {ref.get(key)!r} in {names[0]} "
-                                 f"but {p.meta.get(key)!r} in {name}{extra}")
+                raise ValueError(
+                    f"cannot merge partials of different {what}: {key} = {ref.get(key)!r} in {names[0]} "
+                    f"but {p.meta.get(key)!r} in {name}{extra}"
+                )
     n = int(ref["shard"][1])
     for p, name in zip(parts, names, strict=True):
         if int(p.meta["shard"][1]) != n:
-            raise ValueError(f"cannot merge shards of different splits: {names[0]} is of {n} shards, "
-                             f"{name} is shard {p.meta['shard'][0]}/{p.meta['shard'][1]}")
+            raise ValueError(
+                f"cannot merge shards of different splits: {names[0]} is of {n} shards, "
+                f"{name} is shard {p.meta['shard'][0]}/{p.meta['shard'][1]}"
+            )
     seen: dict[int, str] = {}
     for p, name in zip(parts, names, strict=True):
         i = int(p.meta["shard"][0])
@@ -177,8 +209,10 @@ def merge_parts(parts: list[ScanPart], names: list[str] | None = None) -> ScanPa
         seen[i] = name
     missing = [i for i in range(1, n + 1) if i not in seen]
     if missing:
-        raise ValueError(f"missing shards {', '.join(f'{i}/{n}' for i in missing)}: got {len(seen)} of {n} "
-                         f"({', '.join(f'{i}/{n}' for i in sorted(seen))})")
+        raise ValueError(
+            f"missing shards {', '.join(f'{i}/{n}' for i in missing)}: got {len(seen)} of {n} "
+            f"({', '.join(f'{i}/{n}' for i in sorted(seen))})"
+        )
     return _combine(sorted(parts, key=lambda p: int(p.meta["shard"][0])))
 
 
@@ -203,5 +237,12 @@ def _combine(parts: list[ScanPart]) -> ScanPart:
     base = None
     if all(p.baseline is not None for p in parts):
         base = _combine([p.baseline for p in parts if p.baseline is not None])
-    return ScanPart(meta=meta, texts=texts, states=states, fixed=fixed, retrieval_cases=cases,
-                    seconds=round(sum(p.seconds for p in parts), 1), baseline=base)
+    return ScanPart(
+        meta=meta,
+        texts=texts,
+        states=states,
+        fixed=fixed,
+        retrieval_cases=cases,
+        seconds=round(sum(p.seconds for p in parts), 1),
+        baseline=base,
+    )

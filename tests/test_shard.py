@@ -215,3 +215,24 @@ def test_cli_scan_shard_and_batch(tiny, tmp_path):
     for ra, rb in zip(a, b, strict=True):
         assert ra["sink"] == pytest.approx(rb["sink"], abs=1e-6)
         assert ra["entropy"] == pytest.approx(rb["entropy"], abs=1e-6)
+
+
+def test_thread_options_default_to_torch_and_set_on_request():
+    """No hard thread caps: lab, sparsify eval and bench leave torch's own count unless --threads is given."""
+    from headlab.cli import lab as cli_lab
+
+    before = torch.get_num_threads()
+    try:
+        cli_lab._options(threads=0)
+        cli_lab._threads()
+        assert torch.get_num_threads() == before
+        cli_lab._options(threads=1)
+        cli_lab._threads()
+        assert torch.get_num_threads() == 1
+    finally:
+        cli_lab._options(threads=0)
+        torch.set_num_threads(before)
+    r = CliRunner().invoke(app, ["lab", "--threads", "-1", "sinks", "--smoke"])
+    assert r.exit_code == 2 and "-1" in r.output
+    r = CliRunner().invoke(app, ["bench", "kernels", "--threads", "-1", "--out", ""])
+    assert r.exit_code == 2 and "--threads" in r.output

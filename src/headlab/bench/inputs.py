@@ -15,11 +15,14 @@ def random_qkv(T: int, H: int = 9, Hkv: int = 3, d: int = 64, seed: int = 0):
 
 
 def script_args(doc: str | None) -> argparse.Namespace:
-    """Parse ``--tokens`` (8192), ``--repeats`` (3), ``--threads`` (2) and set torch's thread count."""
+    """Parse ``--tokens`` (8192), ``--repeats`` (3), ``--threads`` (0 = torch's default) and set torch's thread count."""
     ap = argparse.ArgumentParser(description=doc)
     ap.add_argument("--tokens", type=int, default=8192)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    if a.threads < 0:
+        ap.error(f"--threads must be >= 0 (0 = torch's default), got {a.threads}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     return a

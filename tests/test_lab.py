@@ -22,6 +22,8 @@ SMOKE = {
     "icl-regression": dict(steps=5, batch=16, test_lengths=(20,)),
     "memory-capacity": dict(d_ks=(8, 16), trials=1),
     "moh": dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16),
+    "deconstruct": dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1),
+    "rf-mean": dict(heads=4, sizes=(16, 32), seeds=1, n_val=32, n_test=64),
 }
 
 

@@ -34,6 +34,9 @@ def test_wilson_interval_matches_formula(k, n):
     assert p["value"] == k / n and p["n"] == n and p["k"] == k
     assert p["ci"][0] == pytest.approx(max(lo, 0), abs=1e-9) and p["ci"][1] == pytest.approx(min(hi, 1), abs=1e-9)
     assert p["ci"][1] > 0 and p["ci"][0] < 1                      # 0/16 is never [0, 0]
+    from headlab.results.stats import wilson as wilson_ci
+
+    assert wilson_ci(k, n) == tuple(p["ci"])
 
 
 def test_exact_interval_and_sample_form():

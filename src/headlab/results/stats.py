@@ -82,3 +82,9 @@ def fmt(num: dict, scale: float = 1.0, digits: int = 1, signed: bool = False) ->
     elif "n" in num:
         v += f" (n={num['n']})"
     return v
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """(low, high) of the Wilson score interval of k/n (the ``ci`` of :func:`proportion`)."""
+    lo, hi = proportion(k, n, level)["ci"]
+    return lo, hi

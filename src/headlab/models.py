@@ -90,7 +90,7 @@ def resolve_dtype(dtype: Any, device: torch.device | None = None) -> torch.dtype
         lacks = device.type == "cuda" and dt == torch.bfloat16 and not torch.cuda.is_bf16_supported()
         if not lacks:
             try:
-                torch.zeros(2, dtype=dt, device=device) @ torch.zeros(2, dtype=dt, device=device)
+                _ = torch.zeros(2, dtype=dt, device=device) @ torch.zeros(2, dtype=dt, device=device)
             except (RuntimeError, TypeError):
                 lacks = True
         if lacks:

@@ -138,7 +138,8 @@ def _make_fn(run: Run, n_layers: int):
             if variant["softcap"] is None and variant["sinks"] is None:
                 return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
             out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=to_bool_mask(attention_mask),
-                         path="sdpa", **variant)  # exact: SDPA + log-sum-exp for sinks, chunked loop for the cap
+                         path="sdpa", window=variant["window"], softcap=variant["softcap"],
+                         sinks=variant["sinks"])  # exact: SDPA + log-sum-exp for sinks, chunked loop for the cap
             return torch.nan_to_num(out, nan=0.0).transpose(1, 2).contiguous(), None
         bmask = to_bool_mask(attention_mask)
         # HF hands the same mask object (one per layer type) to every layer of a forward pass: derive
@@ -157,7 +158,8 @@ def _make_fn(run: Run, n_layers: int):
             kp, qp = shift_positions(kp, qp, pid)  # a full sliding cache (W - 1 kept keys) may have dropped tokens
         ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, kp, qp, state=run.state)
         out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
-                     edits=run.edits, probes=run.probes, ctx=ctx, **variant)
+                     edits=run.edits, probes=run.probes, ctx=ctx, window=variant["window"],
+                     softcap=variant["softcap"], sinks=variant["sinks"])
         out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
         return out.transpose(1, 2).contiguous(), None
 

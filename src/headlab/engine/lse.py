@@ -85,6 +85,7 @@ def _cpu_flash(q, k, v, scale, causal, window, bmask):
         return o[..., :dv], lse.float()
     if bmask is not None:
         allowed = bmask if allowed is None else bmask & allowed
+    assert allowed is not None  # causal with T != S or a window, or a mask
     allowed = allowed.expand(B, -1, T, S) if allowed.dim() == 4 else allowed[None, None].expand(B, 1, T, S)
     add = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
     o, lse = flash(qa, ka, va, 0.0, False, attn_mask=add, scale=scale)
@@ -136,7 +137,8 @@ def _flex(q, k, v, scale, causal, window, bmask):
         if _compiled_flex is None:
             _compiled_flex = torch.compile(flex_attention, dynamic=False)
         fn = _compiled_flex
-    outs, lse = [], None
+    outs: list[torch.Tensor] = []
+    lse = torch.empty(0)
     for c0 in range(0, dv, FLEX_MAX_WIDTH):
         vc = v[..., c0 : c0 + FLEX_MAX_WIDTH]
         w = vc.shape[-1]
@@ -145,6 +147,7 @@ def _flex(q, k, v, scale, causal, window, bmask):
             warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()" on CPU
             o, aux = fn(q, k, F.pad(vc, (0, pad)), block_mask=bm, scale=scale, return_aux=AuxRequest(lse=True))
         outs.append(o[..., :w])
+        assert aux.lse is not None
         lse = aux.lse
     o = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
     return o, lse.float()

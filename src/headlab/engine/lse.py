@@ -135,7 +135,7 @@ def _flex(q, k, v, scale, causal, window, bmask):
         fn = flex_attention  # unfused reference form (torch 2.13 cannot compile it with the LSE on CPU)
     else:
         if _compiled_flex is None:
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+            _compiled_flex = torch.compile(flex_attention)  # dynamic shapes after the first recompile (decode)
         fn = _compiled_flex
     outs: list[torch.Tensor] = []
     lse = torch.empty(0)

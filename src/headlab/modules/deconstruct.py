@@ -185,6 +185,8 @@ class RandomEmbAttention(_QKFrom):
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("code", torch.randn(vocab, d_model, generator=g))
 
+    code: torch.Tensor
+
     def source(self, x):
         ids = self.tap.get(x.shape[1])[0]
         if int(ids.max()) >= self.code.shape[0]:

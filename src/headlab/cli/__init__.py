@@ -175,6 +175,8 @@ def scan(
                            head_maps=0, batch_size=batch_size,
                            tick=lambda msg: progress.update(task, advance=1, description=msg))
         if shard_t is not None:
+            if html:
+                console.print("[yellow]--html is not written for one shard: a shard writes only its partial state[/]")
             if json_out:
                 typer.echo(json.dumps({"meta": part.meta, "files": [str(out / "partial.json")]}, default=str))
             elif not quiet:

@@ -40,6 +40,7 @@ MUST_MATCH = (
     "n_layers",
     "n_heads",
     "causal",
+    "retrieval_lengths",
 )
 
 

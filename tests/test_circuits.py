@@ -14,6 +14,7 @@ from headlab.circuits import classify, find_circuit, make_colored_objects, make_
 from headlab.circuits.colored_objects import COLORS, OBJECTS
 from headlab.circuits.colored_objects import TEMPLATES as CO_TEMPLATES
 from headlab.circuits.ioi import NAMES, TEMPLATES
+from headlab.circuits.run import load_result
 from headlab.edits import ablate
 from headlab.measure.importance import head_importance
 
@@ -92,6 +93,8 @@ def test_find_circuit_and_write(tmp_path, tok, model):
     roles = json.loads(paths["roles.json"].read_text())
     assert all(k.startswith("L") for k in roles)
     assert paths["effects.png"].read_bytes()[:4] == b"\x89PNG"
+    back = load_result(tmp_path / "ioi")
+    assert back.records() == res.records() and back.baseline == res.baseline
     # the file is a head atlas for edit selectors
     sel = ablate("effect:top2", atlas=tmp_path / "ioi").bind(2, 3)
     assert sum(len(h) for h in sel.sites.values()) == 2

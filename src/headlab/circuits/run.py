@@ -21,13 +21,24 @@ from typing import Any
 import torch
 
 from ..engine.hf import model_shape
-from ..engine.sites import format_site
+from ..engine.sites import format_site, parse_site
 from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure import patching
 from ..measure.induction import induction_scores
 from ..measure.stats import head_stats
 from .classify import THRESHOLDS, attention_between, classify
 from .task import Task
+
+#: one-letter marks of the classes in effects.png
+LETTERS = {
+    "name_mover": "N",
+    "negative_name_mover": "n",
+    "s_inhibition": "S",
+    "induction": "I",
+    "duplicate_token": "D",
+    "previous_token": "P",
+    "mover": "M",
+}
 
 ATTN_PAIRS = {
     "ioi": {"END->IO": ("END", "IO"), "END->S2": ("END", "S2"), "S2->S1": ("S2", "S1"), "S2->S1+1": ("S2", "S1+1")},
@@ -141,8 +152,6 @@ def find_circuit(
         pre = classify(res.effects, direct, attn, thresholds=t)
         movers = [k for k, r in pre.items() if "name_mover" in r]
         if movers:
-            from ..engine.sites import parse_site
-
             low = min(parse_site(m)[0] for m in movers)
             cand = [(l, h) for l in range(low) for h in range(H)]
             cand.sort(key=lambda s: -abs(float(torch.nan_to_num(res.effects[s], nan=0.0))))
@@ -203,10 +212,8 @@ def heatmap_png(result: CircuitResult) -> bytes:
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, shrink=0.6)
     for k, roles in result.roles.items():
-        from ..engine.sites import parse_site
-
         l, h = parse_site(k)
-        mark = "".join(sorted({r[0].upper() for r in roles if r != "in_circuit"}))
+        mark = "".join(LETTERS[r] for r in roles if r in LETTERS)
         if mark:
             axes[0].text(h, l, mark, ha="center", va="center", fontsize=7)
     b = result.baseline
@@ -253,6 +260,41 @@ def write(result: CircuitResult, out: Path, extra: dict | None = None) -> dict[s
         atomic_write_json(d / "summary.json", summary)
         atomic_write_bytes(d / "effects.png", png)
     return {n: Path(out) / n for n in ("heads.json", "heads.csv", "roles.json", "summary.json", "effects.png")}
+
+
+def load_result(folder: Path) -> CircuitResult:
+    """A :class:`CircuitResult` rebuilt from the files :func:`write` wrote (e.g. to redraw the plot)."""
+    import json
+
+    data = json.loads((Path(folder) / "heads.json").read_text())
+    summ = json.loads((Path(folder) / "summary.json").read_text())
+    recs = data["heads"]
+    L, H = max(r["layer"] for r in recs) + 1, max(r["head"] for r in recs) + 1
+
+    def grid(key: str) -> torch.Tensor:
+        t = torch.full((L, H), float("nan"))
+        for r in recs:
+            if r.get(key) is not None:
+                t[r["layer"], r["head"]] = r[key]
+        return t
+
+    attn = {k[5:].replace("_to_", "->").replace("p1", "+1"): grid(k) for k in recs[0] if k.startswith("attn_")}
+    return CircuitResult(
+        data["task"],
+        data["model"],
+        summ["n"],
+        summ["baseline"],
+        grid("effect"),
+        grid("direct"),
+        attn,
+        grid("path_q"),
+        grid("prev_token"),
+        grid("induction"),
+        {format_site(r["layer"], r["head"]): r["roles"] for r in recs},
+        summ["thresholds"],
+        summ["seconds"],
+        summ["meta"],
+    )
 
 
 def load_effects(folder: Path) -> tuple[torch.Tensor, set[tuple[int, int]], dict]:

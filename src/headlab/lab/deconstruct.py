@@ -39,7 +39,7 @@ def stacks(layers: int) -> dict[str, list[str]]:
 
 
 def run(
-    steps: int = 400,
+    steps: int = 300,
     layers: int = 4,
     d_model: int = 64,
     heads: int = 4,

@@ -104,7 +104,17 @@ def ray_scan(
     to ``scan_part`` (max_tokens, prefix, edits, batch_size, retrieval_lengths)."""
     if not texts:
         raise ValueError("--ray needs at least one text")
+    ray = _import_ray()
+    started = not ray.is_initialized()
     ray = connect(address, num_cpus, timeout)
+    try:
+        return _fan_out(ray, loader, model_name, texts, metrics, n_tasks, drop_retrieval, scan_kwargs)
+    finally:
+        if started:  # a Ray this call started or joined ends with it
+            ray.shutdown()
+
+
+def _fan_out(ray, loader, model_name, texts, metrics, n_tasks, drop_retrieval, scan_kwargs) -> ScanPart:
     if n_tasks is None:
         n_tasks = max(1, int(ray.cluster_resources().get("CPU", 1)))
     if n_tasks < 1:

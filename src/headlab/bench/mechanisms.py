@@ -409,7 +409,8 @@ def fit_power(ls: list[int], ts: list[float]) -> tuple[float, float] | None:
 def efficiency(points: list[Point], ents: list[Entry]) -> list[dict]:
     """Per supported (entry, pattern) of a non-baseline entry: measured efficiency length (first length where
     it is faster than the level's baseline at the same pattern), and the length where the two fitted power
-    laws cross (None when they never do in the entry's favour)."""
+    laws cross (None when they never do in the entry's favour, or cross only outside [shortest / 2, 16 x longest]
+    length run, where the fit extrapolates: the note then gives the crossing)."""
     by = {}
     for p in points:
         by.setdefault((p.level, p.entry, p.pattern), {})[p.length] = p.seconds
@@ -433,7 +434,12 @@ def efficiency(points: list[Point], ents: list[Entry]) -> list[dict]:
                     fitted, note = (0.0, "always faster") if a1 < a2 else (None, "never faster (same slope)")
                 else:
                     x = math.exp((a2 - a1) / (b1 - b2))
-                    if b1 < b2:
+                    lo, hi = min(ref), max(ref)
+                    if b1 < b2 and x < lo / 2:
+                        fitted, note = None, f"faster beyond {x:.3g}: below the lengths run (extrapolated)"
+                    elif b1 < b2 and x > 16 * hi:
+                        fitted, note = None, f"faster beyond {x:.3g}: > 16x the longest length run (extrapolated)"
+                    elif b1 < b2:
                         fitted, note = x, "faster beyond"
                     elif x >= 1:
                         fitted, note = None, f"grows faster than the baseline: faster only below {x:.0f}"

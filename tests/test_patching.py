@@ -51,9 +51,8 @@ def test_patch_every_site_reproduces_clean(gqa, what):
 
 
 def test_patch_final_position_only(gqa):
-    """Only the final query position matters for the final logits when the final token is shared:
-    patching every head there reproduces the clean logits only if all earlier layers' keys/values are
-    clean too, so a positions=[-1] patch must differ from the full patch but equal a manual one."""
+    """In the last layer only the final position's output reaches the final logits, so patching it at
+    every position equals patching it at -1; and a negative position counts from the end (8 == -1 at T=9)."""
     clean, corrupt = _pair(T=9)
     src = patching.record(gqa, clean)
     full = _logits(gqa, corrupt, [patch(src, "L2", positions=None)])

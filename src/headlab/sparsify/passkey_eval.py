@@ -1,6 +1,6 @@
 """Training-free sparse-attention swaps on a real model, measured: passkey retrieval accuracy,
 perplexity on real prose and whole-model prefill wall time, dense vs each pattern vs a
-StreamingLLM sink+window of matched density (the control SPEC §C1/§C2 ask for).
+StreamingLLM sink+window of matched density (the head-blind control: StreamingLLM, arXiv 2309.17453).
 
     from headlab import sparsify, load
     model, tok = load()

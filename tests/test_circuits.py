@@ -169,6 +169,9 @@ def test_importance_matches_single_edit_and_taylor():
     assert float(res.kl[1, 4]) == pytest.approx(float(kl), rel=1e-3, abs=1e-7)
     # small ablations on a random model: the first-order estimate tracks the measured loss change
     assert res.pearson_nll_taylor > 0.9
+    from headlab.measure.importance import importance_png
+
+    assert importance_png(res.records())[:4] == b"\x89PNG"
 
 
 def test_cli_bad_input(tmp_path):

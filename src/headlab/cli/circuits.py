@@ -149,8 +149,8 @@ def importance_cmd(
 ) -> None:
     """Mean-ablation KL per head (batched) beside its Taylor estimate, with their correlation."""
     from ..data import prose
-    from ..io import atomic_dir, atomic_write_json
-    from ..measure.importance import head_importance
+    from ..io import atomic_dir, atomic_write_bytes, atomic_write_json
+    from ..measure.importance import head_importance, importance_png
     from ..measure.record import encode_left
 
     if n_texts < 1 or max_tokens < 2:
@@ -161,6 +161,7 @@ def importance_cmd(
     with atomic_dir(out) as d:
         atomic_write_json(d / "heads.json", {"model": model, "heads": [r | {"roles": []} for r in res.records()]})
         atomic_write_json(d / "summary.json", {"model": model, "n_texts": n_texts, "max_tokens": max_tokens, **res.summary()})
+        atomic_write_bytes(d / "importance.png", importance_png(res.records(), f"{model}: mean-ablation importance per head"))
     s = res.summary()
     console.print(
         f"Spearman(KL, |Taylor|) = {s['spearman_kl_vs_abs_taylor']:.3f}; Pearson(ΔNLL, Taylor) = "

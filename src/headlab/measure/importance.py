@@ -201,4 +201,35 @@ def _record_masked(model, ids, mask) -> Recording:
     return Recording("output", rec.data, rec.query_pos, L, H)
 
 
-__all__ = ["Importance", "head_importance"]
+__all__ = ["Importance", "head_importance", "importance_png"]
+
+
+def importance_png(records: list[dict], title: str = "head importance") -> bytes:
+    """Scatter plots: KL vs |Taylor| (log-log) and measured ΔNLL vs its Taylor estimate, one dot per head."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    kl = np.array([r["kl_mean_ablation"] for r in records])
+    dn = np.array([r["delta_nll"] for r in records])
+    ta = np.array([r["taylor_nll"] for r in records])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), constrained_layout=True)
+    axes[0].loglog(np.abs(ta) + 1e-7, kl + 1e-7, ".", alpha=0.6)
+    axes[0].set_xlabel("|Taylor estimate of ΔNLL|")
+    axes[0].set_ylabel("KL(p || p mean-ablated), nats")
+    axes[0].set_title(f"Spearman {stats.spearmanr(kl, np.abs(ta)).statistic:.2f}")
+    lim = float(max(np.abs(dn).max(), np.abs(ta).max(), 1e-6))
+    axes[1].plot(ta, dn, ".", alpha=0.6)
+    axes[1].plot([-lim, lim], [-lim, lim], "k--", lw=0.8)
+    axes[1].set_xlabel("Taylor estimate of ΔNLL")
+    axes[1].set_ylabel("measured ΔNLL (mean ablation)")
+    axes[1].set_title(f"Pearson {stats.pearsonr(dn, ta).statistic:.2f}")
+    fig.suptitle(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

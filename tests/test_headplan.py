@@ -461,3 +461,15 @@ def test_cli_plan(model_dir, tmp_path):
         assert res.exit_code == 2, res.output
         assert msg in res.output
         assert not bad.exists()
+
+
+def test_shipped_plans_load_by_name():
+    """The plans behind the README's sparsity numbers ship inside the package and load by name."""
+    from headlab.patterns.headplan import available_plans, load_plan
+
+    assert {"smollm2-135m-4k", "smollm2-135m-8k"} <= set(available_plans())
+    for name, n in (("smollm2-135m-4k", 4096), ("smollm2-135m-8k", 8192)):
+        plan = load_plan(name)
+        assert plan.meta["name"] == name and plan.meta["method"] == "duo" and plan.meta["length"] == n
+        assert plan.kv_fraction(n) == pytest.approx(plan.meta["kv_fraction"]) and plan.kv_fraction(n) <= 0.35
+        assert len(plan.entries) == 30 and all(len(row) == 3 for row in plan.entries)

@@ -1,4 +1,5 @@
-# headlab — the two set-up commands are `make demo` and `make test` (see README).
+# headlab — the two set-up commands are `make demo` and `make test` (see README); `make test` runs `make lint`
+# (ruff check, ruff format --check, pyright, lint-imports) and then the tests.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -40,7 +41,7 @@ lint: $(STAMP)
 	$(VENV)/bin/pyright
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) browser
+test: $(STAMP) browser lint
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest --durations=15
 
 clean:

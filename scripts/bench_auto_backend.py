@@ -5,6 +5,7 @@ alternate ``--repeats`` times (median and range). The backend that ran is ``last
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_auto_backend.py [--tokens 8192] [--repeats 5] [--threads 2]
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,11 @@ def main() -> None:
     q, k, v = random_qkv(T)
     ke, ve = k.repeat_interleave(3, 1), v.repeat_interleave(3, 1)
     print(f"T={T}, 9/3 heads, d=64, fp32, {a.threads} threads, {a.repeats} alternating repeats after the choice")
-    for name, p in [("window(256)", P.window(256)), ("sink_window(64,256)", P.sink_window(64, 256)),
-                    ("power(64,4,1)", P.power(64, 4, 1))]:
+    for name, p in [
+        ("window(256)", P.window(256)),
+        ("sink_window(64,256)", P.sink_window(64, 256)),
+        ("power(64,4,1)", P.power(64, 4, 1)),
+    ]:
         t0 = time.perf_counter()
         sparse_attend(q, k, v, p)
         first = time.perf_counter() - t0
@@ -47,9 +51,11 @@ def main() -> None:
             t0 = time.perf_counter()
             sparse_attend(q, k, v, p)
             ta.append(time.perf_counter() - t0)
-        print(f"{name}: auto chose {dec.backend} (medians: {meds}{'; failed: ' + str(dec.failed) if dec.failed else ''}), "
-              f"first call incl. measurement {first:.1f} s; dense {_fmt(td)}, auto ({last_backend()}) {_fmt(ta)}, "
-              f"speedup {statistics.median(td) / statistics.median(ta):.2f}x")
+        print(
+            f"{name}: auto chose {dec.backend} (medians: {meds}{'; failed: ' + str(dec.failed) if dec.failed else ''}), "
+            f"first call incl. measurement {first:.1f} s; dense {_fmt(td)}, auto ({last_backend()}) {_fmt(ta)}, "
+            f"speedup {statistics.median(td) / statistics.median(ta):.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ are compared with the same plan on the full cache (max |logit difference|, token
 
 Default plan: in layer l, KV head l mod Hkv stays full and the others keep sink 64 + window 1024.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,13 @@ def build_plan(model, a):
     for layer in range(n_layers):
         full = {(layer + i) % n_kv for i in range(a.full_per_layer)}
         rows.append([causal() if h in full else sink_window(a.sink, a.window) for h in range(n_kv)])
-    return plan_from_entries(rows, model, length=a.tokens, name=f"bench {a.full_per_layer} full/layer, "
-                             f"sink {a.sink} + window {a.window}", method="uniform")
+    return plan_from_entries(
+        rows,
+        model,
+        length=a.tokens,
+        name=f"bench {a.full_per_layer} full/layer, sink {a.sink} + window {a.window}",
+        method="uniform",
+    )
 
 
 def prompt_ids(tok, n: int) -> torch.Tensor:
@@ -101,8 +107,11 @@ def main() -> None:
     plan = build_plan(model, a)
     ids = prompt_ids(tok, a.tokens)
     T = ids.shape[1]
-    print(f"{a.model}: prompt {T} tokens, {a.steps} decode steps x {a.repeats} repeats, {a.threads} threads; "
-          f"plan {plan.name!r} (kv_fraction {plan.kv_fraction(T):.3f} at {T})", flush=True)
+    print(
+        f"{a.model}: prompt {T} tokens, {a.steps} decode steps x {a.repeats} repeats, {a.threads} threads; "
+        f"plan {plan.name!r} (kv_fraction {plan.kv_fraction(T):.3f} at {T})",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     dense = DynamicCache(config=model.config)
@@ -113,8 +122,11 @@ def main() -> None:
     with headlab.attach(model, pattern=plan):
         first_p = prefill(model, ids, full).argmax()
     comp = headlab.kv_cache(model, plan).fill(full)
-    print(f"plan prefill {time.perf_counter() - t0:.1f}s (compressed cache keeps {comp.nbytes() / 2**20:.1f} MiB "
-          f"of {full_kv_nbytes(full) / 2**20:.1f})", flush=True)
+    print(
+        f"plan prefill {time.perf_counter() - t0:.1f}s (compressed cache keeps {comp.nbytes() / 2**20:.1f} MiB "
+        f"of {full_kv_nbytes(full) / 2**20:.1f})",
+        flush=True,
+    )
 
     check = None
     if a.check:
@@ -123,17 +135,26 @@ def main() -> None:
             sc, tc, lc = decode(model, copy.deepcopy(comp), first_p, T, a.check)
         err = max((x - y).abs().max().item() for x, y in zip(lf, lc))
         scale = max(x.abs().max().item() for x in lf)
-        check = {"steps": a.check, "max_abs_logit_diff": err, "max_abs_logit": scale, "same_tokens": tf == tc,
-                 "plan_full_cache_tok_s": a.check / sf, "plan_kv_cache_tok_s": a.check / sc}
-        print(f"check: plan + kv_cache vs plan + full cache over {a.check} steps: max |dlogit| {err:.2e} "
-              f"(logits up to {scale:.1f}), same tokens {tf == tc}; plan with a full cache decodes at "
-              f"{a.check / sf:.2f} tok/s", flush=True)
+        check = {
+            "steps": a.check,
+            "max_abs_logit_diff": err,
+            "max_abs_logit": scale,
+            "same_tokens": tf == tc,
+            "plan_full_cache_tok_s": a.check / sf,
+            "plan_kv_cache_tok_s": a.check / sc,
+        }
+        print(
+            f"check: plan + kv_cache vs plan + full cache over {a.check} steps: max |dlogit| {err:.2e} "
+            f"(logits up to {scale:.1f}), same tokens {tf == tc}; plan with a full cache decodes at "
+            f"{a.check / sf:.2f} tok/s",
+            flush=True,
+        )
     del full
 
     rates = {"dense": [], "plan": []}
     bytes_ = {}
     for r in range(a.repeats):
-        for name in (("dense", "plan") if r % 2 == 0 else ("plan", "dense")):
+        for name in ("dense", "plan") if r % 2 == 0 else ("plan", "dense"):
             if name == "dense":
                 c = copy.deepcopy(dense)
                 s, _, _ = decode(model, c, first_d, T, a.steps)
@@ -152,18 +173,34 @@ def main() -> None:
     n = T + a.steps
     print(f"\n| config | decode tok/s (median) | range | KV bytes at {n} tokens |")
     print("|---|---|---|---|")
-    print(f"| dense, full cache | {med['dense']:.2f} | {min(rates['dense']):.2f}-{max(rates['dense']):.2f} | "
-          f"{bytes_['dense']:,} |")
-    print(f"| plan, headlab.kv_cache | {med['plan']:.2f} | {min(rates['plan']):.2f}-{max(rates['plan']):.2f} | "
-          f"{bytes_['plan']:,} (buffers {bytes_['plan_allocated']:,}) |")
+    print(
+        f"| dense, full cache | {med['dense']:.2f} | {min(rates['dense']):.2f}-{max(rates['dense']):.2f} | {bytes_['dense']:,} |"
+    )
+    print(
+        f"| plan, headlab.kv_cache | {med['plan']:.2f} | {min(rates['plan']):.2f}-{max(rates['plan']):.2f} | "
+        f"{bytes_['plan']:,} (buffers {bytes_['plan_allocated']:,}) |"
+    )
     print(f"\ndecode speedup {med['plan'] / med['dense']:.2f}x, KV bytes ratio {bytes_['plan'] / bytes_['dense']:.3f}")
     if a.out:
         from headlab.io import atomic_write_json
 
-        atomic_write_json(a.out, {"model": a.model, "tokens": T, "steps": a.steps, "repeats": a.repeats,
-                                  "threads": a.threads, "plan": plan.name, "tok_s": rates, "median_tok_s": med,
-                                  "speedup": med["plan"] / med["dense"], "kv_bytes": bytes_,
-                                  "kv_ratio": bytes_["plan"] / bytes_["dense"], "check": check})
+        atomic_write_json(
+            a.out,
+            {
+                "model": a.model,
+                "tokens": T,
+                "steps": a.steps,
+                "repeats": a.repeats,
+                "threads": a.threads,
+                "plan": plan.name,
+                "tok_s": rates,
+                "median_tok_s": med,
+                "speedup": med["plan"] / med["dense"],
+                "kv_bytes": bytes_,
+                "kv_ratio": bytes_["plan"] / bytes_["dense"],
+                "check": check,
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ with the number of key blocks each way computes. 8192 tokens, 9 query / 3 KV hea
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_head_split.py [--tokens 8192] [--repeats 3] [--threads 2]
 """
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,10 @@ def main() -> None:
     T = a.tokens
     q, k, v = random_qkv(T)
     cases = [
-        ("moa (sparsify eval's: spans 256, 128+N/8, N/4, sink 64; per KV head)",
-         P.moa([(256, 0.0), (128, 0.125), (0, 0.25)], sink=64, kv_per_head=True)),
+        (
+            "moa (sparsify eval's: spans 256, 128+N/8, N/4, sink 64; per KV head)",
+            P.moa([(256, 0.0), (128, 0.125), (0, 0.25)], sink=64, kv_per_head=True),
+        ),
         ("per-head windows 128..2048 (9 query heads)", P.per_head([P.window(128 * 2 ** (h % 5)) for h in range(9)])),
     ]
     print(f"T={T}, 9/3 heads, d=64, fp32, {a.threads} threads, best of {a.repeats}")
@@ -37,11 +40,16 @@ def main() -> None:
                 outs[split] = gather_static(q, k, v, plan, 0.125, split_heads=split)
                 best[split] = min(best[split], time.perf_counter() - t0)
         err = (outs[True] - outs[False]).abs().max().item()
-        print(f"| {name} | {joint_blocks} | {split_blocks} | {best[False]:.3f} | {best[True]:.3f} | "
-              f"{best[False] / best[True]:.2f}x | {err:.1e} |")
+        print(
+            f"| {name} | {joint_blocks} | {split_blocks} | {best[False]:.3f} | {best[True]:.3f} | "
+            f"{best[False] / best[True]:.2f}x | {err:.1e} |"
+        )
     if T <= 1024:  # small enough for the dense reference
         ref = reference_sparse_attend(q, k, v, cases[0][1], scale=0.125)
-        print("moa vs reference:", (gather_static(q, k, v, build_plan(cases[0][1], T, T, 9, 3, 64, True), 0.125) - ref).abs().max().item())
+        print(
+            "moa vs reference:",
+            (gather_static(q, k, v, build_plan(cases[0][1], T, T, 9, 3, 64, True), 0.125) - ref).abs().max().item(),
+        )
 
 
 if __name__ == "__main__":

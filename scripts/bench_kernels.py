@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Run the block-sparse kernel benchmark (same as `headlab bench kernels`); writes results/bench-kernels/ by default.
 
-    OMP_WAIT_POLICY=PASSIVE python scripts/bench_kernels.py --tokens 8192 --threads 2
+OMP_WAIT_POLICY=PASSIVE python scripts/bench_kernels.py --tokens 8192 --threads 2
 """
+
 import os
 import sys
 

@@ -12,6 +12,7 @@ such plans took before) as a third alternating contender.
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_plan_prefill.py [--tokens 4096] [--repeats 3] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ import torch  # noqa: E402
 def plan_for(n_layers: int, window: int, sink: int = 64) -> dict:
     from headlab import patterns as P
 
-    return {layer: P.per_head([P.causal() if h == layer % 3 else P.sink_window(sink, window) for h in range(3)],
-                              kv_per_head=True) for layer in range(n_layers)}
+    return {
+        layer: P.per_head([P.causal() if h == layer % 3 else P.sink_window(sink, window) for h in range(3)], kv_per_head=True)
+        for layer in range(n_layers)
+    }
 
 
 def main() -> None:
@@ -72,6 +75,7 @@ def main() -> None:
                     return model(input_ids=ids, logits_to_keep=1).logits
             finally:
                 K.sparse_attend = real
+
         return run
 
     runs = {"dense": dense, "plan": planned()}
@@ -92,14 +96,19 @@ def main() -> None:
             print(f"repeat {rep + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
     d = statistics.median(times["dense"])
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nSmolLM2-135M, {a.tokens} tokens, logits_to_keep=1, {a.threads} threads, {a.repeats} alternating repeats; "
-          f"plan: 1 of 3 KV heads causal, 2 sink_window(64, {a.window}), every layer; load average {load}")
-    print(f"plan kernels that ran: {sorted(ran)}; density at {a.tokens}: "
-          f"{plan[0].density(a.tokens, a.tokens):.3f}; last-token logits max |plan - dense| "
-          f"{(outs['plan'] - outs['dense']).abs().max().item():.3f}")
+    print(
+        f"\nSmolLM2-135M, {a.tokens} tokens, logits_to_keep=1, {a.threads} threads, {a.repeats} alternating repeats; "
+        f"plan: 1 of 3 KV heads causal, 2 sink_window(64, {a.window}), every layer; load average {load}"
+    )
+    print(
+        f"plan kernels that ran: {sorted(ran)}; density at {a.tokens}: "
+        f"{plan[0].density(a.tokens, a.tokens):.3f}; last-token logits max |plan - dense| "
+        f"{(outs['plan'] - outs['dense']).abs().max().item():.3f}"
+    )
     for key, dec in autotune.DECISIONS.items():
-        print(f"auto measured {key[0]}: chose {dec.backend} ("
-              + ", ".join(f"{n} {dec.median(n):.3f} s" for n in dec.samples) + ")")
+        print(
+            f"auto measured {key[0]}: chose {dec.backend} (" + ", ".join(f"{n} {dec.median(n):.3f} s" for n in dec.samples) + ")"
+        )
     print("| run | median s | range s | speedup vs dense |\n|---|---|---|---|")
     for n, t in times.items():
         m = statistics.median(t)

@@ -6,6 +6,7 @@ compressed KV cache when headlab.kv_cache accepts the plan), repeats alternated
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_plans.py --plan smollm2-135m-8k --plan uniform.json \
         [--tokens 8192] [--repeats 3] [--new-tokens 32] [--threads 2] [--model smollm2-135m]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,11 @@ def main() -> None:
         label = plan_id.label(p, x, taken)
         taken.add(label)
         plans.append((label, p))
-    print(f"{a.model}, {a.tokens} tokens, {a.new_tokens} new tokens, {a.threads} threads, {a.repeats} alternating repeats",
-          file=sys.stderr)
-    rows = bench_plans(model, tok, plans, a.tokens, a.repeats, a.new_tokens,
-                       progress=lambda s: print(s, file=sys.stderr))
+    print(
+        f"{a.model}, {a.tokens} tokens, {a.new_tokens} new tokens, {a.threads} threads, {a.repeats} alternating repeats",
+        file=sys.stderr,
+    )
+    rows = bench_plans(model, tok, plans, a.tokens, a.repeats, a.new_tokens, progress=lambda s: print(s, file=sys.stderr))
     print(format_speed(rows))
 
 

@@ -6,6 +6,7 @@ Steps: scan one prose text of N tokens (query metrics + induction), write DIR/in
 maps computed by HeadMapProbe (one streaming forward pass), then open the page in headless
 Chromium and time it. Prints sizes next to what dumping full maps would weigh (the bertviz way).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1700"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1700",
+]
 
 
 def browser_timing(page: Path, shot: Path | None, repeats: int = 3) -> dict:
@@ -45,15 +56,24 @@ def browser_timing(page: Path, shot: Path | None, repeats: int = 3) -> dict:
             ready = drv.execute_script("return document.body.getAttribute('data-ready')")
             wall = time.perf_counter() - t0
             nav = drv.execute_script(
-                "var t = performance.getEntriesByType('navigation')[0]; return [t.domInteractive, t.loadEventEnd]")
-            out["runs"].append({"get_wall_s": round(wall, 3), "ready": ready, "dom_interactive_ms": round(nav[0]),
-                                "load_event_end_ms": round(nav[1]),
-                                "script_ms": round(drv.execute_script("return window.__headlabRenderMs"))})
+                "var t = performance.getEntriesByType('navigation')[0]; return [t.domInteractive, t.loadEventEnd]"
+            )
+            out["runs"].append(
+                {
+                    "get_wall_s": round(wall, 3),
+                    "ready": ready,
+                    "dom_interactive_ms": round(nav[0]),
+                    "load_event_end_ms": round(nav[1]),
+                    "script_ms": round(drv.execute_script("return window.__headlabRenderMs")),
+                }
+            )
         # selecting another detailed head: decode + draw
         sel = drv.execute_script("var s = document.getElementById('detail-select'); return s ? s.options.length : 0")
         if sel > 2:
             t0 = time.perf_counter()
-            drv.execute_script("var s = document.getElementById('detail-select'); s.selectedIndex = 2; s.dispatchEvent(new Event('change'))")
+            drv.execute_script(
+                "var s = document.getElementById('detail-select'); s.selectedIndex = 2; s.dispatchEvent(new Event('change'))"
+            )
             out["select_head_s"] = round(time.perf_counter() - t0, 3)
         if shot is not None:
             shot.parent.mkdir(exist_ok=True)
@@ -81,9 +101,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from headlab.data import prose
+    from headlab.measure.scan import run_scan
     from headlab.models import load
     from headlab.report.html import write_html_report
-    from headlab.measure.scan import run_scan
 
     out = args.out or Path(tempfile.mkdtemp(prefix="headlab-report-bench-"))
     t0 = time.perf_counter()
@@ -91,15 +111,23 @@ def main() -> None:
     print(f"load model: {time.perf_counter() - t0:.1f} s")
     text = prose.haystack(tok, args.tokens, seed=0)
     t0 = time.perf_counter()
-    res = run_scan(model, tok, "smollm2-135m", [text], ["sink", "sink_rate", "entropy", "prev_token", "distance", "induction"],
-                   max_tokens=args.tokens, out=out, command=" ".join(sys.argv))
+    res = run_scan(
+        model,
+        tok,
+        "smollm2-135m",
+        [text],
+        ["sink", "sink_rate", "entropy", "prev_token", "distance", "induction"],
+        max_tokens=args.tokens,
+        out=out,
+        command=" ".join(sys.argv),
+    )
     n = res.meta["texts"][0]["n_tokens"]
     print(f"scan ({n} tokens, 6 metrics): {time.perf_counter() - t0:.1f} s")
     t_eager = None
     if not args.no_eager:
         from headlab.engine.hf import attach
-        from headlab.probes.base import Probe
         from headlab.measure.stats import forward_for_attention
+        from headlab.probes.base import Probe
 
         class Noop(Probe):  # a probe without a fast path: forces the chunked eager engine, keeps nothing
             name = "noop"
@@ -132,19 +160,28 @@ def main() -> None:
     kinds = {k: sum(1 for v in heads.values() if v["kind"] == k) for k in ("detail", "overview")}
     L, H = res.meta["n_layers"], res.meta["n_heads"]
     full_bytes = L * H * n * n * 4
-    print(f"report with maps (one streaming forward pass + encoding): {t_maps:.1f} s"
-          + (f" = {t_maps / t_eager:.2f}x the faster no-op eager forward" if t_eager else "") + f"; peak RSS {rss0:.0f} -> {rss1:.0f} MB")
-    print(f"maps: {kinds['detail']} detail heads ({min(n, args.max_map_px)}px + top-{data['maps']['topk']} keys/query), "
-          f"{kinds['overview']} overview heads ({data['maps']['overview_px']}px)")
+    print(
+        f"report with maps (one streaming forward pass + encoding): {t_maps:.1f} s"
+        + (f" = {t_maps / t_eager:.2f}x the faster no-op eager forward" if t_eager else "")
+        + f"; peak RSS {rss0:.0f} -> {rss1:.0f} MB"
+    )
+    print(
+        f"maps: {kinds['detail']} detail heads ({min(n, args.max_map_px)}px + top-{data['maps']['topk']} keys/query), "
+        f"{kinds['overview']} overview heads ({data['maps']['overview_px']}px)"
+    )
     print(f"rule: {data['maps']['rule']}")
-    print(f"index.html: {size / 1e6:.2f} MB  (all {L}x{H} full maps as float32 would be {full_bytes / 1e9:.1f} GB; "
-          f"ratio {full_bytes / size:.0f}x)")
+    print(
+        f"index.html: {size / 1e6:.2f} MB  (all {L}x{H} full maps as float32 would be {full_bytes / 1e9:.1f} GB; "
+        f"ratio {full_bytes / size:.0f}x)"
+    )
     if not args.no_browser:
         t = browser_timing(page, ROOT / "test-artifacts" / "bench_report.png")
         print(f"chromium start: {t['browser_start_s']} s")
         for i, r in enumerate(t["runs"]):
-            print(f"render run {i}: driver.get -> ready {r['get_wall_s']} s; domInteractive {r['dom_interactive_ms']} ms; "
-                  f"loadEventEnd {r['load_event_end_ms']} ms; page script {r['script_ms']} ms; ready={r['ready']}")
+            print(
+                f"render run {i}: driver.get -> ready {r['get_wall_s']} s; domInteractive {r['dom_interactive_ms']} ms; "
+                f"loadEventEnd {r['load_event_end_ms']} ms; page script {r['script_ms']} ms; ready={r['ready']}"
+            )
         if "select_head_s" in t:
             print(f"select another detailed head: {t['select_head_s']} s")
     print(f"folder: {out}")

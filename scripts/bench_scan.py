@@ -5,6 +5,7 @@ interleaved over repeats, and ratios are taken between medians measured in this 
 
     OMP_WAIT_POLICY=PASSIVE python scripts/bench_scan.py --lengths 2048 8192 --repeats 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ print(json.dumps({"mode": mode, "n": n, "seconds": dt, "peak_rss_mb": resource.g
 
 
 def run(mode: str, n: int, threads: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(threads)], capture_output=True, text=True,
-                       env=dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")))
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, mode, str(n), str(threads)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE")),
+    )
     if r.returncode:
         raise SystemExit(f"{mode} at {n} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

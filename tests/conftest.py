@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random models (from_config) and the real embedded models (marked)."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,15 @@ def _tiny_llama(heads=3, kv=1, d=40, layers=2, vocab=101):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=heads * d, intermediate_size=64, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=heads * d,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        max_position_embeddings=256,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -37,8 +45,14 @@ def tiny_bert():
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=101, hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=64,
-                     max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=101,
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     return BertModel(cfg).eval()
 
 

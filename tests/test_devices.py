@@ -1,6 +1,7 @@
 """Devices and dtypes: ``load(name | folder | Hub id, device=, dtype=, device_map=)``, bad devices and
 dtypes, accelerate device maps with ``attach``, bf16 statistics vs fp32, and the engine building every
 tensor on the inputs' device (checked on the meta device, which mixes with no other)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,16 @@ def _save_tiny(folder: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=101, hidden_size=120, intermediate_size=64, num_hidden_layers=2, num_attention_heads=3,
-                      num_key_value_heads=1, max_position_embeddings=256, architectures=["LlamaForCausalLM"])
+    cfg = LlamaConfig(
+        vocab_size=101,
+        hidden_size=120,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        architectures=["LlamaForCausalLM"],
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     vocab = {f"w{i}": i for i in range(100)} | {"[UNK]": 100}
     core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
@@ -57,28 +66,39 @@ def test_load_folder_with_dtype_and_device(tiny_folder):
 def test_device_map_works_with_attach(tiny_folder, device_map):
     plain, _ = load(str(tiny_folder))
     if device_map == "split":  # one entry per module, as accelerate writes for layers on several devices
-        device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", "model.norm": "cpu",
-                      "model.rotary_emb": "cpu", "lm_head": "cpu"}
+        device_map = {
+            "model.embed_tokens": "cpu",
+            "model.layers.0": "cpu",
+            "model.layers.1": "cpu",
+            "model.norm": "cpu",
+            "model.rotary_emb": "cpu",
+            "lm_head": "cpu",
+        }
     mapped, _ = load(str(tiny_folder), device_map=device_map)
     assert {p.device.type for p in mapped.parameters()} == {"cpu"}
     want, got = head_stats(plain, _ids(), METRICS), head_stats(mapped, _ids(), METRICS)
     for m in METRICS:
         torch.testing.assert_close(got[m], want[m], atol=1e-6, rtol=1e-6)
-    with headlab.attach(mapped, probes=["sink"], pattern=headlab.patterns.make("sink_window", sink=1, size=4)) as run, \
-            torch.no_grad():
+    with (
+        headlab.attach(mapped, probes=["sink"], pattern=headlab.patterns.make("sink_window", sink=1, size=4)) as run,
+        torch.no_grad(),
+    ):
         mapped.generate(_ids()[:1, :8], max_new_tokens=3, do_sample=False)
     assert run.stats()["sink"].shape == (2, 3)
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"device": "cuda:7"}, "device 'cuda:7' does not exist"),
-    ({"device": "tpu"}, "device 'tpu' is not a device"),
-    ({"dtype": "int8"}, "dtype 'int8' is not one of"),
-    ({"dtype": torch.int32}, "not a floating-point dtype"),
-    ({"device": "cpu", "device_map": "auto"}, "not both"),
-    ({"device_map": {"model.layers.0": "cuda:3"}}, r"device_map\['model.layers.0'\]: device 'cuda:3'"),
-    ({"device_map": "everywhere"}, "device 'everywhere'"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"device": "cuda:7"}, "device 'cuda:7' does not exist"),
+        ({"device": "tpu"}, "device 'tpu' is not a device"),
+        ({"dtype": "int8"}, "dtype 'int8' is not one of"),
+        ({"dtype": torch.int32}, "not a floating-point dtype"),
+        ({"device": "cpu", "device_map": "auto"}, "not both"),
+        ({"device_map": {"model.layers.0": "cuda:3"}}, r"device_map\['model.layers.0'\]: device 'cuda:3'"),
+        ({"device_map": "everywhere"}, "device 'everywhere'"),
+    ],
+)
 def test_bad_device_dtype_and_map_are_named(tiny_folder, kw, match):
     with pytest.raises(ValueError, match=match):
         load(str(tiny_folder), **kw)

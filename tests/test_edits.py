@@ -1,4 +1,5 @@
 """Edits (headlab.edits) against direct dense computations, no-op identity, composition, errors."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import torch
 
 import headlab
 from headlab import edits as E
-from headlab.engine.attend import attend, make_context
 from headlab.edits.base import Edit
+from headlab.engine.attend import attend, make_context
 
 torch.set_num_threads(1)
 B, H, HKV, T, D = 2, 6, 2, 13, 10  # awkward sizes: GQA 3, odd T, d=10
@@ -70,6 +71,7 @@ def test_scale_heads_and_zero_ablation():
         o[:, 2] *= 3.0
         o[:, 4] = 0
         return o
+
     close(run_edit([E.scale_heads({(0, 2): 3.0}), E.ablate([(0, 4)], mode="zero")]), dense(fo=fo)[0])
 
 
@@ -95,6 +97,7 @@ def test_zerotuning_matches_scaling_first_real_token_and_renormalising():
                 a[b, h, :, j] *= gam
             a[:, h] = a[:, h] / a[:, h].sum(-1, keepdim=True).clamp_min(1e-300)
         return a
+
     close(run_edit([E.zerotuning(gamma=g)]), dense(fa=fa)[0])
 
 
@@ -121,6 +124,7 @@ def test_act_against_loop_computation():
                         new = rest + beta * (row - rest) + (1 - beta) * sm * rest / rest.sum()
                         a[b, h, i] = new
         return a
+
     out = run_edit([E.act("all", beta=beta, thr=thr)], chunk=3)  # needs_all_queries overrides the chunk
     close(out, dense(fa=fa)[0])
 
@@ -150,6 +154,7 @@ def test_identity_blend():
         for h in (1, 3):
             a[:, h] = (1 - u) * a[:, h] + u * eye
         return a
+
     close(run_edit([E.identity_blend([(0, 1), (0, 3)], u=u)]), dense(fa=fa)[0])
 
 
@@ -174,6 +179,7 @@ def test_redistribute_against_loop():
                     new[g] = row[g] + freed * row[g] / row[g].sum()
                     a[b, h, i] = new
         return a
+
     e = E.redistribute(grp, sites="all", p=p, min_share=share)
     close(run_edit([e]), dense(fa=fa)[0])
 
@@ -201,6 +207,7 @@ def test_emphasis_last_row_only():
                 if int(kp[b, j]) in grp and torch.isfinite(s[b, :, i, j]).all():
                     s[b, :, i, j] = s[b, :, i, j] + alpha * s[b, :, i, j].abs()
         return s
+
     out = run_edit([E.emphasis(grp, sites="all", alpha=alpha)])
     close(out, dense(fs=fs)[0])
     base = run_edit([Edit("all")])
@@ -218,6 +225,7 @@ def test_span_exit_masks_group_after_layer():
                     rows = qp[b] != kp[b, j]
                     s[b, :, rows, j] = float("-inf")
         return s
+
     e = E.span_exit(grp, after_layer=1)
     close(run_edit([e], layer=2, n_layers=4), dense(fs=fs)[0])
     assert torch.equal(run_edit([e], layer=1, n_layers=4), run_edit([Edit("all")], layer=1, n_layers=4))
@@ -231,6 +239,7 @@ def test_inject_only_at_last_prompt_token():
         o = o.clone()
         o[:, 2, -1] = 0.5 * o[:, 2, -1] + 0.5 * torch.arange(D, dtype=torch.float64)
         return o
+
     close(run_edit([e]), dense(fo=fo)[0])
 
 
@@ -248,8 +257,15 @@ def tiny():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=61, hidden_size=60, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=61,
+        hidden_size=60,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     m = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 61, (2, 17))
     am = torch.ones_like(ids)
@@ -291,7 +307,7 @@ def test_scale_heads_equals_scaling_o_proj_columns(tiny):
 
     m2 = copy.deepcopy(m)
     with torch.no_grad():
-        m2.model.layers[1].self_attn.o_proj.weight[:, 4 * d:5 * d] *= 0.5
+        m2.model.layers[1].self_attn.o_proj.weight[:, 4 * d : 5 * d] *= 0.5
         m2.model.layers[2].self_attn.o_proj.weight.zero_()
         ref = m2(input_ids=ids, attention_mask=am).logits
     ok = am.bool()
@@ -325,13 +341,16 @@ class _DigitTokenizer:
     pad_token = "0"
     eos_token = "0"
 
-    def __call__(self, texts, return_tensors=None, padding=False, truncation=False, max_length=None,
-                 return_offsets_mapping=False):
+    def __call__(
+        self, texts, return_tensors=None, padding=False, truncation=False, max_length=None, return_offsets_mapping=False
+    ):
         rows = [[int(w) for w in t.split()] for t in texts]
         n = max(len(r) for r in rows)
         pad = lambda r, v: [v] * (n - len(r)) + r if self.padding_side == "left" else r + [v] * (n - len(r))  # noqa: E731
-        return {"input_ids": torch.tensor([pad(r, 0) for r in rows]),
-                "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows])}
+        return {
+            "input_ids": torch.tensor([pad(r, 0) for r in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
+        }
 
 
 def test_measured_vectors_for_edits_come_from_the_measure_layer(tiny):
@@ -373,11 +392,19 @@ def test_composition_order_is_list_order_per_stage(tiny):
 
 def test_config_round_trip(tiny):
     m, ids, am = tiny
-    eds = [E.zerotuning(gamma={(0, 1): 1.7}), E.act({1: [0, 2]}, beta=0.3), E.ablate("L2H1", mode="uniform"),
-           E.redistribute([1, 2, 3], p=0.5, min_share=0.0), E.identity_blend([(1, 1)], u=0.4),
-           E.emphasis([4, 5], alpha=0.5), E.span_exit([2], after_layer=1), E.scale_heads({(2, 3): 0.0}),
-           E.inject({(1, 1): torch.ones(10)}, theta={(1, 1): 0.3}), E.reinforce([(0, 2), (1, 5)], alpha=2.0),
-           E.ablate([(0, 4)], mode="mean", means={(0, 4): torch.ones(10)})]
+    eds = [
+        E.zerotuning(gamma={(0, 1): 1.7}),
+        E.act({1: [0, 2]}, beta=0.3),
+        E.ablate("L2H1", mode="uniform"),
+        E.redistribute([1, 2, 3], p=0.5, min_share=0.0),
+        E.identity_blend([(1, 1)], u=0.4),
+        E.emphasis([4, 5], alpha=0.5),
+        E.span_exit([2], after_layer=1),
+        E.scale_heads({(2, 3): 0.0}),
+        E.inject({(1, 1): torch.ones(10)}, theta={(1, 1): 0.3}),
+        E.reinforce([(0, 2), (1, 5)], alpha=2.0),
+        E.ablate([(0, 4)], mode="mean", means={(0, 4): torch.ones(10)}),
+    ]
     ref = logits(m, ids, am, eds)
     text = json.dumps(E.to_config(eds))
     back = E.from_config(text)
@@ -389,8 +416,17 @@ def test_config_round_trip(tiny):
 
 # ---------------------------------------------------------------- selectors and errors
 def test_atlas_selectors(tmp_path):
-    recs = [{"layer": l, "head": h, "sink": float(l * 10 + h), "retrieval": float(h == 2) * 0.3 + l * 0.01,
-             "roles": (["retrieval"] if h == 2 else [])} for l in range(4) for h in range(3)]
+    recs = [
+        {
+            "layer": l,
+            "head": h,
+            "sink": float(l * 10 + h),
+            "retrieval": float(h == 2) * 0.3 + l * 0.01,
+            "roles": (["retrieval"] if h == 2 else []),
+        }
+        for l in range(4)
+        for h in range(3)
+    ]
     (tmp_path / "heads.json").write_text(json.dumps(recs))
     r = E.resolve("retrieval", 4, 3, atlas=tmp_path)
     assert r == {l: [2] for l in range(4)}
@@ -411,20 +447,23 @@ def test_atlas_selectors(tmp_path):
         E.resolve("retrieval", 4, 3)
 
 
-@pytest.mark.parametrize("make, msg", [
-    (lambda: E.zerotuning(gamma={(0, 1): 0.0}), r"gamma\[\(0, 1\)\]=0.0 out of range"),
-    (lambda: E.zerotuning(gamma={(0, 1): float("nan")}), "not finite"),
-    (lambda: E.zerotuning(-1.0), "gamma=-1.0 out of range"),
-    (lambda: E.act(beta=1.5), r"act beta=1.5 out of range; valid range \[0.0, 1.0\]"),
-    (lambda: E.identity_blend(u=-0.1), "identity_blend u=-0.1 out of range"),
-    (lambda: E.redistribute(p=2), "redistribute p=2 out of range"),
-    (lambda: E.ablate("L1", mode="half"), "mode='half' is not one of"),
-    (lambda: E.scale_heads({}), "non-empty dict"),
-    (lambda: E.scale_heads({(1,): 2.0}), "bad site"),
-    (lambda: E.span_exit(after_layer=-1), "after_layer=-1"),
-    (lambda: E.emphasis(rows="first"), "rows='first'"),
-    (lambda: E.from_config([{"edit": "frobnicate"}]), "unknown edit 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "make, msg",
+    [
+        (lambda: E.zerotuning(gamma={(0, 1): 0.0}), r"gamma\[\(0, 1\)\]=0.0 out of range"),
+        (lambda: E.zerotuning(gamma={(0, 1): float("nan")}), "not finite"),
+        (lambda: E.zerotuning(-1.0), "gamma=-1.0 out of range"),
+        (lambda: E.act(beta=1.5), r"act beta=1.5 out of range; valid range \[0.0, 1.0\]"),
+        (lambda: E.identity_blend(u=-0.1), "identity_blend u=-0.1 out of range"),
+        (lambda: E.redistribute(p=2), "redistribute p=2 out of range"),
+        (lambda: E.ablate("L1", mode="half"), "mode='half' is not one of"),
+        (lambda: E.scale_heads({}), "non-empty dict"),
+        (lambda: E.scale_heads({(1,): 2.0}), "bad site"),
+        (lambda: E.span_exit(after_layer=-1), "after_layer=-1"),
+        (lambda: E.emphasis(rows="first"), "rows='first'"),
+        (lambda: E.from_config([{"edit": "frobnicate"}]), "unknown edit 'frobnicate'"),
+    ],
+)
 def test_bad_parameters(make, msg):
     with pytest.raises(ValueError, match=msg):
         make()

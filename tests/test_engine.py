@@ -1,4 +1,5 @@
 """Engine paths (SDPA, lse statistics, chunked eager) against the dense reference."""
+
 import sys
 
 import pytest
@@ -129,12 +130,15 @@ def test_path_selection():
     assert ENGINE.select_path(q, [], [SlowProbe()], None, None) == "eager"
 
 
-@pytest.mark.parametrize("bad", [
-    (torch.zeros(2, 3, 5), torch.zeros(2, 1, 5, 4), torch.zeros(2, 1, 5, 4)),
-    (torch.zeros(1, 3, 9, 4), torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4)),
-    (torch.zeros(1, 3, 5, 4), torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),
-    (torch.zeros(1, 3, 5, 4), torch.zeros(1, 1, 5, 8), torch.zeros(1, 1, 5, 8)),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (torch.zeros(2, 3, 5), torch.zeros(2, 1, 5, 4), torch.zeros(2, 1, 5, 4)),
+        (torch.zeros(1, 3, 9, 4), torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4)),
+        (torch.zeros(1, 3, 5, 4), torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),
+        (torch.zeros(1, 3, 5, 4), torch.zeros(1, 1, 5, 8), torch.zeros(1, 1, 5, 8)),
+    ],
+)
 def test_bad_shapes_name_the_shapes(bad):
     with pytest.raises(ValueError, match=r"\("):
         headlab.attend(*bad)

@@ -1,4 +1,5 @@
 """Property test: every engine path equals the dense reference at random awkward sizes."""
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,9 +9,18 @@ from headlab.probes import make_probe
 
 
 @settings(max_examples=25, deadline=None)
-@given(B=st.integers(1, 2), kv=st.integers(1, 3), group=st.integers(1, 3), T=st.integers(1, 33), extra=st.integers(0, 9),
-       d=st.sampled_from([8, 20, 40]), causal=st.booleans(), pad=st.integers(0, 4), chunk=st.integers(1, 16),
-       seed=st.integers(0, 10_000))
+@given(
+    B=st.integers(1, 2),
+    kv=st.integers(1, 3),
+    group=st.integers(1, 3),
+    T=st.integers(1, 33),
+    extra=st.integers(0, 9),
+    d=st.sampled_from([8, 20, 40]),
+    causal=st.booleans(),
+    pad=st.integers(0, 4),
+    chunk=st.integers(1, 16),
+    seed=st.integers(0, 10_000),
+)
 def test_engine_equals_reference(B, kv, group, T, extra, d, causal, pad, chunk, seed):
     H, S = kv * group, T + extra
     g = torch.Generator().manual_seed(seed)

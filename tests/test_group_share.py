@@ -7,7 +7,11 @@ from headlab.probes.group_share import GroupShareProbe
 
 def test_group_share_matches_direct_formula():
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 63, 40, generator=g), torch.randn(2, 1, 63, 40, generator=g), torch.randn(2, 1, 63, 40, generator=g))
+    q, k, v = (
+        torch.randn(2, 3, 63, 40, generator=g),
+        torch.randn(2, 1, 63, 40, generator=g),
+        torch.randn(2, 1, 63, 40, generator=g),
+    )
     _, a = headlab.reference_attention(q, k, v, return_weights=True)
     doc, rest = range(0, 20), range(20, 63)
     p = GroupShareProbe({"doc": doc, "rest": rest}, queries=range(40, 63))

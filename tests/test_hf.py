@@ -1,5 +1,6 @@
 """attach() on tiny random Llama (GQA), GPT-2 and BERT: identity, probes vs eager attentions,
 padding, decode with a KV cache, restoration, bad input."""
+
 import pytest
 import torch
 
@@ -72,9 +73,8 @@ def test_nothing_attached_is_identical_and_restored(name, request):
 
 
 def test_restored_after_exception(tiny_llama):
-    with pytest.raises(RuntimeError, match="boom"):
-        with headlab.attach(tiny_llama, probes=["sink"]):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), headlab.attach(tiny_llama, probes=["sink"]):
+        raise RuntimeError("boom")
     assert tiny_llama.config._attn_implementation == "sdpa"
 
 
@@ -150,21 +150,18 @@ def test_bad_inputs(tiny_llama):
         parse_sites("L7H0", 2, 3)
     with pytest.raises(ValueError, match=r"head 3 out of range: valid heads are 0\.\.2"):
         parse_sites((1, 3), 2, 3)
-    with pytest.raises(ValueError, match="unknown probe"):
-        with headlab.attach(tiny_llama, probes=["nope"]):
-            pass
-    with pytest.raises(ValueError, match=r"pattern layer 5 out of range"):
-        with headlab.attach(tiny_llama, pattern={5: object()}):
-            pass
+    with pytest.raises(ValueError, match="unknown probe"), headlab.attach(tiny_llama, probes=["nope"]):
+        pass
+    with pytest.raises(ValueError, match=r"pattern layer 5 out of range"), headlab.attach(tiny_llama, pattern={5: object()}):
+        pass
 
 
 def test_model_without_attention_interface():
     class Plain(torch.nn.Module):
         config = None
 
-    with pytest.raises(ValueError, match="does not route its attention"):
-        with headlab.attach(Plain()):
-            pass
+    with pytest.raises(ValueError, match="does not route its attention"), headlab.attach(Plain()):
+        pass
 
 
 def test_sites_parsing():
@@ -181,12 +178,15 @@ def test_pattern_on_padded_batch_equals_unpadded_rows(kind):
     """Patterns see positions from each row's first real token: a left-padded row gives the same
     logits as the same tokens alone (sparse kernel path), for shared, per-KV-head and dynamic patterns."""
     from conftest import _tiny_llama
+
     from headlab import patterns
 
     tiny_llama = _tiny_llama(heads=6, kv=3, d=20)  # GQA group 2
-    p = {"window": patterns.window(5),
-         "kv_strided": patterns.strided(block=4, local_blocks=1, stride=2, n_heads=3),
-         "topk": patterns.topk_blocks(block=4, k=2)}[kind]
+    p = {
+        "window": patterns.window(5),
+        "kv_strided": patterns.strided(block=4, local_blocks=1, stride=2, n_heads=3),
+        "topk": patterns.topk_blocks(block=4, k=2),
+    }[kind]
     ids, am = _inputs(T=24, pad=7)
     with torch.no_grad(), headlab.attach(tiny_llama, pattern=p):
         batched = tiny_llama(ids, attention_mask=am).logits

@@ -1,4 +1,5 @@
 """Block-sparse kernels against the dense masked reference (fp32, 1e-5) at awkward sizes."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,25 +11,33 @@ from headlab.kernels import build_plan, masked_attention, pattern_mask, referenc
 SHAPES = [  # B, H, Hkv, T, S, d
     (1, 3, 3, 63, 63, 40),
     (2, 3, 1, 63, 63, 40),
-    (1, 6, 3, 50, 77, 16),   # chunked prefill: queries are the last 50 of 77
-    (2, 4, 2, 1, 45, 8),     # decode step
+    (1, 6, 3, 50, 77, 16),  # chunked prefill: queries are the last 50 of 77
+    (2, 4, 2, 1, 45, 8),  # decode step
 ]
 
 
 def _patterns(H, Hkv, S):
     return [
-        P.causal(), P.window(5), P.sink_window(2, 7), P.neighborhood(5, 2), P.neighborhood(4, causal=True),
-        P.halo(8, 3), P.power(16, 1, 1), P.strided(16, 1, 3, n_heads=Hkv, dense_heads=(0,)),
-        P.moa([(3, 0.1)] * H), P.moa([(3, 0.2)] * Hkv, sink=3, kv_per_head=True),
-        P.isolate(torch.arange(S) % 3), P.per_head([P.window(3 + h) for h in range(H)]),
-        P.window(4) | P.power(8, 1, 0), P.sink_window(1, 30) & P.halo(6, 2),
+        P.causal(),
+        P.window(5),
+        P.sink_window(2, 7),
+        P.neighborhood(5, 2),
+        P.neighborhood(4, causal=True),
+        P.halo(8, 3),
+        P.power(16, 1, 1),
+        P.strided(16, 1, 3, n_heads=Hkv, dense_heads=(0,)),
+        P.moa([(3, 0.1)] * H),
+        P.moa([(3, 0.2)] * Hkv, sink=3, kv_per_head=True),
+        P.isolate(torch.arange(S) % 3),
+        P.per_head([P.window(3 + h) for h in range(H)]),
+        P.window(4) | P.power(8, 1, 0),
+        P.sink_window(1, 30) & P.halo(6, 2),
     ]
 
 
 def _qkv(B, H, Hkv, T, S, d, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, H, T, d, generator=g), torch.randn(B, Hkv, S, d, generator=g),
-            torch.randn(B, Hkv, S, d, generator=g))
+    return (torch.randn(B, H, T, d, generator=g), torch.randn(B, Hkv, S, d, generator=g), torch.randn(B, Hkv, S, d, generator=g))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -36,10 +45,13 @@ def test_static_patterns_match_reference(shape):
     B, H, Hkv, T, S, d = shape
     q, k, v = _qkv(*shape)
     first = shape == SHAPES[0]
-    runs = ((("gather", None), ("gather", 16), ("gather", 7), ("dense", None), ("auto", None)) if first
-            else (("gather", None), ("gather", 7)))
+    runs = (
+        (("gather", None), ("gather", 16), ("gather", 7), ("dense", None), ("auto", None))
+        if first
+        else (("gather", None), ("gather", 7))
+    )
     for p in _patterns(H, Hkv, S):
-        for causal in ((True, False) if first else (True,)):
+        for causal in (True, False) if first else (True,):
             ref = reference_sparse_attend(q, k, v, p, causal=causal)
             for backend, block in runs:
                 out = sparse_attend(q, k, v, p, causal=causal, backend=backend, block=block)
@@ -66,9 +78,12 @@ def test_reference_is_plain_softmax():
 def test_dynamic_patterns_match_reference(shape):
     B, H, Hkv, T, S, d = shape
     q, k, v = _qkv(*shape, seed=1)
-    for p in [P.topk_blocks(8, 2), P.topk_blocks(8, 1, sink_blocks=0, local_blocks=2, shared_kv=False),
-              P.dhsa(block=16, topk_tokens=20, local_tokens=8, global_tokens=4, chunk_size=5, instruction_tokens=3),
-              P.dhsa(block=16, topk_tokens=20, chunks="heuristic", chunk_size=5, local_tokens=4, global_tokens=2)]:
+    for p in [
+        P.topk_blocks(8, 2),
+        P.topk_blocks(8, 1, sink_blocks=0, local_blocks=2, shared_kv=False),
+        P.dhsa(block=16, topk_tokens=20, local_tokens=8, global_tokens=4, chunk_size=5, instruction_tokens=3),
+        P.dhsa(block=16, topk_tokens=20, chunks="heuristic", chunk_size=5, local_tokens=4, global_tokens=2),
+    ]:
         ref = reference_sparse_attend(q, k, v, p)
         out = sparse_attend(q, k, v, p)
         assert (out - ref).abs().max().item() < 1e-5, p
@@ -103,7 +118,7 @@ def test_empty_rows_give_zero():
 def test_plan_skips_empty_blocks():
     w = P.window(16)
     plan = build_plan(w, 256, 256, 3, 3, 16, True)
-    assert plan.idx.shape[-1] == 2          # a query block needs its own block and the previous one
+    assert plan.idx.shape[-1] == 2  # a query block needs its own block and the previous one
     assert plan.gathered == 256 * 32
     assert plan.pairs == pytest.approx(sum(min(16, i + 1) for i in range(256)))
     assert build_plan(w, 256, 256, 3, 3, 16, True) is plan  # cached
@@ -153,8 +168,11 @@ def test_auto_measures_against_flex_once(monkeypatch):
     monkeypatch.setattr(autotune, "FLEX_MIN_T", 32)
     monkeypatch.setattr(autotune, "DECISIONS", {})
     g = torch.Generator().manual_seed(3)
-    q, k, v = (torch.randn(1, 4, 64, 16, generator=g), torch.randn(1, 2, 64, 16, generator=g),
-               torch.randn(1, 2, 64, 16, generator=g))
+    q, k, v = (
+        torch.randn(1, 4, 64, 16, generator=g),
+        torch.randn(1, 2, 64, 16, generator=g),
+        torch.randn(1, 2, 64, 16, generator=g),
+    )
     p = P.power(8, 1, 0)
     ref = reference_sparse_attend(q, k, v, p, scale=0.25, causal=True)
     first = sparse_attend(q, k, v, p, scale=0.25)
@@ -170,8 +188,9 @@ def test_auto_measures_against_flex_once(monkeypatch):
     assert torch.allclose(out, reference_sparse_attend(q, k, v, w, scale=0.25, causal=True), atol=1e-5)
     monkeypatch.setattr(autotune, "MAX_MEASURED", 1)  # budget spent: a new size is not measured
     q2, k2, v2 = q[:, :, :48], k[:, :, :48], v[:, :, :48]
-    assert torch.allclose(sparse_attend(q2, k2, v2, p, scale=0.25),
-                          reference_sparse_attend(q2, k2, v2, p, scale=0.25, causal=True), atol=1e-5)
+    assert torch.allclose(
+        sparse_attend(q2, k2, v2, p, scale=0.25), reference_sparse_attend(q2, k2, v2, p, scale=0.25, causal=True), atol=1e-5
+    )
     assert len(autotune.DECISIONS) == 1 and last_backend() == "gather"
     monkeypatch.setenv("HEADLAB_FLEX", "0")
     monkeypatch.setattr(autotune, "DECISIONS", {})
@@ -187,9 +206,11 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
 
     B, H, Hkv, T, S, d = shape
     q, k, v = _qkv(*shape, seed=3)
-    pats = [P.moa([(2 + 30 * (h % 3), 0.05 * (h % 2)) for h in range(Hkv)], sink=2, kv_per_head=True),
-            P.moa([(1 + 9 * h, 0.0) for h in range(H)], sink=1),
-            P.per_head([P.window(2 + 25 * (h % 3)) for h in range(H)])]
+    pats = [
+        P.moa([(2 + 30 * (h % 3), 0.05 * (h % 2)) for h in range(Hkv)], sink=2, kv_per_head=True),
+        P.moa([(1 + 9 * h, 0.0) for h in range(H)], sink=1),
+        P.per_head([P.window(2 + 25 * (h % 3)) for h in range(H)]),
+    ]
     for p in pats:
         ref = reference_sparse_attend(q, k, v, p, causal=True)
         for block in (7, 16):
@@ -198,7 +219,7 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
             joint, split = _head_work(plan)
             assert split < joint  # the heads really differ
             for forced in (True, False, None):
-                out = gather_static(q, k, v, plan, d ** -0.5, split_heads=forced)
+                out = gather_static(q, k, v, plan, d**-0.5, split_heads=forced)
                 err = (out - ref).abs().max().item()
                 assert err < 1e-5, f"{p.describe()} block={block} split={forced}: max err {err}"
 
@@ -238,8 +259,17 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- banded window kernel
-@pytest.mark.parametrize("shape", [(1, 3, 3, 63, 63, 40), (2, 6, 2, 63, 63, 40), (1, 9, 3, 130, 130, 8),
-                                   (1, 6, 3, 50, 77, 16), (2, 4, 2, 1, 45, 8), (1, 6, 2, 17, 300, 8)])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (1, 3, 3, 63, 63, 40),
+        (2, 6, 2, 63, 63, 40),
+        (1, 9, 3, 130, 130, 8),
+        (1, 6, 3, 50, 77, 16),
+        (2, 4, 2, 1, 45, 8),
+        (1, 6, 2, 17, 300, 8),
+    ],
+)
 def test_band_kernel_matches_reference(shape):
     """Windows smaller than the block, wider than T, T not a multiple of the block, sink 0 and sinks
     inside/outside the window, queries the last T of S, v wider than q/k."""
@@ -266,7 +296,7 @@ def test_band_kernel_many_chunks(monkeypatch):
     q, k, v = _qkv(1, 6, 2, 150, 170, 8, seed=7)
     for sink, width in ((0, 12), (5, 30)):
         ref = reference_sparse_attend(q, k, v, P.sink_window(sink, width))
-        assert (band.band_attend(q, k, v, sink, width, 8 ** -0.5, 16) - ref).abs().max().item() < 1e-5
+        assert (band.band_attend(q, k, v, sink, width, 8**-0.5, 16) - ref).abs().max().item() < 1e-5
 
 
 def test_gather_kernel_many_chunks(monkeypatch):
@@ -292,8 +322,7 @@ def _plan_layers(Hkv):
     return [P.per_head(m, kv_per_head=True) for m in mixes]
 
 
-@pytest.mark.parametrize("shape", [(1, 6, 2, 63, 63, 40), (1, 9, 3, 130, 130, 40), (2, 9, 3, 63, 90, 16),
-                                   (1, 6, 2, 1, 70, 8)])
+@pytest.mark.parametrize("shape", [(1, 6, 2, 63, 63, 40), (1, 9, 3, 130, 130, 40), (2, 9, 3, 63, 90, 16), (1, 6, 2, 1, 70, 8)])
 def test_heterogeneous_plans_match_reference(shape):
     from headlab.kernels import last_backend
 
@@ -307,10 +336,13 @@ def test_heterogeneous_plans_match_reference(shape):
             assert err < 1e-5, f"{p.describe()} {backend}: max err {err}"
             assert last_backend() in ("band", "sdpa", "band+sdpa")
     # query-head entries that differ inside a KV group, and a multi-head MoA
-    for p in (P.per_head([P.causal() if h % 3 == 0 else P.sink_window(2, 7 + h) for h in range(H)]),
-              P.moa([[3, 0.1]], sink=2), P.per_head([P.window(6)]),
-              P.moa([(2 + 5 * h, 0.02 * (h % 2)) for h in range(Hkv)], sink=3, kv_per_head=True),
-              P.moa([(1 + 3 * h, 0.0) for h in range(H)], sink=0)):
+    for p in (
+        P.per_head([P.causal() if h % 3 == 0 else P.sink_window(2, 7 + h) for h in range(H)]),
+        P.moa([[3, 0.1]], sink=2),
+        P.per_head([P.window(6)]),
+        P.moa([(2 + 5 * h, 0.02 * (h % 2)) for h in range(Hkv)], sink=3, kv_per_head=True),
+        P.moa([(1 + 3 * h, 0.0) for h in range(H)], sink=0),
+    ):
         ref = reference_sparse_attend(q, k, v, p)
         assert (sparse_attend(q, k, v, p) - ref).abs().max().item() < 1e-5, p.describe()
 
@@ -322,10 +354,12 @@ def test_full_heads_pay_only_their_own_span(monkeypatch):
 
     calls = []
     real_sdpa, real_band = heads.sdpa_causal, heads.band_attend
-    monkeypatch.setattr(heads, "sdpa_causal", lambda q, k, v, s: calls.append(("sdpa", q.shape[1], k.shape[1]))
-                        or real_sdpa(q, k, v, s))
-    monkeypatch.setattr(heads, "band_attend", lambda q, k, v, *a: calls.append(("band", q.shape[1], k.shape[1]))
-                        or real_band(q, k, v, *a))
+    monkeypatch.setattr(
+        heads, "sdpa_causal", lambda q, k, v, s: calls.append(("sdpa", q.shape[1], k.shape[1])) or real_sdpa(q, k, v, s)
+    )
+    monkeypatch.setattr(
+        heads, "band_attend", lambda q, k, v, *a: calls.append(("band", q.shape[1], k.shape[1])) or real_band(q, k, v, *a)
+    )
     q, k, v = _qkv(1, 9, 3, 63, 63, 40, seed=10)
     p = P.per_head([P.sink_window(4, 9), P.causal(), P.sink_window(4, 9)], kv_per_head=True)
     out = sparse_attend(q, k, v, p)
@@ -339,14 +373,14 @@ def test_head_bands_decomposition():
 
     hb = head_bands(P.per_head([P.causal(), P.sink_window(64, 256), P.moa([[10, 0.5]], 4)], kv_per_head=True), 9, 3, 1000)
     assert hb.kv and hb.bands == (FULL, (64, 256), (4, 510))
-    assert head_bands(P.window(300), 9, 3, 300) .bands == (FULL,)         # wider than the input: full
+    assert head_bands(P.window(300), 9, 3, 300).bands == (FULL,)  # wider than the input: full
     assert head_bands(P.sink_window(10, 290), 9, 3, 300).bands == (FULL,)  # sink + window cover row S-1
-    assert head_bands(P.power(16, 1, 1), 9, 3, 300) is None                # not a band: gather path
+    assert head_bands(P.power(16, 1, 1), 9, 3, 300) is None  # not a band: gather path
     assert head_bands(P.per_head([P.window(4), P.power(16, 1, 1), P.causal()], kv_per_head=True), 9, 3, 300) is None
     q_level = head_bands(P.per_head([P.window(4)] * 3 + [P.window(5)] * 3), 6, 2, 50)
-    assert q_level.kv and q_level.bands == ((0, 4), (0, 5))               # constant per KV group: KV level
+    assert q_level.kv and q_level.bands == ((0, 4), (0, 5))  # constant per KV group: KV level
     assert not head_bands(P.per_head([P.window(4), P.window(5)] * 3), 6, 2, 50).kv
-    assert head_bands(P.moa([[3, 0.1]], sink=2), 9, 3, 50).bands == ((2, 8),)   # one head's rule for all heads
+    assert head_bands(P.moa([[3, 0.1]], sink=2), 9, 3, 50).bands == ((2, 8),)  # one head's rule for all heads
     assert head_bands(P.per_head([P.sink_window(1, 6)]), 9, 3, 50).bands == ((1, 6),)
     with pytest.raises(ValueError, match="KV head"):
         head_bands(P.per_head([P.window(4)] * 2, kv_per_head=True), 9, 3, 50)
@@ -382,10 +416,11 @@ def test_autotune_fair_warm_median(monkeypatch):
             clock.t += costs[name][calls[name]]
             calls[name] += 1
             return torch.full((1,), float(ord(name)))
+
         return fn
 
     choice, out = autotune.choose("k", 100, {"a": cand("a"), "b": cand("b")})
-    assert choice == "b" and out.item() == ord("b")   # medians: a 3.0, b 2.0 (a's one fast sample loses)
+    assert choice == "b" and out.item() == ord("b")  # medians: a 3.0, b 2.0 (a's one fast sample loses)
     assert calls == {"a": 1 + autotune.SAMPLES, "b": 1 + autotune.SAMPLES}
     dec = autotune.DECISIONS["k"]
     assert dec.samples == {"a": [1.0, 3.0, 3.0], "b": [2.0, 2.0, 2.0]} and dec.median("a") == 3.0

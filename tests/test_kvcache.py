@@ -1,5 +1,6 @@
 """headlab.kv_cache: a compressed KV cache for decoding under a per-head plan, checked against
 decoding with a full DynamicCache under the same plan (tiny random Llama models with GQA)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,16 @@ def _plan(n_kv: int, n_layers: int = 2):
 
 def _generate(model, ids, plan, cache, steps):
     with headlab.attach(model, pattern=plan):
-        out = model.generate(ids, cache=cache, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, output_logits=True,
-                             return_dict_in_generate=True, pad_token_id=0)
+        out = model.generate(
+            ids,
+            cache=cache,
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+        )
     return out.sequences, torch.stack(out.logits)
 
 
@@ -106,8 +115,16 @@ def test_all_full_plan_equals_dynamic_cache():
     model = _tiny_llama(heads=6, kv=2, d=40, layers=2)
     ids = torch.randint(1, 101, (1, 67))
     dense = DynamicCache()
-    ref = model.generate(ids, cache=dense, max_new_tokens=20, min_new_tokens=20, do_sample=False, output_logits=True,
-                         return_dict_in_generate=True, pad_token_id=0)
+    ref = model.generate(
+        ids,
+        cache=dense,
+        max_new_tokens=20,
+        min_new_tokens=20,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
     plan = {0: per_head([causal(), causal()], kv_per_head=True)}  # layer 1 absent: dense too
     cache = headlab.kv_cache(model, plan)
     seq, logits = _generate(model, ids, plan, cache, 20)
@@ -156,8 +173,10 @@ def test_decode_step_writes_in_place():
 def test_query_head_plan_keeps_the_union_and_masks_per_query_head():
     """GQA groups whose query heads follow different spans: union kept, each query head masked."""
     model = _tiny_llama(heads=6, kv=2, d=40, layers=2)
-    rows = [[sink_window(4, 16), causal(), window(9), sink_window(2, 8), sink_window(2, 8), moa([[6, 0.25]], sink=5)],
-            [sink_window(3, 12)] * 3 + [causal()] * 3]
+    rows = [
+        [sink_window(4, 16), causal(), window(9), sink_window(2, 8), sink_window(2, 8), moa([[6, 0.25]], sink=5)],
+        [sink_window(3, 12)] * 3 + [causal()] * 3,
+    ]
     plan = plan_from_entries(rows, model, length=128, granularity="query_head")
     ids = torch.randint(1, 101, (1, 71))
     ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 22)
@@ -172,8 +191,10 @@ def test_query_head_plan_keeps_the_union_and_masks_per_query_head():
 
 def test_head_plan_from_entries_matches_full_cache_and_plan_budget():
     model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
-    rows = [[causal(), sink_window(4, 16), {"pattern": "moa", "args": {"spans": [[10, 0.1]], "sink": 2}}],
-            [sink_window(4, 16), sink_window(4, 16), causal()]]
+    rows = [
+        [causal(), sink_window(4, 16), {"pattern": "moa", "args": {"spans": [[10, 0.1]], "sink": 2}}],
+        [sink_window(4, 16), sink_window(4, 16), causal()],
+    ]
     plan = plan_from_entries(rows, model, length=100)
     ids = torch.randint(1, 101, (1, 80))
     ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 21)
@@ -188,18 +209,27 @@ def test_head_plan_from_entries_matches_full_cache_and_plan_budget():
         headlab.kv_cache(other, plan)
 
 
-@pytest.mark.parametrize("p", [sink_window(4, 16), window(7), moa([[3, 0.25]], sink=2), moa([[0.5, 1.0]], sink=0),
-                               causal()])
+@pytest.mark.parametrize("p", [sink_window(4, 16), window(7), moa([[3, 0.25]], sink=2), moa([[0.5, 1.0]], sink=0), causal()])
 def test_window_matches_headplan_kv_span(p):
     for n in range(1, 300, 7):
         span = kv_span(p, n)
         assert window_at(head_key(p), n) == (None if span is None else span[1])
 
 
-@pytest.mark.parametrize("key", [("window", 4, 16), ("window", 0, 5), ("window", 9, 3), ("moa", 3, 9.0, 0.125),
-                                 ("moa", 2, 1.0, 1.0), ("moa", 0, 2.0, 0.5), FULL,
-                                 ("union", (("window", 2, 6), ("moa", 4, 1.0, 0.25), ("window", 0, 9))),
-                                 ("union", (("window", 2, 6), FULL))])
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("window", 4, 16),
+        ("window", 0, 5),
+        ("window", 9, 3),
+        ("moa", 3, 9.0, 0.125),
+        ("moa", 2, 1.0, 1.0),
+        ("moa", 0, 2.0, 0.5),
+        FULL,
+        ("union", (("window", 2, 6), ("moa", 4, 1.0, 0.25), ("window", 0, 9))),
+        ("union", (("window", 2, 6), FULL)),
+    ],
+)
 @pytest.mark.parametrize("T", [1, 3, 40])
 def test_part_keeps_exactly_sink_and_window(key, T):
     """Plain reference: after every step the kept positions are {j < sink} ∪ {j >= n - w(n)}."""
@@ -241,24 +271,24 @@ def test_head_keys_follow_pattern_rules():
     assert layer_keys(q, 0, 4, 2) == [FULL, ("window", 1, 5)]
     q = per_head([causal(), window(3), sink_window(1, 5), sink_window(1, 5)])
     assert layer_keys(q, 0, 4, 2) == [("union", (FULL, ("window", 0, 3))), ("window", 1, 5)]
-    assert layer_keys(moa([[4, 0.0], [6, 0.5]], sink=1, kv_per_head=True), 0, 4, 2) == [("moa", 1, 4.0, 0.0),
-                                                                                       ("moa", 1, 6.0, 0.5)]
+    assert layer_keys(moa([[4, 0.0], [6, 0.5]], sink=1, kv_per_head=True), 0, 4, 2) == [
+        ("moa", 1, 4.0, 0.0),
+        ("moa", 1, 6.0, 0.5),
+    ]
 
 
 # ------------------------------------------------------------------------ bad input
 def test_needs_attach():
     model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
     with pytest.raises(RuntimeError, match="attach"):
-        model.generate(torch.randint(1, 101, (1, 20)), cache=headlab.kv_cache(model, _plan(3)), max_new_tokens=2,
-                       pad_token_id=0)
+        model.generate(torch.randint(1, 101, (1, 20)), cache=headlab.kv_cache(model, _plan(3)), max_new_tokens=2, pad_token_id=0)
 
 
 def test_attached_pattern_must_match_plan():
     model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
     other = {i: sink_window(4, 16) for i in range(2)}
     with headlab.attach(model, pattern=other), pytest.raises(ValueError, match="same plan"):
-        model.generate(torch.randint(1, 101, (1, 40)), cache=headlab.kv_cache(model, _plan(3)), max_new_tokens=3,
-                       pad_token_id=0)
+        model.generate(torch.randint(1, 101, (1, 40)), cache=headlab.kv_cache(model, _plan(3)), max_new_tokens=3, pad_token_id=0)
 
 
 def test_plan_for_another_model_is_refused():

@@ -1,5 +1,6 @@
 """headlab.lab: every experiment in a seconds-long smoke configuration, the result contract, the decision
 helpers and the tiny LM."""
+
 from __future__ import annotations
 
 import json
@@ -45,11 +46,10 @@ def test_experiment_smoke_writes_documented_json_and_png(name, tmp_path):
 def test_memory_capacity_verdict_follows_rule_from_numbers():
     res = EXPERIMENTS["memory-capacity"].run(d_ks=(8, 16, 32), trials=2, quiet=True)
     m = res.measured
-    expect = 0.8 <= m["n50_slope"] <= 1.2 and all(
-        0.8 <= v["n50"] / v["predicted_n50"] <= 1.25 for v in m["by_dk"].values())
+    expect = 0.8 <= m["n50_slope"] <= 1.2 and all(0.8 <= v["n50"] / v["predicted_n50"] <= 1.25 for v in m["by_dk"].values())
     assert res.rule_met == expect
     for v in m["by_dk"].values():
-        assert v["linear_acc"][0] > v["linear_acc"][-1]          # recall degrades with load
+        assert v["linear_acc"][0] > v["linear_acc"][-1]  # recall degrades with load
     assert len(res.records) == 2 * sum(len(v["n"]) for v in m["by_dk"].values())
 
 
@@ -68,15 +68,15 @@ def test_predicted_recall_matches_simulation():
 
 def test_induction_abruptness_does_not_grow_with_training_length():
     steps = list(range(0, 5100, 100))
-    ramp = [0.5 + 0.5 * min(s, 4000) / 4000 for s in steps]           # steady rise
+    ramp = [0.5 + 0.5 * min(s, 4000) / 4000 for s in steps]  # steady rise
     jump = [0.5 if s < 2500 else min(1.0, 0.5 + (s - 2400) / 600) for s in steps]
-    assert abruptness(steps, ramp, 0.5)[0] == pytest.approx(1.0, rel=1e-6)   # steepest slope == mean slope
+    assert abruptness(steps, ramp, 0.5)[0] == pytest.approx(1.0, rel=1e-6)  # steepest slope == mean slope
     assert abruptness(steps, jump, 0.5)[0] > 4
-    long = list(range(0, 50100, 100))                                  # the same ramp, trained 10x longer
+    long = list(range(0, 50100, 100))  # the same ramp, trained 10x longer
     ramp_long = [0.5 + 0.5 * min(s, 4000) / 4000 for s in long]
     assert abruptness(long, ramp_long, 0.5)[0] == pytest.approx(abruptness(steps, ramp, 0.5)[0])
     assert math.isnan(abruptness(steps, [0.5] * len(steps), 0.5)[0])
-    early = [0.03] + ramp[1:]                       # climbing from 1/L to chance in the first 100 steps is not ICL
+    early = [0.03] + ramp[1:]  # climbing from 1/L to chance in the first 100 steps is not ICL
     assert abruptness(steps, early, 0.5)[0] == pytest.approx(1.0, rel=1e-6)
 
 
@@ -84,17 +84,26 @@ def test_lab_rules_on_synthetic_numbers():
     from headlab.results.claims import get
 
     icl = get("icl-regression")
-    good = {"best_mse": {"value": 0.54}, "gd_mse": {"value": 0.52}, "one_head_mse": {"value": 0.73},
-            "bayes_gap_ratio": {"value": 1.08}, "kq_diag_ratio": {"value": 17.0},
-            "ov_zero_sum": {"value": 0.005, "positive": 3, "negative": 1}}
+    good = {
+        "best_mse": {"value": 0.54},
+        "gd_mse": {"value": 0.52},
+        "one_head_mse": {"value": 0.73},
+        "bayes_gap_ratio": {"value": 1.08},
+        "kq_diag_ratio": {"value": 17.0},
+        "ov_zero_sum": {"value": 0.005, "positive": 3, "negative": 1},
+    }
     assert icl.judge(good)["rule_met"]
     one_sign = dict(good, ov_zero_sum={"value": 0.0, "positive": 4, "negative": 0})
-    assert not icl.judge(one_sign)["rule_met"]                    # zero-sum needs opposite signs
+    assert not icl.judge(one_sign)["rule_met"]  # zero-sum needs opposite signs
     far = dict(good, bayes_gap_ratio={"value": 1.6})
     assert not icl.judge(far)["rule_met"]
     ind = get("induction")
-    x = {"icl_chance": {"value": 0.5}, "final_icl_acc": {"value": 0.99}, "abruptness": {"value": 3.9},
-         "final_induction_score": {"value": 0.84}}
+    x = {
+        "icl_chance": {"value": 0.5},
+        "final_icl_acc": {"value": 0.99},
+        "abruptness": {"value": 3.9},
+        "final_induction_score": {"value": 0.84},
+    }
     assert not ind.judge(x)["rule_met"] and ind.judge(dict(x, abruptness={"value": 4.1}))["rule_met"]
 
 
@@ -120,13 +129,13 @@ def test_cli_defaults_equal_run_defaults():
 def test_sink_metrics_on_synthetic_weights():
     t = 16
     a = torch.zeros(1, 2, t, t)
-    a[:, 0, :, 0] = 1.0                                           # head 0: everything on key 0 -> sink
-    a[:, 1] = torch.ones(t, t).tril() / torch.arange(1, t + 1)[:, None]   # head 1: uniform causal
+    a[:, 0, :, 0] = 1.0  # head 0: everything on key 0 -> sink
+    a[:, 1] = torch.ones(t, t).tril() / torch.arange(1, t + 1)[:, None]  # head 1: uniform causal
     s = sink_metrics([a], eps=0.3)
     assert s["sink_rate"] == pytest.approx(50.0)
     uniform = sum(1 / (i + 1) for i in range(t)) / t
     assert s["first_token"] == pytest.approx((1 + uniform) / 2, rel=1e-5)
-    s2 = sink_metrics([a * 7.0], eps=0.3)                        # unnormalised rows give the same shares
+    s2 = sink_metrics([a * 7.0], eps=0.3)  # unnormalised rows give the same shares
     assert s2["first_token"] == pytest.approx(s["first_token"], rel=1e-5)
 
 
@@ -146,11 +155,11 @@ def test_bursty_task_shapes_and_icl_labels_in_context():
     x, y = task.train_batch(5, g)
     assert x.shape == (5, 9, 15 + 9) and y.shape == (5,)
     xi, yi, match = task.icl_batch(6, g)
-    assert match.sum(1).eq(2).all()                               # B copies of the query's class
+    assert match.sum(1).eq(2).all()  # B copies of the query's class
     lab_tokens = xi[:, 1:8:2, :15]
     target_vec = task.labels[yi]
     hit = (lab_tokens - target_vec[:, None]).abs().sum(-1).lt(1e-6)
-    assert torch.equal(hit, match)                                # the target label follows each match
+    assert torch.equal(hit, match)  # the target label follows each match
     with pytest.raises(ValueError, match="multiple"):
         BurstyTask(N=5, B=2)
 

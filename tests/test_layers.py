@@ -3,6 +3,7 @@
 Checked twice: by ``lint-imports`` itself when it is installed, and by a small pure-Python reading
 of every ``import`` in src/headlab (including imports inside functions) against the same contracts,
 so the direction is enforced even where import-linter is absent."""
+
 import ast
 import shutil
 import subprocess
@@ -90,7 +91,7 @@ def violations(graph: dict[str, set[str]], cons: list[dict]) -> list[str]:
         if c["type"] == "layers":
             layers = [_layer_members(s) for s in c["layers"]]
             for hi, upper in enumerate(layers):
-                for lower in layers[hi + 1:]:
+                for lower in layers[hi + 1 :]:
                     for target in upper:
                         ch = _chain(graph, lower, target)
                         if ch:
@@ -122,8 +123,13 @@ def violations(graph: dict[str, set[str]], cons: list[dict]) -> list[str]:
 def test_contracts_name_the_layers():
     layers = next(c for c in contracts() if c["type"] == "layers" and c["id"] == "layers")["layers"]
     assert layers[0] == "headlab.cli"
-    assert set(_layer_members(layers[2])) == {"headlab.probes", "headlab.edits", "headlab.patterns", "headlab.kernels",
-                                              "headlab.modules"}
+    assert set(_layer_members(layers[2])) == {
+        "headlab.probes",
+        "headlab.edits",
+        "headlab.patterns",
+        "headlab.kernels",
+        "headlab.modules",
+    }
     assert layers[3] == "headlab.engine"
     assert "headlab.measure" in _layer_members(layers[1])
 
@@ -134,14 +140,17 @@ def test_import_direction_holds_in_the_source():
     assert violations(graph, contracts()) == []
 
 
-@pytest.mark.parametrize("src,dst,want", [
-    ("headlab.engine.attend", "headlab.probes", "layers: headlab.engine.attend -> headlab.probes"),  # engine on a plug-in
-    ("headlab.probes.sink", "headlab.measure.stats", "plugins-run-no-model: headlab.probes.sink -> headlab.measure.stats"),
-    ("headlab.edits.ablate", "headlab.probes.base", "plugins-independent: headlab.edits.ablate -> headlab.probes.base"),
-    ("headlab.patterns.window", "headlab.kernels", "kernels-on-patterns: headlab.patterns.window -> headlab.kernels"),
-    ("headlab.steer.run", "headlab.bench.kernels", "applications-independent: headlab.steer.run -> headlab.bench.kernels"),
-    ("headlab.patterns.window", "headlab", "layers: headlab.patterns.window -> headlab -> "),  # through the package root
-])
+@pytest.mark.parametrize(
+    "src,dst,want",
+    [
+        ("headlab.engine.attend", "headlab.probes", "layers: headlab.engine.attend -> headlab.probes"),  # engine on a plug-in
+        ("headlab.probes.sink", "headlab.measure.stats", "plugins-run-no-model: headlab.probes.sink -> headlab.measure.stats"),
+        ("headlab.edits.ablate", "headlab.probes.base", "plugins-independent: headlab.edits.ablate -> headlab.probes.base"),
+        ("headlab.patterns.window", "headlab.kernels", "kernels-on-patterns: headlab.patterns.window -> headlab.kernels"),
+        ("headlab.steer.run", "headlab.bench.kernels", "applications-independent: headlab.steer.run -> headlab.bench.kernels"),
+        ("headlab.patterns.window", "headlab", "layers: headlab.patterns.window -> headlab -> "),  # through the package root
+    ],
+)
 def test_checker_catches_each_kind_of_violation(src, dst, want):
     fake = {k: set(v) for k, v in import_graph().items()}
     fake[src].add(dst)
@@ -163,8 +172,10 @@ def test_plugins_import_nothing_inside_functions_to_dodge_cycles():
     assert hidden == []
 
 
-@pytest.mark.skipif(shutil.which("lint-imports") is None and not (Path(sys.executable).parent / "lint-imports").exists(),
-                    reason="import-linter is not installed (pip install -e '.[test]')")
+@pytest.mark.skipif(
+    shutil.which("lint-imports") is None and not (Path(sys.executable).parent / "lint-imports").exists(),
+    reason="import-linter is not installed (pip install -e '.[test]')",
+)
 def test_lint_imports_passes():
     exe = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
     res = subprocess.run([exe], cwd=ROOT, capture_output=True, text=True, timeout=600)

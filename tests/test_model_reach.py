@@ -1,6 +1,7 @@
 """Model reach: sliding-window layers (Mistral, Gemma 2/3), logit soft-capping (Gemma 2) and learned
 sink logits (gpt-oss) on every engine path, against the dense reference and against the models' own
 eager attention (tiny random models from their configs, no download)."""
+
 from __future__ import annotations
 
 import pytest
@@ -38,8 +39,12 @@ def formulas(a: torch.Tensor, key_pos: torch.Tensor, query_pos: torch.Tensor) ->
         w = ok[:, None, :].double()
         return (torch.where(w > 0, x, 0.0) * w).sum((0, 2)) / w.sum((0, 2))
 
-    return {"sink": mean(sink, valid), "prev_token": mean(prev, valid & (query_pos >= 1)),
-            "entropy": mean(ent, valid), "distance": mean(dist, valid)}
+    return {
+        "sink": mean(sink, valid),
+        "prev_token": mean(prev, valid & (query_pos >= 1)),
+        "entropy": mean(ent, valid),
+        "distance": mean(dist, valid),
+    }
 
 
 def _positions(mask: torch.Tensor, T: int, S: int):
@@ -111,8 +116,13 @@ def test_paths_match_reference_and_probe_formulas(spec, padded):
         out = attend(q, k, v, attn_mask=mask, probes=probes, path=path, lse_backend=backend, chunk=16, **kw)
         torch.testing.assert_close(torch.where(valid, out, 0.0), torch.where(valid, ref, 0.0), atol=2e-5, rtol=1e-4)
         for p in probes:
-            torch.testing.assert_close(p.result()[0].double(), want[p.name], atol=5e-5, rtol=1e-4,
-                                       msg=lambda m, p=p, path=path, backend=backend: f"{p.name} on {path}/{backend}: {m}")
+            torch.testing.assert_close(
+                p.result()[0].double(),
+                want[p.name],
+                atol=5e-5,
+                rtol=1e-4,
+                msg=lambda m, p=p, path=path, backend=backend: f"{p.name} on {path}/{backend}: {m}",
+            )
 
 
 def test_window_includes_the_diagonal_and_w_keys():
@@ -163,20 +173,28 @@ def _tiny(kind: str):
     import transformers as tf
 
     torch.manual_seed(0)
-    common = dict(vocab_size=101, hidden_size=48, intermediate_size=64, num_attention_heads=3, num_key_value_heads=1,
-                  head_dim=16, max_position_embeddings=128)
+    common = dict(
+        vocab_size=101,
+        hidden_size=48,
+        intermediate_size=64,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=128,
+    )
     if kind == "gemma2":  # alternating sliding / full layers, soft-capped logits
-        m = tf.Gemma2ForCausalLM(tf.Gemma2Config(num_hidden_layers=2, sliding_window=5, attn_logit_softcapping=2.0,
-                                                 query_pre_attn_scalar=16, **common))
+        m = tf.Gemma2ForCausalLM(
+            tf.Gemma2Config(num_hidden_layers=2, sliding_window=5, attn_logit_softcapping=2.0, query_pre_attn_scalar=16, **common)
+        )
     elif kind == "gemma3":  # sliding, full, sliding
-        m = tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(num_hidden_layers=3, sliding_window=5, sliding_window_pattern=2,
-                                                     **common))
+        m = tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(num_hidden_layers=3, sliding_window=5, sliding_window_pattern=2, **common))
     elif kind == "mistral":  # every layer windowed
         m = tf.MistralForCausalLM(tf.MistralConfig(num_hidden_layers=2, sliding_window=5, **common))
     elif kind == "gptoss":  # learned sink logits + alternating sliding / full
         common.update(num_attention_heads=4, num_key_value_heads=2, intermediate_size=32)
-        m = tf.GptOssForCausalLM(tf.GptOssConfig(num_hidden_layers=2, sliding_window=5, num_local_experts=4,
-                                                 num_experts_per_tok=2, **common))
+        m = tf.GptOssForCausalLM(
+            tf.GptOssConfig(num_hidden_layers=2, sliding_window=5, num_local_experts=4, num_experts_per_tok=2, **common)
+        )
         with torch.no_grad():
             for layer in m.model.layers:
                 layer.self_attn.sinks.copy_(torch.linspace(-1.0, 3.0, 4))  # big enough to matter
@@ -213,8 +231,7 @@ def test_probes_equal_formulas_on_the_models_own_eager_maps(kind, monkeypatch):
     ids, am = _inputs()
     _, maps = _eager_maps(model, ids, am)
     kp = torch.where(am.bool(), am.cumsum(-1) - 1, -1)
-    windowed = [i for i, t in enumerate(getattr(model.config, "layer_types", None) or ["sliding"] * len(maps))
-                if "sliding" in t]
+    windowed = [i for i, t in enumerate(getattr(model.config, "layer_types", None) or ["sliding"] * len(maps)) if "sliding" in t]
     assert windowed and float(maps[windowed[0]][0, 0, -1, : T_LONG - 5].abs().max()) == 0  # the window matters
     want = torch.stack([torch.stack([formulas(a, kp, kp)[n] for n in PROBES]) for a in maps])  # (L, P, H)
     runs = {"auto": None, "flex": "flex", "eager": "eager"}
@@ -228,8 +245,9 @@ def test_probes_equal_formulas_on_the_models_own_eager_maps(kind, monkeypatch):
         monkeypatch.undo()
         got = run.stats()
         for i, n in enumerate(PROBES):
-            torch.testing.assert_close(got[n].double(), want[:, i], atol=1e-4, rtol=1e-4,
-                                       msg=lambda m, n=n, label=label: f"{kind} {n} ({label}): {m}")
+            torch.testing.assert_close(
+                got[n].double(), want[:, i], atol=1e-4, rtol=1e-4, msg=lambda m, n=n, label=label: f"{kind} {n} ({label}): {m}"
+            )
 
 
 @pytest.mark.parametrize("kind", MODELS)
@@ -248,13 +266,19 @@ def test_nothing_attached_keeps_the_logits_and_edits_and_patterns_run(kind):
     torch.testing.assert_close(got[real], own[real], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(got[real], eager_logits[real], atol=1e-5, rtol=1e-4)
     # a pattern that keeps every causal key, and an edit that scales by 1: the model's own logits
-    with attach(model, pattern=PATTERNS.get("causal")(), edits=[EDITS.get("scale_heads")({(0, 0): 1.0})]), \
-            torch.no_grad():
+    with attach(model, pattern=PATTERNS.get("causal")(), edits=[EDITS.get("scale_heads")({(0, 0): 1.0})]), torch.no_grad():
         same = model(input_ids=ids, attention_mask=am, use_cache=False).logits
     torch.testing.assert_close(same[real], own[real], atol=1e-5, rtol=1e-4)
     # a real pattern and a real edit change them, and run with probes
-    with attach(model, probes=["sink"], pattern=PATTERNS.get("sink_window")(sink=1, size=3),
-                edits=[EDITS.get("scale_heads")({(0, 0): 0.0})]) as run, torch.no_grad():
+    with (
+        attach(
+            model,
+            probes=["sink"],
+            pattern=PATTERNS.get("sink_window")(sink=1, size=3),
+            edits=[EDITS.get("scale_heads")({(0, 0): 0.0})],
+        ) as run,
+        torch.no_grad(),
+    ):
         other = model(input_ids=ids, attention_mask=am, use_cache=False).logits
     assert float((other - own)[real].abs().max()) > 1e-4
     assert torch.isfinite(run.stats()["sink"]).all()

@@ -1,4 +1,5 @@
 """Integration tests on the real embedded models (marked ``model``)."""
+
 import json
 import os
 import subprocess
@@ -6,11 +7,11 @@ import sys
 
 import pytest
 import torch
+from test_hf import METRICS, formulas_from_attentions
 
 import headlab
 from headlab.data import prose
 from headlab.models import load
-from test_hf import METRICS, formulas_from_attentions
 
 pytestmark = pytest.mark.model
 
@@ -60,7 +61,9 @@ def test_smollm2_induction_heads_exist(smollm2):
 def test_minilm_encoder_probes():
     model, tok = load("minilm")
     enc = tok(["A short sentence.", "A somewhat longer sentence about attention heads."], return_tensors="pt", padding=True)
-    st = headlab.head_stats(model, enc["input_ids"], metrics=["sink", "entropy", "distance"], attention_mask=enc["attention_mask"])
+    st = headlab.head_stats(
+        model, enc["input_ids"], metrics=["sink", "entropy", "distance"], attention_mask=enc["attention_mask"]
+    )
     assert st["sink"].shape == (6, 12)
     assert torch.isfinite(st["entropy"]).all()
     # bidirectional: distance is the mean |i - j| (signed distances would cancel)
@@ -74,15 +77,34 @@ def test_unknown_model_name():
 
 def test_scan_cli_end_to_end(tmp_path, smollm2):
     texts = tmp_path / "t.txt"
-    texts.write_text("First text about a lighthouse by the sea.\n\nSecond text, with <b>markup</b> & quotes \".\n")
+    texts.write_text('First text about a lighthouse by the sea.\n\nSecond text, with <b>markup</b> & quotes ".\n')
     out = tmp_path / "rep"
     cfg = tmp_path / "edit.json"
     cfg.write_text(json.dumps([{"edit": "zerotuning", "sites": [[12, 3]], "params": {"gamma": {"L12H3": 3.0}, "span": [0, 1]}}]))
     env = dict(os.environ, HEADLAB_CACHE=os.environ.get("HEADLAB_CACHE", ""))
     env = {k: v for k, v in env.items() if v}
-    r = subprocess.run([sys.executable, "-m", "headlab.cli", "scan", "--texts", str(texts), "--max-tokens", "32",
-                        "--metrics", "sink,entropy,prev_token,distance,induction", "--out", str(out), "--edits", str(cfg)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "headlab.cli",
+            "scan",
+            "--texts",
+            str(texts),
+            "--max-tokens",
+            "32",
+            "--metrics",
+            "sink,entropy,prev_token,distance,induction",
+            "--out",
+            str(out),
+            "--edits",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     recs = json.loads((out / "heads.json").read_text())
     assert len(recs) == 270
@@ -100,17 +122,29 @@ def test_scan_cli_end_to_end(tmp_path, smollm2):
 
 def test_scan_failure_leaves_nothing(tmp_path):
     out = tmp_path / "rep"
-    r = subprocess.run([sys.executable, "-m", "headlab.cli", "scan", "--max-tokens", "99999", "--metrics", "sink", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "headlab.cli", "scan", "--max-tokens", "99999", "--metrics", "sink", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2
     assert "valid values are 2..8192" in r.stderr
     assert not out.exists() or not any(out.iterdir())
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    r = subprocess.run([sys.executable, "-m", "headlab.cli", "scan", "--texts", str(empty), "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "headlab.cli", "scan", "--texts", str(empty), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "is empty" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "headlab.cli", "scan", "--metrics", "sink,bogus", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "headlab.cli", "scan", "--metrics", "sink,bogus", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "bogus" in r.stderr
     assert not out.exists() or not any(out.iterdir())

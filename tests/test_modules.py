@@ -1,5 +1,6 @@
 """Reference tests for headlab.modules: every mechanism against a direct formula or loop, at awkward
 sizes (T = 63, head width 40, 3 heads)."""
+
 from __future__ import annotations
 
 import math
@@ -7,11 +8,27 @@ import math
 import pytest
 import torch
 
-from headlab.modules import (MECHANISMS, AttSets, EfficientProbing, GatedAttention, LinearAttention, MoHAttention,
-                             MultiHeadAttention, MultiLayerTrainablePooling, PoNetMixer, PointerHead,
-                             RandomFeatureAttention, SigmoidAttention, hebbian_read, hebbian_write,
-                             last_token_states, linear_attention_parallel, linear_attention_recurrent,
-                             make_mechanism, sigmoid_attention)
+from headlab.modules import (
+    MECHANISMS,
+    AttSets,
+    EfficientProbing,
+    GatedAttention,
+    LinearAttention,
+    MoHAttention,
+    MultiHeadAttention,
+    MultiLayerTrainablePooling,
+    PointerHead,
+    PoNetMixer,
+    RandomFeatureAttention,
+    SigmoidAttention,
+    hebbian_read,
+    hebbian_write,
+    last_token_states,
+    linear_attention_parallel,
+    linear_attention_recurrent,
+    make_mechanism,
+    sigmoid_attention,
+)
 
 torch.set_num_threads(1)
 B, T, H, D_HEAD = 2, 63, 3, 40
@@ -60,7 +77,7 @@ def test_softmax_weights_path_matches_sdpa_and_direct_loop():
     torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
     q, k, _ = m.heads(x)
     for i in range(9):
-        s = (q[:, :, i:i + 1] @ k[:, :, : i + 1].transpose(-1, -2)).squeeze(2) / math.sqrt(D_HEAD)
+        s = (q[:, :, i : i + 1] @ k[:, :, : i + 1].transpose(-1, -2)).squeeze(2) / math.sqrt(D_HEAD)
         torch.testing.assert_close(a[:, :, i, : i + 1], s.softmax(-1), atol=1e-6, rtol=1e-5)
 
 
@@ -71,10 +88,10 @@ def test_gated_with_gate_one_equals_plain_attention(gate):
     plain = MultiHeadAttention(D_MODEL, H)
     plain.load_state_dict({k: v for k, v in g.state_dict().items() if not k.startswith("gate.")})
     x = _x()
-    assert not torch.allclose(g(x), plain(x), atol=1e-3)     # the gate does act by default (σ ≈ 0.5)
+    assert not torch.allclose(g(x), plain(x), atol=1e-3)  # the gate does act by default (σ ≈ 0.5)
     with torch.no_grad():
         g.gate.weight.zero_()
-        g.gate.bias.fill_(50.0)                                # σ(50) == 1 in float32
+        g.gate.bias.fill_(50.0)  # σ(50) == 1 in float32
     torch.testing.assert_close(g(x), plain(x), atol=1e-6, rtol=1e-6)
     assert g.last_gate.shape == (B, H, T, D_HEAD if gate == "elementwise" else 1)
 
@@ -89,7 +106,7 @@ def test_sigmoid_attention_matches_direct_formula(normalize):
     q, k, v = _qkv(t=11)
     out = sigmoid_attention(q, k, v, causal=True, normalize=normalize)
     for i in range(11):
-        w = torch.sigmoid((q[:, :, i:i + 1] @ k[:, :, : i + 1].transpose(-1, -2)) / math.sqrt(D_HEAD))  # (B,H,1,i+1)
+        w = torch.sigmoid((q[:, :, i : i + 1] @ k[:, :, : i + 1].transpose(-1, -2)) / math.sqrt(D_HEAD))  # (B,H,1,i+1)
         if normalize == "sum":
             w = w / (w.sum(-1, keepdim=True) + 1e-8)
         torch.testing.assert_close(out[:, :, i], (w @ v[:, :, : i + 1]).squeeze(2), atol=1e-5, rtol=1e-5)
@@ -99,7 +116,7 @@ def test_sigmoid_module_unnormalised_rows_do_not_sum_to_one():
     torch.manual_seed(0)
     _, w = SigmoidAttention(D_MODEL, H)(_x(), return_weights=True)
     sums = w.sum(-1)
-    assert sums[..., -1].mean() > 5                           # ~T/2 for σ ≈ 0.5
+    assert sums[..., -1].mean() > 5  # ~T/2 for σ ≈ 0.5
     _, wn = SigmoidAttention(D_MODEL, H, normalize="sum")(_x(), return_weights=True)
     torch.testing.assert_close(wn.sum(-1), torch.ones_like(wn.sum(-1)), atol=1e-5, rtol=1e-5)
 
@@ -107,7 +124,7 @@ def test_sigmoid_module_unnormalised_rows_do_not_sum_to_one():
 @pytest.mark.parametrize("feature_map,normalize", [("identity", "none"), ("elu1", "none"), ("elu1", "sum")])
 def test_linear_attention_parallel_equals_recurrent(feature_map, normalize):
     q, k, v = _qkv(seed=1)
-    v = v[..., :17]                                           # d_v != d_k
+    v = v[..., :17]  # d_v != d_k
     par = linear_attention_parallel(q, k, v, feature_map, normalize)
     rec = linear_attention_recurrent(q, k, v, feature_map, normalize)
     assert par.shape == (B, H, T, 17)
@@ -135,6 +152,7 @@ def test_linear_module_uses_parallel_form():
     x = _x()
     q, k, v = m.heads(x)
     from headlab.modules._heads import merge_heads
+
     torch.testing.assert_close(m(x), m.out(merge_heads(linear_attention_recurrent(q, k, v))), atol=1e-4, rtol=1e-4)
 
 
@@ -162,7 +180,7 @@ def test_moh_routes_top_k_and_balance_loss():
     g = moh.last_gates
     assert g.shape == (B, T, 6)
     assert torch.all((g[..., 2:] > 0).sum(-1) == 1), "exactly top_k routed heads are on"
-    assert moh.aux_loss.item() >= 1.0 - 1e-5                 # E·Σ f P >= 1 with equality only when balanced
+    assert moh.aux_loss.item() >= 1.0 - 1e-5  # E·Σ f P >= 1 with equality only when balanced
     assert moh.active_fraction == pytest.approx(0.5)
     qn = MoHAttention(D_MODEL * 2, 6, n_shared=2, top_k=2, router="query_norm")
     qn(x)
@@ -193,15 +211,15 @@ def test_ponet_matches_direct_loops():
             vg[sl] = sum(a[t] * k[b, t, sl] for t in range(n))
         for t in range(n):
             s0 = (t // 10) * 10
-            smp = seg[b, s0:min(s0 + 10, n)].amax(0)
-            lmp = loc[b, max(0, t - 1):min(n, t + 2)].amax(0)
+            smp = seg[b, s0 : min(s0 + 10, n)].amax(0)
+            lmp = loc[b, max(0, t - 1) : min(n, t + 2)].amax(0)
             ref[t] = (vg + smp) * o[b, t] + lmp
         torch.testing.assert_close(y[b, :n], m.out(ref), atol=1e-5, rtol=1e-5)
 
 
 def test_efficient_probing_matches_loop():
     torch.manual_seed(0)
-    ep = EfficientProbing(D_MODEL, n_classes=7, n_queries=4, d_out=2)   # C=120, C/d_out=60, chunk 15
+    ep = EfficientProbing(D_MODEL, n_classes=7, n_queries=4, d_out=2)  # C=120, C/d_out=60, chunk 15
     x = _x(t=13)
     mask = torch.ones(B, 13, dtype=torch.bool)
     mask[0, 10:] = False
@@ -213,7 +231,7 @@ def test_efficient_probing_matches_loop():
         parts = []
         for m in range(4):
             a = torch.softmax(torch.stack([ep.queries[m] @ x[b, t] for t in range(n)]) / math.sqrt(D_MODEL), 0)
-            parts.append(sum(a[t] * v[b, t, m * 15:(m + 1) * 15] for t in range(n)))
+            parts.append(sum(a[t] * v[b, t, m * 15 : (m + 1) * 15] for t in range(n)))
         torch.testing.assert_close(feat[b], torch.cat(parts), atol=1e-5, rtol=1e-5)
     assert ep(x, mask).shape == (B, 7)
     with pytest.raises(ValueError, match="divisible"):
@@ -312,15 +330,15 @@ def test_gated_attention_matches_g1_formula_with_random_gate(gate):
         m.gate.bias.uniform_(-2, 2)
     x = _x(t=13, seed=5)
     q, k, v = (x @ w.T + bb for w, bb in zip(m.qkv.weight.chunk(3), m.qkv.bias.chunk(3)))
-    o = _loop_attention(q, k, v, H)                                            # (B, T, D)
-    g = torch.sigmoid(x @ m.gate.weight.T + m.gate.bias).detach()              # (B, T, H·d) or (B, T, H)
+    o = _loop_attention(q, k, v, H)  # (B, T, D)
+    g = torch.sigmoid(x @ m.gate.weight.T + m.gate.bias).detach()  # (B, T, H·d) or (B, T, H)
     if gate == "headwise":
         g = g.repeat_interleave(D_HEAD, dim=-1)
     want = (o * g) @ m.out.weight.T + m.out.bias
     y, a = m(x, return_weights=True)
     torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)              # SDPA path too
-    assert float(g.std()) > 0.1 and float(g.mean()) < 0.9                       # the gate really varies
+    torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)  # SDPA path too
+    assert float(g.std()) > 0.1 and float(g.mean()) < 0.9  # the gate really varies
 
 
 def test_random_feature_attention_matches_formula():
@@ -337,4 +355,4 @@ def test_random_feature_attention_matches_formula():
     torch.testing.assert_close(m(x), want, atol=1e-5, rtol=1e-4)
     assert torch.allclose(a.sum(-1), torch.ones(B, H, 17)) and float(a[0, 0, 0, 1:].abs().sum()) == 0.0
     g = torch.Generator().manual_seed(7)
-    torch.testing.assert_close(m.w_q, torch.randn(D_MODEL, D_MODEL, generator=g) / D_MODEL ** 0.5)  # N(0, 1/D)
+    torch.testing.assert_close(m.w_q, torch.randn(D_MODEL, D_MODEL, generator=g) / D_MODEL**0.5)  # N(0, 1/D)

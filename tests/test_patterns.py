@@ -1,4 +1,5 @@
 """Every pattern's mask against a direct per-(i, j) definition written independently here."""
+
 from __future__ import annotations
 
 import math
@@ -127,8 +128,7 @@ def test_neighborhood2d(hgt, wid, k, dil, causal):
     n = hgt * wid
 
     def ok(h, i, j, nn):
-        return (na_ref(i // wid, j // wid, hgt, k, dil, causal)
-                and na_ref(i % wid, j % wid, wid, k, dil, causal))
+        return na_ref(i // wid, j // wid, hgt, k, dil, causal) and na_ref(i % wid, j % wid, wid, k, dil, causal)
 
     assert torch.equal(P.neighborhood2d(hgt, wid, k, dil, causal).mask(n, n), brute(n, n, ok))
 
@@ -154,15 +154,15 @@ def test_halo2d(bh, bw, block, halo):
     def ok(h, i, j, nn):
         yi, xi, yj, xj = i // wid, i % wid, j // wid, j % wid
         by, bx = yi // block, xi // block
-        return (by * block - halo <= yj < (by + 1) * block + halo
-                and bx * block - halo <= xj < (bx + 1) * block + halo)
+        return by * block - halo <= yj < (by + 1) * block + halo and bx * block - halo <= xj < (bx + 1) * block + halo
 
     assert torch.equal(P.halo2d(hgt, wid, block, halo).mask(n, n), brute(n, n, ok))
 
 
 @FAST
-@given(lengths, st.lists(st.tuples(st.integers(1, 6), st.sampled_from([0.0, 0.25, 0.5])), min_size=1, max_size=4),
-       st.integers(0, 4))
+@given(
+    lengths, st.lists(st.tuples(st.integers(1, 6), st.sampled_from([0.0, 0.25, 0.5])), min_size=1, max_size=4), st.integers(0, 4)
+)
 def test_moa(qs, spans, sink):
     q, s = qs
 
@@ -229,8 +229,9 @@ def test_block_layout_and_density(qs, block, causal):
                 ref[0, t // block, j // block] = True
     assert torch.equal(lay, ref)
     n_causal = sum(1 for t in range(q) for j in range(s) if j <= s - q + t)
-    assert p.density(q, s) == pytest.approx(float(m.sum()) / n_causal if causal else float(
-        (p.mask(q, s) & brute(q, s, lambda h, i, j, n: j <= i)).sum()) / n_causal)
+    assert p.density(q, s) == pytest.approx(
+        float(m.sum()) / n_causal if causal else float((p.mask(q, s) & brute(q, s, lambda h, i, j, n: j <= i)).sum()) / n_causal
+    )
 
 
 @FAST
@@ -249,25 +250,28 @@ def test_decode_rows_match_prefill():
         assert torch.equal(p.mask(1, 40)[:, 0], full[:, -1])
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: P.window(0), "window size"),
-    (lambda: P.window(-3), "window size"),
-    (lambda: P.sink_window(-1, 4), "sink"),
-    (lambda: P.power(0, 4, 1), "block"),
-    (lambda: P.power(64, 0, 1), "window_blocks"),
-    (lambda: P.strided(64, 2, 3, dense_heads=(5,), n_heads=3), "dense head"),
-    (lambda: P.halo2d(10, 8, 4, 1), "divide"),
-    (lambda: P.neighborhood(4, 3).mask(11, 11), "dilation too large"),
-    (lambda: P.neighborhood2d(4, 4, 3, 2), "dilation too large"),
-    (lambda: P.moa([(-50, 0.0)]).mask(8, 8), "band width"),
-    (lambda: P.moa([(5, 1.5)]), "beta"),
-    (lambda: P.isolate([0, 1]).mask(3, 3), "kv_len"),
-    (lambda: P.per_head([]), "empty"),
-    (lambda: P.dhsa(chunks="magic"), "chunks"),
-    (lambda: P.make("nope"), "unknown pattern"),
-    (lambda: P.window(4).mask(5, 3), "q_len"),
-    (lambda: P.window(2.5), "integer"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: P.window(0), "window size"),
+        (lambda: P.window(-3), "window size"),
+        (lambda: P.sink_window(-1, 4), "sink"),
+        (lambda: P.power(0, 4, 1), "block"),
+        (lambda: P.power(64, 0, 1), "window_blocks"),
+        (lambda: P.strided(64, 2, 3, dense_heads=(5,), n_heads=3), "dense head"),
+        (lambda: P.halo2d(10, 8, 4, 1), "divide"),
+        (lambda: P.neighborhood(4, 3).mask(11, 11), "dilation too large"),
+        (lambda: P.neighborhood2d(4, 4, 3, 2), "dilation too large"),
+        (lambda: P.moa([(-50, 0.0)]).mask(8, 8), "band width"),
+        (lambda: P.moa([(5, 1.5)]), "beta"),
+        (lambda: P.isolate([0, 1]).mask(3, 3), "kv_len"),
+        (lambda: P.per_head([]), "empty"),
+        (lambda: P.dhsa(chunks="magic"), "chunks"),
+        (lambda: P.make("nope"), "unknown pattern"),
+        (lambda: P.window(4).mask(5, 3), "q_len"),
+        (lambda: P.window(2.5), "integer"),
+    ],
+)
 def test_bad_parameters(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -278,9 +282,12 @@ def test_dynamic_reproducible_and_causal():
     q = torch.randn(2, 6, 50, 8, generator=g)
     k = torch.randn(2, 3, 50, 8, generator=g)
     qp, kp = torch.arange(50), torch.arange(50)
-    for p in [P.topk_blocks(8, 2), P.topk_blocks(8, 1, shared_kv=False),
-              P.dhsa(block=8, topk_tokens=16, local_tokens=4, global_tokens=2, chunk_size=6, instruction_tokens=0),
-              P.dhsa(block=8, topk_tokens=16, local_tokens=4, global_tokens=2, chunk_size=6, chunks="heuristic")]:
+    for p in [
+        P.topk_blocks(8, 2),
+        P.topk_blocks(8, 1, shared_kv=False),
+        P.dhsa(block=8, topk_tokens=16, local_tokens=4, global_tokens=2, chunk_size=6, instruction_tokens=0),
+        P.dhsa(block=8, topk_tokens=16, local_tokens=4, global_tokens=2, chunk_size=6, chunks="heuristic"),
+    ]:
         a, b = p.select(q, k, qp, kp), p.select(q.clone(), k.clone(), qp, kp)
         assert a.shape[0] == 2 and a.shape[1] in (1, 6) and a.shape[2:] == (50, 50) and torch.equal(a, b)
         assert not bool((a & ~torch.ones(50, 50, dtype=torch.bool).tril()).any())
@@ -317,8 +324,8 @@ def test_dhsa_keeps_local_global_and_topk_budget():
     for t in range(56):
         end = (t // 8 + 1) * 8
         row = m[t]
-        assert bool(row[:min(4, t + 1)].all())                  # global tokens
-        assert bool(row[max(0, end - 8):t + 1].all())           # local tokens up to itself
+        assert bool(row[: min(4, t + 1)].all())  # global tokens
+        assert bool(row[max(0, end - 8) : t + 1].all())  # local tokens up to itself
         assert int(row.sum()) <= 20
     assert bool(m[56:].equal(torch.ones(8, 64, dtype=torch.bool).tril(56)[:, :]))  # instruction rows dense
 

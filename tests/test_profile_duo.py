@@ -1,4 +1,5 @@
 """DuoAttention-style gate training (arXiv 2410.10819): mixture, data, training, cache, plan."""
+
 from __future__ import annotations
 
 import math
@@ -49,8 +50,7 @@ def _model():
 
 def _qkv(B=2, H=6, Hkv=2, T=63, S=63, d=40, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, H, T, d, generator=g), torch.randn(B, Hkv, S, d, generator=g),
-            torch.randn(B, Hkv, S, d, generator=g))
+    return (torch.randn(B, H, T, d, generator=g), torch.randn(B, Hkv, S, d, generator=g), torch.randn(B, Hkv, S, d, generator=g))
 
 
 # ---------------------------------------------------------------------------------------------- mixture
@@ -147,7 +147,7 @@ def test_samples_have_exact_length_and_are_deterministic():
     ids = a.input_ids.tolist()
     for ans in a.answers:
         want = tok(ans)["input_ids"]
-        hits = [p for p in range(len(ids) - len(want)) if ids[p:p + len(want)] == want]
+        hits = [p for p in range(len(ids) - len(want)) if ids[p : p + len(want)] == want]
         assert any(p < 160 - n for p in hits), ans
     with pytest.raises(ValueError, match="too short"):
         make_sample(tok, 40, seed=0, n_facts=4)
@@ -207,10 +207,12 @@ _OPTS = dict(steps=3, items=2, train_lengths=(150,), train_sink=2, train_window=
 
 def test_same_seed_same_gates_and_plan(tmp_path):
     model, tok = _model(), WordTokenizer()
-    a = profile_duo.make_plan(model, tok, budget=0.6, length=256, seed=1, cache_dir=tmp_path / "a",
-                              progress=lambda *a: None, **_OPTS)
-    b = profile_duo.make_plan(model, tok, budget=0.6, length=256, seed=1, cache_dir=tmp_path / "b",
-                              progress=lambda *a: None, **_OPTS)
+    a = profile_duo.make_plan(
+        model, tok, budget=0.6, length=256, seed=1, cache_dir=tmp_path / "a", progress=lambda *a: None, **_OPTS
+    )
+    b = profile_duo.make_plan(
+        model, tok, budget=0.6, length=256, seed=1, cache_dir=tmp_path / "b", progress=lambda *a: None, **_OPTS
+    )
     assert a.meta["scores"] == b.meta["scores"]
     assert a.entries == b.entries
     assert a.meta["calibration"]["from_cache"] is False and b.meta["calibration"]["from_cache"] is False
@@ -232,16 +234,16 @@ def test_second_budget_reuses_the_cached_gates(tmp_path, monkeypatch):
     assert p2.meta["calibration"]["from_cache"] is True
     assert p1.meta["scores"] == p2.meta["scores"]
     # other settings are another cache entry
-    profile_duo.make_plan(model, tok, budget=0.6, length=256, cache_dir=tmp_path, progress=lambda *a: None,
-                          **{**_OPTS, "steps": 2})
+    profile_duo.make_plan(
+        model, tok, budget=0.6, length=256, cache_dir=tmp_path, progress=lambda *a: None, **{**_OPTS, "steps": 2}
+    )
     assert len(calls) == 2
 
 
 @pytest.mark.parametrize("budget", [0.55, 0.7, 1.0])
 def test_plan_meets_the_budget_and_keeps_the_top_gates(tmp_path, budget):
     model, tok = _model(), WordTokenizer()
-    plan = profile_duo.make_plan(model, tok, budget=budget, length=256, cache_dir=tmp_path, progress=lambda *a: None,
-                                 **_OPTS)
+    plan = profile_duo.make_plan(model, tok, budget=budget, length=256, cache_dir=tmp_path, progress=lambda *a: None, **_OPTS)
     assert plan.meta["method"] == "duo" and plan.meta["budget"] == budget
     assert plan.kv_fraction() <= budget + 1e-12 and plan.meta["kv_fraction"] <= budget + 1e-12
     k, w = split_budget(4, budget, 256, full_share=0.6, sink=4, min_window=8)
@@ -276,8 +278,9 @@ def test_rank_breaks_ties_by_pull():
 
 def test_plot_is_written(tmp_path):
     out = tmp_path / "gates.png"
-    plan = profile_duo.make_plan(_model(), WordTokenizer(), budget=0.7, length=256, cache_dir=tmp_path,
-                                 progress=lambda *a: None, plot=out, **_OPTS)
+    plan = profile_duo.make_plan(
+        _model(), WordTokenizer(), budget=0.7, length=256, cache_dir=tmp_path, progress=lambda *a: None, plot=out, **_OPTS
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plan.meta["method"] == "duo"
     from headlab.sparsify.duo_plot import plot_gates
 

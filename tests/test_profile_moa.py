@@ -1,5 +1,6 @@
 """MoA profiler and planner (arXiv 2406.14909) on tiny random GQA Llamas: influence vs brute force,
 rule choice vs enumeration, budget, determinism, cache reuse, bad input."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,7 +32,10 @@ def _gqa(layers=2):
 def test_entry_influence_matches_brute_force(T, S, H, Hkv, chunk):
     g = torch.Generator().manual_seed(T * 100 + S)
     q, dout = torch.randn(1, H, T, 5, generator=g, dtype=torch.float64), torch.randn(1, H, T, 5, generator=g, dtype=torch.float64)
-    k, v = torch.randn(1, Hkv, S, 5, generator=g, dtype=torch.float64), torch.randn(1, Hkv, S, 5, generator=g, dtype=torch.float64)
+    k, v = (
+        torch.randn(1, Hkv, S, 5, generator=g, dtype=torch.float64),
+        torch.randn(1, Hkv, S, 5, generator=g, dtype=torch.float64),
+    )
     ref = reference_influence(q, k, v, dout, 0.4)
     ke, ve = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
     vis = torch.ones(T, S, dtype=torch.bool).tril(S - T)
@@ -50,7 +54,10 @@ def test_distance_histogram_matches_per_entry_binning():
     g = torch.Generator().manual_seed(3)
     T, H, Hkv, sink = 15, 3, 1, 2
     q, dout = torch.randn(1, H, T, 6, generator=g, dtype=torch.float64), torch.randn(1, H, T, 6, generator=g, dtype=torch.float64)
-    k, v = torch.randn(1, Hkv, T, 6, generator=g, dtype=torch.float64), torch.randn(1, Hkv, T, 6, generator=g, dtype=torch.float64)
+    k, v = (
+        torch.randn(1, Hkv, T, 6, generator=g, dtype=torch.float64),
+        torch.randn(1, Hkv, T, 6, generator=g, dtype=torch.float64),
+    )
     ref = reference_influence(q, k, v, dout, 0.3).abs()
     want_h, want_s = torch.zeros(H, T, dtype=torch.float64), torch.zeros(H, dtype=torch.float64)
     for h, i, j in itertools.product(range(H), range(T), range(T)):
@@ -214,8 +221,11 @@ def test_choose_is_the_exact_optimum_under_the_budget(seed):
     for budget in (0.1, 0.23, 0.37, 0.5, 0.81, 1.0):
         pick = choose(loss, keys, budget, n)
         assert keys[pick].sum() <= budget * K * n
-        best = min(sum(loss[k, c[k]] for k in range(K)) for c in itertools.product(range(5), repeat=K)
-                   if keys[list(c)].sum() <= budget * K * n)
+        best = min(
+            sum(loss[k, c[k]] for k in range(K))
+            for c in itertools.product(range(5), repeat=K)
+            if keys[list(c)].sum() <= budget * K * n
+        )
         assert sum(loss[k, pick[k]] for k in range(K)) == pytest.approx(best, abs=1e-12)
     with pytest.raises(ValueError, match="0.05"):
         choose(loss, keys, 0.05, n)

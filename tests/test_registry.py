@@ -1,5 +1,6 @@
 """One registry type; the probe classes as the single source of formulas, papers and role thresholds;
 site keys and layer lists."""
+
 import pytest
 import torch
 
@@ -61,8 +62,12 @@ def test_registry_as_decorator():
 
 
 def test_every_plugin_kind_uses_the_registry_type():
-    for reg, kind in ((probes.REGISTRY, "probe"), (edits.REGISTRY, "edit"), (patterns.REGISTRY, "pattern"),
-                      (MECHANISMS, "mechanism")):
+    for reg, kind in (
+        (probes.REGISTRY, "probe"),
+        (edits.REGISTRY, "edit"),
+        (patterns.REGISTRY, "pattern"),
+        (MECHANISMS, "mechanism"),
+    ):
         assert isinstance(reg, Registry) and reg.kind == kind and len(reg) > 0
     # the plug-in registries are the engine's: attach finds names without importing the plug-ins
     assert probes.REGISTRY is plugins.PROBES and edits.REGISTRY is plugins.EDITS and patterns.REGISTRY is plugins.PATTERNS
@@ -105,8 +110,14 @@ def test_role_thresholds_come_from_the_probe_classes():
         assert atlas.ROLE_RULES[role] == rule.describe(metric)
     assert atlas.ROLE_RULES["sink"] == f"sink >= {probes.SinkProbe.role.threshold:g}"
     assert atlas.role_metrics()["local"] == ("distance", False) and atlas.role_metrics()["sink"] == ("sink", True)
-    assert atlas.role_letters() == {"sink": "S", "previous-token": "P", "induction": "I", "retrieval": "R",
-                                    "local": "L", "broad": "B"}
+    assert atlas.role_letters() == {
+        "sink": "S",
+        "previous-token": "P",
+        "induction": "I",
+        "retrieval": "R",
+        "local": "L",
+        "broad": "B",
+    }
     from headlab.measure.scan import ALL_METRICS, formulas
     from headlab.report.maps import ROLE_METRIC
     from headlab.report.png import ROLE_LETTER
@@ -190,8 +201,13 @@ def test_parse_layers_grammar_round_trip_and_errors():
     assert format_layers([]) == "none" and format_layers([16, 14, 15]) == "L14-16"
     with pytest.raises(ValueError, match=r"layers \[30, 31\] out of range: valid layers are 0\.\.29"):
         parse_layers("28-31", 30)
-    for bad, msg in (("L3H1", "bad layer list"), ("a,b", "bad layer list"), ("5-2", "is empty"), ("every:0", "N >= 1"),
-                     ("every:x", "N >= 1")):
+    for bad, msg in (
+        ("L3H1", "bad layer list"),
+        ("a,b", "bad layer list"),
+        ("5-2", "is empty"),
+        ("every:0", "N >= 1"),
+        ("every:x", "N >= 1"),
+    ):
         with pytest.raises(ValueError, match=msg):
             parse_layers(bad, 30)
     with pytest.raises(ValueError, match="must be a string"):

@@ -1,4 +1,5 @@
 """HTML head atlas report: the streaming head-map probe, encodings, escaping and the size budget."""
+
 from __future__ import annotations
 
 import json
@@ -109,7 +110,7 @@ def test_map_encoding_roundtrip():
     assert back[0, 0] == back[1, 1] == back[2, 2] == 0.0
 
 
-EVIL = ["The", " cat", " <script>alert(1)</script>", ' "q" & \'s\'', "</script><img src=x onerror=alert(2)>", " &amp;", "\n"]
+EVIL = ["The", " cat", " <script>alert(1)</script>", " \"q\" & 's'", "</script><img src=x onerror=alert(2)>", " &amp;", "\n"]
 
 
 def test_page_escapes_token_text_and_names(tmp_path):
@@ -190,13 +191,18 @@ def test_size_budget_smollm2_shape_at_2048_tokens(tmp_path):
         tw = rng.uniform(0, 1, size=(n, k)).astype(np.float32) if k else None
         return HeadMap(l, h, m, n, tp, tw)
 
-    tm = TextMaps("haystack", [f" tok{i}" for i in range(n)],
-                  detail={s: fake(*s, plan.px, plan.topk) for s in plan.detail},
-                  overview={s: fake(*s, plan.overview_px, 0) for s in plan.overview})
+    tm = TextMaps(
+        "haystack",
+        [f" tok{i}" for i in range(n)],
+        detail={s: fake(*s, plan.px, plan.topk) for s in plan.detail},
+        overview={s: fake(*s, plan.overview_px, 0) for s in plan.overview},
+    )
     page = render_page(build_payload(scan, [tm], [plan]))
     size = len(page.encode("utf-8"))
     assert size <= DEFAULT_MAX_BYTES, size
-    est = sum(map_bytes(n, plan.px, plan.topk) for _ in plan.detail) + sum(map_bytes(n, plan.overview_px, 0) for _ in plan.overview)
+    est = sum(map_bytes(n, plan.px, plan.topk) for _ in plan.detail) + sum(
+        map_bytes(n, plan.overview_px, 0) for _ in plan.overview
+    )
     maps_json = len(json.dumps(build_payload(scan, [tm], [plan])["maps"]))
     assert abs(maps_json - est) / est < 0.1  # the planner's size model is accurate
 
@@ -216,13 +222,21 @@ def test_maps_from_a_tiny_model_match_full_eager_attention(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     model = LlamaForCausalLM(cfg).eval()
     text = "The <b>cat</b> & the dog sat on the mat, twice: the cat & the dog."  # 66 characters
     write_synthetic_scan(tmp_path, list(text), n_layers=2, n_heads=4)  # meta.json: text0 of 66 tokens
-    out = write_html_report(tmp_path, model=model, tokenizer=_CharTokenizer(), texts=[text], map_sites="L1H2,L0",
-                            max_map_px=16, overview_px=8, topk=3)
+    out = write_html_report(
+        tmp_path, model=model, tokenizer=_CharTokenizer(), texts=[text], map_sites="L1H2,L0", max_map_px=16, overview_px=8, topk=3
+    )
     payload = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))
     t = payload["maps"]["texts"][0]
     assert t["n_tokens"] == len(text) and "".join(t["tokens"]) == text
@@ -257,11 +271,19 @@ def test_maps_of_a_bidirectional_encoder(tmp_path, tiny_bert):
 def test_texts_are_cut_to_the_scanned_token_count(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=97,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     write_synthetic_scan(tmp_path, ["a"] * 10, n_layers=1, n_heads=2)  # the scan kept 10 tokens
-    out = write_html_report(tmp_path, model=LlamaForCausalLM(cfg).eval(), tokenizer=_CharTokenizer(),
-                            texts=["abcdefghijklmnopqrstuvwxyz"], topk=2)
+    out = write_html_report(
+        tmp_path, model=LlamaForCausalLM(cfg).eval(), tokenizer=_CharTokenizer(), texts=["abcdefghijklmnopqrstuvwxyz"], topk=2
+    )
     t = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))["maps"]["texts"][0]
     assert t["name"] == "sample" and t["tokens"] == list("abcdefghij")
     assert t["heads"]["L0H1"]["rows"] == 10 and t["heads"]["L0H1"]["kind"] == "detail"

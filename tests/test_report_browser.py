@@ -5,6 +5,7 @@ Needs Debian's chromium + chromedriver (``apt-get install -y chromium chromium-d
 ``selenium`` package; skipped with a message otherwise. Selenium is given the driver and browser
 paths explicitly, so it never tries to download anything.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,30 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1700"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1700",
+]
 
 EVIL = "<script>alert(1)</script>"
 IMG = '<img src=x onerror="window.__pwned=1">'
-TOKENS = ["The", " cat", " &", f" {EVIL}", ' "quoted" & \'single\'', " sat", "\n", IMG, " on", " the", " mat", "."] * 4
+TOKENS = ["The", " cat", " &", f" {EVIL}", " \"quoted\" & 'single'", " sat", "\n", IMG, " on", " the", " mat", "."] * 4
 
 
 @pytest.fixture(scope="module")
 def driver():
     if not (CHROMIUM and DRIVER):
-        pytest.skip("chromium/chromedriver not found: install with `apt-get update && apt-get install -y chromium chromium-driver`")
+        pytest.skip(
+            "chromium/chromedriver not found: install with `apt-get update && apt-get install -y chromium chromium-driver`"
+        )
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed: pip install selenium")
     from selenium.webdriver.chrome.service import Service
 
@@ -121,7 +134,7 @@ def test_token_text_is_shown_literally_and_never_runs(driver, report):
     driver.find_element("css selector", '.cell[data-layer="1"][data-head="1"]').click()
     driver.execute_script("var i = document.getElementById('query-input'); i.value = '8'; i.dispatchEvent(new Event('change'))")
     context = driver.find_element("id", "query-context").text
-    assert EVIL in context and IMG in context and '"quoted" & \'single\'' in context
+    assert EVIL in context and IMG in context and "\"quoted\" & 'single'" in context
     assert EVIL in driver.find_element("id", "prov-command").text
     assert EVIL in driver.find_element("id", "model-name").text
     assert driver.execute_script("return window.__pwned") is None

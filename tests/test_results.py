@@ -1,5 +1,6 @@
 """headlab.results: scipy statistics against their formulas, the claims registry, --check, the renderer,
 the committed results/ folders and the CLI (`headlab reproduce`)."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ def test_wilson_interval_matches_formula(k, n):
     lo, hi = wilson(k, n)
     assert p["value"] == k / n and p["n"] == n and p["k"] == k
     assert p["ci"][0] == pytest.approx(max(lo, 0), abs=1e-9) and p["ci"][1] == pytest.approx(min(hi, 1), abs=1e-9)
-    assert p["ci"][1] > 0 and p["ci"][0] < 1                      # 0/16 is never [0, 0]
+    assert p["ci"][1] > 0 and p["ci"][0] < 1  # 0/16 is never [0, 0]
     from headlab.results.stats import wilson as wilson_ci
 
     assert wilson_ci(k, n) == tuple(p["ci"])
@@ -54,15 +55,15 @@ def test_exact_interval_and_sample_form():
 
 
 def test_paired_difference_mcnemar_and_bootstrap():
-    a = [1] * 12 + [0] * 3 + [1] * 5          # steered
-    b = [0] * 12 + [1] * 3 + [1] * 5          # baseline: 12 items only a gets, 3 only b gets
+    a = [1] * 12 + [0] * 3 + [1] * 5  # steered
+    b = [0] * 12 + [1] * 3 + [1] * 5  # baseline: 12 items only a gets, 3 only b gets
     d = paired_difference(a, b)
     assert d["value"] == pytest.approx(9 / 20) and d["n"] == 20
     assert (d["a_only"], d["b_only"]) == (12, 3)
-    exact = 2 * sum(math.comb(15, i) for i in range(0, 4)) / 2 ** 15   # two-sided exact binomial, 3 of 15
+    exact = 2 * sum(math.comb(15, i) for i in range(0, 4)) / 2**15  # two-sided exact binomial, 3 of 15
     assert d["mcnemar_p"] == pytest.approx(exact, rel=1e-9)
     assert d["ci"][0] < d["value"] < d["ci"][1] and d["ci"][0] > 0
-    assert paired_difference(a, b, seed=0) == d                          # seeded
+    assert paired_difference(a, b, seed=0) == d  # seeded
     same = paired_difference([1, 0, 1], [1, 0, 1])
     assert same["value"] == 0 and same["ci"] == [0.0, 0.0] and same["mcnemar_p"] == 1.0
     with pytest.raises(ValueError, match="differ in length"):
@@ -73,9 +74,16 @@ def test_paired_difference_mcnemar_and_bootstrap():
 
 # ---------------------------------------------------------------- registry and rules
 def _claim(**kw):
-    base = dict(name="test-claim", claim="c", paper="p", command=("headlab lab memory-capacity --out {out}",),
-                rule="x > 1", conditions=lambda x: [(f"x {x['x']['value']} > 1", x["x"]["value"] > 1)],
-                summarize=lambda raw: {"x": C.number(raw["x"], n=3)}, collect=lambda out: ({}, [], {}))
+    base = dict(
+        name="test-claim",
+        claim="c",
+        paper="p",
+        command=("headlab lab memory-capacity --out {out}",),
+        rule="x > 1",
+        conditions=lambda x: [(f"x {x['x']['value']} > 1", x["x"]["value"] > 1)],
+        summarize=lambda raw: {"x": C.number(raw["x"], n=3)},
+        collect=lambda out: ({}, [], {}),
+    )
     base.update(kw)
     return C.Claim(**base)
 
@@ -109,8 +117,11 @@ def test_tolerances():
 
 
 def test_compare_reports_moved_missing_and_changed_outcome():
-    old = {"measured": {"a": {"value": 0.5, "ci": [0.4, 0.6], "n": 10}}, "rule_met": True,
-           "tolerance": {"kind": "exact", "value": 0}}
+    old = {
+        "measured": {"a": {"value": 0.5, "ci": [0.4, 0.6], "n": 10}},
+        "rule_met": True,
+        "tolerance": {"kind": "exact", "value": 0},
+    }
     assert compare(old, json.loads(json.dumps(old))) == []
     new = {"measured": {"a": {"value": 0.51, "ci": [0.4, 0.6], "n": 10}, "b": {"value": 1}}, "rule_met": False}
     problems = compare(old, new)
@@ -161,10 +172,10 @@ def test_render_replaces_only_marker_blocks(tmp_path):
     out = render_text(text, RESULTS)
     assert out.startswith("before\n<!-- results:lab -->\n" + NOTE) and out.endswith("<!-- /results:lab -->\nafter\n")
     assert "old table" not in out and "`memory-capacity`" in out
-    assert render_text(out, RESULTS) == out                     # idempotent
+    assert render_text(out, RESULTS) == out  # idempotent
     with pytest.raises(ValueError, match="unknown results block 'nope'"):
         render_text("<!-- results:nope -->\n<!-- /results:nope -->", RESULTS)
-    empty = render_text(text, tmp_path)                          # no committed results: says so, no numbers
+    empty = render_text(text, tmp_path)  # no committed results: says so, no numbers
     assert "no committed result" in empty
     generic = render_text("<!-- results:table:lab -->\n<!-- /results:table:lab -->", RESULTS)
     assert "`icl-regression`" in generic and "best mse: 0.538" in generic
@@ -190,13 +201,13 @@ def test_committed_results_have_every_key_and_a_computed_verdict():
         res = json.loads((f / "result.json").read_text())
         assert set(KEYS) <= set(res), f
         claim = C.get(res["name"])
-        j = claim.judge(res["measured"])                        # the verdict follows from the numbers
+        j = claim.judge(res["measured"])  # the verdict follows from the numbers
         assert (j["rule_met"], j["verdict"]) == (res["rule_met"], res["verdict"]), f
         assert res["command"] and all(c.startswith("headlab ") for c in res["command"])
         assert res["size"] == (claim.smoke_size if res["smoke"] else claim.size)
         files = res["files"]
         for key in ("raw", "plot", "records"):
-            for name in ([files[key]] if isinstance(files[key], str) else files[key]):
+            for name in [files[key]] if isinstance(files[key], str) else files[key]:
                 assert (f / name).exists(), f"{f}: {name}"
         assert any(isinstance(v, dict) and "n" in v for v in res["measured"].values()), f"{f}: no item counts"
 
@@ -204,8 +215,7 @@ def test_committed_results_have_every_key_and_a_computed_verdict():
 def test_reproduce_smoke_check_passes_and_detects_a_moved_number(tmp_path):
     from headlab.results.runner import reproduce
 
-    res, problems = reproduce("memory-capacity", tmp_path / "run", smoke=True, check=True, root=RESULTS,
-                              log=lambda s: None)
+    res, problems = reproduce("memory-capacity", tmp_path / "run", smoke=True, check=True, root=RESULTS, log=lambda s: None)
     assert problems == [], problems
     assert (tmp_path / "run" / "result.json").exists() and (tmp_path / "run" / "memory-capacity.png").exists()
     fake = tmp_path / "results"
@@ -252,6 +262,7 @@ def test_reproduce_steering_smoke_check():
 
     from headlab.cli import app
 
-    r = CliRunner().invoke(app, ["reproduce", "zerotuning-sst2", "--smoke", "--check", "--out",
-                                 "headlab-report/reproduce/ci-zt-smoke"])
+    r = CliRunner().invoke(
+        app, ["reproduce", "zerotuning-sst2", "--smoke", "--check", "--out", "headlab-report/reproduce/ci-zt-smoke"]
+    )
     assert r.exit_code == 0, r.output

@@ -1,4 +1,5 @@
 """Retrieval score protocol pieces, and a short real-model run (marked)."""
+
 import pytest
 import torch
 

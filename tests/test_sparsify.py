@@ -1,4 +1,5 @@
 """Passkey generator, density matching, the sparsify eval pipeline (tiny random Llama) and CLIs."""
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,7 @@ def test_check_answer_scores_teacher_forced_key():
     assert isinstance(ok, bool) and logp < 0
     ids = torch.tensor([list(it.input_ids) + list(it.answer_ids)])
     with torch.no_grad():
-        lp = torch.log_softmax(model(input_ids=ids).logits[0, -len(it.answer_ids) - 1:-1], -1)
+        lp = torch.log_softmax(model(input_ids=ids).logits[0, -len(it.answer_ids) - 1 : -1], -1)
     want = lp.gather(1, torch.tensor(it.answer_ids)[:, None]).mean()
     assert logp == pytest.approx(float(want), abs=1e-4)
     assert ok == (lp.argmax(-1).tolist() == list(it.answer_ids))
@@ -116,16 +117,22 @@ def test_matched_window_density():
 
 def _tiny_llama():
     transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=2048)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        max_position_embeddings=2048,
+    )
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def test_evaluate_pipeline_tiny_model(tmp_path):
     model, tok = _tiny_llama(), CharTok()
-    rows = sparsify.evaluate(model, tok, [("power", P.power(16, 1, 1))], lengths=[400], trials=2,
-                             dense_layers=(0,))
+    rows = sparsify.evaluate(model, tok, [("power", P.power(16, 1, 1))], lengths=[400], trials=2, dense_layers=(0,))
     assert [r.label.split(" ")[0] for r in rows] == ["dense", "power", "sink_window(64,"]
     dense = rows[0]
     assert dense.density == 1.0 and dense.speedup == 1.0 and dense.trials == 2
@@ -185,6 +192,7 @@ def test_attach_sparse_kernel_matches_dense_mask_tiny_model(monkeypatch):
             def fn(*a, **kw):
                 used.append(backend)
                 return real(*a, **{**kw, "backend": backend})
+
             return fn
 
         for backend in ("gather", "dense"):
@@ -308,10 +316,11 @@ def _tiny_plan(model, length, windows, method, budget=None, path=None):
     """A plan for the tiny Llama: KV head 0 of layer 0 full, every other head sink_window(4, w)."""
     from headlab.patterns.headplan import plan_from_entries, save_plan
 
-    entries = [[{"pattern": "causal", "args": {}}] + [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[0]}}] * 2,
-               [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[1]}}] * 3]
-    plan = plan_from_entries(entries, model, length=length, method=method,
-                             budget=budget, calibration={"data": "test"}, seed=0)
+    entries = [
+        [{"pattern": "causal", "args": {}}] + [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[0]}}] * 2,
+        [{"pattern": "sink_window", "args": {"sink": 4, "size": windows[1]}}] * 3,
+    ]
+    plan = plan_from_entries(entries, model, length=length, method=method, budget=budget, calibration={"data": "test"}, seed=0)
     if path is not None:
         save_plan(plan, path)
     return plan
@@ -352,8 +361,22 @@ def test_cli_eval_plans_end_to_end_and_resume(tmp_path, plan_cli):
     duo = _tiny_plan(model, 300, (16, 8), "duo", 0.5, tmp_path / "duo.json")
     uni = _tiny_plan(model, 300, (32, 32), "uniform", 0.5, tmp_path / "uni.json")
     out = tmp_path / "out"
-    args = ["--plan", str(tmp_path / "duo.json"), "--plan", str(tmp_path / "uni.json"), "--lengths", "300",
-            "--trials", "2", "--decode-prompts", "1", "--decode-tokens", "4", "--out", str(out)]
+    args = [
+        "--plan",
+        str(tmp_path / "duo.json"),
+        "--plan",
+        str(tmp_path / "uni.json"),
+        "--lengths",
+        "300",
+        "--trials",
+        "2",
+        "--decode-prompts",
+        "1",
+        "--decode-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     res = invoke(args)
     assert res.exit_code == 0, res.output
     for f in ("results.json", "table.md", "plot.png", "plot_pareto.png", "trials.jsonl"):
@@ -399,16 +422,37 @@ def test_cli_eval_plan_mixed_with_pattern_and_baseline(tmp_path, plan_cli):
     model, calls, invoke = plan_cli
     _tiny_plan(model, 300, (16, 8), "retrieval", 0.4, tmp_path / "r.json")
     out = tmp_path / "o"
-    res = invoke(["--plan", str(tmp_path / "r.json"), "-p", "window", "--no-matched", "--lengths", "300", "--trials", "1",
-                  "--decode-prompts", "1", "--decode-tokens", "3", "--baseline", "window", "--dense-layers", "none",
-                  "--out", str(out)])
+    res = invoke(
+        [
+            "--plan",
+            str(tmp_path / "r.json"),
+            "-p",
+            "window",
+            "--no-matched",
+            "--lengths",
+            "300",
+            "--trials",
+            "1",
+            "--decode-prompts",
+            "1",
+            "--decode-tokens",
+            "3",
+            "--baseline",
+            "window",
+            "--dense-layers",
+            "none",
+            "--out",
+            str(out),
+        ]
+    )
     assert res.exit_code == 0, res.output
     rows = {r["label"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
     assert list(rows) == ["dense", "window", "r"] and rows["window"]["kind"] == "pattern"
     assert rows["window"]["cache"] == "" and rows["window"]["decode_tok_s"] is None  # patterns: decode not timed
     assert rows["r"]["baseline"] == "window" and rows["dense"]["baseline"] == "window"
-    res = invoke(["--plan", str(tmp_path / "r.json"), "--lengths", "300", "--trials", "1", "--baseline", "nope",
-                  "--out", str(out)])
+    res = invoke(
+        ["--plan", str(tmp_path / "r.json"), "--lengths", "300", "--trials", "1", "--baseline", "nope", "--out", str(out)]
+    )
     assert res.exit_code == 2 and "'nope' is not one of the configs" in res.output
 
 
@@ -420,8 +464,15 @@ def test_cli_eval_plan_bad_path_and_other_model(tmp_path, plan_cli):
     (tmp_path / "bad.json").write_text("{not json")
     res = invoke(["--plan", str(tmp_path / "bad.json"), "--lengths", "300"])
     assert res.exit_code == 2 and "bad.json" in res.output and "not valid JSON" in res.output
-    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=4096)
+    cfg = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        max_position_embeddings=4096,
+    )
     other = transformers.LlamaForCausalLM(cfg).eval()  # same heads, other context: another fingerprint
     _tiny_plan(other, 300, (16, 8), "duo", 0.5, tmp_path / "other.json")
     res = invoke(["--plan", str(tmp_path / "other.json"), "--lengths", "300", "--out", str(tmp_path / "o")])

@@ -1,4 +1,5 @@
 """headlab steer: tasks, evaluation, bootstrap, tuning and the CLI (tiny models; real model under -m model)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,32 @@ from headlab.steer.evaluate import Result, _groups, evaluate
 from headlab.steer.tune import fit_inject, score_of, search_act, tune_grid, tune_zerotuning
 
 torch.set_num_threads(1)
-WORDS = ("the a film movie was is great awful good bad fun dull plot acting review sentiment : negative positive "
-         "and very not it story").split()
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "movie",
+    "was",
+    "is",
+    "great",
+    "awful",
+    "good",
+    "bad",
+    "fun",
+    "dull",
+    "plot",
+    "acting",
+    "review",
+    "sentiment",
+    ":",
+    "negative",
+    "positive",
+    "and",
+    "very",
+    "not",
+    "it",
+    "story",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +59,15 @@ def model(tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=4,
-                      num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=128)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=6,
+        num_key_value_heads=3,
+        max_position_embeddings=128,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -70,7 +102,7 @@ def test_accuracy_ci_is_wilson_with_counts():
     a = accuracy_ci(torch.zeros(16))
     assert a["value"] == 0 and a["k"] == 0 and a["n"] == 16
     z = 1.959963984540054
-    assert a["ci"][1] == pytest.approx((z * z / 16) / (1 + z * z / 16), rel=1e-9)   # Wilson upper bound at p = 0
+    assert a["ci"][1] == pytest.approx((z * z / 16) / (1 + z * z / 16), rel=1e-9)  # Wilson upper bound at p = 0
 
 
 def test_split_is_disjoint_and_checked():
@@ -179,12 +211,12 @@ def test_tune_grid_keeps_the_best_and_the_baseline_wins_ties(monkeypatch):
     scores = {"tune: baseline": 0.5, "tune: a": 0.4, "tune: b": 0.7, "tune: c": 0.7}
     calls = _scripted(monkeypatch, lambda desc, e: scores[desc])
     eds, info = tune_grid(None, None, t, t.items, [("a", ["A"]), ("b", ["B"]), ("c", ["C"])])
-    assert eds == ["B"] and info["chosen"] == "b"                  # first of the tied best
+    assert eds == ["B"] and info["chosen"] == "b"  # first of the tied best
     assert [x["candidate"] for x in info["trials"]] == ["baseline", "a", "b", "c"]
     assert [x["accuracy"] for x in info["trials"]] == pytest.approx([0.5, 0.4, 0.7, 0.7]) and len(calls) == 4
     scores.update({"tune: b": 0.5, "tune: c": 0.5})
     eds, info = tune_grid(None, None, t, t.items, [("a", ["A"]), ("b", ["B"]), ("c", ["C"])])
-    assert eds == [] and info["chosen"] == "baseline"              # a tie does not replace the baseline
+    assert eds == [] and info["chosen"] == "baseline"  # a tie does not replace the baseline
 
 
 def _head_outputs_last(model, tok, prompts):
@@ -194,33 +226,38 @@ def _head_outputs_last(model, tok, prompts):
     out = []
     for p in prompts:
         got = {}
-        hooks = [layer.self_attn.o_proj.register_forward_pre_hook(
-            lambda mod, args, i=i: got.__setitem__(i, args[0][0, -1].detach().clone()))
-            for i, layer in enumerate(model.model.layers)]
+        hooks = [
+            layer.self_attn.o_proj.register_forward_pre_hook(
+                lambda mod, args, i=i: got.__setitem__(i, args[0][0, -1].detach().clone())  # noqa: B023  (the hooks run inside this loop iteration)
+            )
+            for i, layer in enumerate(model.model.layers)
+        ]
         try:
             with torch.no_grad():
                 model(input_ids=tok(p, return_tensors="pt")["input_ids"])
         finally:
             for h in hooks:
                 h.remove()
-        out.append(torch.stack([got[i].view(H, -1) for i in range(L)]))      # (L, H, d)
-    return torch.stack(out)                                                  # (N, L, H, d)
+        out.append(torch.stack([got[i].view(H, -1) for i in range(L)]))  # (L, H, d)
+    return torch.stack(out)  # (N, L, H, d)
 
 
 def test_context_sensitivity_is_vhd_per_head(model, tok):
     from headlab.measure.record import context_sensitivity
 
-    with_ctx = ["review : the film was great and fun sentiment :", "review : awful plot sentiment :",
-                "review : a very dull story and bad acting sentiment :"]
+    with_ctx = [
+        "review : the film was great and fun sentiment :",
+        "review : awful plot sentiment :",
+        "review : a very dull story and bad acting sentiment :",
+    ]
     without = ["review : sentiment :", "review : plot sentiment :", "review : it sentiment :"]
     got = context_sensitivity(model, tok, with_ctx, without, batch_size=2)
     a, b = _head_outputs_last(model, tok, with_ctx), _head_outputs_last(model, tok, without)
-    want = (a - b).norm(dim=-1).mean(0)                                      # (L, H)
+    want = (a - b).norm(dim=-1).mean(0)  # (L, H)
     assert got.shape == (4, 6)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     cos = context_sensitivity(model, tok, with_ctx, without, batch_size=3, distance="cosine")
-    torch.testing.assert_close(cos, (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean(0),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cos, (1 - torch.nn.functional.cosine_similarity(a, b, dim=-1)).mean(0), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="same non-zero number"):
         context_sensitivity(model, tok, with_ctx, without[:2])
 
@@ -228,10 +265,13 @@ def test_context_sensitivity_is_vhd_per_head(model, tok):
 def test_task_embedding_is_mean_last_token_head_output(model, tok):
     from headlab.measure.record import task_embedding
 
-    prompts = ["review : great sentiment : positive review : bad sentiment :", "review : dull sentiment :",
-               "the movie was fun sentiment : positive the plot was awful sentiment :"]
+    prompts = [
+        "review : great sentiment : positive review : bad sentiment :",
+        "review : dull sentiment :",
+        "the movie was fun sentiment : positive the plot was awful sentiment :",
+    ]
     mu = task_embedding(model, tok, prompts, "all", batch_size=2)
-    want = _head_outputs_last(model, tok, prompts).mean(0)                   # (L, H, d)
+    want = _head_outputs_last(model, tok, prompts).mean(0)  # (L, H, d)
     assert len(mu) == 4 * 6
     for key, vec in mu.items():
         l, h = (int(x) for x in key[1:].split("H"))
@@ -241,9 +281,13 @@ def test_task_embedding_is_mean_last_token_head_output(model, tok):
 def test_vhr_head_selection_by_hand():
     from headlab.edits.reinforce import select_heads
 
-    score = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0],      # 100 is a surge (> mean + std): dropped;
-                          [5.0, 5.0, 5.0, 5.0, 5.0],        # median of the rest is 2 -> keep heads 2, 3
-                          [0.0, 3.0, 1.0, 2.0, 0.5]])       # mean + std = 1.3 + 1.204: 3.0 is a surge; the
+    score = torch.tensor(
+        [
+            [1.0, 2.0, 3.0, 4.0, 100.0],  # 100 is a surge (> mean + std): dropped;
+            [5.0, 5.0, 5.0, 5.0, 5.0],  # median of the rest is 2 -> keep heads 2, 3
+            [0.0, 3.0, 1.0, 2.0, 0.5],
+        ]
+    )  # mean + std = 1.3 + 1.204: 3.0 is a surge; the
     #                                                         lower median of [0, .5, 1, 2] is .5 -> heads 2, 3
     assert select_heads(score) == [(0, 2), (0, 3), (2, 2), (2, 3)]
     assert select_heads(score, layers=[2]) == [(2, 2), (2, 3)]
@@ -280,8 +324,17 @@ def test_steer_end_to_end_save_and_apply(model, tok, tmp_path):
     from headlab.steer.run import steer
 
     t = toy_task(16)
-    out = steer("ablate", t, tune_on=0, eval_on=8, sites="L1H2,L2", mode="zero", save=str(tmp_path / "c.json"),
-                model_tok=(model, tok), progress=False)
+    out = steer(
+        "ablate",
+        t,
+        tune_on=0,
+        eval_on=8,
+        sites="L1H2,L2",
+        mode="zero",
+        save=str(tmp_path / "c.json"),
+        model_tok=(model, tok),
+        progress=False,
+    )
     assert set(out["results"]) == {"baseline", "steered", "difference", "n", "stats"}
     st = out["results"]["stats"]
     assert st["baseline"]["n"] == st["difference"]["n"] == 8 and "mcnemar_p" in st["difference"]
@@ -332,7 +385,7 @@ def test_squad_spans_and_needle(tok):
     q = load_task("squad", n=30, chat=False)
     for it in q.items:
         s, e = it.spans["context"]
-        assert it.prompt[s - len("Passage: "):s] == "Passage: " and it.prompt[e:].startswith("\n\nQuestion:")
+        assert it.prompt[s - len("Passage: ") : s] == "Passage: " and it.prompt[e:].startswith("\n\nQuestion:")
         assert any(a in it.prompt[s:e] for a in it.answers)
         assert "Passage: (none)" in no_context(it)
     n = load_task("needle", tok, n=3, n_tokens=128)
@@ -364,8 +417,26 @@ def test_cli_on_smollm2_save_then_apply(tmp_path):
     cfg = tmp_path / "t.json"
     r = CliRunner().invoke(app, ["zerotuning", "--task", "sst2", "--tune-on", "0"])
     assert r.exit_code == 2 and "--tune-on must be >= 1" in r.output
-    r = CliRunner().invoke(app, ["ablate", "--sites", "L3H1", "--mode", "zero", "--task", "sst2", "--tune-on", "0",
-                                 "--eval-on", "4", "--save", str(cfg), "--threads", "1"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "ablate",
+            "--sites",
+            "L3H1",
+            "--mode",
+            "zero",
+            "--task",
+            "sst2",
+            "--tune-on",
+            "0",
+            "--eval-on",
+            "4",
+            "--save",
+            str(cfg),
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(cfg.read_text())["edits"][0]["sites"] == [[3, 1]]
     r = CliRunner().invoke(app, ["--config", str(cfg), "--task", "mmlu", "--eval-on", "3"])

@@ -3,6 +3,7 @@
 Each writer writes to a temporary file in the destination folder, flushes it to disk and
 renames it over the target with ``os.replace`` (atomic on POSIX).
 """
+
 from __future__ import annotations
 
 import contextlib

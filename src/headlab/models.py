@@ -14,6 +14,7 @@ Hugging Face Hub id, on a chosen device / dtype / accelerate device map.
 spread the layers over devices (not with ``device``); ``dtype`` is "float32" (default), "bfloat16",
 "float16" or a ``torch.dtype``. A device that does not exist, or a dtype it lacks, is a ValueError.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -32,8 +33,16 @@ KNOWN = {
 }
 _ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m", "all-minilm-l6-v2": "minilm"}
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "float64": torch.float64}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float64": torch.float64,
+}
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -182,21 +191,25 @@ def _load_minilm(dtype: torch.dtype, place: dict):
     return _load_folder(path, dtype, causal_lm=False, place=place)
 
 
-def _load_folder(path: Path | str, dtype: torch.dtype, causal_lm: bool | None = None, place: dict | None = None,
-                 local_only: bool = True):
+def _load_folder(
+    path: Path | str, dtype: torch.dtype, causal_lm: bool | None = None, place: dict | None = None, local_only: bool = True
+):
     """``path``: a local folder, or a Hub id (``local_only``: read the cache only)."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if isinstance(path, Path) and not (path / "config.json").exists():
-        raise ValueError(f"{str(path)!r} is not a model folder (no config.json) and not a known name; known names: {sorted(KNOWN)}")
+        raise ValueError(
+            f"{str(path)!r} is not a model folder (no config.json) and not a known name; known names: {sorted(KNOWN)}"
+        )
     src = str(path)
     if causal_lm is None:
         archs = AutoConfig.from_pretrained(src, trust_remote_code=False, local_files_only=local_only).architectures or []
         causal_lm = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)
     cls = AutoModelForCausalLM if causal_lm else AutoModel
     # attention: transformers' default (SDPA where the architecture has it; eager for e.g. Gemma 2, gpt-oss)
-    model = cls.from_pretrained(src, dtype=dtype, trust_remote_code=False, use_safetensors=True, local_files_only=local_only,
-                                **(place or {}))
+    model = cls.from_pretrained(
+        src, dtype=dtype, trust_remote_code=False, use_safetensors=True, local_files_only=local_only, **(place or {})
+    )
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=False, local_files_only=local_only)
     model.eval()
     return model, tok
@@ -216,11 +229,19 @@ def _load_hub(repo_id: str, dtype: torch.dtype, place: dict):
         return _load_folder(repo_id, dtype, place=place, local_only=offline)
     except OSError as exc:
         where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
-        how = (f"download it first (`hf download {repo_id}` or `huggingface-cli download {repo_id}`) on a machine "
-               "with network access, or unset HF_HUB_OFFLINE") if offline else "check the id and your network / token"
-        raise ValueError(f"model {repo_id!r} could not be loaded from {where}"
-                         f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {how}. ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        how = (
+            (
+                f"download it first (`hf download {repo_id}` or `huggingface-cli download {repo_id}`) on a machine "
+                "with network access, or unset HF_HUB_OFFLINE"
+            )
+            if offline
+            else "check the id and your network / token"
+        )
+        raise ValueError(
+            f"model {repo_id!r} could not be loaded from {where}"
+            f"{' (HF_HUB_OFFLINE is set)' if offline else ''}: {how}. ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = None, device_map: Any = None):
@@ -240,7 +261,7 @@ def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = No
     dmap = _check_device_map(device_map)
     dt = resolve_dtype(dtype, dev)
     if dmap is not None:
-        for d in ([dmap] if isinstance(dmap, str) else dmap.values()):
+        for d in [dmap] if isinstance(dmap, str) else dmap.values():
             if isinstance(d, str) and d not in DEVICE_MAPS and d != "disk":
                 resolve_dtype(dt, torch.device(d))
     place = {"device_map": dmap} if dmap is not None else ({"device_map": {"": str(dev)}} if dev is not None else {})
@@ -255,5 +276,7 @@ def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = No
         return _load_folder(p, dt, place=place)
     if _HUB_ID.match(str(name_or_path)):
         return _load_hub(str(name_or_path), dt, place)
-    raise ValueError(f"unknown model {name_or_path!r}: known names are {sorted(KNOWN)}, a local Hugging Face folder, "
-                     "or a Hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'")
+    raise ValueError(
+        f"unknown model {name_or_path!r}: known names are {sorted(KNOWN)}, a local Hugging Face folder, "
+        "or a Hub id such as 'HuggingFaceTB/SmolLM2-135M-Instruct'"
+    )

@@ -13,6 +13,7 @@ so code that used the former plain dicts keeps working, and adds:
 
 This module imports nothing from headlab: every layer may use it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -58,8 +59,9 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
             raise ValueError(f"{self.kind} name {name!r} must be a non-empty string without spaces at the ends or commas")
         if name in self._entries and not replace and self._entries[name] is not obj:
-            raise ValueError(f"{self.kind} {name!r} is already registered ({self._entries[name]!r}); "
-                             "pass replace=True to replace it")
+            raise ValueError(
+                f"{self.kind} {name!r} is already registered ({self._entries[name]!r}); pass replace=True to replace it"
+            )
         self._entries[name] = obj
         return obj
 

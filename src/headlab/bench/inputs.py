@@ -1,5 +1,6 @@
 """Shared inputs of the kernel benchmarks (``headlab bench kernels`` and scripts/bench_*.py):
 seeded random q/k/v, and the scripts' common ``--tokens/--repeats/--threads`` options."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,7 @@ import torch
 def random_qkv(T: int, H: int = 9, Hkv: int = 3, d: int = 64, seed: int = 0):
     """q (1,H,T,d), k/v (1,Hkv,T,d), fp32 standard normal from a fixed seed."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(1, H, T, d, generator=g), torch.randn(1, Hkv, T, d, generator=g),
-            torch.randn(1, Hkv, T, d, generator=g))
+    return (torch.randn(1, H, T, d, generator=g), torch.randn(1, Hkv, T, d, generator=g), torch.randn(1, Hkv, T, d, generator=g))
 
 
 def script_args(doc: str | None) -> argparse.Namespace:

@@ -9,6 +9,7 @@ its candidates), and reported as the median with the range over the repeats. Pla
 block mask) and FlexAttention compile time are one-off costs, reported separately.
 Set OMP_WAIT_POLICY=PASSIVE before torch starts (scripts/bench_kernels.py does).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,12 +51,12 @@ def default_patterns() -> list[tuple[str, P.Pattern, str]]:
 @dataclass
 class KernelRow:
     name: str
-    asked: str                      # backend requested ("auto" or a pinned one)
-    backend: str                    # backend that really ran (last_backend() after the timed calls)
+    asked: str  # backend requested ("auto" or a pinned one)
+    backend: str  # backend that really ran (last_backend() after the timed calls)
     density: float
     theoretical: float
-    seconds: float                  # kernel, median over the repeats
-    dense_s: float                  # dense causal SDPA, median over the same alternating repeats
+    seconds: float  # kernel, median over the repeats
+    dense_s: float  # dense causal SDPA, median over the same alternating repeats
     kernel_range: tuple[float, float]
     dense_range: tuple[float, float]
     plan_s: float
@@ -98,17 +99,27 @@ def measured_density(p, q, k, T: int) -> float:
     per_row = torch.zeros(T, dtype=torch.float64)
     for b in range(sel.idx.shape[2]):
         rows = torch.arange(b * sel.block, min(T, (b + 1) * sel.block))
-        kp = (sel.idx[0, :, b].unsqueeze(-1) * sel.unit + torch.arange(sel.unit)).flatten(1)   # (h, K*unit)
+        kp = (sel.idx[0, :, b].unsqueeze(-1) * sel.unit + torch.arange(sel.unit)).flatten(1)  # (h, K*unit)
         ok = sel.valid[0, :, b].repeat_interleave(sel.unit, -1)
         per_row[rows] = ((kp.unsqueeze(1) <= rows.view(1, -1, 1)) & ok.unsqueeze(1)).sum(-1).double().mean(0)
     if sel.dense_rows:  # the last rows attend densely instead
-        per_row[T - sel.dense_rows:] = torch.arange(T - sel.dense_rows, T, dtype=torch.float64) + 1
+        per_row[T - sel.dense_rows :] = torch.arange(T - sel.dense_rows, T, dtype=torch.float64) + 1
     kept = float(per_row.sum())
     return kept / (T * (T + 1) / 2)
 
 
-def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, flex: bool = True,
-        patterns=None, check: bool = True, threads: int | None = None, log=print) -> dict:
+def run(
+    T: int = 8192,
+    H: int = 9,
+    Hkv: int = 3,
+    d: int = 64,
+    repeats: int = 3,
+    flex: bool = True,
+    patterns=None,
+    check: bool = True,
+    threads: int | None = None,
+    log=print,
+) -> dict:
     if threads:
         torch.set_num_threads(threads)
     if repeats < 1:
@@ -119,7 +130,7 @@ def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, 
     dense = lambda: F.scaled_dot_product_attention(q, kr, vr, is_causal=True)  # noqa: E731
     dense()
     rows: list[KernelRow] = []
-    for name, p, backend in (patterns or default_patterns()):
+    for name, p, backend in patterns or default_patterns():
         t0 = time.perf_counter()
         if not p.dynamic and backend in ("auto", "gather") and (backend == "gather" or head_bands(p, H, Hkv, T) is None):
             build_plan(p, T, T, H, Hkv, pattern_block(p), True)
@@ -132,17 +143,31 @@ def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, 
         err = None
         if check and T <= 2048:
             from ..kernels import reference_sparse_attend
+
             err = float((fn() - reference_sparse_attend(q, k, v, p)).abs().max())
         med = {n: statistics.median(t[n]["wall"]) for n in t}
         cpu = {n: statistics.median(t[n]["cpu"]) for n in t}
-        row = KernelRow(name, backend, ran, dens, 1 / dens, med["kernel"], med["dense"],
-                        (min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
-                        (min(t["dense"]["wall"]), max(t["dense"]["wall"])), plan_s,
-                        cpu["dense"] / cpu["kernel"] if cpu["kernel"] > 0 else math.nan, err, t)
+        row = KernelRow(
+            name,
+            backend,
+            ran,
+            dens,
+            1 / dens,
+            med["kernel"],
+            med["dense"],
+            (min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
+            (min(t["dense"]["wall"]), max(t["dense"]["wall"])),
+            plan_s,
+            cpu["dense"] / cpu["kernel"] if cpu["kernel"] > 0 else math.nan,
+            err,
+            t,
+        )
         rows.append(row)
-        log(f"{name:52s} {ran:9s} density {dens:6.3f}  theory {row.theoretical:6.2f}x  kernel {row.seconds:7.3f}s  "
+        log(
+            f"{name:52s} {ran:9s} density {dens:6.3f}  theory {row.theoretical:6.2f}x  kernel {row.seconds:7.3f}s  "
             f"dense {row.dense_s:7.3f}s  achieved {row.achieved:6.2f}x ({row.fraction:5.1%})  "
-            f"cpu-time ratio {row.cpu_achieved:6.2f}x  plan {plan_s:5.2f}s")
+            f"cpu-time ratio {row.cpu_achieved:6.2f}x  plan {plan_s:5.2f}s"
+        )
     flex_rows = []
     if flex:
         for name, p in [("window(256)", P.window(256)), ("power(64, 4, 1)", P.power(64, 4, 1))]:
@@ -156,19 +181,53 @@ def run(T: int = 8192, H: int = 9, Hkv: int = 3, d: int = 64, repeats: int = 3, 
             t = alternating({"dense": dense, "kernel": lambda p=p: sparse_attend(q, k, v, p, backend="flex")}, repeats)
             td, ts = statistics.median(t["dense"]["wall"]), statistics.median(t["kernel"]["wall"])
             dens = p.density(T, T)
-            flex_rows.append(dict(name=name, density=dens, seconds=ts, dense=td, achieved=td / ts,
-                                  kernel_range=(min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
-                                  theoretical=1 / dens, first_call_s=first, samples=t))
-            log(f"flex {name:47s} density {dens:6.3f}  kernel {ts:7.3f}s  dense {td:7.3f}s  achieved {td / ts:6.2f}x  "
-                f"first call (compile + block mask) {first:5.1f}s")
+            flex_rows.append(
+                dict(
+                    name=name,
+                    density=dens,
+                    seconds=ts,
+                    dense=td,
+                    achieved=td / ts,
+                    kernel_range=(min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
+                    theoretical=1 / dens,
+                    first_call_s=first,
+                    samples=t,
+                )
+            )
+            log(
+                f"flex {name:47s} density {dens:6.3f}  kernel {ts:7.3f}s  dense {td:7.3f}s  achieved {td / ts:6.2f}x  "
+                f"first call (compile + block mask) {first:5.1f}s"
+            )
     from ..kernels import autotune
-    decisions = [dict(pattern=key[0], T=key[1], backend=dec.backend,
-                      medians={n: dec.median(n) for n in dec.samples}, samples=dec.samples, failed=dec.failed)
-                 for key, dec in autotune.DECISIONS.items()]
+
+    decisions = [
+        dict(
+            pattern=key[0],
+            T=key[1],
+            backend=dec.backend,
+            medians={n: dec.median(n) for n in dec.samples},
+            samples=dec.samples,
+            failed=dec.failed,
+        )
+        for key, dec in autotune.DECISIONS.items()
+    ]
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return dict(load=load, T=T, H=H, Hkv=Hkv, d=d, repeats=repeats, threads=torch.get_num_threads(),
-                torch=torch.__version__, machine=platform.machine(), omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
-                rows=rows, flex=flex_rows, auto_decisions=decisions, seconds=time.perf_counter() - t_start)
+    return dict(
+        load=load,
+        T=T,
+        H=H,
+        Hkv=Hkv,
+        d=d,
+        repeats=repeats,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        machine=platform.machine(),
+        omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", ""),
+        rows=rows,
+        flex=flex_rows,
+        auto_decisions=decisions,
+        seconds=time.perf_counter() - t_start,
+    )
 
 
 def _rng(r) -> str:
@@ -197,15 +256,24 @@ def markdown(res: dict, command: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
-        lines.append(f"| {r.name} | {r.backend} | {r.density:.3f} | {r.theoretical:.2f}x | {r.seconds:.3f} "
-                     f"({_rng(r.kernel_range)}) | {r.dense_s:.3f} ({_rng(r.dense_range)}) | {r.achieved:.2f}x | "
-                     f"{r.fraction:.0%} | {r.cpu_achieved:.2f}x | {r.plan_s:.2f} |")
+        lines.append(
+            f"| {r.name} | {r.backend} | {r.density:.3f} | {r.theoretical:.2f}x | {r.seconds:.3f} "
+            f"({_rng(r.kernel_range)}) | {r.dense_s:.3f} ({_rng(r.dense_range)}) | {r.achieved:.2f}x | "
+            f"{r.fraction:.0%} | {r.cpu_achieved:.2f}x | {r.plan_s:.2f} |"
+        )
     if res["flex"]:
-        lines += ["", "FlexAttention pinned (torch.compile, CPU); the first call includes compilation and the block mask:",
-                  "", "| pattern | density | kernel s | dense s | achieved | first call s |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "FlexAttention pinned (torch.compile, CPU); the first call includes compilation and the block mask:",
+            "",
+            "| pattern | density | kernel s | dense s | achieved | first call s |",
+            "|---|---|---|---|---|---|",
+        ]
         for f in res["flex"]:
-            lines.append(f"| {f['name']} | {f['density']:.3f} | {f['seconds']:.3f} ({_rng(f['kernel_range'])}) | "
-                         f"{f['dense']:.3f} | {f['achieved']:.2f}x | {f['first_call_s']:.1f} |")
+            lines.append(
+                f"| {f['name']} | {f['density']:.3f} | {f['seconds']:.3f} ({_rng(f['kernel_range'])}) | "
+                f"{f['dense']:.3f} | {f['achieved']:.2f}x | {f['first_call_s']:.1f} |"
+            )
     if res.get("auto_decisions"):
         lines += ["", "`auto`'s measured choices (warm, median of the alternating samples, seconds):", ""]
         for dd in res["auto_decisions"]:
@@ -223,11 +291,19 @@ def to_json(res: dict, command: str) -> dict:
         d = asdict(r)
         d.update(achieved=r.achieved, fraction=r.fraction)
         rows.append(d)
-    return dict(format="headlab-bench-kernels/1", command=command, rows=rows, flex=res["flex"],
-                auto_decisions=res["auto_decisions"],
-                conditions={k: res[k] for k in ("T", "H", "Hkv", "d", "repeats", "threads", "omp_wait_policy", "load")},
-                git_commit=git_commit(), versions=versions(), machine=machine(), seconds=round(res["seconds"], 1),
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return dict(
+        format="headlab-bench-kernels/1",
+        command=command,
+        rows=rows,
+        flex=res["flex"],
+        auto_decisions=res["auto_decisions"],
+        conditions={k: res[k] for k in ("T", "H", "Hkv", "d", "repeats", "threads", "omp_wait_policy", "load")},
+        git_commit=git_commit(),
+        versions=versions(),
+        machine=machine(),
+        seconds=round(res["seconds"], 1),
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def write(res: dict, out, command: str):

@@ -1,4 +1,5 @@
 """Command line: ``headlab scan | report | steer | sparsify | bench | lab``."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,11 @@ from rich.table import Table
 from ..version import __version__
 from . import _device as _dev
 
-app = typer.Typer(help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console(stderr=True)
 
 
@@ -30,8 +34,9 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="print headlab's version and exit")) -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print headlab's version and exit"),
+) -> None:
     """headlab: see, steer and sparsify the attention heads of Hugging Face transformers.
 
     Errors go to stderr with exit code 2; scan, steer and sparsify eval print JSON with --json."""
@@ -45,7 +50,9 @@ def _summary(res, all_heads: bool) -> None:
         for c in ["layer", "head", *metrics, "roles"]:
             t.add_column(c, justify="right" if c != "roles" else "left")
         for r in res.records:
-            t.add_row(str(r["layer"]), str(r["head"]), *("-" if r[m] is None else f"{r[m]:.3f}" for m in metrics), " ".join(r["roles"]))
+            t.add_row(
+                str(r["layer"]), str(r["head"]), *("-" if r[m] is None else f"{r[m]:.3f}" for m in metrics), " ".join(r["roles"])
+            )
         out.print(t)
     t = Table(title=f"per-layer mean over heads ({res.meta['model']})")
     t.add_column("layer", justify="right")
@@ -69,18 +76,25 @@ def _summary(res, all_heads: bool) -> None:
     for role, (m, higher) in role_metrics().items():
         hs = [r for r in res.records if role in r["roles"]]
         hs.sort(key=lambda r: (r.get(m) or 0) * (-1 if higher else 1))
-        t.add_row(role, str(len(hs)), " ".join(format_site(r["layer"], r["head"]) for r in hs[:12]) + (" …" if len(hs) > 12 else ""))
+        t.add_row(
+            role, str(len(hs)), " ".join(format_site(r["layer"], r["head"]) for r in hs[:12]) + (" …" if len(hs) > 12 else "")
+        )
     out.print(t)
 
 
 @app.command()
 def scan(
     model: str = typer.Option("smollm2-135m", help="smollm2-135m, minilm, or a local Hugging Face folder"),
-    texts: Optional[Path] = typer.Option(None, help="UTF-8 file, texts separated by blank lines, or a .jsonl / .csv file "
-                                         "with one text per row (see --text-field); default: built-in prose"),
+    texts: Optional[Path] = typer.Option(
+        None,
+        help="UTF-8 file, texts separated by blank lines, or a .jsonl / .csv file "
+        "with one text per row (see --text-field); default: built-in prose",
+    ),
     n_texts: int = typer.Option(8, help="number of built-in texts when --texts is not given"),
     max_tokens: int = typer.Option(512, help="tokens kept per text"),
-    metrics: str = typer.Option("all", help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval, or all"),
+    metrics: str = typer.Option(
+        "all", help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval, or all"
+    ),
     out: Path = typer.Option(Path("headlab-report"), help="output folder"),
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
     all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
@@ -89,17 +103,32 @@ def scan(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display and no closing message"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
     batch_size: int = typer.Option(1, "--batch-size", help="texts per forward pass (right padding, masked: same statistics)"),
-    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: scan shard i of n (1..n) of the texts and write only "
-                                        "the partial state DIR/partial.json; combine all n with `headlab merge`"),
-    ray: bool = typer.Option(False, "--ray", help="fan the texts out over a Ray cluster (pip install 'headlab[ray]'); "
-                             "a local Ray is started when no --ray-address is given"),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT, ray://HOST:PORT or auto: the Ray "
-                                              "cluster to use (implies --ray)"),
+    shard: Optional[str] = typer.Option(
+        None,
+        "--shard",
+        help="i/n: scan shard i of n (1..n) of the texts and write only "
+        "the partial state DIR/partial.json; combine all n with `headlab merge`",
+    ),
+    ray: bool = typer.Option(
+        False,
+        "--ray",
+        help="fan the texts out over a Ray cluster (pip install 'headlab[ray]'); "
+        "a local Ray is started when no --ray-address is given",
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="HOST:PORT, ray://HOST:PORT or auto: the Ray cluster to use (implies --ray)"
+    ),
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs of the local Ray (default: all); one task per CPU"),
-    edits: Optional[Path] = typer.Option(None, help="edit configuration JSON (as `headlab steer --save` writes): scan with "
-                                         "the edits, and without them into DIR/baseline.json for comparison"),
-    prefix: Optional[str] = typer.Option(None, help="special token put before every text, e.g. '<|endoftext|>' "
-                                         "(SmolLM2 adds no BOS: by default the first word is the initial token)"),
+    edits: Optional[Path] = typer.Option(
+        None,
+        help="edit configuration JSON (as `headlab steer --save` writes): scan with "
+        "the edits, and without them into DIR/baseline.json for comparison",
+    ),
+    prefix: Optional[str] = typer.Option(
+        None,
+        help="special token put before every text, e.g. '<|endoftext|>' "
+        "(SmolLM2 adds no BOS: by default the first word is the initial token)",
+    ),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
     device_map: Optional[str] = _dev.device_map_option(),
@@ -141,8 +170,19 @@ def scan(
 
             with contextlib.nullcontext() if quiet else console.status(f"scanning on Ray ({ray_address or 'local'})"):
                 loader = functools.partial(_dev.load_model, device=device, dtype=dtype, device_map=device_map)
-                part = ray_scan(loader, model, text_list, mlist, address=ray_address, num_cpus=ray_cpus, max_tokens=max_tokens,
-                                prefix=prefix, edits=edit_list, batch_size=batch_size, drop_retrieval=metrics == "all")
+                part = ray_scan(
+                    loader,
+                    model,
+                    text_list,
+                    mlist,
+                    address=ray_address,
+                    num_cpus=ray_cpus,
+                    max_tokens=max_tokens,
+                    prefix=prefix,
+                    edits=edit_list,
+                    batch_size=batch_size,
+                    drop_retrieval=metrics == "all",
+                )
             res = finish_scan(part, out=out)
             if html:
                 console.print("[yellow]--html is not written with --ray (no model in this process)[/]")
@@ -156,32 +196,65 @@ def scan(
             console.print("[yellow]retrieval skipped: it needs a generative model[/]")
         from ..probes import query_probe_names
 
-        n_mine = len(text_list) if shard_t is None else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1],
-                                                                   shard_t[0] * len(text_list) // shard_t[1]))
+        n_mine = (
+            len(text_list)
+            if shard_t is None
+            else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1], shard_t[0] * len(text_list) // shard_t[1]))
+        )
         n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
         n_steps += "induction" in mlist
         n_steps += 18 * ("retrieval" in mlist)
         n_steps *= 2 if edit_list else 1
-        with Progress(TextColumn("[bold]scan[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), TextColumn("{task.description}"), console=console, disable=quiet) as progress:
+        with Progress(
+            TextColumn("[bold]scan[/]"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            disable=quiet,
+        ) as progress:
             task = progress.add_task("", total=n_steps)
             if shard_t is not None:
-                part = scan_part(m, tok, model, text_list, mlist, max_tokens=max_tokens, prefix=prefix, edits=edit_list,
-                                 batch_size=batch_size, shard=shard_t,
-                                 tick=lambda msg: progress.update(task, advance=1, description=msg))
+                part = scan_part(
+                    m,
+                    tok,
+                    model,
+                    text_list,
+                    mlist,
+                    max_tokens=max_tokens,
+                    prefix=prefix,
+                    edits=edit_list,
+                    batch_size=batch_size,
+                    shard=shard_t,
+                    tick=lambda msg: progress.update(task, advance=1, description=msg),
+                )
                 save_part(out, part)
             else:
-                res = run_scan(m, tok, model, text_list, mlist, max_tokens=max_tokens, out=out, prefix=prefix, edits=edit_list,
-                           head_maps=0, batch_size=batch_size,
-                           tick=lambda msg: progress.update(task, advance=1, description=msg))
+                res = run_scan(
+                    m,
+                    tok,
+                    model,
+                    text_list,
+                    mlist,
+                    max_tokens=max_tokens,
+                    out=out,
+                    prefix=prefix,
+                    edits=edit_list,
+                    head_maps=0,
+                    batch_size=batch_size,
+                    tick=lambda msg: progress.update(task, advance=1, description=msg),
+                )
         if shard_t is not None:
             if html:
                 console.print("[yellow]--html is not written for one shard: a shard writes only its partial state[/]")
             if json_out:
                 typer.echo(json.dumps({"meta": part.meta, "files": [str(out / "partial.json")]}, default=str))
             elif not quiet:
-                console.print(f"wrote shard {shard_t[0]}/{shard_t[1]} ({len(part.texts)} texts) to {out / 'partial.json'}; "
-                              f"combine all {shard_t[1]} with `headlab merge DIR... --out DIR`")
+                console.print(
+                    f"wrote shard {shard_t[0]}/{shard_t[1]} ({len(part.texts)} texts) to {out / 'partial.json'}; "
+                    f"combine all {shard_t[1]} with `headlab merge DIR... --out DIR`"
+                )
             return
         if html:
             from ..report.html import write_html_report

@@ -1,4 +1,5 @@
 """``python -m headlab.cli ...`` runs the command line."""
+
 import sys
 
 from . import main

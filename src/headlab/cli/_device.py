@@ -1,4 +1,5 @@
 """``--device``, ``--dtype`` and ``--device-map``: the options of every command that loads a model."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,12 @@ def dtype_option() -> Any:
 
 
 def device_map_option() -> Any:
-    return typer.Option(None, "--device-map", help="spread layers over devices with accelerate: auto, balanced, "
-                        "sequential, or a JSON object {\"module name\": \"device\"} (not with --device)")
+    return typer.Option(
+        None,
+        "--device-map",
+        help="spread layers over devices with accelerate: auto, balanced, "
+        'sequential, or a JSON object {"module name": "device"} (not with --device)',
+    )
 
 
 def load_model(name: str, device: Optional[str] = None, dtype: Optional[str] = None, device_map: Optional[str] = None):
@@ -33,8 +38,10 @@ def parse_device_map(text: Optional[str]) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--device-map {text!r} is not valid JSON ({exc.msg}); give auto, balanced, sequential, "
-                         "a device, or {\"module name\": \"device\"}") from None
+        raise ValueError(
+            f"--device-map {text!r} is not valid JSON ({exc.msg}); give auto, balanced, sequential, "
+            'a device, or {"module name": "device"}'
+        ) from None
     if not isinstance(value, dict):
         raise ValueError(f"--device-map {text!r} must be a JSON object")
     return value

@@ -5,15 +5,18 @@ rule and its outcome with the numbers), OUT/NAME.records.jsonl (raw per-trial / 
 OUT/NAME.png.  ``--smoke`` runs a seconds-long configuration (for tests / CI).  Option defaults equal the
 experiments' ``run()`` defaults (tested); ``headlab reproduce NAME`` reruns the registered sizes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Small CPU experiments that reproduce attention papers' phenomena (sinks, induction, "
-                       "in-context regression, associative-memory capacity, mixture-of-heads).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Small CPU experiments that reproduce attention papers' phenomena (sinks, induction, "
+    "in-context regression, associative-memory capacity, mixture-of-heads).",
+    no_args_is_help=True,
+)
 
 OUT = typer.Option(Path("headlab-report/lab"), "--out", help="output folder for NAME.json, NAME.records.jsonl, NAME.png")
 SEED = typer.Option(0, "--seed", help="random seed (data, init)")
@@ -61,51 +64,77 @@ def _positive(name: str, value: int) -> int:
 
 
 @app.command()
-def sinks(out: Path = OUT, steps: int = typer.Option(1200, help="training steps per model"),
-          layers: int = typer.Option(2, help="transformer layers"), d_model: int = typer.Option(64, help="width"),
-          heads: int = typer.Option(4, help="attention heads"), seed: int = SEED, smoke: bool = SMOKE):
+def sinks(
+    out: Path = OUT,
+    steps: int = typer.Option(1200, help="training steps per model"),
+    layers: int = typer.Option(2, help="transformer layers"),
+    d_model: int = typer.Option(64, help="width"),
+    heads: int = typer.Option(4, help="attention heads"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+):
     """Softmax vs sigmoid (no normalisation) vs gated tiny LMs: first-token sink rate over training."""
     from headlab.lab import sinks as exp
 
     _threads()
-    kw = dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2) if smoke else dict(
-        steps=_positive("steps", steps), layers=layers, d_model=d_model, heads=heads)
+    kw = (
+        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2)
+        if smoke
+        else dict(steps=_positive("steps", steps), layers=layers, d_model=d_model, heads=heads)
+    )
     _finish(exp, kw, seed, out)
 
 
 @app.command()
-def induction(out: Path = OUT, steps: int = typer.Option(5000, help="training steps"),
-              classes: int = typer.Option(16384, help="number of training classes K"),
-              pairs: int = typer.Option(4, help="item-label pairs N in the context (Reddy: 8)"),
-              dim: int = typer.Option(31, help="item dimension D (Reddy: 63)"),
-              lr: float = typer.Option(3e-3, help="Adam learning rate"), seed: int = SEED, smoke: bool = SMOKE):
+def induction(
+    out: Path = OUT,
+    steps: int = typer.Option(5000, help="training steps"),
+    classes: int = typer.Option(16384, help="number of training classes K"),
+    pairs: int = typer.Option(4, help="item-label pairs N in the context (Reddy: 8)"),
+    dim: int = typer.Option(31, help="item dimension D (Reddy: 63)"),
+    lr: float = typer.Option(3e-3, help="Adam learning rate"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+):
     """Reddy's bursty in-context classification: ICL accuracy and induction-head score over training."""
     from headlab.lab import induction as exp
 
     _threads()
-    kw = dict(steps=6, K=16, D=15, batch=8, eval_every=2) if smoke else dict(
-        steps=_positive("steps", steps), K=_positive("classes", classes), N=_positive("pairs", pairs),
-        D=_positive("dim", dim), lr=lr)
+    kw = (
+        dict(steps=6, K=16, D=15, batch=8, eval_every=2)
+        if smoke
+        else dict(
+            steps=_positive("steps", steps),
+            K=_positive("classes", classes),
+            N=_positive("pairs", pairs),
+            D=_positive("dim", dim),
+            lr=lr,
+        )
+    )
     _finish(exp, kw, seed, out)
 
 
 @app.command("icl-regression")
-def icl_regression(out: Path = OUT, steps: int = typer.Option(6000, help="training steps per model"),
-                   dim: int = typer.Option(5, help="input dimension d"),
-                   context: int = typer.Option(20, help="context length n used in training"),
-                   seed: int = SEED, smoke: bool = SMOKE):
+def icl_regression(
+    out: Path = OUT,
+    steps: int = typer.Option(6000, help="training steps per model"),
+    dim: int = typer.Option(5, help="input dimension d"),
+    context: int = typer.Option(20, help="context length n used in training"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+):
     """One-layer multi-head softmax attention on in-context linear regression vs ridge / one-step GD."""
     from headlab.lab import icl_regression as exp
 
     _threads()
-    kw = dict(steps=5, batch=16, test_lengths=(20,)) if smoke else dict(
-        steps=_positive("steps", steps), d=dim, n=context)
+    kw = dict(steps=5, batch=16, test_lengths=(20,)) if smoke else dict(steps=_positive("steps", steps), d=dim, n=context)
     _finish(exp, kw, seed, out)
 
 
 @app.command("memory-capacity")
-def memory_capacity(out: Path = OUT, trials: int = typer.Option(5, help="random memories per point"),
-                    seed: int = SEED, smoke: bool = SMOKE):
+def memory_capacity(
+    out: Path = OUT, trials: int = typer.Option(5, help="random memories per point"), seed: int = SEED, smoke: bool = SMOKE
+):
     """Recall accuracy of linear-attention (Hebbian) memory vs stored pairs for d_k = 16..128."""
     from headlab.lab import memory_capacity as exp
 
@@ -115,27 +144,42 @@ def memory_capacity(out: Path = OUT, trials: int = typer.Option(5, help="random 
 
 
 @app.command()
-def moh(out: Path = OUT, steps: int = typer.Option(800, help="training steps per model"),
-        heads: int = typer.Option(8, help="attention heads (20 gives exact 50/75/90%)"),
-        d_model: int = typer.Option(64, help="width"), seed: int = SEED, smoke: bool = SMOKE):
+def moh(
+    out: Path = OUT,
+    steps: int = typer.Option(800, help="training steps per model"),
+    heads: int = typer.Option(8, help="attention heads (20 gives exact 50/75/90%)"),
+    d_model: int = typer.Option(64, help="width"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+):
     """Tiny LM with MoH at 50/75/90% active heads vs full MHA at equal steps."""
     from headlab.lab import moh as exp
 
     _threads()
-    kw = dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16) if smoke else dict(
-        steps=_positive("steps", steps), heads=heads, d_model=d_model)
+    kw = (
+        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16)
+        if smoke
+        else dict(steps=_positive("steps", steps), heads=heads, d_model=d_model)
+    )
     _finish(exp, kw, seed, out)
 
 
 @app.command()
-def deconstruct(out: Path = OUT, steps: int = typer.Option(300, help="training steps per model (13 models)"),
-                seed: int = SEED, smoke: bool = SMOKE):
+def deconstruct(
+    out: Path = OUT,
+    steps: int = typer.Option(300, help="training steps per model (13 models)"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+):
     """Deconstructing Attention: uniform and hybrid stacks of relaxed attention variants vs all-softmax."""
     from headlab.lab import deconstruct as exp
 
     _threads()
-    kw = dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1) if smoke else dict(
-        steps=_positive("steps", steps))
+    kw = (
+        dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1)
+        if smoke
+        else dict(steps=_positive("steps", steps))
+    )
     _finish(exp, kw, seed, out)
 
 

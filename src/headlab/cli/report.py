@@ -2,6 +2,7 @@
 
 Registered by ``headlab.cli`` as ``app.command("report")(report)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def report(
     model: Optional[str] = typer.Option(None, help="model for the head maps (default: the one named in meta.json)"),
     no_maps: bool = typer.Option(False, "--no-maps", help="atlas, comparison and provenance only; do not load a model"),
     maps: str = typer.Option("auto", help="heads with detailed maps: auto, none, or sites like L3H2,L5"),
-    texts: Optional[Path] = typer.Option(None, help="UTF-8 file of texts separated by blank lines "
-                                                     "(default: DIR/texts.json); cut to the scan's token counts"),
+    texts: Optional[Path] = typer.Option(
+        None, help="UTF-8 file of texts separated by blank lines (default: DIR/texts.json); cut to the scan's token counts"
+    ),
     map_texts: int = typer.Option(1, help="how many texts get maps (one forward pass each)"),
     max_map_px: int = typer.Option(256, help="cells per side of a detailed map (exact below this many tokens)"),
     topk: int = typer.Option(8, help="top attended keys kept per query for detailed heads"),
@@ -47,8 +49,10 @@ def report(
         if no_maps or maps == "none":
             out = write_html_report(dir, **kw)
         elif text_list is None and not scan.texts:
-            console.print(f"[yellow]no maps:[/] {dir / 'texts.json'} is missing and --texts was not given; "
-                          "writing the page without attention maps")
+            console.print(
+                f"[yellow]no maps:[/] {dir / 'texts.json'} is missing and --texts was not given; "
+                "writing the page without attention maps"
+            )
             out = write_html_report(dir, **kw)
         else:
             import torch

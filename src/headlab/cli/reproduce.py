@@ -1,10 +1,11 @@
 """``headlab reproduce``: rerun any published number from its registered command.
 
-    headlab reproduce --list                      every registered result, its cost and committed outcome
-    headlab reproduce NAME [--out DIR]            rerun NAME's command(s) into DIR, write DIR/result.json
-    headlab reproduce NAME --check [--smoke]      ... and compare with results/NAME (exit 1 when a number moves)
-    headlab reproduce --render                    rewrite the results tables in README.md and docs/*.md
+headlab reproduce --list                      every registered result, its cost and committed outcome
+headlab reproduce NAME [--out DIR]            rerun NAME's command(s) into DIR, write DIR/result.json
+headlab reproduce NAME --check [--smoke]      ... and compare with results/NAME (exit 1 when a number moves)
+headlab reproduce --render                    rewrite the results tables in README.md and docs/*.md
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,15 +20,17 @@ console = Console()
 
 def reproduce(
     name: Optional[str] = typer.Argument(None, help="a registered result (see --list)"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default headlab-report/reproduce/NAME); "
-                                       "results/NAME refreshes the committed result"),
-    check: bool = typer.Option(False, "--check", help="compare the rerun with the committed result; exit 1 when a "
-                               "number moves beyond the stated tolerance"),
-    smoke: bool = typer.Option(False, "--smoke", help="the registered reduced size (CI), compared with "
-                               "results/NAME/smoke"),
+    out: Optional[Path] = typer.Option(
+        None, help="run folder (default headlab-report/reproduce/NAME); results/NAME refreshes the committed result"
+    ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="compare the rerun with the committed result; exit 1 when a number moves beyond the stated tolerance",
+    ),
+    smoke: bool = typer.Option(False, "--smoke", help="the registered reduced size (CI), compared with results/NAME/smoke"),
     list_: bool = typer.Option(False, "--list", help="list every registered result with its cost"),
-    render: bool = typer.Option(False, "--render", help="rewrite the marker blocks of README.md and docs/*.md "
-                                "from results/"),
+    render: bool = typer.Option(False, "--render", help="rewrite the marker blocks of README.md and docs/*.md from results/"),
     results: Optional[Path] = typer.Option(None, help="committed results folder (default: the checkout's results/)"),
 ) -> None:
     """Rerun a published result from its registered command, check it, or render the tables from results/."""
@@ -45,8 +48,9 @@ def reproduce(
         for c in all_claims().values():
             p = root / c.name / "result.json"
             state = ("rule met" if read_result(p.parent)["rule_met"] else "rule not met") if p.exists() else "not run"
-            t.add_row(c.name, c.table, f"~{c.cost_s:.0f} s", f"~{c.smoke_cost_s:.0f} s" if c.smoke else "–", state,
-                      "\n".join(c.command))
+            t.add_row(
+                c.name, c.table, f"~{c.cost_s:.0f} s", f"~{c.smoke_cost_s:.0f} s" if c.smoke else "–", state, "\n".join(c.command)
+            )
         console.print(t)
         return
     if render:
@@ -54,8 +58,10 @@ def reproduce(
 
         repo = repo_root() or Path.cwd()
         changed = render_files(repo, root)
-        console.print("rewrote " + (", ".join(str(p.relative_to(repo)) for p in changed) if changed else "nothing "
-                                    "(tables already equal the results)"))
+        console.print(
+            "rewrote "
+            + (", ".join(str(p.relative_to(repo)) for p in changed) if changed else "nothing (tables already equal the results)")
+        )
         return
     from ..results.runner import reproduce as run
 
@@ -72,5 +78,4 @@ def reproduce(
             for p in problems:
                 console.print(f"[red]moved:[/] {p}", soft_wrap=True)
             raise typer.Exit(1)
-        console.print(f"check: every number equals the committed result within its tolerance "
-                      f"({res['tolerance']['kind']})")
+        console.print(f"check: every number equals the committed result within its tolerance ({res['tolerance']['kind']})")

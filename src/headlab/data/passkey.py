@@ -11,6 +11,7 @@ a random number hidden at a chosen depth of a long distractor text of real prose
     item = passkey_ids(tokenizer, 8192, depth=0.3, seed=0)   # exactly 8192 prompt tokens, essay haystack
     check_answer(model, tokenizer, item) -> (correct, mean log-prob of the key's tokens)
 """
+
 from __future__ import annotations
 
 import random
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-INTRO = ("There is an important pass key hidden inside a lot of irrelevant text. "
-         "Find it and memorize it. I will quiz you about the pass key.\n\n")
+INTRO = (
+    "There is an important pass key hidden inside a lot of irrelevant text. "
+    "Find it and memorize it. I will quiz you about the pass key.\n\n"
+)
 NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "\n\nWhat is the pass key? The pass key is"
 
@@ -33,7 +36,7 @@ class PasskeyItem:
     depth: float
     n_tokens: int
     seed: int
-    input_ids: tuple[int, ...] | None = None   # set by passkey_ids: the prompt exactly as fed
+    input_ids: tuple[int, ...] | None = None  # set by passkey_ids: the prompt exactly as fed
     answer_ids: tuple[int, ...] | None = None
 
 
@@ -48,7 +51,7 @@ def _key(n_tokens: int, depth: float, seed: int, digits: int) -> str:
     if not 1 <= digits <= 12:
         raise ValueError(f"digits must be in [1, 12], got {digits}")
     rng = random.Random(seed * 1_000_003 + int(depth * 1000) * 7 + n_tokens)
-    return str(rng.randint(10 ** (digits - 1), 10 ** digits - 1))
+    return str(rng.randint(10 ** (digits - 1), 10**digits - 1))
 
 
 def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: int = 5) -> PasskeyItem:
@@ -71,8 +74,9 @@ def make_passkey(tokenizer, n_tokens: int, depth: float, seed: int = 0, digits: 
     prompt += needle
     end = len(prompt)
     prompt += (" " + after if after else "") + QUESTION
-    return PasskeyItem(prompt=prompt, answer=key, needle_span=(start, end), depth=depth,
-                       n_tokens=_n_tok(tokenizer, prompt), seed=seed)
+    return PasskeyItem(
+        prompt=prompt, answer=key, needle_span=(start, end), depth=depth, n_tokens=_n_tok(tokenizer, prompt), seed=seed
+    )
 
 
 HAYSTACKS = ("essays", "pydoc")
@@ -82,9 +86,11 @@ def haystack_ids(tokenizer, n_tokens: int, seed: int, source: str = "essays") ->
     """Exactly ``n_tokens`` token ids of distractor prose from ``source`` (one of ``HAYSTACKS``)."""
     if source == "essays":
         from .essays import haystack_ids
+
         return haystack_ids(tokenizer, n_tokens, seed=seed)
     if source == "pydoc":
         from .prose import haystack
+
         ids = tokenizer(haystack(tokenizer, n_tokens + 64, seed=seed), add_special_tokens=False)["input_ids"]
         if len(ids) < n_tokens:
             raise ValueError(f"pydoc prose gave {len(ids)} tokens, fewer than the {n_tokens} asked for")
@@ -92,8 +98,7 @@ def haystack_ids(tokenizer, n_tokens: int, seed: int, source: str = "essays") ->
     raise ValueError(f"unknown haystack source {source!r}; choose one of {HAYSTACKS}")
 
 
-def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: str = "essays",
-                digits: int = 5) -> PasskeyItem:
+def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: str = "essays", digits: int = 5) -> PasskeyItem:
     """A passkey prompt of exactly ``n_tokens`` tokens, built at token level (intro, haystack cut
     at a sentence end near ``depth``, needle, rest of the haystack, question), so every trial at one
     length has one shape: comparable prefill timings and one FlexAttention compile per length.
@@ -111,19 +116,27 @@ def passkey_ids(tokenizer, n_tokens: int, depth: float, seed: int = 0, source: s
     cut = int(round(depth * n_hay))
     if 0 < cut < n_hay:  # move to just after the next sentence end, if one is near
         for j in range(cut, min(n_hay, cut + 64)):
-            if tokenizer.decode(hay[j - 1:j]).rstrip().endswith((".", "!", "?")):
+            if tokenizer.decode(hay[j - 1 : j]).rstrip().endswith((".", "!", "?")):
                 cut = j
                 break
     ids = intro + hay[:cut] + needle + hay[cut:] + question
     full = enc(QUESTION + " " + key)
-    answer = full[len(question):] if full[:len(question)] == question else enc(" " + key)
+    answer = full[len(question) :] if full[: len(question)] == question else enc(" " + key)
     prompt = tokenizer.decode(ids)
     span_text = NEEDLE.format(key=key)
     start = len(tokenizer.decode(intro + hay[:cut]))  # where the needle's tokens begin in the text
     found = prompt.find(span_text, max(0, start - 8))
     a = found if found >= 0 else start
-    return PasskeyItem(prompt=prompt, answer=key, needle_span=(a, a + len(span_text)), depth=depth,
-                       n_tokens=len(ids), seed=seed, input_ids=tuple(ids), answer_ids=tuple(answer))
+    return PasskeyItem(
+        prompt=prompt,
+        answer=key,
+        needle_span=(a, a + len(span_text)),
+        depth=depth,
+        n_tokens=len(ids),
+        seed=seed,
+        input_ids=tuple(ids),
+        answer_ids=tuple(answer),
+    )
 
 
 def score(item: PasskeyItem, generated: str) -> bool:
@@ -144,13 +157,13 @@ def check_answer(model, tokenizer, item: PasskeyItem) -> tuple[bool, float]:
         p_ids, a_ids = list(item.input_ids), list(item.answer_ids)
     else:
         p_ids = tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(item.prompt + " " + item.answer, add_special_tokens=False)["input_ids"][len(p_ids):]
+        a_ids = tokenizer(item.prompt + " " + item.answer, add_special_tokens=False)["input_ids"][len(p_ids) :]
     if not a_ids:
         raise ValueError("the answer produced no tokens")
     ids = torch.tensor([p_ids + a_ids], device=next(model.parameters()).device)
     n = len(a_ids)
     out = model(input_ids=ids, use_cache=False, logits_to_keep=n + 1)
-    logits = out.logits[0, -n - 1:-1].float()  # (n, vocab): position t predicts answer token t
+    logits = out.logits[0, -n - 1 : -1].float()  # (n, vocab): position t predicts answer token t
     target = torch.tensor(a_ids, device=logits.device)
     logp = torch.log_softmax(logits, -1).gather(1, target[:, None]).mean()
     return logits.argmax(-1).tolist() == a_ids, float(logp)

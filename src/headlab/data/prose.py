@@ -3,6 +3,7 @@
 ``texts()`` gives paragraphs of running prose (code samples and tables filtered out), in a
 fixed order; ``haystack()`` concatenates them into a long distractor text of a target length.
 """
+
 from __future__ import annotations
 
 import functools

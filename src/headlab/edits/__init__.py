@@ -5,6 +5,7 @@ softmax, then every ``weights`` (list order), then ``A·v``, then every ``output
 So ``[zerotuning(...), ablate(..., mode="uniform")]`` on the same head ends uniform (the later
 scores edit wins), while ``[scale_heads({s: 2}), ablate(s, mode="zero")]`` gives 0 either way.
 """
+
 from .ablate import ablate
 from .act import act
 from .base import Edit
@@ -23,14 +24,31 @@ from .span_exit import span_exit
 from .zerotuning import zerotuning
 
 __all__ = [
-    "Edit", "ablate", "act", "emphasis", "from_config", "to_config", "identity_blend", "inject", "patch",
-    "redistribute", "reinforce", "select_heads", "scale_heads", "span_exit", "zerotuning",
-    "random_sites", "resolve", "REGISTRY", "on_scores", "on_weights", "on_output",
+    "Edit",
+    "ablate",
+    "act",
+    "emphasis",
+    "from_config",
+    "to_config",
+    "identity_blend",
+    "inject",
+    "patch",
+    "redistribute",
+    "reinforce",
+    "select_heads",
+    "scale_heads",
+    "span_exit",
+    "zerotuning",
+    "random_sites",
+    "resolve",
+    "REGISTRY",
+    "on_scores",
+    "on_weights",
+    "on_output",
 ]
 
 #: functions that run a model, moved to the measurement layer (edits never run a model)
-_MOVED = {"task_embedding": "headlab.measure.task_embedding",
-          "context_sensitivity": "headlab.measure.context_sensitivity"}
+_MOVED = {"task_embedding": "headlab.measure.task_embedding", "context_sensitivity": "headlab.measure.context_sensitivity"}
 
 
 def __getattr__(name: str):

@@ -7,6 +7,7 @@ numbering). A group spec may be:
   * a list of lists (one per row)    -> per-row positions
   * a str                            -> looked up in ``ctx.state["groups"][name]`` (any of the above)
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ from ..engine.sites import format_layers, format_site, parse_site
 NEG_INF = float("-inf")
 
 
-def check_finite(name: str, value: float, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False) -> float:
+def check_finite(name: str, value: float, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:
     """Validate a scalar parameter; ValueError names the value and the valid range."""
     try:
         v = float(value)
@@ -38,8 +38,9 @@ def check_finite(name: str, value: float, lo: float | None = None, hi: float | N
     return v
 
 
-def site_values(values: Any, name: str, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False) -> dict[tuple[int, int], float]:
+def site_values(
+    values: Any, name: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> dict[tuple[int, int], float]:
     """``{(layer, head): value}`` -> validated dict with int keys (sites checked later at bind)."""
     if not isinstance(values, Mapping) or not values:
         raise ValueError(f"{name} must be a non-empty dict {{(layer, head): value}}, got {values!r}")
@@ -56,8 +57,9 @@ def site_values(values: Any, name: str, lo: float | None = None, hi: float | Non
     return out
 
 
-def layer_vector(values: Mapping[tuple[int, int], float], layer: int, heads: torch.Tensor,
-                 dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def layer_vector(
+    values: Mapping[tuple[int, int], float], layer: int, heads: torch.Tensor, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
     """(k,) values for ``heads`` of ``layer`` from a {(l, h): v} dict."""
     return torch.tensor([values[(layer, int(h))] for h in heads], dtype=dtype, device=device)
 
@@ -69,8 +71,10 @@ def group_mask(spec: Any, ctx: AttnContext, name: str = "group") -> torch.Tensor
     if isinstance(spec, str):
         groups = ctx.state.get("groups", {})
         if spec not in groups:
-            raise ValueError(f"{name}: token group {spec!r} not found in ctx.state['groups'] "
-                             f"(have {sorted(groups)}); pass attach(..., state={{'groups': {{{spec!r}: positions}}}})")
+            raise ValueError(
+                f"{name}: token group {spec!r} not found in ctx.state['groups'] "
+                f"(have {sorted(groups)}); pass attach(..., state={{'groups': {{{spec!r}: positions}}}})"
+            )
         spec = groups[spec]
     if isinstance(spec, torch.Tensor) and spec.dtype == torch.bool:
         if spec.shape == kp.shape:
@@ -79,7 +83,7 @@ def group_mask(spec: Any, ctx: AttnContext, name: str = "group") -> torch.Tensor
     if isinstance(spec, slice):
         start, stop = spec.start or 0, spec.stop
         if stop is None:
-            return (kp >= start)
+            return kp >= start
         return (kp >= start) & (kp < stop)
     if isinstance(spec, torch.Tensor):
         spec = spec.tolist()
@@ -128,8 +132,11 @@ def sites_list(sites: Mapping[int, list[int]]) -> list[list[int]]:
 def fmt_sites(sites: Any, limit: int = 6) -> str:
     """Short readable form of a selector or a bound {layer: [heads]} dict."""
     if isinstance(sites, Mapping) and all(isinstance(k, int) for k in sites):
-        flat = [format_site(l, h) if not isinstance(h, str) else format_layers([l]) for l, hs in sites.items()
-                for h in (hs if not isinstance(hs, str) else [hs])]
+        flat = [
+            format_site(l, h) if not isinstance(h, str) else format_layers([l])
+            for l, hs in sites.items()
+            for h in (hs if not isinstance(hs, str) else [hs])
+        ]
         more = f" +{len(flat) - limit} more" if len(flat) > limit else ""
         return ",".join(flat[:limit]) + more + f" ({len(flat)} heads)"
     if isinstance(sites, (list, tuple)) and sites and isinstance(sites[0], (list, tuple)):

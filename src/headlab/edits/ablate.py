@@ -11,6 +11,7 @@
   them, or compute them with ``headlab.measure.record_head_outputs`` and pass them: ``means={"L12H3": [...d floats]}``
   or ``edit.set_means(...)``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,8 +80,10 @@ class MeanAblate(SiteEdit):
             return o
         missing = [format_site(ctx.layer, int(h)) for h in heads if format_site(ctx.layer, int(h)) not in self._means]
         if missing:
-            raise ValueError(f"ablate(mode='mean'): no mean output for {missing[:4]}; call "
-                             "headlab.measure.calibrate_mean_ablation(edit, model, tokenizer, texts) or pass means=")
+            raise ValueError(
+                f"ablate(mode='mean'): no mean output for {missing[:4]}; call "
+                "headlab.measure.calibrate_mean_ablation(edit, model, tokenizer, texts) or pass means="
+            )
         mu = torch.stack([self._means[format_site(ctx.layer, int(h))] for h in heads]).to(o)  # (k, d)
         if mu.shape[-1] != o.shape[-1]:
             raise ValueError(f"mean has d={mu.shape[-1]} but head outputs have d={o.shape[-1]}")

@@ -13,6 +13,7 @@ Detection needs every query of the call at once (``needs_all_queries``). In a de
 (T = 1) α_k is that single row, i.e. "the same rule per row".
 The head search on a tuning set is :func:`headlab.steer.tune.search_act`.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,6 +13,7 @@ that must see every query of a call at once sets ``needs_all_queries = True``.
 Sites are (layer, query-head) pairs; subclasses call ``self.heads_in(ctx)`` to get the
 LongTensor of heads of ``ctx.layer`` they touch (empty -> the edit does nothing there).
 """
+
 from __future__ import annotations
 
 from typing import Any

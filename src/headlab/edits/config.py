@@ -3,6 +3,7 @@
 ``from_config`` accepts a list of such dicts, one dict, a ``{"edits": [...]}`` document (what
 ``headlab steer --save`` writes), a JSON string, or a path to a JSON file.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,8 @@ def from_config(obj: Any) -> list[SiteEdit]:
         try:
             out.append(REGISTRY[name].from_params(c.get("sites", "all"), dict(c.get("params", {}))))
         except KeyError as exc:
-            raise ValueError(f"edit config entry {i} ({name!r}) lacks parameter {exc.args[0]!r}; "
-                             f"write configs with headlab.edits.to_config or `headlab steer --save`") from None
+            raise ValueError(
+                f"edit config entry {i} ({name!r}) lacks parameter {exc.args[0]!r}; "
+                f"write configs with headlab.edits.to_config or `headlab steer --save`"
+            ) from None
     return out

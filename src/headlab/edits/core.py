@@ -3,6 +3,7 @@
 Every concrete edit keeps its parameters in ``self.params`` (JSON-able values only, tensors as
 nested lists) so that ``edit.config()`` -> ``from_config`` round-trips exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any, TypeVar

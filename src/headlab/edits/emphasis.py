@@ -7,6 +7,7 @@ sink keys (default β = 0.3, sinks optional). The official code applies it to al
 2..L-1; ``head_weights={(l, h): s_h}`` gives the paper's head-specific variant α_h = α s_h / max s.
 α = β = 0 is the identity.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,9 +26,17 @@ class Emphasis(SiteEdit):
     summary = "S += alpha|S| on emphasised keys (and beta|S| on sinks) for the generating row"
     paper = "Arif et al. 2025, arXiv 2501.12206"
 
-    def __init__(self, group: Any = "emphasis", sites: Any = "from-layer-2", alpha: float = 0.7,
-                 sinks: Any = None, beta: float = 0.3, rows: str = "last", head_weights: dict | None = None,
-                 atlas: Any = None) -> None:
+    def __init__(
+        self,
+        group: Any = "emphasis",
+        sites: Any = "from-layer-2",
+        alpha: float = 0.7,
+        sinks: Any = None,
+        beta: float = 0.3,
+        rows: str = "last",
+        head_weights: dict | None = None,
+        atlas: Any = None,
+    ) -> None:
         alpha = check_finite("emphasis alpha", alpha, 0.0, None)
         beta = check_finite("emphasis beta", beta, 0.0, None)
         if rows not in ("last", "all"):
@@ -40,9 +49,16 @@ class Emphasis(SiteEdit):
                 raise ValueError("emphasis: head_weights must have a positive maximum")
             hw = {format_site(*k): v / mx for k, v in w.items()}
         grp = list(group) if isinstance(group, (range, tuple)) else group
-        super().__init__(sites=sites, atlas=atlas, group=grp, alpha=alpha,
-                         sinks=list(sinks) if isinstance(sinks, (range, tuple)) else sinks, beta=beta, rows=rows,
-                         head_weights=hw)
+        super().__init__(
+            sites=sites,
+            atlas=atlas,
+            group=grp,
+            alpha=alpha,
+            sinks=list(sinks) if isinstance(sinks, (range, tuple)) else sinks,
+            beta=beta,
+            rows=rows,
+            head_weights=hw,
+        )
 
     def bind(self, n_layers: int, n_heads: int) -> Emphasis:
         if self._sel == "from-layer-2":
@@ -63,8 +79,9 @@ class Emphasis(SiteEdit):
         if len(heads) == 0 or (alpha == 0 and (beta == 0 or self.params["sinks"] is None)):
             return s
         hw = self.params["head_weights"]
-        h_scale = torch.tensor([hw.get(format_site(ctx.layer, int(h)), 0.0) if hw else 1.0 for h in heads],
-                               dtype=s.dtype, device=s.device)[None, :, None, None]
+        h_scale = torch.tensor(
+            [hw.get(format_site(ctx.layer, int(h)), 0.0) if hw else 1.0 for h in heads], dtype=s.dtype, device=s.device
+        )[None, :, None, None]
         coef = alpha * group_mask(self.params["group"], ctx, "emphasis group").to(s.dtype)  # (B,S)
         if self.params["sinks"] is not None and beta != 0:
             coef = coef + beta * group_mask(self.params["sinks"], ctx, "emphasis sinks").to(s.dtype)
@@ -80,7 +97,15 @@ class Emphasis(SiteEdit):
         return out
 
 
-def emphasis(group: Any = "emphasis", sites: Any = "from-layer-2", alpha: float = 0.7, sinks: Any = None,
-             beta: float = 0.3, rows: str = "last", head_weights: dict | None = None, atlas: Any = None) -> Emphasis:
+def emphasis(
+    group: Any = "emphasis",
+    sites: Any = "from-layer-2",
+    alpha: float = 0.7,
+    sinks: Any = None,
+    beta: float = 0.3,
+    rows: str = "last",
+    head_weights: dict | None = None,
+    atlas: Any = None,
+) -> Emphasis:
     """Emphasise a token group in the logits of the generating row; alpha = 0 (and no sinks) = identity."""
     return Emphasis(group, sites, alpha, sinks, beta, rows, head_weights, atlas)

@@ -5,6 +5,7 @@ For each selected head: Ã = (1 - u) A + u I, where I sends every query to its o
 (the key with the same position). u = 0 is the identity, u = 1 is PAG (o_i = v_i).
 A query whose own key is not among this call's keys keeps its row unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Any

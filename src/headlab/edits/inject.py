@@ -10,6 +10,7 @@ token; ``theta`` may also be given directly (θ = -inf, i.e. α = 0, is the iden
 "Last prompt token": position ``ctx.state["prompt_last"]`` (B,) when given; else the last query of
 a prefill call (T > 1, or a 1-token prompt). Decode steps (T = 1 against a cache) are untouched.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,8 +49,10 @@ class Inject(SiteEdit):
         return {k: float(torch.sigmoid(self.theta.detach()[i])) for k, i in self._index.items()}
 
     def _json_params(self) -> dict:
-        return {"means": {k: v.tolist() for k, v in self.means.items()},
-                "theta": {k: float(self.theta.detach()[i]) for k, i in self._index.items()}}
+        return {
+            "means": {k: v.tolist() for k, v in self.means.items()},
+            "theta": {k: float(self.theta.detach()[i]) for k, i in self._index.items()},
+        }
 
     @classmethod
     def from_params(cls, sites: Any, params: dict) -> Inject:
@@ -57,8 +60,7 @@ class Inject(SiteEdit):
 
     def describe(self) -> str:
         a = torch.sigmoid(self.theta.detach())
-        return (f"inject({len(self.means)} heads, alpha mean {float(a.mean()):.3f}, max {float(a.max()):.3f}): "
-                f"{self.summary}")
+        return f"inject({len(self.means)} heads, alpha mean {float(a.mean()):.3f}, max {float(a.max()):.3f}): {self.summary}"
 
     def _rows(self, ctx: AttnContext) -> torch.Tensor:
         """(B, T) bool: queries that are the last prompt token."""

@@ -16,6 +16,7 @@ edit or by name through ``ctx.state["groups"]``. Per selected head and query row
 
 p = 1 is the identity. VAR skips the last layer; pass sites accordingly (default: all layers but the last).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,9 +34,17 @@ class Redistribute(SiteEdit):
     summary = "sink attention above p moves to the token group in heads that look at the group"
     paper = "Kang et al., ICLR 2025, arXiv 2503.03321"
 
-    def __init__(self, group: Any = "context", sites: Any = "all-but-last", p: float = 0.6,
-                 sinks: Any = "first", rho: float = 0.5, min_share: float = 0.2, sink_thr: float = 0.1,
-                 atlas: Any = None) -> None:
+    def __init__(
+        self,
+        group: Any = "context",
+        sites: Any = "all-but-last",
+        p: float = 0.6,
+        sinks: Any = "first",
+        rho: float = 0.5,
+        min_share: float = 0.2,
+        sink_thr: float = 0.1,
+        atlas: Any = None,
+    ) -> None:
         p = check_finite("redistribute p", p, 0.0, 1.0)
         rho = check_finite("redistribute rho", rho, 0.0, 1.0)
         min_share = check_finite("redistribute min_share", min_share, 0.0, 1.0)
@@ -43,8 +52,16 @@ class Redistribute(SiteEdit):
         if not (sinks in ("first", "auto") or isinstance(sinks, (list, tuple))):
             raise ValueError(f"redistribute: sinks={sinks!r} must be 'first', 'auto' or a list of key positions")
         grp = list(group) if isinstance(group, (range, tuple)) else group
-        super().__init__(sites=sites, atlas=atlas, group=grp, p=p, sinks=list(sinks) if isinstance(sinks, tuple) else sinks,
-                         rho=rho, min_share=min_share, sink_thr=sink_thr)
+        super().__init__(
+            sites=sites,
+            atlas=atlas,
+            group=grp,
+            p=p,
+            sinks=list(sinks) if isinstance(sinks, tuple) else sinks,
+            rho=rho,
+            min_share=min_share,
+            sink_thr=sink_thr,
+        )
         self.needs_all_queries = sinks == "auto"
 
     def bind(self, n_layers: int, n_heads: int) -> Redistribute:
@@ -87,8 +104,13 @@ class Redistribute(SiteEdit):
         target = sub * g * (1 - s)  # non-sink group keys
         tsum = target.sum(-1, keepdim=True)
         sink_mass = (sub * s).sum(-1, keepdim=True)
-        sel = ((share >= self.params["min_share"]) & (sink_in_grp <= self.params["rho"] * share)
-               & after[:, None, :, None] & (tsum > 0) & (sink_mass > 0))
+        sel = (
+            (share >= self.params["min_share"])
+            & (sink_in_grp <= self.params["rho"] * share)
+            & after[:, None, :, None]
+            & (tsum > 0)
+            & (sink_mass > 0)
+        )
         freed = (1 - p) * sink_mass
         new = sub * (1 - s) + p * sub * s + freed * target / tsum.clamp_min(torch.finfo(a.dtype).tiny)
         out = a.clone()
@@ -96,7 +118,15 @@ class Redistribute(SiteEdit):
         return out
 
 
-def redistribute(group: Any = "context", sites: Any = "all-but-last", p: float = 0.6, sinks: Any = "first",
-                 rho: float = 0.5, min_share: float = 0.2, sink_thr: float = 0.1, atlas: Any = None) -> Redistribute:
+def redistribute(
+    group: Any = "context",
+    sites: Any = "all-but-last",
+    p: float = 0.6,
+    sinks: Any = "first",
+    rho: float = 0.5,
+    min_share: float = 0.2,
+    sink_thr: float = 0.1,
+    atlas: Any = None,
+) -> Redistribute:
     """VAR-style redistribution of sink attention to ``group``; p = 1 is the identity."""
     return Redistribute(group, sites, p, sinks, rho, min_share, sink_thr, atlas)

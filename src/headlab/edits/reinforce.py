@@ -10,6 +10,7 @@ Deviation, stated: VHR re-selects heads at every decoding step and layer with a 
 the model. Here the selection is computed once on a tuning set and applied as a fixed head scaling
 (a static VHR), which is what the edit contract can express. α = 1 is the identity.
 """
+
 from __future__ import annotations
 
 from typing import Any

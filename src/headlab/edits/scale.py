@@ -5,6 +5,7 @@ identity (exactly), 0 is output ablation. This is also the execution step of VHR
 reinforcement (VHR, He et al., ACL 2025; see reinforce.py) and of head-level ablation studies
 (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", arXiv 1905.10650).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,6 +13,7 @@ A scan result is a list of records ``{"layer": l, "head": h, <metric>: value, ..
 The atlas is always given explicitly: the ``atlas=`` argument (path to heads.json, a folder holding
 it, or the loaded records); ``headlab steer`` passes its ``--atlas``.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ _ROLE_RE = re.compile(r"^[A-Za-z_][\w.-]*$")
 def load_atlas(atlas: Any = None) -> list[dict]:
     """Records of a scan: from a path (file or folder with heads.json) or the loaded records."""
     if atlas is None:
-        raise ValueError("this site selector needs a head atlas: pass atlas='path/to/heads.json' "
-                         "(written by `headlab scan`), or --atlas on the command line")
+        raise ValueError(
+            "this site selector needs a head atlas: pass atlas='path/to/heads.json' "
+            "(written by `headlab scan`), or --atlas on the command line"
+        )
     if isinstance(atlas, (str, Path)):
         p = Path(atlas)
         if p.is_dir():
@@ -56,11 +59,11 @@ def is_atlas_selector(sel: Any) -> bool:
     return any(not is_site_term(t) for t in sel.split(","))
 
 
-def random_sites(k: int, n_layers: int, n_heads: int, seed: int = 0,
-                 exclude: dict[int, list[int]] | None = None) -> dict[int, list[int]]:
+def random_sites(
+    k: int, n_layers: int, n_heads: int, seed: int = 0, exclude: dict[int, list[int]] | None = None
+) -> dict[int, list[int]]:
     """``k`` heads drawn uniformly without replacement (optionally avoiding ``exclude``)."""
-    pool = [(l, h) for l in range(n_layers) for h in range(n_heads)
-            if not (exclude and h in exclude.get(l, []))]
+    pool = [(l, h) for l in range(n_layers) for h in range(n_heads) if not (exclude and h in exclude.get(l, []))]
     if not 0 < k <= len(pool):
         raise ValueError(f"random:{k}: k must be in 1..{len(pool)} (available heads)")
     g = torch.Generator().manual_seed(int(seed))
@@ -82,15 +85,19 @@ def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, 
     recs = load_atlas(atlas)
     for r in recs:
         if not (0 <= int(r["layer"]) < n_layers and 0 <= int(r["head"]) < n_heads):
-            raise ValueError(f"atlas record {format_site(r['layer'], r['head'])} is outside this model "
-                             f"({n_layers} layers x {n_heads} heads): the atlas is from another model")
+            raise ValueError(
+                f"atlas record {format_site(r['layer'], r['head'])} is outside this model "
+                f"({n_layers} layers x {n_heads} heads): the atlas is from another model"
+            )
     m = _TOP_RE.match(term)
     if m:
         metric, way, k = m.group(1), m.group(2), int(m.group(3))
         have = [r for r in recs if isinstance(r.get(metric), (int, float))]
         if not have:
-            raise ValueError(f"selector {term!r}: metric {metric!r} not in the atlas "
-                             f"(have {sorted(k for k in recs[0] if k not in ('layer', 'head', 'roles'))})")
+            raise ValueError(
+                f"selector {term!r}: metric {metric!r} not in the atlas "
+                f"(have {sorted(k for k in recs[0] if k not in ('layer', 'head', 'roles'))})"
+            )
         if not 0 < k <= len(have):
             raise ValueError(f"selector {term!r}: k must be in 1..{len(have)}")
         have.sort(key=lambda r: (r[metric], -r["layer"], -r["head"]), reverse=(way == "top"))
@@ -100,16 +107,21 @@ def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, 
         metric, op, x = m.group(1), m.group(2), float(m.group(3))
         if not any(metric in r for r in recs):
             raise ValueError(f"selector {term!r}: metric {metric!r} not in the atlas")
-        return {(int(r["layer"]), int(r["head"])) for r in recs
-                if isinstance(r.get(metric), (int, float)) and ((r[metric] > x) if op == ">" else (r[metric] < x))}
+        return {
+            (int(r["layer"]), int(r["head"]))
+            for r in recs
+            if isinstance(r.get(metric), (int, float)) and ((r[metric] > x) if op == ">" else (r[metric] < x))
+        }
     if _ROLE_RE.match(term):
         roles = sorted({ro for r in recs for ro in r.get("roles", [])})
         got = {(int(r["layer"]), int(r["head"])) for r in recs if term in r.get("roles", [])}
         if not got and term not in roles:
             raise ValueError(f"selector {term!r}: no such role in the atlas (roles: {roles})")
         return got
-    raise ValueError(f"bad site selector {term!r}: expected 'all', 'L<l>H<h>', a role, "
-                     "'<metric>:top<k>', '<metric>><x>', or 'random:<k>[:seed]'")
+    raise ValueError(
+        f"bad site selector {term!r}: expected 'all', 'L<l>H<h>', a role, "
+        "'<metric>:top<k>', '<metric>><x>', or 'random:<k>[:seed]'"
+    )
 
 
 def resolve(sel: Any, n_layers: int, n_heads: int, atlas: Any = None) -> dict[int, list[int]]:

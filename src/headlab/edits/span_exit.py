@@ -6,6 +6,7 @@ Group keys get logit -inf, except a query's own position (so a query inside the 
 valid row). The group's hidden states keep flowing; only other tokens stop reading them.
 ``after_layer = n_layers - 1`` is the identity.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ tokens, γ < 1 sharpens it. ``span=(start, end)`` scales a span of key positions
 
 The γ search (head profiling + validation sweep) lives in :mod:`headlab.steer.tune`.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,7 @@ class ZeroTuning(SiteEdit):
             if sites is not None:
                 raise ValueError("zerotuning: give either gamma={(l, h): g} or gamma=<float> with sites=, not both")
             g = site_values(gamma, "gamma", lo=0.0, lo_open=True)
-            super().__init__(sites=list(g), atlas=None, gamma={format_site(*k): v for k, v in g.items()},
-                             span=[s0, s1])
+            super().__init__(sites=list(g), atlas=None, gamma={format_site(*k): v for k, v in g.items()}, span=[s0, s1])
             self._g: dict[tuple[int, int], float] | float = g
         else:
             gv = check_finite("gamma", gamma, lo=0.0, lo_open=True)

@@ -12,6 +12,7 @@ Sliding windows, logit soft-capping and learned sink logits (``headlab.engine.sc
 the scores on every path. The dense ``headlab.reference.reference_attention`` is the plain reference
 for all of them.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,9 @@ def make_context(q, k, causal, bmask, layer=0, n_layers=1, state=None) -> AttnCo
     return AttnContext(layer, n_layers, H, k.shape[1], causal, key_pos, query_pos, state=state if state is not None else {})
 
 
-def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k, same_pos: bool = False,
-                 window: int | None = None) -> torch.Tensor:
+def allowed_rows(
+    idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pattern, q, k, same_pos: bool = False, window: int | None = None
+) -> torch.Tensor:
     """Bool (B|1, 1|H, Tc, S) visibility for the queries ``idx`` (indices into 0..T-1).
 
     ``pattern`` must already be in query-head numbering (``for_heads``) when static; ``same_pos``:
@@ -63,8 +65,23 @@ def allowed_rows(idx, ctx: AttnContext, T: int, S: int, causal: bool, bmask, pat
     return allowed
 
 
-def chunked_eager(q, k, v, scale, causal, bmask, pattern, edits, probes, ctx, chunk=None, *,
-                  window: int | None = None, softcap: float | None = None, sinks: torch.Tensor | None = None) -> torch.Tensor:
+def chunked_eager(
+    q,
+    k,
+    v,
+    scale,
+    causal,
+    bmask,
+    pattern,
+    edits,
+    probes,
+    ctx,
+    chunk=None,
+    *,
+    window: int | None = None,
+    softcap: float | None = None,
+    sinks: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Exact attention over query chunks, with edits and probes; (B, H, T, d_v).
 
     Scores per chunk: ``cap(q·kᵀ·scale)`` masked (causal, window, mask, pattern), score edits,
@@ -118,8 +135,9 @@ def _sdpa(q, k, v, scale, causal, bmask, *, window=None, softcap=None, sinks=Non
         return chunked_eager(q, k, v, scale, causal, bmask, None, [], [], ctx, window=window, softcap=softcap, sinks=sinks)
     ke, ve = expand_kv(k, H), expand_kv(v, H)
     if sinks is not None:
-        o, lse = attention_lse(q.float(), ke.float(), ve.float(), scale, causal=causal, window=window, bmask=bmask,
-                               backend=lse_backend)
+        o, lse = attention_lse(
+            q.float(), ke.float(), ve.float(), scale, causal=causal, window=window, bmask=bmask, backend=lse_backend
+        )
         _, r = sink_share(lse, sinks)
         return (o.float() * r[..., None]).to(q.dtype)
     structural = structural_mask(T, S, q.device, causal, window)
@@ -198,8 +216,15 @@ def _visible(kidx, qabs, causal, window, bmask, bidx) -> torch.Tensor:
     if bmask is not None:
         T = qabs.shape[0]
         tq = torch.arange(T, device=kidx.device)
-        ok = ok & bmask[bidx[:, None, None], torch.arange(bmask.shape[1], device=kidx.device)[None, :, None],
-                        tq[None, None, :], kidx[:, None, :]]
+        ok = (
+            ok
+            & bmask[
+                bidx[:, None, None],
+                torch.arange(bmask.shape[1], device=kidx.device)[None, :, None],
+                tq[None, None, :],
+                kidx[:, None, :],
+            ]
+        )
     return ok
 
 
@@ -207,12 +232,12 @@ def stats_ok(q, probes, causal: bool, softcap=None, lse_backend=None) -> bool:
     """Whether every probe has a closed form next to attention with an LSE backend for this device
     (none on e.g. Apple MPS unless forced; soft-capped scores have no closed-form entropy)."""
     backend = lse_backend or default_backend(q.device)
-    return (backend is not None and softcap is None and bool(probes)
-            and all(p.supports_fast(causal) for p in probes))
+    return backend is not None and softcap is None and bool(probes) and all(p.supports_fast(causal) for p in probes)
 
 
-def select_path(q, edits, probes, pattern, bmask, causal: bool = True, *, variant: bool = False, softcap=None,
-                lse_backend=None) -> str:
+def select_path(
+    q, edits, probes, pattern, bmask, causal: bool = True, *, variant: bool = False, softcap=None, lse_backend=None
+) -> str:
     """``variant``: the layer has a sliding window, soft-capping or sink logits (no block-sparse kernel)."""
     if not edits and not probes and pattern is None:
         return "sdpa"
@@ -261,19 +286,27 @@ def attend(
     softcap = None if softcap is None else float(softcap)
     bmask = to_bool_mask(attn_mask)
     if bmask is not None:
-        if bmask.dim() != 4 or bmask.shape[0] not in (1, B) or bmask.shape[1] not in (1, H) or bmask.shape[2] not in (1, T) \
-                or bmask.shape[3] != S:
+        if (
+            bmask.dim() != 4
+            or bmask.shape[0] not in (1, B)
+            or bmask.shape[1] not in (1, H)
+            or bmask.shape[2] not in (1, T)
+            or bmask.shape[3] != S
+        ):
             raise ValueError(f"attn_mask {tuple(bmask.shape)} must broadcast to (B, 1|H, T, S) = ({B}, 1|{H}, {T}, {S})")
         bmask = bmask.expand(B, bmask.shape[1], T, S)
     if probes and any(isinstance(p, str) for p in probes):
         probes = [make_probe(p) if isinstance(p, str) else p for p in probes]
     variant = window is not None or softcap is not None or sinks is not None
-    path = path or select_path(q, edits, probes, pattern, bmask, causal, variant=variant, softcap=softcap,
-                               lse_backend=lse_backend)
+    path = path or select_path(
+        q, edits, probes, pattern, bmask, causal, variant=variant, softcap=softcap, lse_backend=lse_backend
+    )
     if path == "stats" and not stats_ok(q, probes, causal, softcap, lse_backend):
-        raise ValueError("path='stats' needs probes that all have a closed form here, a device with a log-sum-exp "
-                         f"backend and no softcap (got {[p.name for p in probes]} on {q.device.type}, causal={causal}, "
-                         f"softcap={softcap}); use path='eager'")
+        raise ValueError(
+            "path='stats' needs probes that all have a closed form here, a device with a log-sum-exp "
+            f"backend and no softcap (got {[p.name for p in probes]} on {q.device.type}, causal={causal}, "
+            f"softcap={softcap}); use path='eager'"
+        )
     if path in ("sdpa", "sparse") and (edits or probes):
         raise ValueError(f"path={path!r} cannot run edits or probes; use path='eager' (or 'stats' for probes)")
     if path == "sparse" and pattern is None:
@@ -289,6 +322,20 @@ def attend(
     if path == "sparse":
         return sparse_attend(q, k, v, pattern, scale=scale, causal=causal)
     if path == "eager":
-        return chunked_eager(q, k, v, scale, causal, bmask, pattern, list(edits), list(probes), ctx, chunk,
-                             window=window, softcap=softcap, sinks=sinks)
+        return chunked_eager(
+            q,
+            k,
+            v,
+            scale,
+            causal,
+            bmask,
+            pattern,
+            list(edits),
+            list(probes),
+            ctx,
+            chunk,
+            window=window,
+            softcap=softcap,
+            sinks=sinks,
+        )
     raise ValueError(f"unknown path {path!r}: choose sdpa, stats, sparse or eager")

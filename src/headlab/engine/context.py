@@ -3,6 +3,7 @@
 Shapes use: B batch, H query heads, Hkv key/value heads, T queries in this call,
 S keys in this call (queries are the last T of the S positions), Tc queries in one chunk.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

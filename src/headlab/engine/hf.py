@@ -2,6 +2,7 @@
 Face model through headlab's engine, via transformers' ``AttentionInterface`` and
 ``AttentionMaskInterface``; the model's own implementation is restored on exit, also on errors.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,9 @@ def _by_name(kind: str, registry, name: str):
     try:
         return factory()
     except TypeError as exc:
-        raise ValueError(f"{kind} {name!r} cannot be built from its name alone ({exc}); "
-                         f"build it with its arguments and pass the object") from None
+        raise ValueError(
+            f"{kind} {name!r} cannot be built from its name alone ({exc}); build it with its arguments and pass the object"
+        ) from None
 
 
 def _resolve_edits(edits) -> list:
@@ -69,10 +71,14 @@ def _resolve_pattern(pattern, n_layers: int, n_heads: int, n_kv: int) -> dict[in
                 raise ValueError(f"pattern layer {layer!r} out of range: valid layers are 0..{n_layers - 1}")
             if isinstance(p, Sequence) and not isinstance(p, str):
                 if len(p) not in (n_heads, n_kv):
-                    raise ValueError(f"per-head pattern list for layer {layer} has {len(p)} entries; give one per query head "
-                                     f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)")
-                p = per_head([_by_name("pattern", PATTERNS, x) if isinstance(x, str) else x for x in p],
-                             kv_per_head=len(p) == n_kv and n_kv != n_heads)
+                    raise ValueError(
+                        f"per-head pattern list for layer {layer} has {len(p)} entries; give one per query head "
+                        f"({n_heads}) or one per KV head ({n_kv}, saves KV memory)"
+                    )
+                p = per_head(
+                    [_by_name("pattern", PATTERNS, x) if isinstance(x, str) else x for x in p],
+                    kv_per_head=len(p) == n_kv and n_kv != n_heads,
+                )
             elif isinstance(p, str):
                 p = _by_name("pattern", PATTERNS, p)
             out[layer] = p
@@ -118,12 +124,17 @@ def _make_fn(run: Run, n_layers: int):
     def headlab_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         for kw in _UNSUPPORTED_KW:
             if kwargs.get(kw) is not None:
-                raise NotImplementedError(f"headlab does not implement attention with {kw} (e.g. T5's relative position "
-                                          "bias); models that pass it cannot be attached")
+                raise NotImplementedError(
+                    f"headlab does not implement attention with {kw} (e.g. T5's relative position "
+                    "bias); models that pass it cannot be attached"
+                )
         causal = bool(getattr(module, "is_causal", True))
         # model variants: the window also arrives in the mask (harmless to apply twice); cap and sinks do not
-        variant = {"window": kwargs.get("sliding_window") if causal else None, "softcap": kwargs.get("softcap"),
-                   "sinks": kwargs.get("s_aux")}
+        variant = {
+            "window": kwargs.get("sliding_window") if causal else None,
+            "softcap": kwargs.get("softcap"),
+            "sinks": kwargs.get("s_aux"),
+        }
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             layer = order.setdefault(id(module), len(order))
@@ -136,10 +147,21 @@ def _make_fn(run: Run, n_layers: int):
             return kv.attend(query, attention_mask, scaling, pattern=pattern, edits=run.edits, probes=run.probes)
         if not run.probes and not run.edits and pattern is None:
             if variant["softcap"] is None and variant["sinks"] is None:
-                return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-            out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=to_bool_mask(attention_mask),
-                         path="sdpa", window=variant["window"], softcap=variant["softcap"],
-                         sinks=variant["sinks"])  # exact: SDPA + log-sum-exp for sinks, chunked loop for the cap
+                return sdpa_attention_forward(
+                    module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+                )
+            out = attend(
+                query,
+                key,
+                value,
+                scale=scaling,
+                causal=causal,
+                attn_mask=to_bool_mask(attention_mask),
+                path="sdpa",
+                window=variant["window"],
+                softcap=variant["softcap"],
+                sinks=variant["sinks"],
+            )  # exact: SDPA + log-sum-exp for sinks, chunked loop for the cap
             return torch.nan_to_num(out, nan=0.0).transpose(1, 2).contiguous(), None
         bmask = to_bool_mask(attention_mask)
         # HF hands the same mask object (one per layer type) to every layer of a forward pass: derive
@@ -153,13 +175,30 @@ def _make_fn(run: Run, n_layers: int):
             hit = last[id(attention_mask)] = (attention_mask, shapes, (c.key_pos, c.query_pos))
         kp, qp = hit[2]
         pid, win = kwargs.get("position_ids"), variant["window"]
-        if win is not None and key.shape[2] == win - 1 + query.shape[2] and isinstance(pid, torch.Tensor) \
-                and pid.dim() == 2 and pid.shape[-1] == query.shape[2]:
+        if (
+            win is not None
+            and key.shape[2] == win - 1 + query.shape[2]
+            and isinstance(pid, torch.Tensor)
+            and pid.dim() == 2
+            and pid.shape[-1] == query.shape[2]
+        ):
             kp, qp = shift_positions(kp, qp, pid)  # a full sliding cache (W - 1 kept keys) may have dropped tokens
         ctx = AttnContext(layer, n_layers, query.shape[1], key.shape[1], causal, kp, qp, state=run.state)
-        out = attend(query, key, value, scale=scaling, causal=causal, attn_mask=bmask, pattern=pattern,
-                     edits=run.edits, probes=run.probes, ctx=ctx, window=variant["window"],
-                     softcap=variant["softcap"], sinks=variant["sinks"])
+        out = attend(
+            query,
+            key,
+            value,
+            scale=scaling,
+            causal=causal,
+            attn_mask=bmask,
+            pattern=pattern,
+            edits=run.edits,
+            probes=run.probes,
+            ctx=ctx,
+            window=variant["window"],
+            softcap=variant["softcap"],
+            sinks=variant["sinks"],
+        )
         out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
         return out.transpose(1, 2).contiguous(), None
 
@@ -191,8 +230,10 @@ class _Nested:
                 try:
                     self.patterns[layer] = q & p
                 except (TypeError, ValueError) as exc:
-                    raise ValueError(f"nested attach: the outer and the inner block both set a pattern for layer {layer} "
-                                     f"and they cannot be intersected ({exc}); set one pattern in one attach") from None
+                    raise ValueError(
+                        f"nested attach: the outer and the inner block both set a pattern for layer {layer} "
+                        f"and they cannot be intersected ({exc}); set one pattern in one attach"
+                    ) from None
 
     @property
     def calls(self) -> int:
@@ -210,8 +251,10 @@ def _check_nesting(outer: list[Run], run: Run) -> None:
         seen = {id(x) for r in outer for x in getattr(r, kind)}
         twice = [x for x in getattr(run, kind) if id(x) in seen]
         if twice:
-            raise ValueError(f"nested attach: {twice[0]!r} is already attached by an enclosing block on this model; "
-                             f"the outer block's {kind} already see every call inside, so pass a separate object")
+            raise ValueError(
+                f"nested attach: {twice[0]!r} is already attached by an enclosing block on this model; "
+                f"the outer block's {kind} already see every call inside, so pass a separate object"
+            )
 
 
 @contextlib.contextmanager
@@ -241,13 +284,14 @@ def attach(model, probes: Sequence = (), edits: Sequence = (), pattern=None, sta
     for e in edits:
         e.bind(n_layers, n_heads)
     run = Run(model, probes, edits, _resolve_pattern(pattern, n_layers, n_heads, n_kv), dict(state or {}))
-    if callable(getattr(pattern, "check_model", None)):  # e.g. a per-head plan made for one model
-        pattern.check_model(model)
+    check_model = getattr(pattern, "check_model", None)
+    if callable(check_model):  # e.g. a per-head plan made for one model
+        check_model(model)
     stack = _OPEN.setdefault(model, [])
     outer = [entry[0] for entry in stack]
     _check_nesting(outer, run)
     name = f"headlab_{next(_counter)}"
-    AttentionInterface.register(name, _make_fn(_Nested([*outer, run]) if outer else run, n_layers))
+    AttentionInterface.register(name, _make_fn(_Nested([*outer, run]) if outer else run, n_layers))  # pyright: ignore[reportArgumentType]
     AttentionMaskInterface.register(name, sdpa_mask)
     entry = [run, name, model.config._attn_implementation]
     try:

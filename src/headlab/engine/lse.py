@@ -14,6 +14,7 @@ exactness tests against a dense reference:
 
 Rows with no visible key come back as ``o = 0``, ``lse = -inf`` from both backends.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -3,6 +3,7 @@
 Conventions: q (B, H, T, d), k (B, Hkv, S, d); the T queries are the last T of the S key
 positions. Boolean masks are True where a query may attend to a key.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
     if k.shape[2] < T:
         raise ValueError(f"more queries than keys: T={T} > S={k.shape[2]} (queries are the last T of S positions)")
     if H % k.shape[1]:
-        raise ValueError(f"query heads {H} must be a multiple of key/value heads {k.shape[1]}: q {tuple(q.shape)}, k {tuple(k.shape)}")
+        raise ValueError(
+            f"query heads {H} must be a multiple of key/value heads {k.shape[1]}: q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
 
 
 def to_bool_mask(attn_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -51,16 +54,18 @@ def positions_from_mask(mask: torch.Tensor | None, B: int, T: int, S: int, devic
     """
     if mask is None:
         kp = torch.arange(S, device=device).expand(B, S)
-        return kp, kp[:, S - T:]
+        return kp, kp[:, S - T :]
     m = mask.any(dim=1) if mask.shape[1] > 1 else mask[:, 0]  # (B, T, S)
     key_valid = m.any(dim=1)  # (B, S)
     diag = m[:, torch.arange(T, device=m.device), torch.arange(S - T, S, device=m.device)]  # (B, T)
     key_pos = torch.where(key_valid, key_valid.long().cumsum(-1) - 1, torch.full_like(key_valid, -1, dtype=torch.long))
-    q_pos = torch.where(diag & key_valid[:, S - T:], key_pos[:, S - T:], torch.full_like(diag, -1, dtype=torch.long))
+    q_pos = torch.where(diag & key_valid[:, S - T :], key_pos[:, S - T :], torch.full_like(diag, -1, dtype=torch.long))
     return key_pos, q_pos
 
 
-def shift_positions(key_pos: torch.Tensor, query_pos: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def shift_positions(
+    key_pos: torch.Tensor, query_pos: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Renumber mask-derived positions with the model's own ``position_ids (B|1, T)`` when a cache
     has dropped the oldest tokens (a sliding-window cache keeps only the last W - 1): the mask then
     numbers the keys from the oldest kept one, while ``position_ids`` counts from the row's first real

@@ -6,6 +6,7 @@ The plug-in packages register themselves when imported (``headlab.probes`` fills
 combinator, ``headlab.kernels`` the ``sparse_attend`` kernel); ``import headlab`` imports all of
 them. So the import direction stays one way: plug-ins import the engine, never the reverse.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,8 +29,10 @@ def make_probe(name: str) -> Any:
     own (``protocol is None``) can be made from a name."""
     cls = PROBES.get(name)
     if getattr(cls, "protocol", None) is not None:
-        raise ValueError(f"probe {name!r} needs its own input protocol ({cls.protocol}); it cannot run on "
-                         f"arbitrary text. Probes usable by name: {', '.join(query_probe_names())}")
+        raise ValueError(
+            f"probe {name!r} needs its own input protocol ({cls.protocol}); it cannot run on "
+            f"arbitrary text. Probes usable by name: {', '.join(query_probe_names())}"
+        )
     return cls()
 
 

@@ -3,6 +3,7 @@ logit soft-capping, learned sink logits; ``headlab.engine.scores``) — the plai
 
 It materialises the full (B, H, T, S) score matrix; never use it on long inputs.
 """
+
 from __future__ import annotations
 
 import math

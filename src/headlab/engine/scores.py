@@ -12,6 +12,7 @@
   one extra logit per query head in every softmax denominator, which takes probability mass but
   has no value. The weights of the real keys then sum to ``r = Z / (Z + e^sink) <= 1``.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ def check_variant(window, softcap, sinks, n_heads: int, causal: bool) -> None:
             raise ValueError(f"window must be a positive number of keys (>= 1), got {window!r}")
         if not causal:
             raise ValueError(f"window={window} applies to causal attention only (give bidirectional windows as attn_mask)")
-    if softcap is not None and (isinstance(softcap, bool) or not isinstance(softcap, (int, float))
-                                or not math.isfinite(softcap) or softcap <= 0):
+    if softcap is not None and (
+        isinstance(softcap, bool) or not isinstance(softcap, (int, float)) or not math.isfinite(softcap) or softcap <= 0
+    ):
         raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
     if sinks is not None and (not isinstance(sinks, torch.Tensor) or tuple(sinks.shape) != (n_heads,)):
         shape = tuple(sinks.shape) if isinstance(sinks, torch.Tensor) else type(sinks).__name__

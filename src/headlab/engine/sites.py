@@ -14,6 +14,7 @@ Layer lists (``parse_layers``, e.g. the dense layers of a sparse run) use the sa
 heads, with the ``L`` optional: ``"L14"``, ``"L14-24"``, ``"0,14-24"``, plus ``"all"``,
 ``"none"`` (or empty) and ``"every:7"`` (layers 0, 7, 14, ...).
 """
+
 from __future__ import annotations
 
 import re
@@ -101,8 +102,10 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
             continue
         t = _term(part)
         if t is None or t[3] is not None:
-            raise ValueError(f"bad layer list {text!r} at {part!r}: expected 'all', 'none', 'every:N' or a comma list "
-                             "of layers and inclusive ranges like 'L14', 'L14-24', '0,14-24'")
+            raise ValueError(
+                f"bad layer list {text!r} at {part!r}: expected 'all', 'none', 'every:N' or a comma list "
+                "of layers and inclusive ranges like 'L14', 'L14-24', '0,14-24'"
+            )
         out.update(_layer_range(t, part, n_layers))
     return sorted(out)
 

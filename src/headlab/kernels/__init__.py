@@ -2,6 +2,7 @@
 the banded window kernel (``band.py``), heterogeneous head groups (``heads.py``), the gather
 kernel (``gather.py``), FlexAttention (``flex.py``) and the dense reference (``reference.py``).
 """
+
 from __future__ import annotations
 
 from .band import band_attend
@@ -10,6 +11,19 @@ from .heads import head_bands, split_attend
 from .plan import build_plan
 from .reference import masked_attention, pattern_mask, reference_sparse_attend
 
-__all__ = ["sparse_attend", "auto_backend", "last_backend", "band_attend", "head_bands", "split_attend",
-           "reference_sparse_attend", "masked_attention", "pattern_mask", "dense_attend", "build_plan",
-           "pattern_block", "BACKENDS", "DEFAULT_BLOCK"]
+__all__ = [
+    "sparse_attend",
+    "auto_backend",
+    "last_backend",
+    "band_attend",
+    "head_bands",
+    "split_attend",
+    "reference_sparse_attend",
+    "masked_attention",
+    "pattern_mask",
+    "dense_attend",
+    "build_plan",
+    "pattern_block",
+    "BACKENDS",
+    "DEFAULT_BLOCK",
+]

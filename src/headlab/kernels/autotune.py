@@ -12,6 +12,7 @@ process (a workload of many lengths would otherwise pay a compile per length and
 torch.compile's recompile limit); later new keys use the default.
 ``HEADLAB_FLEX=0`` turns the measurement off (default only).
 """
+
 from __future__ import annotations
 
 import os

@@ -14,6 +14,7 @@ softmax stay inside its tiles, nothing (T, S)-sized is ever built.
 
 The plain reference is ``reference_sparse_attend`` with ``sink_window(sink, width)``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,11 +45,11 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     bq = block or band_block(w, T)
     nb = -(-T // bq)
     R, L = G * bq, bq + w - 1
-    off = S - T                                   # position of query 0
-    lo = max(0, off - (w - 1))                    # first key any band reaches
-    front = (w - 1) - (off - lo)                  # zero rows standing for positions < 0
+    off = S - T  # position of query 0
+    lo = max(0, off - (w - 1))  # first key any band reaches
+    front = (w - 1) - (off - lo)  # zero rows standing for positions < 0
     back = nb * bq - T
-    kp = F.pad(k[:, :, lo:], (0, 0, front, back)).reshape(BH, -1, d)   # (BH, nb*bq + w - 1, d)
+    kp = F.pad(k[:, :, lo:], (0, 0, front, back)).reshape(BH, -1, d)  # (BH, nb*bq + w - 1, d)
     vp = F.pad(v[:, :, lo:], (0, 0, front, back)).reshape(BH, -1, dv)
     # block b's window keys: rows [b*bq, b*bq + L) of kp, as one overlapping view (nb, BH, L, d)
     kb = kp.as_strided((nb, BH, L, d), (bq * d, kp.stride(0), d, 1))
@@ -60,7 +61,7 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     dev, dt = q.device, q.dtype
     r = torch.arange(bq, device=dev).view(-1, 1)
     c = torch.arange(L, device=dev).view(1, -1)
-    band_ok = (c >= r) & (c <= r + w - 1)                               # (bq, L), the same for every block
+    band_ok = (c >= r) & (c <= r + w - 1)  # (bq, L), the same for every block
     # edge blocks: the window reaches before key 0, or some row does not see every sink key
     first_regular = max(0, -(-(w - 1 - off) // bq), -(-(ns - 1 + w - off) // bq) if ns else 0)
     n_edge = min(nb, first_regular)
@@ -69,19 +70,19 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
     def keys(a: int, b: int):
         n = b - a
         if not ns:
-            return kb[a:b], vb[a:b]                  # overlapping views: SDPA reads them by stride
+            return kb[a:b], vb[a:b]  # overlapping views: SDPA reads them by stride
         ks, vs = k[:, :, :ns].reshape(1, BH, ns, d), v[:, :, :ns].reshape(1, BH, ns, dv)
         return torch.cat([ks.expand(n, BH, ns, d), kb[a:b]], 2), torch.cat([vs.expand(n, BH, ns, dv), vb[a:b]], 2)
 
-    cb_edge = max(1, CHUNK_ELEMS // max(1, R * Lt))                        # bounds the per-block bias
+    cb_edge = max(1, CHUNK_ELEMS // max(1, R * Lt))  # bounds the per-block bias
     for a in range(0, n_edge, cb_edge):
         b = min(n_edge, a + cb_edge)
-        pos0 = off + torch.arange(a, b, device=dev).view(-1, 1, 1) * bq         # first query of each block
-        kpos = pos0 - (w - 1) + c.view(1, 1, -1)                                # (n, 1, L) window key positions
+        pos0 = off + torch.arange(a, b, device=dev).view(-1, 1, 1) * bq  # first query of each block
+        kpos = pos0 - (w - 1) + c.view(1, 1, -1)  # (n, 1, L) window key positions
         ok = band_ok.view(1, bq, L) & (kpos >= 0)
         if ns:
             rows = pos0 + r.view(1, bq, 1)
-            sink_ok = torch.arange(ns, device=dev).view(1, 1, -1) <= rows - w   # before the window: visible
+            sink_ok = torch.arange(ns, device=dev).view(1, 1, -1) <= rows - w  # before the window: visible
             ok = torch.cat([sink_ok, ok.expand(b - a, bq, L)], -1)
         bias = torch.zeros(ok.shape, dtype=dt, device=dev).masked_fill_(~ok, float("-inf"))
         bias = bias.unsqueeze(1).expand(b - a, G, bq, Lt).reshape(b - a, 1, R, Lt)
@@ -89,7 +90,7 @@ def band_attend(q, k, v, sink: int, width: int, scale: float, block: int | None 
         out[a:b] = F.scaled_dot_product_attention(qr[a:b], kc, vc, attn_mask=bias, scale=scale)
     if n_edge < nb:
         ok = torch.cat([torch.ones(bq, ns, dtype=torch.bool, device=dev), band_ok], -1) if ns else band_ok
-        bias = torch.zeros(bq, Lt, dtype=dt, device=dev).masked_fill_(~ok, float("-inf")).repeat(G, 1)   # (R, Lt)
+        bias = torch.zeros(bq, Lt, dtype=dt, device=dev).masked_fill_(~ok, float("-inf")).repeat(G, 1)  # (R, Lt)
         cb = max(1, CHUNK_ELEMS // max(1, BH * R * Lt))
         for a in range(n_edge, nb, cb):
             b = min(nb, a + cb)

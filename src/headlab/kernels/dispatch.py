@@ -15,6 +15,7 @@ Dynamic patterns (topk_blocks, dhsa) always take the gather path with their data
 selection. ``last_backend()`` names the backend the latest call really ran (e.g. "band+sdpa",
 "flex"). Exactness against ``reference_sparse_attend`` is tested at odd sizes.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,7 @@ def _ran(name: str) -> str:
 
 def _check(q, k, v):
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"need q (B,H,T,d), k/v (B,Hkv,S,d); got {tuple(q.shape)}, {tuple(k.shape)}, "
-                         f"{tuple(v.shape)}")
+        raise ValueError(f"need q (B,H,T,d), k/v (B,Hkv,S,d); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     B, H, T, d = q.shape
     if k.shape[0] != B or k.shape[3] != d or v.shape[:3] != k.shape[:3]:
         raise ValueError(f"k {tuple(k.shape)} / v {tuple(v.shape)} do not match q {tuple(q.shape)}")
@@ -70,15 +70,15 @@ def dense_attend(q, k, v, pattern: Pattern, scale: float, causal: bool) -> torch
     """SDPA with the full boolean mask (rows without keys -> 0)."""
     m = pattern_mask(pattern, q, k, causal)
     G = q.shape[1] // k.shape[1]
-    out = F.scaled_dot_product_attention(q, k.repeat_interleave(G, 1), v.repeat_interleave(G, 1),
-                                         attn_mask=m, scale=scale)
+    out = F.scaled_dot_product_attention(q, k.repeat_interleave(G, 1), v.repeat_interleave(G, 1), attn_mask=m, scale=scale)
     if not bool(m.any(-1).all()):
         out = out.masked_fill(~m.any(-1, keepdim=True), 0.0)
     return out
 
 
-def sparse_attend(q, k, v, pattern: Pattern, scale: float | None = None, causal: bool = True,
-                  backend: str = "auto", block: int | None = None) -> torch.Tensor:
+def sparse_attend(
+    q, k, v, pattern: Pattern, scale: float | None = None, causal: bool = True, backend: str = "auto", block: int | None = None
+) -> torch.Tensor:
     """Attention restricted to ``pattern``; keys no head needs are never computed. Returns (B,H,T,dv)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -92,19 +92,21 @@ def sparse_attend(q, k, v, pattern: Pattern, scale: float | None = None, causal:
     if pattern.dynamic:
         if backend in ("flex", "band"):
             raise ValueError(f"backend {backend!r} needs a static pattern; {pattern.describe()} is dynamic")
-        sel = pattern.select_units(q, k, torch.arange(S - T, S), torch.arange(S))
+        sel = pattern.select_units(q, k, torch.arange(S - T, S), torch.arange(S))  # pyright: ignore[reportAttributeAccessIssue]  (dynamic patterns)
         _ran("gather")
         return gather_dynamic(q, k, v, sel, scale)
     pattern.check(T, S)
     if backend == "flex":
         from .flex import flex_attend
+
         _ran("flex")
         return flex_attend(q, k, v, pattern, scale, causal)
     hb = head_bands(pattern, H, Hkv, S) if backend in ("band", "auto") else None
     if backend == "band":
         if hb is None:
-            raise ValueError(f"backend 'band' needs every head to be causal, window, sink_window or a moa span; "
-                             f"{pattern.describe()} is not")
+            raise ValueError(
+                f"backend 'band' needs every head to be causal, window, sink_window or a moa span; {pattern.describe()} is not"
+            )
         _ran(hb.backend())
         return split_attend(q, k, v, hb, scale, block)
     if hb is not None:  # auto, every head a band or full
@@ -124,6 +126,7 @@ def sparse_attend(q, k, v, pattern: Pattern, scale: float | None = None, causal:
         candidates = {"gather": lambda: gather_static(q, k, v, plan, scale)}
     if backend == "auto" and block is None and q.device.type == "cpu" and autotune.measuring(T):
         from .flex import flex_attend
+
         candidates["flex"] = lambda: flex_attend(q, k, v, pattern, scale, causal)
     key = (pattern.describe(), T, S, H, Hkv, q.dtype, causal)
     chosen, out = autotune.choose(key, T, candidates)

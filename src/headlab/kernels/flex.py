@@ -4,6 +4,7 @@ The pattern's element-wise rule becomes the ``mask_mod``; the block mask is cach
 and the compiled kernel is shared process-wide. On CPU FlexAttention only runs under
 torch.compile (first call 15-30 s here), inference only.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,13 +21,14 @@ def _flex():
     global _COMPILED
     if _COMPILED is None:
         from torch.nn.attention.flex_attention import flex_attention
+
         _COMPILED = torch.compile(flex_attention, dynamic=False)
     return _COMPILED
 
 
-def block_mask(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, causal: bool,
-               block: int = 128, device="cpu"):
+def block_mask(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, causal: bool, block: int = 128, device="cpu"):
     from torch.nn.attention.flex_attention import create_block_mask
+
     key = ("flex", T, S, n_heads, n_kv_heads, causal, block, str(device))
     cache = pattern.__dict__.setdefault("_plan_cache", {})
     if key in cache:
@@ -39,8 +41,7 @@ def block_mask(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, 
         m = p.rule(h, i, kj, S)
         return (m & (kj <= i)) if causal else m
 
-    bm = create_block_mask(mask_mod, None, p.heads if p.n_heads else None, T, S, device=device,
-                           BLOCK_SIZE=block)
+    bm = create_block_mask(mask_mod, None, p.heads if p.n_heads else None, T, S, device=device, BLOCK_SIZE=block)
     cache[key] = bm
     return bm
 

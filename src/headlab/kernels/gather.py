@@ -5,6 +5,7 @@ never read. Query blocks are processed in chunks so scores stay cache-sized.
 Under GQA, when the layout is shared by the G query heads of a KV head, the G heads are stacked
 as G*block query rows against one gathered KV block set (one gather per KV head, bigger GEMMs).
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,7 +54,7 @@ def _unrows(o, shared: bool, H: int, T: int, block: int, front: int = 0):
     if shared:
         G = H // hh
         o = o.view(B, hh, nq, G, block, d).permute(0, 1, 3, 2, 4, 5)
-    return o.reshape(B, H, nq * block, d)[:, :, front:front + T]
+    return o.reshape(B, H, nq * block, d)[:, :, front : front + T]
 
 
 SPLIT_HEADS_BELOW = 0.75  # run heads one by one when that computes < 75 % of the joint work
@@ -61,7 +62,7 @@ SPLIT_HEADS_BELOW = 0.75  # run heads one by one when that computes < 75 % of th
 
 def _head_work(plan: Plan) -> tuple[int, int]:
     """(blocks computed with all heads chunked together, blocks computed head by head)."""
-    per_head = plan.head_counts                                        # (h, nq)
+    per_head = plan.head_counts  # (h, nq)
     return int(per_head.amax(0).sum()) * plan.heads, int(per_head.sum())
 
 
@@ -75,9 +76,9 @@ def gather_static(q, k, v, plan: Plan, scale: float, split_heads: bool | None = 
     Hkv = k.shape[1]
     G = H // Hkv
     bl, nq = plan.block, plan.nq
-    qr = _rows(q * scale, plan.shared, Hkv, bl, nq)                   # (B,hh,nq,R,d)
+    qr = _rows(q * scale, plan.shared, Hkv, bl, nq)  # (B,hh,nq,R,d)
     hh, R = qr.shape[1], qr.shape[3]
-    kb, vb = _blocks(k, bl), _blocks(v, bl)                            # (B,Hkv,nk+1,bl,d)
+    kb, vb = _blocks(k, bl), _blocks(v, bl)  # (B,Hkv,nk+1,bl,d)
     K = plan.idx.shape[-1]
     if plan.shared:
         hsel = torch.arange(Hkv, device=q.device).view(-1, 1, 1) if plan.heads > 1 else None
@@ -86,7 +87,7 @@ def gather_static(q, k, v, plan: Plan, scale: float, split_heads: bool | None = 
     bias = plan.bias
     grouped = plan.shared and G > 1
     if grouped:
-        bias = bias.view(plan.heads, nq, 1, bl, K * bl)                # broadcast over the G stacked heads
+        bias = bias.view(plan.heads, nq, 1, bl, K * bl)  # broadcast over the G stacked heads
     out = torch.empty(B, hh, nq, R, d, dtype=q.dtype, device=q.device)
     if split_heads is None:
         joint, split = _head_work(plan)
@@ -94,8 +95,18 @@ def gather_static(q, k, v, plan: Plan, scale: float, split_heads: bool | None = 
     group = G if grouped else 1
     if split_heads and plan.heads > 1:
         for h in range(plan.heads):
-            _chunks(qr[:, h:h + 1], kb, vb, plan.idx[h:h + 1], hsel[h:h + 1], bias[h:h + 1],
-                    plan.head_counts[h].tolist(), plan.empty_rows, group, out[:, h:h + 1])
+            _chunks(
+                qr[:, h : h + 1],
+                kb,
+                vb,
+                plan.idx[h : h + 1],
+                None if hsel is None else hsel[h : h + 1],
+                bias[h : h + 1],
+                plan.head_counts[h].tolist(),
+                plan.empty_rows,
+                group,
+                out[:, h : h + 1],
+            )
     else:
         _chunks(qr, kb, vb, plan.idx, hsel, bias, plan.counts.tolist(), plan.empty_rows, group, out)
     return _unrows(out, plan.shared, H, T, bl)
@@ -118,12 +129,12 @@ def _chunks(qr, kb, vb, idx, hsel, bias, counts: list[int], fix_nan: bool, group
         Kc = kc_max
         ii = idx[:, a:b, :Kc]
         if hsel is None:
-            kc, vc = kb[:, :, ii[0]], vb[:, :, ii[0]]                  # (B,Hkv,c,Kc,bl,d)
+            kc, vc = kb[:, :, ii[0]], vb[:, :, ii[0]]  # (B,Hkv,c,Kc,bl,d)
         else:
-            kc, vc = kb[:, hsel, ii], vb[:, hsel, ii]                  # (B,hh,c,Kc,bl,d)
+            kc, vc = kb[:, hsel, ii], vb[:, hsel, ii]  # (B,hh,c,Kc,bl,d)
         kc = kc.reshape(B, hh, b - a, Kc * bl, -1)
         vc = vc.reshape(B, hh, b - a, Kc * bl, -1)
-        bc = bias[:, a:b, ..., :Kc * bl]
+        bc = bias[:, a:b, ..., : Kc * bl]
         out[:, :, a:b] = _attend_chunk(qr[:, :, a:b], kc, vc, bc.unsqueeze(0), fix_nan, group)
         a = b
 
@@ -134,13 +145,13 @@ def gather_dynamic(q, k, v, sel: Selection, scale: float) -> torch.Tensor:
     Hkv, S = k.shape[1], k.shape[2]
     G = H // Hkv
     bl, unit = sel.block, sel.unit
-    front = (S - T) - sel.first_block * bl                             # rows before the first query
+    front = (S - T) - sel.first_block * bl  # rows before the first query
     nq = sel.idx.shape[2]
     hs = sel.idx.shape[1]
     shared = hs in (1, Hkv) and not (hs == H and G > 1)
-    qr = _rows(q * scale, shared, Hkv, bl, nq, front)                  # (B,hh,nq,R,d)
+    qr = _rows(q * scale, shared, Hkv, bl, nq, front)  # (B,hh,nq,R,d)
     hh, R = qr.shape[1], qr.shape[3]
-    kb, vb = _blocks(k, unit), _blocks(v, unit)                        # (B,Hkv,nu+1,unit,d)
+    kb, vb = _blocks(k, unit), _blocks(v, unit)  # (B,Hkv,nu+1,unit,d)
     nu = kb.shape[2] - 1
     idx = torch.where(sel.valid, sel.idx, torch.full_like(sel.idx, nu))
     K = idx.shape[-1]
@@ -159,13 +170,13 @@ def gather_dynamic(q, k, v, sel: Selection, scale: float) -> torch.Tensor:
         kc = kb[bsel, hsel, ii].reshape(B, hh, b - a, K * unit, d)
         vc = vb[bsel, hsel, ii].reshape(B, hh, b - a, K * unit, d)
         kp = (ii.unsqueeze(-1) * unit + ar).reshape(B, hh, b - a, 1, K * unit)
-        qp = ((sel.first_block + torch.arange(a, b, device=q.device)).view(-1, 1) * bl
-              + torch.arange(bl, device=q.device)).view(1, 1, b - a, bl, 1)
+        qp = ((sel.first_block + torch.arange(a, b, device=q.device)).view(-1, 1) * bl + torch.arange(bl, device=q.device)).view(
+            1, 1, b - a, bl, 1
+        )
         ok = (kp <= qp) & (kp < S)
         bias = torch.zeros(ok.shape, dtype=q.dtype, device=q.device).masked_fill_(~ok, float("-inf"))
         grouped = shared and G > 1
-        out[:, :, a:b] = _attend_chunk(qr[:, :, a:b], kc, vc, bias.unsqueeze(3) if grouped else bias, True,
-                                       G if grouped else 1)
+        out[:, :, a:b] = _attend_chunk(qr[:, :, a:b], kc, vc, bias.unsqueeze(3) if grouped else bias, True, G if grouped else 1)
     res = _unrows(out, shared, H, T, bl, front)
     if sel.dense_rows:
         n = sel.dense_rows
@@ -174,5 +185,5 @@ def gather_dynamic(q, k, v, sel: Selection, scale: float) -> torch.Tensor:
         qpos = torch.arange(S - n, S, device=q.device).view(-1, 1)
         m = torch.arange(S, device=q.device).view(1, -1) <= qpos
         res = res.clone()
-        res[:, :, T - n:] = F.scaled_dot_product_attention(q[:, :, T - n:], kr, vr, attn_mask=m, scale=scale)
+        res[:, :, T - n :] = F.scaled_dot_product_attention(q[:, :, T - n :], kr, vr, attn_mask=m, scale=scale)
     return res

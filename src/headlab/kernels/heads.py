@@ -8,6 +8,7 @@ form a group; full heads go through one SDPA call on just their heads (under GQA
 heads), band heads through ``band_attend``; results are scattered back into (B, H, T, d).
 Patterns that are not bands (power, strided, halo, ...) return None and keep the gather path.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def band_of(p: Pattern, S: int):
 
 
 def _band(sink: int, width: int, S: int):
-    if sink + width >= S:   # row S-1 sees keys 0..sink-1 and S-width..S-1: everything
+    if sink + width >= S:  # row S-1 sees keys 0..sink-1 and S-width..S-1: everything
         return FULL
     return (int(sink), int(width))
 
@@ -90,7 +91,7 @@ def head_bands(pattern: Pattern, H: int, Hkv: int, S: int) -> HeadBands | None:
     if n != H:
         raise ValueError(f"{pattern.describe()} has {n} heads, but q has {H} query heads")
     G = H // Hkv
-    if all(len(set(bands[g * G:(g + 1) * G])) == 1 for g in range(Hkv)):  # constant within each KV group
+    if all(len(set(bands[g * G : (g + 1) * G])) == 1 for g in range(Hkv)):  # constant within each KV group
         return HeadBands(tuple(bands[::G]), True)
     return HeadBands(tuple(bands), False)
 

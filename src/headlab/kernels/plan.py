@@ -3,6 +3,7 @@ mask (0 / -inf) of the gathered entries. Built once per (pattern, lengths, heads
 and cached on the pattern, like FlexAttention's ``create_block_mask``; the build cost is
 reported separately by ``headlab bench kernels``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,21 +48,21 @@ def plan_heads(pattern: Pattern, n_heads: int, n_kv_heads: int) -> tuple[Pattern
         return pattern, True
     if pattern.kv_per_head:
         if pattern.n_heads != n_kv_heads:
-            raise ValueError(f"{pattern.describe()} is defined per KV head with {pattern.n_heads} heads, "
-                             f"but k/v have {n_kv_heads} heads")
+            raise ValueError(
+                f"{pattern.describe()} is defined per KV head with {pattern.n_heads} heads, but k/v have {n_kv_heads} heads"
+            )
         return pattern, True
     return pattern.for_heads(n_heads, n_kv_heads), False
 
 
-def build_plan(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, block: int,
-               causal: bool, device=None) -> Plan:
+def build_plan(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, block: int, causal: bool, device=None) -> Plan:
     key = (T, S, n_heads, n_kv_heads, block, causal, str(device))
     cache = pattern.__dict__.setdefault("_plan_cache", {})
     if key in cache:
         return cache[key]
     p, shared = plan_heads(pattern, n_heads, n_kv_heads)
     h = p.heads
-    layout = p.block_layout(T, S, block, causal=causal)                 # (h, nq, nk)
+    layout = p.block_layout(T, S, block, causal=causal)  # (h, nq, nk)
     nq, nk = layout.shape[1], layout.shape[2]
     counts = layout.sum(-1)
     K = max(1, int(counts.max()))
@@ -78,10 +79,20 @@ def build_plan(pattern: Pattern, T: int, S: int, n_heads: int, n_kv_heads: int, 
     real_row = (qp < S).expand_as(allowed)
     empty = bool((~allowed.any(-1) & real_row[..., 0]).any())
     bias = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, float("-inf"))
-    plan = Plan(shared=shared, heads=h, block=block, nq=nq, nk=nk, idx=idx.to(device),
-                counts=counts.amax(0), head_counts=counts,
-                bias=bias.to(device), empty_rows=empty, pairs=float((allowed & real_row).sum()) / h,
-                gathered=float(nq * block * K * block))
+    plan = Plan(
+        shared=shared,
+        heads=h,
+        block=block,
+        nq=nq,
+        nk=nk,
+        idx=idx.to(device),
+        counts=counts.amax(0),
+        head_counts=counts,
+        bias=bias.to(device),
+        empty_rows=empty,
+        pairs=float((allowed & real_row).sum()) / h,
+        gathered=float(nq * block * K * block),
+    )
     if len(cache) > 16:
         cache.pop(next(iter(cache)))
     cache[key] = plan

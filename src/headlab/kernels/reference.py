@@ -1,4 +1,5 @@
 """Dense masked attention, the plain reference every sparse kernel is tested against."""
+
 from __future__ import annotations
 
 import math

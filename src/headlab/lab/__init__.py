@@ -4,16 +4,11 @@ Each experiment module ``headlab.lab.<name>`` has ``run(..., seed, quiet) -> Lab
 ``plot(result, fig)``; :data:`EXPERIMENTS` maps CLI names to those modules.  ``tiny_lm`` builds the
 small decoder-only LM used by ``sinks`` and ``moh``.
 """
-from . import deconstruct
-from . import icl_regression
-from . import induction
-from . import memory_capacity
-from . import moh
-from . import rf_mean
-from . import sinks
+
+from . import deconstruct, icl_regression, induction, memory_capacity, moh, rf_mean, sinks
+from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import FIELDS, LabResult
 from .text import TextData
-from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 
 #: CLI name -> experiment module (with ``run`` and ``plot``)
 EXPERIMENTS = {

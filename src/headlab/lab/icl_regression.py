@@ -15,6 +15,7 @@ Structure: KQ diagonality = mean |diag| / mean |off-diag| of each head's x-block
 The decision rule (performance vs one-step GD and single-head attention, the gap to Bayes, diagonal KQ,
 opposite-sign zero-sum OV entries) is registered in :mod:`headlab.results.lab_claims` (``icl-regression``).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,10 @@ class ICLAttention(nn.Module):
         self.ov = nn.Parameter(init_scale * torch.randn(heads, d + 1))
 
     def forward(self, x, y, xq):
-        z = torch.cat([x, y[..., None]], -1)                               # (B,n,d+1)
-        zq = torch.cat([xq, torch.zeros_like(xq[:, :1])], -1)              # (B,d+1)
-        logits = torch.einsum("bp,hpq,bnq->bhn", zq, self.kq, z)           # (B,H,n)
-        att = logits.softmax(-1) @ z                                       # (B,H,d+1)
+        z = torch.cat([x, y[..., None]], -1)  # (B,n,d+1)
+        zq = torch.cat([xq, torch.zeros_like(xq[:, :1])], -1)  # (B,d+1)
+        logits = torch.einsum("bp,hpq,bnq->bhn", zq, self.kq, z)  # (B,H,n)
+        att = logits.softmax(-1) @ z  # (B,H,d+1)
         return (att * self.ov).sum((-1, -2))
 
 
@@ -70,27 +71,45 @@ def structure(model: ICLAttention, d: int) -> dict[str, float]:
     diag = kq.diagonal(dim1=1, dim2=2).abs().mean().item()
     off = (kq.abs().sum((1, 2)) - kq.diagonal(dim1=1, dim2=2).abs().sum(1)).sum().item() / (kq.shape[0] * d * (d - 1))
     ovy = model.ov.detach()[:, -1]
-    return {"kq_diag_ratio": diag / max(off, 1e-12),
-            "ov_zero_sum": (ovy.sum().abs() / ovy.abs().sum().clamp_min(1e-12)).item(),
-            "ov_y": ovy.tolist(), "kq_omega": model.kq.detach()[:, :d, :d].diagonal(dim1=1, dim2=2).mean(1).tolist()}
+    return {
+        "kq_diag_ratio": diag / max(off, 1e-12),
+        "ov_zero_sum": (ovy.sum().abs() / ovy.abs().sum().clamp_min(1e-12)).item(),
+        "ov_y": ovy.tolist(),
+        "kq_omega": model.kq.detach()[:, :d, :d].diagonal(dim1=1, dim2=2).mean(1).tolist(),
+    }
 
 
-def run(steps: int = 6000, d: int = 5, n: int = 20, heads: tuple[int, ...] = (1, 2, 4), batch: int = 256,
-        lr: float = 1e-3, noise: float = 0.5, test_lengths: tuple[int, ...] = (20, 40, 80), seed: int = 0,
-        quiet: bool = False) -> LabResult:
+def run(
+    steps: int = 6000,
+    d: int = 5,
+    n: int = 20,
+    heads: tuple[int, ...] = (1, 2, 4),
+    batch: int = 256,
+    lr: float = 1e-3,
+    noise: float = 0.5,
+    test_lengths: tuple[int, ...] = (20, 40, 80),
+    seed: int = 0,
+    quiet: bool = False,
+) -> LabResult:
     if n not in test_lengths:
         test_lengths = (n, *test_lengths)
     tests = {m: sample(TEST_SEQUENCES, m, d, noise, torch.Generator().manual_seed(seed + 100 + m)) for m in test_lengths}
     fit = sample(4096, n, d, noise, torch.Generator().manual_seed(seed + 99))
     f = gd_feature(*fit[:3])
-    c = ((f * fit[3]).sum() / (f * f).sum()).item()                       # best one-step-GD scale
+    c = ((f * fit[3]).sum() / (f * f).sum()).item()  # best one-step-GD scale
     base = {}
     for m, (x, y, xq, yq, _) in tests.items():
-        base[m] = {"bayes": ((ridge_predict(x, y, xq, noise ** 2 * d) - yq) ** 2).mean().item(),
-                   "gd": ((c * gd_feature(x, y, xq) - yq) ** 2).mean().item(),
-                   "zero": (yq ** 2).mean().item()}
-    measured: dict = {"baselines": {str(m): v for m, v in base.items()}, "gd_scale": c, "models": {},
-                      "test_sequences": TEST_SEQUENCES}
+        base[m] = {
+            "bayes": ((ridge_predict(x, y, xq, noise**2 * d) - yq) ** 2).mean().item(),
+            "gd": ((c * gd_feature(x, y, xq) - yq) ** 2).mean().item(),
+            "zero": (yq**2).mean().item(),
+        }
+    measured: dict = {
+        "baselines": {str(m): v for m, v in base.items()},
+        "gd_scale": c,
+        "models": {},
+        "test_sequences": TEST_SEQUENCES,
+    }
     records: list[dict] = []
     models = {}
     for h in heads:
@@ -115,20 +134,51 @@ def run(steps: int = 6000, d: int = 5, n: int = 20, heads: tuple[int, ...] = (1,
                         records.append({"heads": h, "step": step, "test_mse": curve["mse"][-1]})
         with torch.no_grad():
             mse = {str(m): ((model(x, y, xq) - yq) ** 2).mean().item() for m, (x, y, xq, yq, _) in tests.items()}
-        measured["models"][str(h)] = {"curve": curve, "test_mse": mse, **structure(model, d),
-                                      "kq": model.kq.detach().tolist(), "ov": model.ov.detach().tolist()}
+        measured["models"][str(h)] = {
+            "curve": curve,
+            "test_mse": mse,
+            **structure(model, d),
+            "kq": model.kq.detach().tolist(),
+            "ov": model.ov.detach().tolist(),
+        }
         models[h] = model
     multi = [h for h in heads if h >= 2]
     if multi:
         measured["best_multi_head"] = min(multi, key=lambda h: measured["models"][str(h)]["test_mse"][str(n)])
-    res = judged(NAME, measured, dict(steps=steps, d=d, n=n, heads=list(heads), batch=batch, lr=lr, noise=noise,
-                                      test_lengths=list(test_lengths), seed=seed, optimizer="Adam"), records)
+    res = judged(
+        NAME,
+        measured,
+        dict(
+            steps=steps,
+            d=d,
+            n=n,
+            heads=list(heads),
+            batch=batch,
+            lr=lr,
+            noise=noise,
+            test_lengths=list(test_lengths),
+            seed=seed,
+            optimizer="Adam",
+        ),
+        records,
+    )
     if not quiet:
-        rows = [[f"attention H={h}", *[measured["models"][str(h)]["test_mse"][str(m)] for m in test_lengths],
-                 measured["models"][str(h)]["kq_diag_ratio"], measured["models"][str(h)]["ov_zero_sum"]] for h in heads]
+        rows = [
+            [
+                f"attention H={h}",
+                *[measured["models"][str(h)]["test_mse"][str(m)] for m in test_lengths],
+                measured["models"][str(h)]["kq_diag_ratio"],
+                measured["models"][str(h)]["ov_zero_sum"],
+            ]
+            for h in heads
+        ]
         rows += [[k, *[base[m][k] for m in test_lengths], "", ""] for k in ("bayes", "gd", "zero")]
-        print_table("in-context linear regression: test MSE",
-                    ["predictor", *[f"n={m}" for m in test_lengths], "KQ diag ratio", "OV zero-sum"], rows, res)
+        print_table(
+            "in-context linear regression: test MSE",
+            ["predictor", *[f"n={m}" for m in test_lengths], "KQ diag ratio", "OV zero-sum"],
+            rows,
+            res,
+        )
     return res
 
 

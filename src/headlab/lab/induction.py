@@ -24,6 +24,7 @@ the first step at 90% of the final gain above chance.
 A steady ramp gives about 1 however long training runs; a plateau followed by a jump gives much more.
 The decision rule is registered in :mod:`headlab.results.lab_claims` (``induction``).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,18 +60,18 @@ class BurstyTask:
         """cls (B,N) class ids into mu, lab_ctx (B,N) label ids, q_cls (B,) -> tokens (B,2N+1,dim)."""
         bsz = cls.shape[0]
         items = mu[torch.cat([cls, q_cls[:, None]], 1)]
-        items = (items + self.eps * torch.randn(items.shape, generator=gen)) / math.sqrt(1 + self.eps ** 2)
+        items = (items + self.eps * torch.randn(items.shape, generator=gen)) / math.sqrt(1 + self.eps**2)
         seq = torch.zeros(bsz, 2 * self.N + 1, self.D)
-        seq[:, 0:2 * self.N:2] = items[:, :self.N]
-        seq[:, 1:2 * self.N:2] = self.labels[lab_ctx]
+        seq[:, 0 : 2 * self.N : 2] = items[:, : self.N]
+        seq[:, 1 : 2 * self.N : 2] = self.labels[lab_ctx]
         seq[:, -1] = items[:, -1]
         pos = torch.eye(2 * self.N + 1).expand(bsz, -1, -1)
         return torch.cat([seq, pos], -1)
 
     def _bursty_classes(self, bsz, pick, gen):
         m = self.N // self.B
-        groups = pick(bsz, m)                                          # (B, m) distinct-ish classes
-        ctx = groups.repeat_interleave(self.B, dim=1)                  # (B, N)
+        groups = pick(bsz, m)  # (B, m) distinct-ish classes
+        ctx = groups.repeat_interleave(self.B, dim=1)  # (B, N)
         perm = torch.rand(bsz, self.N, generator=gen).argsort(1)
         return ctx.gather(1, perm), groups[:, 0]
 
@@ -89,7 +90,7 @@ class BurstyTask:
         mu = torch.randn(bsz * m, self.D, generator=gen) / math.sqrt(self.D)
         pick = lambda b, mm: torch.arange(b * mm).view(b, mm)
         cls, q = self._bursty_classes(bsz, pick, gen)
-        lab_of = torch.rand(bsz, self.L, generator=gen).argsort(1)[:, :m]   # (B,m) distinct labels
+        lab_of = torch.rand(bsz, self.L, generator=gen).argsort(1)[:, :m]  # (B,m) distinct labels
         local = cls - torch.arange(bsz)[:, None] * m
         lab = lab_of.gather(1, local)
         target = lab_of[:, 0]
@@ -135,7 +136,7 @@ class InductionNet(nn.Module):
 def evaluate(net: InductionNet, task: BurstyTask, icl, iwl) -> dict[str, float]:
     x, y, match = icl
     acc_icl = (net(x).argmax(-1) == y).float().mean().item()
-    a2 = net.l2.last[:, -1, 1:2 * task.N:2]                 # query -> label tokens (B, N)
+    a2 = net.l2.last[:, -1, 1 : 2 * task.N : 2]  # query -> label tokens (B, N)
     induction = (a2 * match).sum(-1).mean().item()
     a1 = net.l1.last
     idx = torch.arange(1, 2 * task.N, 2)
@@ -170,9 +171,22 @@ def abruptness(steps: list[int], acc: list[float], chance: float) -> tuple[float
     return (steep / mean if mean > 0 else float("nan")), t90, at
 
 
-def run(steps: int = 5000, K: int = 16384, L: int = 32, D: int = 31, N: int = 4, B: int = 2, p_bursty: float = 0.9,
-        alpha: float = 0.0, eps: float = 0.1, batch: int = 128, lr: float = 3e-3, eval_every: int = 100, seed: int = 0,
-        quiet: bool = False) -> LabResult:
+def run(
+    steps: int = 5000,
+    K: int = 16384,
+    L: int = 32,
+    D: int = 31,
+    N: int = 4,
+    B: int = 2,
+    p_bursty: float = 0.9,
+    alpha: float = 0.0,
+    eps: float = 0.1,
+    batch: int = 128,
+    lr: float = 3e-3,
+    eval_every: int = 100,
+    seed: int = 0,
+    quiet: bool = False,
+) -> LabResult:
     if eval_every < 1:
         raise ValueError(f"eval_every={eval_every} must be >= 1")
     task = BurstyTask(K, L, D, N, B, p_bursty, alpha, eps, seed)
@@ -204,19 +218,54 @@ def run(steps: int = 5000, K: int = 16384, L: int = 32, D: int = 31, N: int = 4,
     chance = B / N
     t10, t90 = abrupt_window(curve["step"], curve["icl_acc"], chance)
     ab, _, steep_at = abruptness(curve["step"], curve["icl_acc"], chance)
-    measured = {**curve, "final_icl_acc": curve["icl_acc"][-1], "final_iwl_acc": curve["iwl_acc"][-1],
-                "final_induction_score": curve["induction_score"][-1], "icl_chance": chance,
-                "rise_start_step": t10, "rise_end_step": t90, "abruptness": ab, "steepest_step": steep_at,
-                "eval_sequences": EVAL_SEQUENCES}
+    measured = {
+        **curve,
+        "final_icl_acc": curve["icl_acc"][-1],
+        "final_iwl_acc": curve["iwl_acc"][-1],
+        "final_induction_score": curve["induction_score"][-1],
+        "icl_chance": chance,
+        "rise_start_step": t10,
+        "rise_end_step": t90,
+        "abruptness": ab,
+        "steepest_step": steep_at,
+        "eval_sequences": EVAL_SEQUENCES,
+    }
     records = [dict(zip(curve, vals)) for vals in zip(*curve.values())]
-    res = judged(NAME, measured, dict(steps=steps, K=K, L=L, D=D, N=N, B=B, p_bursty=p_bursty, alpha=alpha, eps=eps,
-                                      batch=batch, lr=lr, eval_every=eval_every, seed=seed, optimizer="Adam"), records)
+    res = judged(
+        NAME,
+        measured,
+        dict(
+            steps=steps,
+            K=K,
+            L=L,
+            D=D,
+            N=N,
+            B=B,
+            p_bursty=p_bursty,
+            alpha=alpha,
+            eps=eps,
+            batch=batch,
+            lr=lr,
+            eval_every=eval_every,
+            seed=seed,
+            optimizer="Adam",
+        ),
+        records,
+    )
     if not quiet:
-        rows = [[s, a, w, i, p] for s, a, w, i, p in zip(curve["step"], curve["icl_acc"], curve["iwl_acc"],
-                                                       curve["induction_score"], curve["prev_token_score"])]
+        rows = [
+            [s, a, w, i, p]
+            for s, a, w, i, p in zip(
+                curve["step"], curve["icl_acc"], curve["iwl_acc"], curve["induction_score"], curve["prev_token_score"]
+            )
+        ]
         stride = max(1, len(rows) // 12)
-        print_table("bursty in-context classification", ["step", "ICL acc", "IWL acc", "induction score",
-                                                          "prev-token score"], rows[::stride] + [rows[-1]], res)
+        print_table(
+            "bursty in-context classification",
+            ["step", "ICL acc", "IWL acc", "induction score", "prev-token score"],
+            rows[::stride] + [rows[-1]],
+            res,
+        )
     return res
 
 

@@ -12,10 +12,12 @@ embeddings.  ``forward(idx (B,T), return_weights=True)`` also returns one (B,H,T
 :func:`train_lm` trains it with AdamW (warm-up + cosine) on :class:`~headlab.lab.text.TextData`, adding
 β·aux_loss of mechanisms that expose one (MoH load balancing, β = 0.01).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ from .text import VOCAB, TextData
 
 AUX_WEIGHT = 0.01
 #: a registry name, or a factory with the registry signature ``factory(d_model, n_heads) -> nn.Module``
-Mechanism = Union[str, Callable[[int, int], nn.Module]]
+Mechanism = Union[str, Callable[[int, int], nn.Module]]  # noqa: UP007  (a runtime alias on Python 3.10)
 
 
 def build_mixer(mechanism: Mechanism, d_model: int, heads: int) -> nn.Module:
@@ -52,8 +54,15 @@ class Block(nn.Module):
 
 
 class TinyLM(nn.Module):
-    def __init__(self, mechanism: Mechanism = "softmax", layers: int = 4, d_model: int = 128, heads: int = 4,
-                 vocab: int = VOCAB, max_len: int = 256):
+    def __init__(
+        self,
+        mechanism: Mechanism = "softmax",
+        layers: int = 4,
+        d_model: int = 128,
+        heads: int = 4,
+        vocab: int = VOCAB,
+        max_len: int = 256,
+    ):
         super().__init__()
         if layers < 1 or vocab < 2 or max_len < 2:
             raise ValueError(f"need layers >= 1, vocab >= 2, max_len >= 2; got {layers}, {vocab}, {max_len}")
@@ -93,16 +102,22 @@ class TinyLM(nn.Module):
         return total
 
 
-def tiny_lm(mechanism: Mechanism = "softmax", layers: int = 4, d_model: int = 128, heads: int = 4,
-            vocab: int = VOCAB, max_len: int = 256, seed: int = 0) -> TinyLM:
+def tiny_lm(
+    mechanism: Mechanism = "softmax",
+    layers: int = 4,
+    d_model: int = 128,
+    heads: int = 4,
+    vocab: int = VOCAB,
+    max_len: int = 256,
+    seed: int = 0,
+) -> TinyLM:
     """Build a seeded :class:`TinyLM` (same seed -> same weights)."""
     torch.manual_seed(seed)
     return TinyLM(mechanism, layers, d_model, heads, vocab, max_len)
 
 
 @torch.no_grad()
-def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64, n_batches: int = 4,
-              seed: int = 1234) -> float:
+def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64, n_batches: int = 4, seed: int = 1234) -> float:
     """Mean validation cross-entropy (nats/byte) on fixed windows."""
     was = model.training
     model.eval()
@@ -115,9 +130,19 @@ def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64,
     return sum(losses) / len(losses)
 
 
-def train_lm(model: TinyLM, data: TextData, steps: int, batch: int = 32, seq_len: int = 64, lr: float = 3e-3,
-             seed: int = 0, every: int = 0, on_eval: Callable[[int, TinyLM], None] | None = None,
-             quiet: bool = False, description: str = "training") -> list[float]:
+def train_lm(
+    model: TinyLM,
+    data: TextData,
+    steps: int,
+    batch: int = 32,
+    seq_len: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    every: int = 0,
+    on_eval: Callable[[int, TinyLM], None] | None = None,
+    quiet: bool = False,
+    description: str = "training",
+) -> list[float]:
     """Train for ``steps`` AdamW steps; call ``on_eval(step, model)`` at step 0, every ``every`` steps and at
     the end.  Returns the training-loss history."""
     if steps < 1:
@@ -126,7 +151,8 @@ def train_lm(model: TinyLM, data: TextData, steps: int, batch: int = 32, seq_len
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     hist = []
     model.train()
     if on_eval:

@@ -15,6 +15,7 @@ and each of the N−1 wrong values scores ≈ N(0, 1/d_v + 1/d_k + (N−2)/(d_k 
 right one wins, treating the wrong scores as independent.  N_50 of that curve is the predicted capacity.
 The decision rule is registered in :mod:`headlab.results.lab_claims` (``memory-capacity``).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ def recall(n: int, d_k: int, d_v: int, gen: torch.Generator, beta: float) -> tup
     """(linear, softmax) recall accuracy for one random memory of n pairs."""
     keys = F.normalize(torch.randn(n, d_k, generator=gen), dim=-1)
     vals = F.normalize(torch.randn(n, d_v, generator=gen), dim=-1)
-    lin = hebbian_read(hebbian_write(keys, vals), keys)                    # (n, d_v)
+    lin = hebbian_read(hebbian_write(keys, vals), keys)  # (n, d_v)
     soft = (beta * keys @ keys.T).softmax(-1) @ vals
     target = torch.arange(n)
     acc = lambda y: (F.normalize(y, dim=-1) @ vals.T).argmax(-1).eq(target).float().mean().item()
@@ -53,7 +54,7 @@ def predicted_recall(n: float, d_k: int, d_v: int) -> float:
     s_right = math.sqrt((n - 1) / (d_k * d_v))
     s_wrong = math.sqrt(1 / d_v + 1 / d_k + (n - 2) / (d_k * d_v))
     s = np.linspace(1 - 10 * s_right, 1 + 10 * s_right, 4001)
-    win = np.exp((n - 1) * stats.norm.logcdf(s / s_wrong))             # P(all wrong scores < s)
+    win = np.exp((n - 1) * stats.norm.logcdf(s / s_wrong))  # P(all wrong scores < s)
     return float(np.trapezoid(stats.norm.pdf(s, 1, s_right) * win, s))
 
 
@@ -75,8 +76,14 @@ def crossing(ns: list[int], acc: list[float], level: float = 0.5) -> float:
     return float("inf") if acc[-1] >= level else float(ns[0])
 
 
-def run(d_ks: tuple[int, ...] = (16, 32, 64, 128), d_v: int = 64, trials: int = 5, beta: float = 16.0,
-        seed: int = 0, quiet: bool = False) -> LabResult:
+def run(
+    d_ks: tuple[int, ...] = (16, 32, 64, 128),
+    d_v: int = 64,
+    trials: int = 5,
+    beta: float = 16.0,
+    seed: int = 0,
+    quiet: bool = False,
+) -> LabResult:
     gen = torch.Generator().manual_seed(seed)
     measured: dict = {"by_dk": {}}
     records: list[dict] = []
@@ -86,17 +93,20 @@ def run(d_ks: tuple[int, ...] = (16, 32, 64, 128), d_v: int = 64, trials: int = 
             lin_acc, soft_acc = [], []
             for n in ns:
                 runs = [recall(n, d_k, d_v, gen, beta) for _ in range(trials)]
-                records += [{"d_k": d_k, "n": n, "trial": t, "linear_acc": r[0], "softmax_acc": r[1]}
-                            for t, r in enumerate(runs)]
+                records += [{"d_k": d_k, "n": n, "trial": t, "linear_acc": r[0], "softmax_acc": r[1]} for t, r in enumerate(runs)]
                 lin_acc.append(sum(r[0] for r in runs) / trials)
                 soft_acc.append(sum(r[1] for r in runs) / trials)
                 advance()
-            measured["by_dk"][str(d_k)] = {"n": ns, "linear_acc": lin_acc, "softmax_acc": soft_acc,
-                                           "n50": crossing(ns, lin_acc),
-                                           "acc_at_8dk": lin_acc[ns.index(8 * d_k)],
-                                           "softmax_acc_at_8dk": soft_acc[ns.index(8 * d_k)],
-                                           "predicted_n50": predicted_n50(d_k, d_v),
-                                           "predicted_acc": [predicted_recall(n, d_k, d_v) for n in ns]}
+            measured["by_dk"][str(d_k)] = {
+                "n": ns,
+                "linear_acc": lin_acc,
+                "softmax_acc": soft_acc,
+                "n50": crossing(ns, lin_acc),
+                "acc_at_8dk": lin_acc[ns.index(8 * d_k)],
+                "softmax_acc_at_8dk": soft_acc[ns.index(8 * d_k)],
+                "predicted_n50": predicted_n50(d_k, d_v),
+                "predicted_acc": [predicted_recall(n, d_k, d_v) for n in ns],
+            }
     xs = [math.log(d) for d in d_ks]
     n50 = [measured["by_dk"][str(d)]["n50"] for d in d_ks]
     if all(math.isfinite(v) and v > 0 for v in n50) and len(d_ks) >= 2:
@@ -107,32 +117,53 @@ def run(d_ks: tuple[int, ...] = (16, 32, 64, 128), d_v: int = 64, trials: int = 
         slope = float("nan")
     measured["n50_slope"] = slope
     measured["n50_over_dk"] = [v / d for v, d in zip(n50, d_ks)]
-    res = judged(NAME, measured, dict(d_ks=list(d_ks), d_v=d_v, trials=trials, beta=beta,
-                                      multiples=list(MULTIPLES), seed=seed), records)
+    res = judged(
+        NAME, measured, dict(d_ks=list(d_ks), d_v=d_v, trials=trials, beta=beta, multiples=list(MULTIPLES), seed=seed), records
+    )
     if not quiet:
-        rows = [[d, measured["by_dk"][str(d)]["n50"], measured["by_dk"][str(d)]["predicted_n50"],
-                 measured["by_dk"][str(d)]["n50"] / d,
-                 measured["by_dk"][str(d)]["acc_at_8dk"], measured["by_dk"][str(d)]["softmax_acc_at_8dk"]] for d in d_ks]
-        print_table(f"Hebbian memory capacity (log-log slope of N_50 vs d_k = {slope:.3f})",
-                    ["d_k", "N_50", "predicted N_50", "N_50 / d_k", "linear recall at N=8·d_k",
-                     "softmax recall at N=8·d_k"], rows, res)
+        rows = [
+            [
+                d,
+                measured["by_dk"][str(d)]["n50"],
+                measured["by_dk"][str(d)]["predicted_n50"],
+                measured["by_dk"][str(d)]["n50"] / d,
+                measured["by_dk"][str(d)]["acc_at_8dk"],
+                measured["by_dk"][str(d)]["softmax_acc_at_8dk"],
+            ]
+            for d in d_ks
+        ]
+        print_table(
+            f"Hebbian memory capacity (log-log slope of N_50 vs d_k = {slope:.3f})",
+            ["d_k", "N_50", "predicted N_50", "N_50 / d_k", "linear recall at N=8·d_k", "softmax recall at N=8·d_k"],
+            rows,
+            res,
+        )
     return res
 
 
 def plot(res: LabResult, fig) -> None:
     ax1, ax2 = fig.subplots(1, 2)
     for d, m in res.measured["by_dk"].items():
-        line, = ax1.plot([n / int(d) for n in m["n"]], m["linear_acc"], marker="o", label=f"linear d_k={d}")
+        (line,) = ax1.plot([n / int(d) for n in m["n"]], m["linear_acc"], marker="o", label=f"linear d_k={d}")
         ax1.plot([n / int(d) for n in m["n"]], m["softmax_acc"], ls="--", color=line.get_color(), alpha=0.5)
         if "predicted_acc" in m:
             ax1.plot([n / int(d) for n in m["n"]], m["predicted_acc"], ls=":", color=line.get_color())
     ax1.axhline(0.5, ls=":", color="k")
-    ax1.set(xscale="log", xlabel="stored pairs N / d_k", ylabel="recall accuracy",
-            title="recall vs load (dashed: softmax, dotted: prediction)")
+    ax1.set(
+        xscale="log",
+        xlabel="stored pairs N / d_k",
+        ylabel="recall accuracy",
+        title="recall vs load (dashed: softmax, dotted: prediction)",
+    )
     ax1.legend(fontsize=7)
     dks = [int(d) for d in res.measured["by_dk"]]
     ax2.loglog(dks, [res.measured["by_dk"][str(d)]["n50"] for d in dks], marker="o", label="N_50 measured")
-    ax2.loglog(dks, [res.measured["by_dk"][str(d)].get("predicted_n50", float("nan")) for d in dks], ls=":",
-               marker="x", label="crosstalk prediction")
+    ax2.loglog(
+        dks,
+        [res.measured["by_dk"][str(d)].get("predicted_n50", float("nan")) for d in dks],
+        ls=":",
+        marker="x",
+        label="crosstalk prediction",
+    )
     ax2.set(xlabel="d_k", ylabel="N_50", title=f"capacity, slope {res.measured['n50_slope']:.2f}")
     ax2.legend(fontsize=7)

@@ -10,6 +10,7 @@ with the parameter-free query-norm router (MoH-LLaMA3) at 75% vs dropping the sa
 
 The decision rule is registered in :mod:`headlab.results.lab_claims` (``moh``).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,9 @@ import torch
 
 from headlab.modules.moh import MoHAttention
 
+from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
 from .text import TextData
-from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 
 NAME = "moh"
 FRACTIONS = (0.5, 0.75, 0.9)
@@ -79,8 +80,18 @@ class _FixedHeads(torch.nn.Module):
         return (y, a) if return_weights else y
 
 
-def run(steps: int = 800, layers: int = 2, d_model: int = 64, heads: int = 8, batch: int = 32, seq_len: int = 64,
-        lr: float = 3e-3, fractions: tuple[float, ...] = FRACTIONS, seed: int = 0, quiet: bool = False) -> LabResult:
+def run(
+    steps: int = 800,
+    layers: int = 2,
+    d_model: int = 64,
+    heads: int = 8,
+    batch: int = 32,
+    seq_len: int = 64,
+    lr: float = 3e-3,
+    fractions: tuple[float, ...] = FRACTIONS,
+    seed: int = 0,
+    quiet: bool = False,
+) -> LabResult:
     data = TextData.load()
     from headlab.modules.registry import MECHANISMS, moh_factory
 
@@ -95,25 +106,60 @@ def run(steps: int = 800, layers: int = 2, d_model: int = 64, heads: int = 8, ba
         active = mix.active_fraction if isinstance(mix, MoHAttention) else 1.0
         every = max(1, steps // 50)
         records += [{"model": name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
-        measured["models"][name] = {"val_loss": loss, "val_ppl": math.exp(loss), "active_fraction": active,
-                                    "train_loss": hist[:: max(1, steps // 50)]}
+        measured["models"][name] = {
+            "val_loss": loss,
+            "val_ppl": math.exp(loss),
+            "active_fraction": active,
+            "train_loss": hist[:: max(1, steps // 50)],
+        }
         if name == "mha":
             mha = model
     measured["training_free_75"] = training_free(mha, data, 0.75, batch, seq_len, seed)
     base = measured["models"]["mha"]["val_loss"]
-    res = judged(NAME, measured, dict(steps=steps, layers=layers, d_model=d_model, heads=heads, batch=batch,
-                                      seq_len=seq_len, lr=lr, fractions=list(fractions), seed=seed, aux_weight=0.01),
-                 records)
+    res = judged(
+        NAME,
+        measured,
+        dict(
+            steps=steps,
+            layers=layers,
+            d_model=d_model,
+            heads=heads,
+            batch=batch,
+            seq_len=seq_len,
+            lr=lr,
+            fractions=list(fractions),
+            seed=seed,
+            aux_weight=0.01,
+        ),
+        records,
+    )
     if not quiet:
-        rows = [[k, v["active_fraction"], v["val_loss"], v["val_ppl"], v["val_loss"] / base]
-                for k, v in measured["models"].items()]
+        rows = [
+            [k, v["active_fraction"], v["val_loss"], v["val_ppl"], v["val_loss"] / base] for k, v in measured["models"].items()
+        ]
         tf = measured["training_free_75"]
-        rows += [["mha + query-norm router (training-free)", tf["active_heads"] / heads, tf["query_norm_router"],
-                  math.exp(tf["query_norm_router"]), tf["query_norm_router"] / base],
-                 ["mha + random heads (training-free)", tf["active_heads"] / heads, tf["random_heads"],
-                  math.exp(tf["random_heads"]), tf["random_heads"] / base]]
-        print_table("MoH vs MHA at equal steps (validation, nats/byte)",
-                    ["model", "active heads", "val loss", "val ppl", "loss / MHA"], rows, res)
+        rows += [
+            [
+                "mha + query-norm router (training-free)",
+                tf["active_heads"] / heads,
+                tf["query_norm_router"],
+                math.exp(tf["query_norm_router"]),
+                tf["query_norm_router"] / base,
+            ],
+            [
+                "mha + random heads (training-free)",
+                tf["active_heads"] / heads,
+                tf["random_heads"],
+                math.exp(tf["random_heads"]),
+                tf["random_heads"] / base,
+            ],
+        ]
+        print_table(
+            "MoH vs MHA at equal steps (validation, nats/byte)",
+            ["model", "active heads", "val loss", "val ppl", "loss / MHA"],
+            rows,
+            res,
+        )
     return res
 
 

@@ -15,14 +15,16 @@ Fields of :class:`LabResult` (all but ``records`` written to ``NAME.json``):
 - ``config``: the exact configuration (sizes, steps, seed) that produced the numbers;
 - ``records``: raw per-trial / per-evaluation rows, written to ``NAME.records.jsonl``.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
@@ -47,10 +49,18 @@ class LabResult:
     records: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "claim": self.claim, "measured": self.measured, "rule_met": bool(self.rule_met),
-                "verdict": self.verdict, "headline": self.headline, "rule": self.rule, "config": self.config}
+        return {
+            "name": self.name,
+            "claim": self.claim,
+            "measured": self.measured,
+            "rule_met": bool(self.rule_met),
+            "verdict": self.verdict,
+            "headline": self.headline,
+            "rule": self.rule,
+            "config": self.config,
+        }
 
-    def write(self, out_dir: str | os.PathLike, plot: Callable[["LabResult", Any], None] | None = None) -> dict[str, Path]:
+    def write(self, out_dir: str | os.PathLike, plot: Callable[[LabResult, Any], None] | None = None) -> dict[str, Path]:
         """Write ``NAME.json``, ``NAME.records.jsonl`` and (given ``plot(result, fig)``) ``NAME.png``."""
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
@@ -78,8 +88,17 @@ def judged(name: str, measured: dict, config: dict, records: list[dict] | None =
     claim = get(name)
     nums = claim.summarize({"measured": measured, "config": config})
     j = claim.judge(nums)
-    return LabResult(name, f"{claim.claim} ({claim.paper})", measured, j["rule_met"], j["verdict"], claim.rule,
-                     config, nums, list(records or []))
+    return LabResult(
+        name,
+        f"{claim.claim} ({claim.paper})",
+        measured,
+        j["rule_met"],
+        j["verdict"],
+        claim.rule,
+        config,
+        nums,
+        list(records or []),
+    )
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], result: LabResult | None = None) -> None:
@@ -96,5 +115,6 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], result: L
     console.print(table)
     if result is not None:
         color = "green" if result.rule_met else "red"
-        console.print(f"claim: {result.claim}\nrule: {result.rule}\n[{color}]{result.verdict}[/{color}]",
-                      markup=True, highlight=False)
+        console.print(
+            f"claim: {result.claim}\nrule: {result.rule}\n[{color}]{result.verdict}[/{color}]", markup=True, highlight=False
+        )

@@ -14,15 +14,16 @@ Training windows start with a BOS token (id 256), which is key 0.
 
 The decision rule is registered in :mod:`headlab.results.lab_claims` (``sinks``).
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
+from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
 from .text import TextData
-from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 
 NAME = "sinks"
 EPS = 0.3
@@ -34,12 +35,16 @@ def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, flo
     """Sink statistics from per-layer weights (B, H, T, T) (rows need not sum to one): see module docstring."""
     shares, raws = [], []
     for w in weights:
-        raws.append(w[..., 0].mean(-1))                                   # (B,H)
+        raws.append(w[..., 0].mean(-1))  # (B,H)
         shares.append((w[..., 0] / w.sum(-1).clamp_min(1e-12)).mean(-1))
-    share = torch.stack(shares, 1)                                         # (B,L,H)
+    share = torch.stack(shares, 1)  # (B,L,H)
     raw = torch.stack(raws, 1)
-    return {"first_token": share.mean().item(), "sink_rate": 100 * (share > eps).float().mean().item(),
-            "raw_first_token": raw.mean().item(), "per_layer": share.mean((0, 2)).tolist()}
+    return {
+        "first_token": share.mean().item(),
+        "sink_rate": 100 * (share > eps).float().mean().item(),
+        "raw_first_token": raw.mean().item(),
+        "per_layer": share.mean((0, 2)).tolist(),
+    }
 
 
 @torch.no_grad()
@@ -52,8 +57,18 @@ def sink_stats(model: TinyLM, idx: torch.Tensor, eps: float = EPS) -> dict[str, 
     return sink_metrics(weights, eps)
 
 
-def run(steps: int = 1200, layers: int = 2, d_model: int = 64, heads: int = 4, batch: int = 32,
-        seq_len: int = 64, lr: float = 3e-3, evals: int = 8, seed: int = 0, quiet: bool = False) -> LabResult:
+def run(
+    steps: int = 1200,
+    layers: int = 2,
+    d_model: int = 64,
+    heads: int = 4,
+    batch: int = 32,
+    seq_len: int = 64,
+    lr: float = 3e-3,
+    evals: int = 8,
+    seed: int = 0,
+    quiet: bool = False,
+) -> LabResult:
     """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training."""
     data = TextData.load()
     probe_x, _ = data.batch("val", PROBE_SAMPLES, seq_len, torch.Generator().manual_seed(seed + 7))
@@ -72,19 +87,54 @@ def run(steps: int = 1200, layers: int = 2, d_model: int = 64, heads: int = 4, b
         train_lm(model, data, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}")
         final = sink_stats(model, probe_x)
         loss = eval_loss(model, data, batch, seq_len)
-        measured[mech] = {**curve, "final_first_token": final["first_token"], "final_sink_rate": final["sink_rate"],
-                          "final_per_layer": final["per_layer"], "val_loss": loss, "val_bpb": loss / math.log(2)}
-    records = [{"mechanism": mech, **dict(zip(k, vals))} for mech, m in measured.items()
-               for k in [("step", "first_token", "sink_rate", "raw_first_token")]
-               for vals in zip(*(m[c] for c in k))]
-    res = judged(NAME, measured, dict(steps=steps, layers=layers, d_model=d_model, heads=heads, batch=batch,
-                                      seq_len=seq_len, lr=lr, seed=seed, eps=EPS, probe_samples=PROBE_SAMPLES,
-                                      corpus="pydoc_data.topics (bytes, BOS-prefixed)"), records)
+        measured[mech] = {
+            **curve,
+            "final_first_token": final["first_token"],
+            "final_sink_rate": final["sink_rate"],
+            "final_per_layer": final["per_layer"],
+            "val_loss": loss,
+            "val_bpb": loss / math.log(2),
+        }
+    records = [
+        {"mechanism": mech, **dict(zip(k, vals))}
+        for mech, m in measured.items()
+        for k in [("step", "first_token", "sink_rate", "raw_first_token")]
+        for vals in zip(*(m[c] for c in k))
+    ]
+    res = judged(
+        NAME,
+        measured,
+        dict(
+            steps=steps,
+            layers=layers,
+            d_model=d_model,
+            heads=heads,
+            batch=batch,
+            seq_len=seq_len,
+            lr=lr,
+            seed=seed,
+            eps=EPS,
+            probe_samples=PROBE_SAMPLES,
+            corpus="pydoc_data.topics (bytes, BOS-prefixed)",
+        ),
+        records,
+    )
     if not quiet:
-        print_table("attention sinks at the end of training",
-                    ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"],
-                    [[m, measured[m]["final_sink_rate"], measured[m]["final_first_token"],
-                      measured[m]["raw_first_token"][-1], measured[m]["val_bpb"]] for m in MECHS], res)
+        print_table(
+            "attention sinks at the end of training",
+            ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"],
+            [
+                [
+                    m,
+                    measured[m]["final_sink_rate"],
+                    measured[m]["final_first_token"],
+                    measured[m]["raw_first_token"][-1],
+                    measured[m]["val_bpb"],
+                ]
+                for m in MECHS
+            ],
+            res,
+        )
     return res
 
 

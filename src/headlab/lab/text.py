@@ -4,6 +4,7 @@
 Token ids 0..255 are bytes; :data:`BOS` = 256 is prepended to every training window, so the vocabulary
 has :data:`VOCAB` = 257 entries.  Windows are drawn with a seeded ``torch.Generator`` (deterministic).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class TextData:
     val: torch.Tensor
 
     @classmethod
-    def load(cls, val_frac: float = 0.1) -> "TextData":
+    def load(cls, val_frac: float = 0.1) -> TextData:
         if not 0 < val_frac < 1:
             raise ValueError(f"val_frac={val_frac} must be in (0, 1)")
         ids = encode(corpus_text())
@@ -61,6 +62,6 @@ class TextData:
         if seq_len < 2 or seq_len >= len(src):
             raise ValueError(f"seq_len={seq_len} must be in [2, {len(src) - 1}]")
         start = torch.randint(0, len(src) - seq_len, (batch,), generator=gen)
-        win = torch.stack([src[s:s + seq_len] for s in start.tolist()])
+        win = torch.stack([src[s : s + seq_len] for s in start.tolist()])
         inputs = torch.cat([torch.full((batch, 1), BOS, dtype=torch.long), win[:, :-1]], 1)
         return inputs, win

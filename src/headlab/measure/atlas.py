@@ -4,6 +4,7 @@ default threshold come from the probe classes (``Probe.role``, see :mod:`headlab
 give no role of that kind. ``role_rules()`` gives the rules in words (they are written into each
 scan's meta.json; docs/design.md tables the shipped ones).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,7 @@ def _thresholds(thresholds: Mapping[str, float] | None) -> dict[str, float]:
     for key, value in (thresholds or {}).items():
         role = key if key in out else by_metric.get(key)
         if role is None:
-            raise ValueError(f"unknown threshold {key!r}: give a metric ({', '.join(by_metric)}) "
-                             f"or a role ({', '.join(out)})")
+            raise ValueError(f"unknown threshold {key!r}: give a metric ({', '.join(by_metric)}) or a role ({', '.join(out)})")
         out[role] = float(value)
     return out
 
@@ -58,8 +58,13 @@ def _val(stats: Mapping[str, torch.Tensor], name: str, layer: int, head: int) ->
     return None if math.isnan(v) else v
 
 
-def head_roles(stats: Mapping[str, torch.Tensor], layer: int, head: int, uniform_entropy: float | None = None,
-               thresholds: Mapping[str, float] | None = None) -> list[str]:
+def head_roles(
+    stats: Mapping[str, torch.Tensor],
+    layer: int,
+    head: int,
+    uniform_entropy: float | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> list[str]:
     """Roles of one head, in registry order; rules with ``unless`` are applied after the others."""
     t = _thresholds(thresholds)
     refs = {"uniform_entropy": uniform_entropy}
@@ -71,8 +76,9 @@ def head_roles(stats: Mapping[str, torch.Tensor], layer: int, head: int, uniform
     return [role for role in rules if have[role]]
 
 
-def records(stats: Mapping[str, torch.Tensor], uniform_entropy: float | None = None,
-            thresholds: Mapping[str, float] | None = None) -> list[dict]:
+def records(
+    stats: Mapping[str, torch.Tensor], uniform_entropy: float | None = None, thresholds: Mapping[str, float] | None = None
+) -> list[dict]:
     """heads.json records: {"layer", "head", <metric>..., "roles"} for every head."""
     first = next(iter(stats.values()))
     L, H = first.shape

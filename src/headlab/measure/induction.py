@@ -1,5 +1,6 @@
 """Induction-score protocol: repeated random tokens through the model with an ``InductionProbe``
 (the score itself, formula and paper: :mod:`headlab.probes.induction`)."""
+
 from __future__ import annotations
 
 import torch
@@ -9,8 +10,9 @@ from ..probes.induction import InductionProbe
 from .stats import forward_for_attention
 
 
-def repeated_random_tokens(vocab_size: int, n: int = 50, batch: int = 10, seed: int = 0,
-                           prefix: list[int] | None = None, low: int = 100) -> torch.Tensor:
+def repeated_random_tokens(
+    vocab_size: int, n: int = 50, batch: int = 10, seed: int = 0, prefix: list[int] | None = None, low: int = 100
+) -> torch.Tensor:
     """(batch, len(prefix) + 2n) long: prefix + r + r, r uniform in [low, vocab_size)."""
     if n < 2 or batch < 1:
         raise ValueError(f"need n >= 2 and batch >= 1, got n={n}, batch={batch}")
@@ -20,8 +22,9 @@ def repeated_random_tokens(vocab_size: int, n: int = 50, batch: int = 10, seed: 
     return torch.cat([pre, r, r], dim=1)
 
 
-def induction_scores(model, n: int = 50, batch: int = 10, seed: int = 0, prefix: list[int] | None = None,
-                     edits=()) -> torch.Tensor:
+def induction_scores(
+    model, n: int = 50, batch: int = 10, seed: int = 0, prefix: list[int] | None = None, edits=()
+) -> torch.Tensor:
     """(layers, heads) induction scores on ``batch`` sequences of ``n`` repeated random tokens;
     ``edits`` (headlab.edits) act during the pass."""
     ids = repeated_random_tokens(model.config.vocab_size, n, batch, seed, prefix)

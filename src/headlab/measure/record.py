@@ -5,6 +5,7 @@ embeddings (mean at the last prompt token, :func:`task_embedding`) and the VHD c
 score (per-item outputs at the last prompt token, :func:`context_sensitivity`). The edits that use
 these vectors (``headlab.edits.ablate``, ``inject``, ``reinforce``) take them precomputed.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,16 +19,21 @@ from ..engine.hf import attach, model_shape
 from ..engine.sites import format_site
 
 
-def encode_left(tokenizer: Any, texts: list[str], max_length: int | None = None,
-                return_offsets: bool = False) -> dict:
+def encode_left(tokenizer: Any, texts: list[str], max_length: int | None = None, return_offsets: bool = False) -> dict:
     """Left-padded batch encoding (so the last query of every row is the last column)."""
     old = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=max_length is not None,
-                        max_length=max_length, return_offsets_mapping=return_offsets)
+        enc = tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_offsets_mapping=return_offsets,
+        )
     finally:
         tokenizer.padding_side = old
     return enc
@@ -72,8 +78,7 @@ class HeadRecorder(Edit):
         return o
 
     def means(self) -> dict[str, torch.Tensor]:
-        return {format_site(l, h): (self.sum[(l, h)] / max(self.count[(l, h)], 1.0)).to(torch.float32)
-                for (l, h) in self.sum}
+        return {format_site(l, h): (self.sum[(l, h)] / max(self.count[(l, h)], 1.0)).to(torch.float32) for (l, h) in self.sum}
 
     def per_item(self) -> dict[int, torch.Tensor]:
         """layer -> (N, k, d) outputs at the last prompt token, heads in ``self.sites[layer]`` order."""
@@ -81,21 +86,34 @@ class HeadRecorder(Edit):
 
 
 @torch.no_grad()
-def run_recorder(model: Any, tokenizer: Any, texts: list[str], rec: HeadRecorder, batch_size: int = 4,
-                 max_length: int | None = 512, edits: tuple = ()) -> HeadRecorder:
+def run_recorder(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    rec: HeadRecorder,
+    batch_size: int = 4,
+    max_length: int | None = 512,
+    edits: tuple = (),
+) -> HeadRecorder:
     """Run ``texts`` (left-padded batches) through ``model`` with ``rec`` (after ``edits``) attached."""
     n_layers, n_heads, _ = model_shape(model)
     rec.bind(n_layers, n_heads)
     with attach(model, edits=[*edits, rec]):
         for i in range(0, len(texts), batch_size):
-            enc = encode_left(tokenizer, texts[i:i + batch_size], max_length)
-            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
-                  logits_to_keep=1)
+            enc = encode_left(tokenizer, texts[i : i + batch_size], max_length)
+            model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False, logits_to_keep=1)
     return rec
 
 
-def record_head_outputs(model: Any, tokenizer: Any, texts: list[str], sites: Any, where: str = "all",
-                        batch_size: int = 4, max_length: int | None = 512) -> dict[str, torch.Tensor]:
+def record_head_outputs(
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    sites: Any,
+    where: str = "all",
+    batch_size: int = 4,
+    max_length: int | None = 512,
+) -> dict[str, torch.Tensor]:
     """Mean head output per site: over all real tokens (``where="all"``) or at the last token."""
     rec = run_recorder(model, tokenizer, texts, HeadRecorder(sites, where), batch_size, max_length)
     if where == "all":
@@ -107,31 +125,38 @@ def record_head_outputs(model: Any, tokenizer: Any, texts: list[str], sites: Any
     return out
 
 
-def calibrate_mean_ablation(edit: MeanAblate, model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4,
-                            max_length: int = 256) -> MeanAblate:
+def calibrate_mean_ablation(
+    edit: MeanAblate, model: Any, tokenizer: Any, texts: list[str], batch_size: int = 4, max_length: int = 256
+) -> MeanAblate:
     """Set a ``ablate(sites, mode="mean")`` edit's means: each head's output averaged over every
     real token of ``texts`` (one pass, no edit attached). Returns the edit."""
     if not isinstance(edit, MeanAblate):
         raise ValueError(f"calibrate_mean_ablation needs an ablate(..., mode='mean') edit, got {edit!r}")
     n_layers, n_heads, _ = model_shape(model)
     edit.bind(n_layers, n_heads)
-    means = record_head_outputs(model, tokenizer, texts, edit.sites, where="all", batch_size=batch_size,
-                                max_length=max_length)
+    means = record_head_outputs(model, tokenizer, texts, edit.sites, where="all", batch_size=batch_size, max_length=max_length)
     return edit.set_means(means)
 
 
 @torch.no_grad()
-def task_embedding(model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all",
-                   batch_size: int = 4, max_length: int | None = 1024) -> dict[str, torch.Tensor]:
+def task_embedding(
+    model: Any, tokenizer: Any, icl_prompts: list[str], sites: Any = "all", batch_size: int = 4, max_length: int | None = 1024
+) -> dict[str, torch.Tensor]:
     """SITE task embedding μ per site (Park & Rhee 2025): mean head output at the last token over
     ``icl_prompts``; the input of ``headlab.edits.inject``."""
-    return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last",
-                               batch_size=batch_size, max_length=max_length)
+    return record_head_outputs(model, tokenizer, icl_prompts, sites, where="last", batch_size=batch_size, max_length=max_length)
 
 
 @torch.no_grad()
-def context_sensitivity(model: Any, tokenizer: Any, with_context: list[str], without_context: list[str],
-                        batch_size: int = 4, max_length: int | None = 1024, distance: str = "l2") -> torch.Tensor:
+def context_sensitivity(
+    model: Any,
+    tokenizer: Any,
+    with_context: list[str],
+    without_context: list[str],
+    batch_size: int = 4,
+    max_length: int | None = 1024,
+    distance: str = "l2",
+) -> torch.Tensor:
     """VHD score (He et al., ACL 2025) for text: (L, H) mean distance between head outputs at the last
     token with vs without the context; the input of ``headlab.edits.reinforce``."""
     if len(with_context) != len(without_context) or not with_context:

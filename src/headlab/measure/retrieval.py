@@ -6,6 +6,7 @@ prefill the prompt, then decode greedily; at each step ``RetrievalProbe.credit``
 head. A case counts only when the model succeeds (ROUGE-1 recall of the generated answer against
 the needle's answer > 0.5); a head's score is the mean over counted cases.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,12 +21,21 @@ from ..probes.retrieval import RetrievalProbe
 
 #: our own needles: (sentence inserted, question, answer span inside the sentence)
 NEEDLES = (
-    ("The secret ingredient in the lighthouse keeper's soup was a spoonful of smoked cardamom honey.",
-     "What was the secret ingredient in the lighthouse keeper's soup?", "a spoonful of smoked cardamom honey"),
-    ("The expedition finally found the lost violin hidden under the third stair of the old mill.",
-     "Where was the lost violin hidden?", "under the third stair of the old mill"),
-    ("The password to the archive room is seven purple elephants dancing.",
-     "What is the password to the archive room?", "seven purple elephants dancing"),
+    (
+        "The secret ingredient in the lighthouse keeper's soup was a spoonful of smoked cardamom honey.",
+        "What was the secret ingredient in the lighthouse keeper's soup?",
+        "a spoonful of smoked cardamom honey",
+    ),
+    (
+        "The expedition finally found the lost violin hidden under the third stair of the old mill.",
+        "Where was the lost violin hidden?",
+        "under the third stair of the old mill",
+    ),
+    (
+        "The password to the archive room is seven purple elephants dancing.",
+        "What is the password to the archive room?",
+        "seven purple elephants dancing",
+    ),
 )
 
 #: a case counts when the answer's ROUGE-1 recall exceeds this
@@ -85,8 +95,9 @@ def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 
 
 
 @torch.no_grad()
-def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0,
-                   edits=()) -> RetrievalCase:
+def retrieval_case(
+    model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0, edits=()
+) -> RetrievalCase:
     """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
     ids, span, answer = build_case(tokenizer, n_tokens, depth, needle, seed)
     cache = DynamicCache()
@@ -110,8 +121,9 @@ def retrieval_case(model, tokenizer, n_tokens: int, depth: float, needle: int, m
     return RetrievalCase(n_tokens, depth, needle, gen, rouge1_recall(gen, answer), probe.result())
 
 
-def retrieval_scores(model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0.75), needles=(0, 1, 2),
-                     max_new: int = 24, progress=None, edits=()) -> tuple[torch.Tensor, list[RetrievalCase]]:
+def retrieval_scores(
+    model, tokenizer, lengths=(600, 1200), depths=(0.25, 0.5, 0.75), needles=(0, 1, 2), max_new: int = 24, progress=None, edits=()
+) -> tuple[torch.Tensor, list[RetrievalCase]]:
     """(layers, heads) mean retrieval score over successful cases, and all cases.
 
     Heads are all-NaN when no case succeeds (the model never retrieved the needle)."""

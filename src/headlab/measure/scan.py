@@ -1,4 +1,5 @@
 """``headlab scan``: every head of a model through the streaming probes, then roles, files, plot."""
+
 from __future__ import annotations
 
 import shlex
@@ -117,7 +118,9 @@ def record_maps(model, ids: torch.Tensor, sites: list[tuple[int, int]], edits=()
     return probe.maps()
 
 
-def tokenize_texts(tok, texts: list[str], max_tokens: int, max_context: int | None, prefix: str | None = None) -> list[torch.Tensor]:
+def tokenize_texts(
+    tok, texts: list[str], max_tokens: int, max_context: int | None, prefix: str | None = None
+) -> list[torch.Tensor]:
     """Token ids (1, <= max_tokens) per text. ``prefix``: a special token (e.g. "<|endoftext|>") put
     first, so that it — not the first word of the text — is the initial token (the usual sink)."""
     pre: list[int] = []
@@ -145,7 +148,7 @@ def text_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     order = sorted(range(len(lengths)), key=lambda k: (-lengths[k], k))
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def pad_batch(ids: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -161,8 +164,9 @@ def pad_batch(ids: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, t
     return out, (None if bool(mask.all()) else mask)
 
 
-def query_states(model, ids: list[torch.Tensor], metrics: list[str], edits=(), batch_size: int = 1,
-                 tick: Callable[[str], None] | None = None) -> dict[str, dict]:
+def query_states(
+    model, ids: list[torch.Tensor], metrics: list[str], edits=(), batch_size: int = 1, tick: Callable[[str], None] | None = None
+) -> dict[str, dict]:
     """{metric: probe state (float64 sums and counts, ``Probe.state_dict``)} of the query metrics over
     the texts ``ids`` (each (1, T_k)), run ``batch_size`` texts per forward pass."""
     tick = tick or (lambda msg: None)
@@ -179,9 +183,20 @@ def query_states(model, ids: list[torch.Tensor], metrics: list[str], edits=(), b
     return {p.name: p.state_dict() for p in run.probes}
 
 
-def scan_part(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
-              tick: Callable[[str], None] | None = None, edits=(), retrieval_lengths=(500, 1000),
-              prefix: str | None = None, batch_size: int = 1, shard: str | tuple[int, int] | None = None) -> ScanPart:
+def scan_part(
+    model,
+    tok,
+    model_name: str,
+    texts: list[str],
+    metrics: list[str],
+    max_tokens: int = 512,
+    tick: Callable[[str], None] | None = None,
+    edits=(),
+    retrieval_lengths=(500, 1000),
+    prefix: str | None = None,
+    batch_size: int = 1,
+    shard: str | tuple[int, int] | None = None,
+) -> ScanPart:
     """The sums and counts of a scan over shard ``i/n`` of ``texts`` (all texts for None): a
     :class:`~headlab.measure.shard.ScanPart` that ``merge_parts`` combines with the other shards.
     Shard 1 also computes the protocol metrics (induction, retrieval), which do not read the texts."""
@@ -204,24 +219,55 @@ def scan_part(model, tok, model_name: str, texts: list[str], metrics: list[str],
         fixed["induction"] = induction_scores(model, n=50, batch=8, seed=0, edits=edits)
         tick("induction (8 x repeated 50 random tokens)")
     if first and "retrieval" in metrics:
-        fixed["retrieval"], cases = retrieval_scores(model, tok, lengths=retrieval_lengths, edits=edits,
-                                                     progress=lambda: tick("retrieval case"))
+        fixed["retrieval"], cases = retrieval_scores(
+            model, tok, lengths=retrieval_lengths, edits=edits, progress=lambda: tick("retrieval case")
+        )
     causal = bool(getattr(model.config, "is_decoder", False)) or causal_lm
-    meta = {"format": SHARD_FORMAT, "model": model_name, "fingerprint": model_fingerprint(model),
-            "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv, "causal": causal,
-            "metrics": list(metrics), "headlab_version": __version__, "texts_digest": texts_digest(ids),
-            "n_texts": len(ids), "max_tokens": max_tokens, "prefix": prefix,
-            "edits": [e.describe() for e in edits], "retrieval_lengths": list(retrieval_lengths),
-            "shard": list(shard_t or (1, 1))}
-    part = ScanPart(meta=meta, texts=[{"index": k, "text": texts[k], "ids": ids[k][0].tolist()} for k in mine],
-                    states=states, fixed=fixed,
-                    retrieval_cases=[{"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer,
-                                      "recall": round(c.recall, 3)} for c in cases],
-                    seconds=round(time.time() - t0, 1))
+    meta = {
+        "format": SHARD_FORMAT,
+        "model": model_name,
+        "fingerprint": model_fingerprint(model),
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": n_kv,
+        "causal": causal,
+        "metrics": list(metrics),
+        "headlab_version": __version__,
+        "texts_digest": texts_digest(ids),
+        "n_texts": len(ids),
+        "max_tokens": max_tokens,
+        "prefix": prefix,
+        "edits": [e.describe() for e in edits],
+        "retrieval_lengths": list(retrieval_lengths),
+        "shard": list(shard_t or (1, 1)),
+    }
+    part = ScanPart(
+        meta=meta,
+        texts=[{"index": k, "text": texts[k], "ids": ids[k][0].tolist()} for k in mine],
+        states=states,
+        fixed=fixed,
+        retrieval_cases=[
+            {"n_tokens": c.n_tokens, "depth": c.depth, "needle": c.needle, "answer": c.answer, "recall": round(c.recall, 3)}
+            for c in cases
+        ],
+        seconds=round(time.time() - t0, 1),
+    )
     if edits:
         tick("baseline scan without the edits")
-        part.baseline = scan_part(model, tok, model_name, texts, metrics, max_tokens=max_tokens, tick=tick, edits=(),
-                                  retrieval_lengths=retrieval_lengths, prefix=prefix, batch_size=batch_size, shard=shard_t)
+        part.baseline = scan_part(
+            model,
+            tok,
+            model_name,
+            texts,
+            metrics,
+            max_tokens=max_tokens,
+            tick=tick,
+            edits=(),
+            retrieval_lengths=retrieval_lengths,
+            prefix=prefix,
+            batch_size=batch_size,
+            shard=shard_t,
+        )
     return part
 
 
@@ -268,16 +314,29 @@ def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = N
             if base_recs is not None:
                 atomic_write_json(stage / "baseline.json", base_recs)
             write_meta(stage, meta)
-            atomic_write_json(stage / "texts.json", [{"name": f"text{t['index']}", "text": t["text"], "ids": t["ids"]}
-                                                     for t in part.texts])
+            atomic_write_json(
+                stage / "texts.json", [{"name": f"text{t['index']}", "text": t["text"], "ids": t["ids"]} for t in part.texts]
+            )
             atlas_png(stage / "atlas.png", recs, metrics, title=f"{part.meta['model']}: head atlas")
     return res
 
 
-def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], max_tokens: int = 512,
-             out: Path | None = None, tick: Callable[[str], None] | None = None, command: str | None = None,
-             edits=(), retrieval_lengths=(500, 1000), prefix: str | None = None, head_maps: int = 4,
-             batch_size: int = 1) -> ScanResult:
+def run_scan(
+    model,
+    tok,
+    model_name: str,
+    texts: list[str],
+    metrics: list[str],
+    max_tokens: int = 512,
+    out: Path | None = None,
+    tick: Callable[[str], None] | None = None,
+    command: str | None = None,
+    edits=(),
+    retrieval_lengths=(500, 1000),
+    prefix: str | None = None,
+    head_maps: int = 4,
+    batch_size: int = 1,
+) -> ScanResult:
     """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
 
     ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
@@ -285,8 +344,19 @@ def run_scan(model, tok, model_name: str, texts: list[str], metrics: list[str], 
     (right padding, masked: the same statistics as one text at a time)."""
     if not isinstance(head_maps, int) or head_maps < 0:
         raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
-    part = scan_part(model, tok, model_name, texts, metrics, max_tokens=max_tokens, tick=tick, edits=edits,
-                     retrieval_lengths=retrieval_lengths, prefix=prefix, batch_size=batch_size)
+    part = scan_part(
+        model,
+        tok,
+        model_name,
+        texts,
+        metrics,
+        max_tokens=max_tokens,
+        tick=tick,
+        edits=edits,
+        retrieval_lengths=retrieval_lengths,
+        prefix=prefix,
+        batch_size=batch_size,
+    )
     res = finish_scan(part, out=out, command=command)
     if head_maps and res.token_ids:
         res.maps = record_maps(model, res.token_ids[0], telling_heads(res.records, list(metrics), head_maps), edits)

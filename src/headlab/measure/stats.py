@@ -5,6 +5,7 @@ entries with ``protocol is None``: sink, sink_rate, entropy, prev_token, distanc
 states its formula and paper. Positions count from each row's first real token; every metric is
 averaged over all valid queries of all rows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,12 +38,16 @@ def check_input(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | N
     if input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must have the shape of input_ids {tuple(input_ids.shape)}"
+        )
     if input_ids.shape[1] == 0 or (attention_mask is not None and bool((attention_mask.sum(-1) == 0).any())):
         raise ValueError("empty input: every row needs at least one token")
     max_len = getattr(model.config, "max_position_embeddings", None)
     if max_len is not None and input_ids.shape[1] > max_len:
-        raise ValueError(f"input of {input_ids.shape[1]} tokens is longer than the model's context: valid lengths are 1..{max_len}")
+        raise ValueError(
+            f"input of {input_ids.shape[1]} tokens is longer than the model's context: valid lengths are 1..{max_len}"
+        )
     vocab = getattr(model.config, "vocab_size", None)
     if vocab is not None and (int(input_ids.max()) >= vocab or int(input_ids.min()) < 0):
         raise ValueError(f"token ids must lie in 0..{vocab - 1}, got range {int(input_ids.min())}..{int(input_ids.max())}")
@@ -63,12 +68,18 @@ def forward_for_attention(model, input_ids, attention_mask=None):
         return model(input_ids=input_ids, **kw)
 
 
-def head_stats(model, input_ids: torch.Tensor, metrics: Sequence[str] = ("sink", "entropy", "prev_token", "distance"),
-               attention_mask: torch.Tensor | None = None) -> HeadStats:
+def head_stats(
+    model,
+    input_ids: torch.Tensor,
+    metrics: Sequence[str] = ("sink", "entropy", "prev_token", "distance"),
+    attention_mask: torch.Tensor | None = None,
+) -> HeadStats:
     """{metric: (layers, heads) tensor} for ``input_ids`` (B, T); pad positions (mask 0) excluded."""
     unknown = [m for m in metrics if m not in QUERY_METRICS]
     if unknown:
-        raise ValueError(f"unknown metrics {unknown}: query metrics are {list(QUERY_METRICS)} (induction and retrieval have their own helpers)")
+        raise ValueError(
+            f"unknown metrics {unknown}: query metrics are {list(QUERY_METRICS)} (induction and retrieval have their own helpers)"
+        )
     check_input(model, input_ids, attention_mask)
     with attach(model, probes=list(metrics)) as run:
         forward_for_attention(model, input_ids, attention_mask)

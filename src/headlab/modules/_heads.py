@@ -1,4 +1,5 @@
 """Small shape helpers shared by the attention modules (not a public API)."""
+
 from __future__ import annotations
 
 import torch

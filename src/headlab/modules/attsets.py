@@ -7,6 +7,7 @@ Permutation-invariant, any N.  ``squash="tanh"`` applies tanh to C before the so
 
 Shapes: x (B, N, D), optional mask (B, N) bool (True = real element) -> y (B, D).
 """
+
 from __future__ import annotations
 
 import torch

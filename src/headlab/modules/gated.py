@@ -10,9 +10,10 @@ Shapes: x (B, T, D) -> y (B, T, D).  ``return_weights=True`` also returns the (u
 A (B, H, T, T); the gate acts after A·v, so sinks are measured on A as in the paper.
 After a forward pass ``last_gate`` holds the gate values (B, H, T, d or 1) for sparsity statistics.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

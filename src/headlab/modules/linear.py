@@ -12,9 +12,10 @@ Two exactly equivalent forms (tested against each other):
 Shapes: q, k (B, H, T, d_k), v (B, H, T, d_v) -> o (B, H, T, d_v).
 The module maps x (B, T, D) -> (B, T, D); ``return_weights`` gives the (B,H,T,T) φ-similarities.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,8 @@ EPS = 1e-6
 
 #: feature-map name -> φ applied to q and k (last dim)
 FEATURE_MAPS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "identity": lambda x: x,          # pure Hebbian memory (paper's formal core)
-    "elu1": lambda x: F.elu(x) + 1,   # positive map of Katharopoulos et al.
+    "identity": lambda x: x,  # pure Hebbian memory (paper's formal core)
+    "elu1": lambda x: F.elu(x) + 1,  # positive map of Katharopoulos et al.
 }
 NORMALIZE = ("none", "sum")
 
@@ -62,7 +63,7 @@ def linear_attention_recurrent(q, k, v, feature_map: str = "elu1", normalize: st
     phi = FEATURE_MAPS[feature_map]
     fq, fk = phi(q), phi(k)
     b, h, t, dk = fq.shape
-    mem = q.new_zeros(b, h, v.shape[-1], dk)      # M (B,H,d_v,d_k)
+    mem = q.new_zeros(b, h, v.shape[-1], dk)  # M (B,H,d_v,d_k)
     z = q.new_zeros(b, h, dk)
     outs = []
     for i in range(t):
@@ -90,8 +91,7 @@ def hebbian_read(memory: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 class LinearAttention(MultiHeadAttention):
     """Causal multi-head linear attention (parallel form in training; the recurrent form is equal)."""
 
-    def __init__(self, d_model: int, n_heads: int, feature_map: str = "elu1", normalize: str = "sum",
-                 causal: bool = True):
+    def __init__(self, d_model: int, n_heads: int, feature_map: str = "elu1", normalize: str = "sum", causal: bool = True):
         super().__init__(d_model, n_heads, causal)
         _check(feature_map, normalize)
         self.feature_map, self.normalize = feature_map, normalize

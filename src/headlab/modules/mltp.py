@@ -12,6 +12,7 @@ LLM-Based Embedding Models?" (2024, arXiv 2409.02727), official repo yixuantt/Po
 Shapes: layer_states (B, L, D) -> (B, D) unit vectors.  :func:`last_token_states` builds H from a
 model's ``hidden_states`` tuple.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 def last_token_states(hidden_states, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Stack the last real token of each layer: tuple of L tensors (B, T, D) -> (B, L, D).
     ``attention_mask`` (B, T) with 1 = real token assumes right padding."""
-    hs = torch.stack(list(hidden_states), dim=1)          # (B,L,T,D)
+    hs = torch.stack(list(hidden_states), dim=1)  # (B,L,T,D)
     b, _, t, _ = hs.shape
     last = torch.full((b,), t - 1, dtype=torch.long, device=hs.device)
     if attention_mask is not None:
@@ -52,7 +53,7 @@ class MultiLayerTrainablePooling(nn.Module):
         h, dh = self.n_heads, self.d_head
         q = self.to_q(lat).view(b, r, h, dh).transpose(1, 2)
         k, v = (z.view(b, -1, h, dh).transpose(1, 2) for z in self.to_kv(ctx).chunk(2, -1))
-        a = (q @ k.transpose(-1, -2) * dh ** -0.5).softmax(-1)
+        a = (q @ k.transpose(-1, -2) * dh**-0.5).softmax(-1)
         return self.to_out((a @ v).transpose(1, 2).reshape(b, r, h * dh))
 
     def forward(self, layer_states: torch.Tensor) -> torch.Tensor:

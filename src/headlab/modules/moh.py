@@ -19,9 +19,10 @@ Heads are computed densely and masked: this reproduces quality, not the compute 
 
 Shapes: x (B, T, D) -> y (B, T, D); ``last_gates`` (B, T, H) and ``aux_loss`` (scalar) after forward.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,30 +39,30 @@ def _topk_mask(logits: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
-def trainable_router(m: "MoHAttention", x: torch.Tensor, q: torch.Tensor):
+def trainable_router(m: MoHAttention, x: torch.Tensor, q: torch.Tensor):
     """Gates (B,T,H) and load-balancing loss for the learned two-stage router."""
     parts, aux = [], x.new_zeros(())
     if m.n_shared:
         parts.append(m.n_shared * m.w_shared(x).softmax(-1))
     if m.n_routed:
-        p = m.w_routed(x).softmax(-1)                        # (B,T,E)
+        p = m.w_routed(x).softmax(-1)  # (B,T,E)
         mask = _topk_mask(p.detach(), m.top_k)
         sel = p * mask
         parts.append(m.top_k * sel / sel.sum(-1, keepdim=True).clamp_min(1e-9) if m.top_k else sel)
         if 0 < m.top_k < m.n_routed:
-            f = mask.mean(dim=(0, 1)) / m.top_k              # share of routing slots, sums to 1
+            f = mask.mean(dim=(0, 1)) / m.top_k  # share of routing slots, sums to 1
             aux = m.n_routed * (f * p.mean(dim=(0, 1))).sum()
     if len(parts) == 2 and m.top_k:
-        alpha = 2 * m.w_balance(x).softmax(-1)               # (B,T,2)
+        alpha = 2 * m.w_balance(x).softmax(-1)  # (B,T,2)
         parts = [parts[0] * alpha[..., :1], parts[1] * alpha[..., 1:]]
     return torch.cat(parts, -1), aux
 
 
-def query_norm_router(m: "MoHAttention", x: torch.Tensor, q: torch.Tensor):
+def query_norm_router(m: MoHAttention, x: torch.Tensor, q: torch.Tensor):
     """Binary gates (B,T,H) from the parameter-free query-norm router; no auxiliary loss."""
     b, _, t, _ = q.shape
     shared = q.new_ones(b, t, m.n_shared)
-    norms = q[:, m.n_shared:].norm(dim=-1).transpose(1, 2)    # (B,T,E)
+    norms = q[:, m.n_shared :].norm(dim=-1).transpose(1, 2)  # (B,T,E)
     if m.n_routed > 1:
         norms = norms / norms.std(-1, keepdim=True).clamp_min(1e-6)
     routed = _topk_mask(norms.softmax(-1), m.top_k)
@@ -75,8 +76,7 @@ ROUTERS: dict[str, Callable] = {"trainable": trainable_router, "query_norm": que
 class MoHAttention(MultiHeadAttention):
     """Multi-head attention whose heads are gated per token by a MoH router (see module docstring)."""
 
-    def __init__(self, d_model: int, n_heads: int, n_shared: int, top_k: int,
-                 router: str = "trainable", causal: bool = True):
+    def __init__(self, d_model: int, n_heads: int, n_shared: int, top_k: int, router: str = "trainable", causal: bool = True):
         super().__init__(d_model, n_heads, causal)
         if not 0 <= n_shared <= n_heads:
             raise ValueError(f"n_shared={n_shared} must be in [0, n_heads={n_heads}]")

@@ -7,6 +7,7 @@ p(C_i = j) = softmax_j(u_ij).  Positions can be masked (e.g. already chosen citi
 Shapes: enc (B, N, d_enc), dec (B, T, d_dec), optional mask (B, N) or (B, T, N) bool (True = may point)
 -> log-probabilities (B, T, N).
 """
+
 from __future__ import annotations
 
 import torch

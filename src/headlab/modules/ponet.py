@@ -11,6 +11,7 @@ Bidirectional, O(T); a key-padding mask ``mask`` (B, T) bool (True = real token)
 
 Shapes: x (B, T, D) -> (B, T, D).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ class PoNetMixer(nn.Module):
         if window < 1 or window % 2 == 0:
             raise ValueError(f"window={window} must be a positive odd number")
         self.d_model, self.n_heads, self.segment_size, self.window = d_model, n_heads, segment_size, window
-        self.proj = nn.Linear(d_model, 5 * d_model)   # Q, K, O, L, S
+        self.proj = nn.Linear(d_model, 5 * d_model)  # Q, K, O, L, S
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -43,12 +44,12 @@ class PoNetMixer(nn.Module):
         q, k, o, loc, seg = self.proj(x).chunk(5, dim=-1)
         neg = torch.finfo(x.dtype).min
         # global aggregation per head
-        qh, kh = split_heads(q, self.n_heads), split_heads(k, self.n_heads)        # (B,H,T,d)
+        qh, kh = split_heads(q, self.n_heads), split_heads(k, self.n_heads)  # (B,H,T,d)
         vm = valid[:, None, :, None].to(x.dtype)
         g = (qh * vm).sum(2, keepdim=True) / vm.sum(2, keepdim=True).clamp_min(1)  # (B,H,1,d)
-        logits = (g @ kh.transpose(-1, -2)) / math.sqrt(self.d_head)              # (B,H,1,T)
+        logits = (g @ kh.transpose(-1, -2)) / math.sqrt(self.d_head)  # (B,H,1,T)
         logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
-        vg = merge_heads(logits.softmax(-1) @ kh)                                 # (B,1,D)
+        vg = merge_heads(logits.softmax(-1) @ kh)  # (B,1,D)
         # segment max pooling
         seg = seg.masked_fill(~valid[..., None], neg)
         n_seg = -(-t // self.segment_size)

@@ -10,6 +10,7 @@ feature and a linear classifier maps it to ``n_classes`` logits.
 Shapes: x (B, N, C), optional mask (B, N) bool (True = real token) -> logits (B, n_classes);
 :meth:`pool` returns the (B, C/d_out) feature and the (B, M, N) attention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ class EfficientProbing(nn.Module):
         if n_classes < 1:
             raise ValueError(f"n_classes={n_classes} must be >= 1")
         self.d_in, self.n_queries, self.d_feat = d_in, n_queries, d_in // d_out
-        self.queries = nn.Parameter(torch.randn(n_queries, d_in) * d_in ** -0.5)
+        self.queries = nn.Parameter(torch.randn(n_queries, d_in) * d_in**-0.5)
         self.value = nn.Linear(d_in, self.d_feat)
         self.head = nn.Linear(self.d_feat, n_classes)
 
@@ -32,12 +33,12 @@ class EfficientProbing(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"expected x of shape (B, N, {self.d_in}), got {tuple(x.shape)}")
         b, n, _ = x.shape
-        logits = torch.einsum("mc,bnc->bmn", self.queries, x) * self.d_in ** -0.5
+        logits = torch.einsum("mc,bnc->bmn", self.queries, x) * self.d_in**-0.5
         if mask is not None:
             if mask.shape != (b, n):
                 raise ValueError(f"mask must be (B, N) = {(b, n)}, got {tuple(mask.shape)}")
             logits = logits.masked_fill(~mask.bool()[:, None, :], float("-inf"))
-        attn = logits.softmax(-1)                                              # (B,M,N)
+        attn = logits.softmax(-1)  # (B,M,N)
         v = self.value(x).view(b, n, self.n_queries, self.d_feat // self.n_queries)  # (B,N,M,c)
         feat = torch.einsum("bmn,bnmc->bmc", attn, v).reshape(b, self.d_feat)
         return feat, attn

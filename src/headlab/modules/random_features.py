@@ -8,6 +8,7 @@ module-level simplification, not the paper's exact estimator.
 
 Shapes: x (B, T, D) -> (B, T, D); ``return_weights`` gives A (B, H, T, T).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,14 +25,15 @@ class RandomFeatureAttention(nn.Module):
         self.d_head = check_dims(d_model, n_heads)
         self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
         g = torch.Generator().manual_seed(seed)
-        self.register_buffer("w_q", torch.randn(d_model, d_model, generator=g) / d_model ** 0.5)
-        self.register_buffer("w_k", torch.randn(d_model, d_model, generator=g) / d_model ** 0.5)
+        self.register_buffer("w_q", torch.randn(d_model, d_model, generator=g) / d_model**0.5)
+        self.register_buffer("w_k", torch.randn(d_model, d_model, generator=g) / d_model**0.5)
         self.value = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         check_input(x, self.d_model)
-        q, k = split_heads(x @ self.w_q, self.n_heads), split_heads(x @ self.w_k, self.n_heads)
+        w_q, w_k = self.get_buffer("w_q"), self.get_buffer("w_k")
+        q, k = split_heads(x @ w_q, self.n_heads), split_heads(x @ w_k, self.n_heads)
         v = split_heads(self.value(x), self.n_heads)
         if return_weights:
             a = softmax_weights(q, k, self.causal)

@@ -5,6 +5,7 @@ x (B, T, D) -> (B, T, D) causally and accepts ``return_weights=True`` (then retu
 Modules may expose ``aux_loss`` (a scalar added to the training loss with weight β, see MoH).
 Add a mechanism with :func:`register`; never branch on names elsewhere.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,22 +41,25 @@ def moh_factory(active: float, router: str = "trainable") -> Factory:
 
 
 #: mechanism name -> factory (a :class:`headlab.registry.Registry`)
-MECHANISMS: Registry[Factory] = Registry("mechanism", {
-    "softmax": lambda d, h: MultiHeadAttention(d, h),
-    "sigmoid": lambda d, h: SigmoidAttention(d, h, normalize="none"),
-    "sigmoid-norm": lambda d, h: SigmoidAttention(d, h, normalize="sum"),
-    "gated": lambda d, h: GatedAttention(d, h, gate="elementwise"),
-    "gated-headwise": lambda d, h: GatedAttention(d, h, gate="headwise"),
-    "moh": moh_factory(0.75),
-    "moh-50": moh_factory(0.50),
-    "moh-75": moh_factory(0.75),
-    "moh-90": moh_factory(0.90),
-    "linear": lambda d, h: LinearAttention(d, h),
-    "random-qk": lambda d, h: RandomFeatureAttention(d, h),
-    "ssm": lambda d, h: SelectiveSSM(d, h),
-    **{v: partial(MirasMemory, variant=v) for v in ("delta", "moneta", "yaad", "memora")},  # noqa: B023 (partial binds v now)
-    **{n: f for n, f in DECONSTRUCT.items() if n != "softmax"},
-})
+MECHANISMS: Registry[Factory] = Registry(
+    "mechanism",
+    {
+        "softmax": lambda d, h: MultiHeadAttention(d, h),
+        "sigmoid": lambda d, h: SigmoidAttention(d, h, normalize="none"),
+        "sigmoid-norm": lambda d, h: SigmoidAttention(d, h, normalize="sum"),
+        "gated": lambda d, h: GatedAttention(d, h, gate="elementwise"),
+        "gated-headwise": lambda d, h: GatedAttention(d, h, gate="headwise"),
+        "moh": moh_factory(0.75),
+        "moh-50": moh_factory(0.50),
+        "moh-75": moh_factory(0.75),
+        "moh-90": moh_factory(0.90),
+        "linear": lambda d, h: LinearAttention(d, h),
+        "random-qk": lambda d, h: RandomFeatureAttention(d, h),
+        "ssm": lambda d, h: SelectiveSSM(d, h),
+        **{v: partial(MirasMemory, variant=v) for v in ("delta", "moneta", "yaad", "memora")},  # noqa: B023 (partial binds v now)
+        **{n: f for n, f in DECONSTRUCT.items() if n != "softmax"},
+    },
+)
 
 
 def register(name: str, factory: Factory) -> None:

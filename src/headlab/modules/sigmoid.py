@@ -10,10 +10,11 @@ Shapes: q, k, v (B, H, T, d) for :func:`sigmoid_attention`; the module maps x (B
 ``return_weights=True`` returns the raw σ weights W (B, H, T, T) (zero above the diagonal); rows do not
 sum to one unless normalised.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -36,7 +37,7 @@ def sigmoid_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True, norma
     t, s = q.shape[-2], k.shape[-2]
     w = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]))
     if causal:
-        w = w * causal_mask(s, q.device)[s - t:].to(w.dtype)
+        w = w * causal_mask(s, q.device)[s - t :].to(w.dtype)
     return NORMALIZERS[normalize](w)
 
 

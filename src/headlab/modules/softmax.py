@@ -3,6 +3,7 @@
 Shapes: x (B, T, D) -> y (B, T, D); D = n_heads * d.  ``forward(x, return_weights=True)`` also returns
 the attention weights A (B, H, T, T) (rows sum to 1), computed on the eager path.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ def softmax_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> to
     t, s, d = q.shape[-2], k.shape[-2], q.shape[-1]
     scores = q @ k.transpose(-1, -2) / math.sqrt(d)
     if causal:
-        mask = causal_mask(s, q.device)[s - t:]
+        mask = causal_mask(s, q.device)[s - t :]
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(-1)
 

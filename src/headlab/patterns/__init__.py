@@ -1,6 +1,7 @@
 """Sparse attention patterns (HP-MASK): one factory per family, one common interface
 (see ``base.Pattern``). ``REGISTRY`` maps CLI names to factories with their defaults.
 """
+
 from __future__ import annotations
 
 from ..engine.plugins import PATTERNS
@@ -46,6 +47,27 @@ def make(name: str, **kwargs) -> Pattern:
     return REGISTRY[name](**kwargs)
 
 
-__all__ = ["Pattern", "REGISTRY", "make", "causal", "window", "sink_window", "neighborhood",
-           "neighborhood2d", "halo", "halo2d", "power", "strided", "moa", "isolate", "topk_blocks",
-           "dhsa", "per_head", "for_heads", "HeadPlan", "load_plan", "save_plan", "from_mask_mod"]
+__all__ = [
+    "Pattern",
+    "REGISTRY",
+    "make",
+    "causal",
+    "window",
+    "sink_window",
+    "neighborhood",
+    "neighborhood2d",
+    "halo",
+    "halo2d",
+    "power",
+    "strided",
+    "moa",
+    "isolate",
+    "topk_blocks",
+    "dhsa",
+    "per_head",
+    "for_heads",
+    "HeadPlan",
+    "load_plan",
+    "save_plan",
+    "from_mask_mod",
+]

@@ -25,6 +25,7 @@ with ``n`` the sequence length (kv_len, an int). The same rule serves the dense 
 block-gather kernel and FlexAttention's ``mask_mod``, so it must use tensor ops only (no Python
 branching on tensor values).
 """
+
 from __future__ import annotations
 
 import math
@@ -111,7 +112,7 @@ class Pattern:
             bq = torch.arange(nq).view(1, -1, 1) + (kv_len - q_len) // block
             bk = torch.arange(nk).view(1, 1, -1)
             h = torch.arange(self.heads).view(-1, 1, 1)
-            return torch.as_tensor(self.block_rule(h, bq, bk)).expand(self.heads, nq, nk).clone()
+            return torch.as_tensor(self.block_rule(h, bq, bk)).expand(self.heads, nq, nk).clone()  # pyright: ignore[reportAttributeAccessIssue]
         return self._block_layout_generic(q_len, kv_len, block, causal)
 
     def _block_layout_generic(self, q_len: int, kv_len: int, block: int, causal: bool = False) -> torch.Tensor:
@@ -127,7 +128,7 @@ class Pattern:
                 m = m & (k_pos.view(1, 1, -1) <= rows.view(1, -1, 1))
             m = torch.nn.functional.pad(m, (0, pad_k, 0, (-m.shape[1]) % block))
             h, r, _ = m.shape
-            out[:, a // block: a // block + r // block] = m.view(h, r // block, block, nk, block).any(4).any(2)
+            out[:, a // block : a // block + r // block] = m.view(h, r // block, block, nk, block).any(4).any(2)
         return out
 
     def density(self, q_len: int, kv_len: int, causal: bool = True) -> float:
@@ -149,8 +150,14 @@ class Pattern:
         return allowed / max(total, 1.0)
 
     # ------------------------------------------------------------------ FlexAttention
-    def mask_mod(self, kv_len: int, q_len: int | None = None, n_heads: int | None = None,
-                 n_kv_heads: int | None = None, causal: bool = False):
+    def mask_mod(
+        self,
+        kv_len: int,
+        q_len: int | None = None,
+        n_heads: int | None = None,
+        n_kv_heads: int | None = None,
+        causal: bool = False,
+    ):
         """This pattern as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx) -> bool`` for ``q_len``
         queries (default ``kv_len``) placed at the last ``q_len`` of ``kv_len`` positions, ready for
         ``torch.nn.attention.flex_attention.create_block_mask(fn, B, H, q_len, kv_len)``.
@@ -175,18 +182,21 @@ class Pattern:
         return mask_mod
 
     # ------------------------------------------------------------------ heads
-    def for_heads(self, n_heads: int, n_kv_heads: int) -> "Pattern":
+    def for_heads(self, n_heads: int, n_kv_heads: int) -> Pattern:
         """This pattern in query-head numbering for a layer with H query / Hkv KV heads."""
         from .compose import for_heads
+
         return for_heads(self, n_heads, n_kv_heads)
 
     # ------------------------------------------------------------------ composition
-    def __or__(self, other: "Pattern") -> "Pattern":
+    def __or__(self, other: Pattern) -> Pattern:
         from .compose import Union
+
         return Union(self, other)
 
-    def __and__(self, other: "Pattern") -> "Pattern":
+    def __and__(self, other: Pattern) -> Pattern:
         from .compose import Intersection
+
         return Intersection(self, other)
 
     def describe(self) -> str:

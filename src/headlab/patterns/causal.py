@@ -1,4 +1,5 @@
 """Dense causal attention as a pattern (query i sees keys 0..i); the baseline of every sparse one."""
+
 from __future__ import annotations
 
 from .base import Pattern

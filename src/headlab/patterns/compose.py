@@ -5,9 +5,10 @@
 heterogeneous heads, arXiv 2406.14909). ``for_heads(p, H, Hkv)`` maps a KV-head pattern
 (``kv_per_head=True``) onto the H query heads (query head h reads KV head h // (H // Hkv)).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -18,17 +19,18 @@ def _static(p: Pattern, what: str) -> Pattern:
     if not isinstance(p, Pattern):
         raise ValueError(f"{what} needs Pattern objects, got {type(p).__name__}")
     if p.dynamic:
-        raise ValueError(f"{what} of dynamic pattern {p.describe()} is not supported; "
-                         "combine static patterns only")
+        raise ValueError(f"{what} of dynamic pattern {p.describe()} is not supported; combine static patterns only")
     return p
 
 
 def _heads_of(a: Pattern, b: Pattern) -> tuple[int | None, bool]:
     if a.n_heads and b.n_heads:
         if a.n_heads != b.n_heads or a.kv_per_head != b.kv_per_head:
-            raise ValueError(f"cannot combine patterns with {a.n_heads} heads "
-                             f"(kv_per_head={a.kv_per_head}) and {b.n_heads} heads "
-                             f"(kv_per_head={b.kv_per_head})")
+            raise ValueError(
+                f"cannot combine patterns with {a.n_heads} heads "
+                f"(kv_per_head={a.kv_per_head}) and {b.n_heads} heads "
+                f"(kv_per_head={b.kv_per_head})"
+            )
         return a.n_heads, a.kv_per_head
     if a.n_heads:
         return a.n_heads, a.kv_per_head
@@ -74,8 +76,7 @@ class PerHead(Pattern):
         for p in patterns:
             _static(p, "per_head")
             if p.n_heads not in (None, 1):
-                raise ValueError(f"per_head entries must be single-head patterns, got "
-                                 f"{p.describe()} with {p.n_heads} heads")
+                raise ValueError(f"per_head entries must be single-head patterns, got {p.describe()} with {p.n_heads} heads")
         self.patterns = patterns
         self.n_heads = len(patterns)
         self.kv_per_head = bool(kv_per_head)
@@ -129,14 +130,17 @@ def for_heads(p: Pattern, n_heads: int, n_kv_heads: int) -> Pattern:
         return p
     if p.kv_per_head:
         if p.n_heads != n_kv_heads:
-            raise ValueError(f"{p.describe()} is defined per KV head with {p.n_heads} heads, "
-                             f"but the layer has {n_kv_heads} KV heads")
+            raise ValueError(
+                f"{p.describe()} is defined per KV head with {p.n_heads} heads, but the layer has {n_kv_heads} KV heads"
+            )
         if p.dynamic:
             return p
         return ForHeads(p, n_heads, n_kv_heads)
     if p.n_heads != n_heads:
-        raise ValueError(f"{p.describe()} has {p.n_heads} heads, but the layer has {n_heads} query heads "
-                         f"(use kv_per_head=True for a pattern over its {n_kv_heads} KV heads)")
+        raise ValueError(
+            f"{p.describe()} has {p.n_heads} heads, but the layer has {n_heads} query heads "
+            f"(use kv_per_head=True for a pattern over its {n_kv_heads} KV heads)"
+        )
     return p
 
 

@@ -9,6 +9,7 @@ Each query block keeps its ``local_tokens`` most recent keys (at least its own b
 fills up to ``topk_tokens`` with the best-scoring keys (j < end of the block); the last
 ``instruction_tokens`` queries attend densely. One selection is shared by every head.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,13 @@ def fixed_chunks(B: int, S: int, chunk_size: int, device=None) -> torch.Tensor:
 def heuristic_chunks(k: torch.Tensor, chunk_size: int, window: int = 4) -> torch.Tensor:
     """(B, S) long chunk ids; boundaries at keys most unlike the mean of the previous ``window``."""
     B, Hkv, S, d = k.shape
-    km = F.normalize(k.float().mean(1), dim=-1)                     # (B,S,d)
-    csum = torch.cumsum(F.pad(km, (0, 0, 1, 0)), 1)                 # (B,S+1,d)
+    km = F.normalize(k.float().mean(1), dim=-1)  # (B,S,d)
+    csum = torch.cumsum(F.pad(km, (0, 0, 1, 0)), 1)  # (B,S+1,d)
     lo = (torch.arange(S, device=k.device) - window).clamp(min=0)
-    prev = (csum[:, torch.arange(S, device=k.device)] - csum[:, lo]) / (torch.arange(S, device=k.device) - lo).clamp(min=1).view(1, -1, 1)
-    novelty = 1 - F.cosine_similarity(km, prev, dim=-1)            # (B,S)
+    prev = (csum[:, torch.arange(S, device=k.device)] - csum[:, lo]) / (torch.arange(S, device=k.device) - lo).clamp(min=1).view(
+        1, -1, 1
+    )
+    novelty = 1 - F.cosine_similarity(km, prev, dim=-1)  # (B,S)
     novelty[:, 0] = float("-inf")
     gap = max(1, chunk_size // 4)
     peak = F.max_pool1d(novelty.unsqueeze(1), 2 * gap + 1, stride=1, padding=gap).squeeze(1)
@@ -44,9 +47,16 @@ def heuristic_chunks(k: torch.Tensor, chunk_size: int, window: int = 4) -> torch
 
 
 class DHSA(DynamicPattern):
-    def __init__(self, block: int = 64, topk_tokens: int = 1024, local_tokens: int = 128,
-                 global_tokens: int = 128, chunks: str = "fixed", chunk_size: int = 64,
-                 instruction_tokens: int = 64):
+    def __init__(
+        self,
+        block: int = 64,
+        topk_tokens: int = 1024,
+        local_tokens: int = 128,
+        global_tokens: int = 128,
+        chunks: str = "fixed",
+        chunk_size: int = 64,
+        instruction_tokens: int = 64,
+    ):
         self.block = check_int("block", block, 1)
         self.topk_tokens = check_int("topk_tokens", topk_tokens, 1)
         self.local_tokens = check_int("local_tokens", local_tokens, 0)
@@ -57,8 +67,10 @@ class DHSA(DynamicPattern):
             raise ValueError(f"dhsa chunks must be 'fixed' or 'heuristic', got {chunks!r}")
         self.chunks = chunks
         self.kv_per_head = True  # one selection for every head: KV outside it is never read
-        self.name = (f"dhsa(block={self.block}, topk={self.topk_tokens}, local={self.local_tokens}, "
-                     f"global={self.global_tokens}, chunks={self.chunks}/{self.chunk_size})")
+        self.name = (
+            f"dhsa(block={self.block}, topk={self.topk_tokens}, local={self.local_tokens}, "
+            f"global={self.global_tokens}, chunks={self.chunks}/{self.chunk_size})"
+        )
 
     def select_units(self, q, k, q_pos, k_pos) -> Selection:
         self._check_qk(q, k)
@@ -68,19 +80,18 @@ class DHSA(DynamicPattern):
         q_pos = torch.as_tensor(q_pos, device=dev).long().reshape(-1)
         first = int(q_pos[0]) // self.block
         nqb = int(q_pos[-1]) // self.block - first + 1
-        cid = (fixed_chunks(B, S, self.chunk_size, dev) if self.chunks == "fixed"
-               else heuristic_chunks(k, self.chunk_size))
+        cid = fixed_chunks(B, S, self.chunk_size, dev) if self.chunks == "fixed" else heuristic_chunks(k, self.chunk_size)
         C = int(cid.max()) + 1
-        kbar = k.float().mean(1)                                             # (B,S,d)
+        kbar = k.float().mean(1)  # (B,S,d)
         ksum = torch.zeros(B, C, d, device=dev).scatter_add_(1, cid.unsqueeze(-1).expand(B, S, d), kbar)
         kcnt = torch.zeros(B, C, device=dev).scatter_add_(1, cid, torch.ones(B, S, device=dev))
-        kc = ksum / kcnt.clamp(min=1).sqrt().unsqueeze(-1)                  # mean·√|c|
-        qbar = q.float().mean(1)                                             # (B,T,d)
+        kc = ksum / kcnt.clamp(min=1).sqrt().unsqueeze(-1)  # mean·√|c|
+        qbar = q.float().mean(1)  # (B,T,d)
         qb_id = torch.div(q_pos, self.block, rounding_mode="floor") - first
         qsum = torch.zeros(B, nqb, d, device=dev).index_add_(1, qb_id, qbar)
         qcnt = torch.zeros(nqb, device=dev).index_add_(0, qb_id, torch.ones(T, device=dev))
-        qc = qsum / qcnt.clamp(min=1).sqrt().view(1, -1, 1)                 # mean·√|B|
-        s_chunk = qc @ kc.transpose(1, 2)                                    # (B,nqb,C)
+        qc = qsum / qcnt.clamp(min=1).sqrt().view(1, -1, 1)  # mean·√|B|
+        s_chunk = qc @ kc.transpose(1, 2)  # (B,nqb,C)
         tok = torch.gather(s_chunk, 2, cid.unsqueeze(1).expand(B, nqb, S))  # (B,nqb,S)
         j = torch.arange(S, device=dev).view(1, 1, -1)
         end = ((torch.arange(nqb, device=dev) + first + 1) * self.block).clamp(max=S).view(1, -1, 1)
@@ -91,11 +102,24 @@ class DHSA(DynamicPattern):
         kk = min(max(self.topk_tokens, max(self.local_tokens, self.block) + self.global_tokens), S)
         val, idx = prio.topk(kk, dim=-1)
         valid = val > float("-inf")
-        return Selection(idx=idx.unsqueeze(1), valid=valid.unsqueeze(1), unit=1, block=self.block,
-                         first_block=first, dense_rows=min(self.instruction_tokens, T))
+        return Selection(
+            idx=idx.unsqueeze(1),
+            valid=valid.unsqueeze(1),
+            unit=1,
+            block=self.block,
+            first_block=first,
+            dense_rows=min(self.instruction_tokens, T),
+        )
 
 
-def dhsa(block: int = 64, topk_tokens: int = 1024, local_tokens: int = 128, global_tokens: int = 128,
-         chunks: str = "fixed", chunk_size: int = 64, instruction_tokens: int = 64) -> DynamicPattern:
+def dhsa(
+    block: int = 64,
+    topk_tokens: int = 1024,
+    local_tokens: int = 128,
+    global_tokens: int = 128,
+    chunks: str = "fixed",
+    chunk_size: int = 64,
+    instruction_tokens: int = 64,
+) -> DynamicPattern:
     """DHSA training-free: chunk-level scores, length-normalised pooling, top-k token selection."""
     return DHSA(block, topk_tokens, local_tokens, global_tokens, chunks, chunk_size, instruction_tokens)

@@ -6,6 +6,7 @@ returns them as padded index lists, which the gather kernel uses directly (only 
 are ever touched); ``select`` turns them into the boolean (B, H, Tq, S) mask the eager engine
 wants. Token-level causality (j <= i) always applies on top.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,7 @@ class DynamicPattern(Pattern):
 
     def _check_qk(self, q, k):
         if q.dim() != 4 or k.dim() != 4 or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
-            raise ValueError(f"{self.name}: need q (B,H,T,d) and k (B,Hkv,S,d), got {tuple(q.shape)} "
-                             f"and {tuple(k.shape)}")
+            raise ValueError(f"{self.name}: need q (B,H,T,d) and k (B,Hkv,S,d), got {tuple(q.shape)} and {tuple(k.shape)}")
         if q.shape[1] % k.shape[1]:
             raise ValueError(f"{self.name}: H={q.shape[1]} must be a multiple of Hkv={k.shape[1]}")
 
@@ -72,5 +72,4 @@ class DynamicPattern(Pattern):
         return m
 
     def density(self, q_len, kv_len, causal=True):
-        raise ValueError(f"{self.name} is dynamic: its density depends on the data; "
-                         "measure it with select() on real q and k")
+        raise ValueError(f"{self.name} is dynamic: its density depends on the data; measure it with select() on real q and k")

@@ -2,9 +2,10 @@
 cannot see each other. ``groups`` gives a group id per position; ids listed in ``shared`` are
 visible to (and see) every group, e.g. a common prompt.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -22,8 +23,7 @@ class Isolate(Pattern):
 
     def check(self, q_len, kv_len):
         if kv_len > self.groups.numel():
-            raise ValueError(f"isolate has group ids for {self.groups.numel()} positions, "
-                             f"but kv_len={kv_len}")
+            raise ValueError(f"isolate has group ids for {self.groups.numel()} positions, but kv_len={kv_len}")
 
     def rule(self, h, i, j, n):
         g = self.groups.to(torch.as_tensor(i).device)

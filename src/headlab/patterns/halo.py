@@ -5,6 +5,7 @@ plus ``halo`` positions on each side; borders are simply cut, as zero padding wo
 2D: block x block query tiles on a row-major height x width grid see their tile grown by
 ``halo`` on every side; block must divide height and width. ``causal=True`` adds j <= i.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,7 @@ class Halo2D(Pattern):
         self.halo = check_int("halo", halo, 0)
         self.causal = bool(causal)
         if self.height % self.block or self.width % self.block:
-            raise ValueError(f"halo2d block={self.block} must divide height={self.height} and "
-                             f"width={self.width}")
+            raise ValueError(f"halo2d block={self.block} must divide height={self.height} and width={self.width}")
         self.name = f"halo2d({self.height}x{self.width}, block={self.block}, halo={self.halo})"
 
     def check(self, q_len, kv_len):

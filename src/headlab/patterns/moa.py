@@ -5,9 +5,10 @@ Head h keeps a sink of ``sink`` tokens plus a causal band of width S_h(N) = alph
 with one ``(alpha, beta)`` pair (or a plain int width) per head. With ``kv_per_head=True`` the
 list is indexed by KV head, which is what saves KV cache under GQA; otherwise by query head.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -45,8 +46,10 @@ class MoA(Pattern):
         w = self.widths(kv_len)
         if (w <= 0).any():
             bad = int(torch.nonzero(w <= 0)[0])
-            raise ValueError(f"moa head {bad} has band width {int(w[bad])} <= 0 at length {kv_len} "
-                             f"(alpha={float(self.alpha[bad])}, beta={float(self.beta[bad])})")
+            raise ValueError(
+                f"moa head {bad} has band width {int(w[bad])} <= 0 at length {kv_len} "
+                f"(alpha={float(self.alpha[bad])}, beta={float(self.beta[bad])})"
+            )
 
     def rule(self, h, i, j, n):
         h = torch.as_tensor(h)

@@ -8,6 +8,7 @@ is clamped so the window *shifts* at the borders instead of shrinking (every que
 k keys). Causal: key <= query and query - key < k (in group coordinates). 2D applies the 1D rule
 to rows and to columns (positions are row-major, p = y * width + x) and ANDs the results.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,9 +41,11 @@ def na_axis(i, j, n: int, kernel: int, dilation: int, causal: bool):
 
 def _check_axis(kernel, dilation, n, axis):
     if kernel * dilation > n:
-        raise ValueError(f"neighbourhood kernel*dilation = {kernel}*{dilation} = {kernel * dilation} is larger "
-                         f"than the {axis} length {n}; need kernel*dilation <= {n} "
-                         f"(dilation too large for the length)")
+        raise ValueError(
+            f"neighbourhood kernel*dilation = {kernel}*{dilation} = {kernel * dilation} is larger "
+            f"than the {axis} length {n}; need kernel*dilation <= {n} "
+            f"(dilation too large for the length)"
+        )
 
 
 class Neighborhood(Pattern):
@@ -68,19 +71,22 @@ class Neighborhood2D(Pattern):
         self.causal = bool(causal)
         for k, d, n, ax in zip(self.kernel, self.dilation, (self.height, self.width), ("height", "width")):
             _check_axis(k, d, n, ax)
-        self.name = (f"neighborhood2d({self.height}x{self.width}, kernel={self.kernel}, "
-                     f"dilation={self.dilation}, causal={self.causal})")
+        self.name = (
+            f"neighborhood2d({self.height}x{self.width}, kernel={self.kernel}, dilation={self.dilation}, causal={self.causal})"
+        )
 
     def check(self, q_len, kv_len):
         if kv_len > self.height * self.width:
-            raise ValueError(f"neighborhood2d covers {self.height}x{self.width} = {self.height * self.width} "
-                             f"positions, got kv_len={kv_len}")
+            raise ValueError(
+                f"neighborhood2d covers {self.height}x{self.width} = {self.height * self.width} positions, got kv_len={kv_len}"
+            )
 
     def rule(self, h, i, j, n):
         yi, xi = torch.div(i, self.width, rounding_mode="floor"), torch.remainder(i, self.width)
         yj, xj = torch.div(j, self.width, rounding_mode="floor"), torch.remainder(j, self.width)
-        return (na_axis(yi, yj, self.height, self.kernel[0], self.dilation[0], self.causal)
-                & na_axis(xi, xj, self.width, self.kernel[1], self.dilation[1], self.causal))
+        return na_axis(yi, yj, self.height, self.kernel[0], self.dilation[0], self.causal) & na_axis(
+            xi, xj, self.width, self.kernel[1], self.dilation[1], self.causal
+        )
 
 
 def neighborhood(kernel: int, dilation: int = 1, causal: bool = False) -> Pattern:

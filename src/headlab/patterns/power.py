@@ -5,6 +5,7 @@ Block index = position // block. Query block bq sees key block bk iff bk <= bq a
 causality (j <= i) applies on top. Every distance n is reachable in popcount(n) hops, so the
 receptive field doubles per layer (checked exactly in ``patterns.reach``).
 """
+
 from __future__ import annotations
 
 from .base import Pattern, check_int

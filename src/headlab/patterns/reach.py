@@ -8,6 +8,7 @@ rule is defined on whole blocks (power, strided; ``block_level=True``) a block-l
 hop), so long lengths stay cheap. PowerAttention's claim (arXiv 2503.03588): every distance n is
 reachable in popcount(n) hops, so full coverage after ⌊log2 n_blocks⌋ + 1 layers at most.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -102,12 +103,8 @@ def reach_table(items: list[tuple[str, Pattern, int | None]], length: int, max_l
 
 def default_items(length: int) -> list[tuple[str, Pattern, int | None]]:
     """Patterns compared in docs/sparse.md; token-level sizes scale with ``length`` (w = length/8)."""
-    from . import halo
-    from . import neighborhood
-    from . import power
-    from . import sink_window
-    from . import strided
-    from . import window
+    from . import halo, neighborhood, power, sink_window, strided, window
+
     w = max(4, length // 8)
     return [
         (f"window({w})", window(w), None),
@@ -123,7 +120,11 @@ def default_items(length: int) -> list[tuple[str, Pattern, int | None]]:
 
 def format_table(rows: list[Reach], marks=(1, 2, 3, 4, 6, 8, 16, 30)) -> str:
     """Markdown table: density, layers to full coverage, coverage after selected layers."""
-    head = "| pattern | graph | density | layers to full | " + " | ".join(f"cov@{m}" for m in marks) + " | last-token field @1/@2/@4 |"
+    head = (
+        "| pattern | graph | density | layers to full | "
+        + " | ".join(f"cov@{m}" for m in marks)
+        + " | last-token field @1/@2/@4 |"
+    )
     sep = "|" + "---|" * (5 + len(marks))
     lines = [head, sep]
     for r in rows:
@@ -132,6 +133,9 @@ def format_table(rows: list[Reach], marks=(1, 2, 3, 4, 6, 8, 16, 30)) -> str:
         graph_kind = f"blocks of {r.unit}" if r.unit > 1 else "tokens"
         stuck = len(r.coverage) > 1 and r.coverage[-1] == r.coverage[-2]
         full = str(r.layers_to_full) if r.layers_to_full is not None else ("never" if stuck else f"> {len(r.coverage)}")
-        lines.append(f"| {r.name} | {graph_kind} | {r.density:.3f} | {full} | "
-                     + " | ".join(f"{c:.3f}" for c in cov) + f" | {'/'.join(map(str, fld))} |")
+        lines.append(
+            f"| {r.name} | {graph_kind} | {r.density:.3f} | {full} | "
+            + " | ".join(f"{c:.3f}" for c in cov)
+            + f" | {'/'.join(map(str, fld))} |"
+        )
     return "\n".join(lines)

@@ -7,9 +7,10 @@ Heads listed in ``dense_heads`` are dense (causal). Because heads keep different
 the union over heads covers every block when n_heads * step >= stride (e.g. stride <= n_heads).
 Token-level causality applies on top.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -19,8 +20,7 @@ from .base import Pattern, check_int
 class Strided(Pattern):
     kv_per_head = True
 
-    def __init__(self, block: int, local_blocks: int, stride: int, n_heads: int,
-                 dense_heads: Sequence[int] = ()):
+    def __init__(self, block: int, local_blocks: int, stride: int, n_heads: int, dense_heads: Sequence[int] = ()):
         self.block = check_int("block", block, 1)
         self.local_blocks = check_int("local_blocks", local_blocks, 1)
         self.stride = check_int("stride", stride, 1)
@@ -30,8 +30,10 @@ class Strided(Pattern):
         self.dense_heads = tuple(dense)
         self._dense = torch.zeros(self.n_heads, dtype=torch.bool)
         self._dense[list(dense)] = True
-        self.name = (f"strided(block={self.block}, local_blocks={self.local_blocks}, stride={self.stride}, "
-                     f"kv_heads={self.n_heads}, dense={list(self.dense_heads)})")
+        self.name = (
+            f"strided(block={self.block}, local_blocks={self.local_blocks}, stride={self.stride}, "
+            f"kv_heads={self.n_heads}, dense={list(self.dense_heads)})"
+        )
 
     def rule(self, h, i, j, n):
         bq, bk = i // self.block, j // self.block
@@ -48,7 +50,8 @@ class Strided(Pattern):
         return (bk <= bq) & (((bq - bk) < self.local_blocks) | shard | self._dense[h])
 
 
-def strided(block: int = 64, local_blocks: int = 16, stride: int = 3, dense_heads: Sequence[int] = (),
-            n_heads: int = 3) -> Pattern:
+def strided(
+    block: int = 64, local_blocks: int = 16, stride: int = 3, dense_heads: Sequence[int] = (), n_heads: int = 3
+) -> Pattern:
     """S2 heterogeneous strided pattern over ``n_heads`` KV heads (SmolLM2 has 3)."""
     return Strided(block, local_blocks, stride, n_heads, dense_heads)

@@ -7,6 +7,7 @@ first ``sink_blocks`` blocks, and the ``k`` other causal blocks with the highest
 ``shared_kv=True`` scores per KV head (query heads of a group summed), so the chosen blocks are the
 same for the group and only those KV blocks need to be read (saves KV memory under GQA).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,9 @@ class TopKBlocks(DynamicPattern):
         self.local_blocks = check_int("local_blocks", local_blocks, 1)
         self.shared_kv = bool(shared_kv)
         self.kv_per_head = self.shared_kv
-        self.name = (f"topk_blocks(block={self.block}, k={self.k}, sink_blocks={self.sink_blocks}, "
-                     f"local_blocks={self.local_blocks})")
+        self.name = (
+            f"topk_blocks(block={self.block}, k={self.k}, sink_blocks={self.sink_blocks}, local_blocks={self.local_blocks})"
+        )
 
     def select_units(self, q, k, q_pos, k_pos) -> Selection:
         self._check_qk(q, k)
@@ -44,14 +46,14 @@ class TopKBlocks(DynamicPattern):
         first = int(q_pos[0]) // self.block
         nqb = int(q_pos[-1]) // self.block - first + 1
         nkb = -(-S // self.block)
-        qm = block_means(q, q_pos, self.block, first, nqb)                     # (B,H,nqb,d)
+        qm = block_means(q, q_pos, self.block, first, nqb)  # (B,H,nqb,d)
         km = block_means(k, torch.arange(S, device=k.device), self.block, 0, nkb)  # (B,Hkv,nkb,d)
         G = H // Hkv
         if self.shared_kv:
             qm = qm.view(B, Hkv, G, nqb, d).sum(2)
-            score = qm @ km.transpose(-1, -2)                                 # (B,Hkv,nqb,nkb)
+            score = qm @ km.transpose(-1, -2)  # (B,Hkv,nqb,nkb)
         else:
-            score = qm @ km.repeat_interleave(G, 1).transpose(-1, -2)         # (B,H,nqb,nkb)
+            score = qm @ km.repeat_interleave(G, 1).transpose(-1, -2)  # (B,H,nqb,nkb)
         bq = torch.arange(first, first + nqb, device=q.device).view(-1, 1)
         bk = torch.arange(nkb, device=q.device).view(1, -1)
         causal = bk <= bq
@@ -69,7 +71,8 @@ class TopKBlocks(DynamicPattern):
         return Selection(idx=idx, valid=valid, unit=self.block, block=self.block, first_block=first)
 
 
-def topk_blocks(block: int = 64, k: int = 8, sink_blocks: int = 1, local_blocks: int = 1,
-                shared_kv: bool = True) -> DynamicPattern:
+def topk_blocks(
+    block: int = 64, k: int = 8, sink_blocks: int = 1, local_blocks: int = 1, shared_kv: bool = True
+) -> DynamicPattern:
     """Dynamic top-k block retrieval by mean-key pseudo-landmarks (training-free Landmark stand-in)."""
     return TopKBlocks(block, k, sink_blocks, local_blocks, shared_kv)

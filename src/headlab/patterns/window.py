@@ -3,6 +3,7 @@
 ``window(size)``: query i sees keys i-size+1 … i.
 ``sink_window(sink, size)``: additionally keys 0 … sink-1 (the attention sinks), causally.
 """
+
 from __future__ import annotations
 
 from .base import Pattern, check_int

@@ -6,6 +6,7 @@ Probes with ``protocol is None`` run on any text and build from their name (``ma
 ``induction`` and ``retrieval`` need their own inputs (:mod:`headlab.measure.induction`,
 :mod:`headlab.measure.retrieval`). Plug-ins never run a model themselves.
 """
+
 from __future__ import annotations
 
 from ..engine.plugins import PROBES, make_probe, query_probe_names
@@ -34,11 +35,33 @@ def metric_info(name: str) -> type[Probe]:
 
 def role_rules() -> dict[str, tuple[str, RoleRule]]:
     """``{role: (metric, rule)}`` for every registered metric that gives a role, by ``rule.rank``."""
-    found = [(cls.role.rank, i, cls.role.role, name, cls.role) for i, (name, cls) in enumerate(REGISTRY.items())
-             if cls.role is not None]
+    found = [
+        (cls.role.rank, i, cls.role.role, name, cls.role)
+        for i, (name, cls) in enumerate(REGISTRY.items())
+        if cls.role is not None
+    ]
     return {role: (name, rule) for _, _, role, name, rule in sorted(found)}
 
 
-__all__ = ["FAST_STATS", "Probe", "RoleRule", "REGISTRY", "make_probe", "query_probe_names", "metric_info",
-           "role_rules", "SinkProbe", "SinkRateProbe", "EntropyProbe", "PrevTokenProbe", "DistanceProbe",
-           "GroupShareProbe", "HeadMapProbe", "InductionProbe", "RetrievalProbe", "ArgmaxProbe", "MeanProbe", "mean"]
+__all__ = [
+    "FAST_STATS",
+    "Probe",
+    "RoleRule",
+    "REGISTRY",
+    "make_probe",
+    "query_probe_names",
+    "metric_info",
+    "role_rules",
+    "SinkProbe",
+    "SinkRateProbe",
+    "EntropyProbe",
+    "PrevTokenProbe",
+    "DistanceProbe",
+    "GroupShareProbe",
+    "HeadMapProbe",
+    "InductionProbe",
+    "RetrievalProbe",
+    "ArgmaxProbe",
+    "MeanProbe",
+    "mean",
+]

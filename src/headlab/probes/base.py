@@ -18,6 +18,7 @@ CLI and report (nothing else restates them): ``formula`` (one line), ``paper`` (
 ``role`` (a :class:`RoleRule`: which role a head gets for which score, with the default
 threshold) and ``protocol`` (None when it runs on any text; else the input protocol it needs).
 """
+
 from __future__ import annotations
 
 import operator
@@ -33,6 +34,7 @@ FAST_STATS = ("sink", "prev", "entropy", "distance")
 def acc_dtype(device: torch.device) -> torch.dtype:
     """The accumulator dtype on ``device``: float64, or float32 where the device has none (Apple MPS)."""
     return torch.float32 if device.type == "mps" else torch.float64
+
 
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
@@ -160,8 +162,11 @@ class Probe:
         """``{"name", "total", "count"}``: (layers, heads) float64 sums and counts on the host. A probe's
         ``result()`` depends only on them, so states of runs over disjoint inputs add up (``merge``)."""
         total, count = self._acc()
-        return {"name": self.name, "total": total.detach().to("cpu", torch.float64).clone(),
-                "count": count.detach().to("cpu", torch.float64).clone()}
+        return {
+            "name": self.name,
+            "total": total.detach().to("cpu", torch.float64).clone(),
+            "count": count.detach().to("cpu", torch.float64).clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Replace the sums and counts with ``state`` (as ``state_dict`` returns it)."""
@@ -179,8 +184,10 @@ class Probe:
             return self
         mine = self.state_dict()
         if tuple(mine["total"].shape) != tuple(total.shape):
-            raise ValueError(f"probe {self.name!r}: cannot merge a (layers, heads) = {tuple(total.shape)} state into "
-                             f"{tuple(mine['total'].shape)}")
+            raise ValueError(
+                f"probe {self.name!r}: cannot merge a (layers, heads) = {tuple(total.shape)} state into "
+                f"{tuple(mine['total'].shape)}"
+            )
         self.load_state_dict({"name": self.name, "total": mine["total"] + total, "count": mine["count"] + count})
         return self
 
@@ -188,11 +195,15 @@ class Probe:
 def _state_tensors(name: str, state: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(total, count) float64 (layers, heads) from a probe state, checked against the probe ``name``."""
     if not isinstance(state, dict) or not {"name", "total", "count"} <= set(state):
-        raise ValueError(f"probe {name!r}: a state needs keys name, total, count; got {sorted(state) if isinstance(state, dict) else type(state).__name__}")
+        raise ValueError(
+            f"probe {name!r}: a state needs keys name, total, count; got {sorted(state) if isinstance(state, dict) else type(state).__name__}"
+        )
     if state["name"] != name:
         raise ValueError(f"probe {name!r}: cannot take the state of probe {state['name']!r}")
     total = torch.as_tensor(state["total"], dtype=torch.float64).cpu()
     count = torch.as_tensor(state["count"], dtype=torch.float64).cpu()
     if total.dim() != 2 or total.shape != count.shape:
-        raise ValueError(f"probe {name!r}: total {tuple(total.shape)} and count {tuple(count.shape)} must both be (layers, heads)")
+        raise ValueError(
+            f"probe {name!r}: total {tuple(total.shape)} and count {tuple(count.shape)} must both be (layers, heads)"
+        )
     return total, count

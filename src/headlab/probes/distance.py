@@ -3,6 +3,7 @@
 from each row's first real token (ViT "mean attention distance"; the windowed attention distance
 of Li et al., "Attention Illuminates LLM Reasoning: the Preplan-and-Anchor Rhythm", 2025).
 A head is *local* when its mean distance is at most 4 tokens and it is not a sink head."""
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,9 @@ class DistanceProbe(Probe):
     name = "distance"
     fast_needs = ("distance",)
     formula = "mean over queries i of sum_j A[i, j] (i - j); |i - j| in bidirectional models (tokens)"
-    paper = 'mean attention distance (Dosovitskiy et al., arXiv 2010.11929); Li et al., "Attention Illuminates LLM Reasoning", 2025'
+    paper = (
+        'mean attention distance (Dosovitskiy et al., arXiv 2010.11929); Li et al., "Attention Illuminates LLM Reasoning", 2025'
+    )
     role = RoleRule("local", "<=", 4.0, "L", unless="sink", rank=4)
 
     def supports_fast(self, causal: bool) -> bool:

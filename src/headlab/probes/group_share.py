@@ -11,6 +11,7 @@ Per head, pooled over the selected valid queries:
 ``result()`` gives the share of the first group; ``results()`` gives every group's share and AEI,
 and ``dominance(a, b)`` = aei[a] / aei[b] (the MDI when a = text, b = the other modality).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -17,6 +17,7 @@ This generalises the per-head attention visualisations of bertviz (Vig, arXiv 19
 CircuitsVis to long inputs by streaming block reduction instead of storing full maps.
 ``downsample_reference`` is the plain dense version used by the tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -121,7 +122,9 @@ class HeadMapProbe(Probe):
         kpos = ctx.key_pos[self.row].to(a.device)  # (S,)
         qpos = ctx.chunk_query_pos()[self.row].to(a.device)  # (Tc,)
         if kpos.shape[0] != S or qpos.shape[0] != Tc:
-            raise ValueError(f"HeadMapProbe: A is (B,H,Tc,S)={tuple(a.shape)} but ctx has {kpos.shape[0]} keys, {qpos.shape[0]} queries")
+            raise ValueError(
+                f"HeadMapProbe: A is (B,H,Tc,S)={tuple(a.shape)} but ctx has {kpos.shape[0]} keys, {qpos.shape[0]} queries"
+            )
         kvalid, qvalid = kpos >= 0, qpos >= 0
         n = int(kvalid.sum())
         if n == 0:

@@ -6,6 +6,7 @@ induction target is the key right after the previous occurrence of token i: j = 
 Score = mean over second-copy queries of A[i, i − n + 1]. The input protocol (random tokens, one
 forward pass) is :func:`headlab.measure.induction.induction_scores`.
 """
+
 from __future__ import annotations
 
 import torch

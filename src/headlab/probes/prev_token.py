@@ -1,5 +1,6 @@
 """Previous-token score: mean over queries i ≥ 1 of A[i, i−1] (standard head-detector practice, as in
 Olsson et al., "In-context Learning and Induction Heads", arXiv 2209.11895)."""
+
 from __future__ import annotations
 
 import torch

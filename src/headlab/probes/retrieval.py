@@ -8,6 +8,7 @@ the steps of one case; the protocol (needles, haystack, greedy decoding, countin
 the model answers with ROUGE-1 recall > 0.5, mean over them) is :mod:`headlab.measure.retrieval`.
 Heads scoring > 0.1 are retrieval heads.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,10 @@ class RetrievalProbe(Probe):
     layer -> (B, H)); ``credit`` adds the retrieval score of one decode step into ``total``."""
 
     name = "retrieval"
-    formula = ("per decode step, +1/|span| when a head's top-1 key lies in the needle's answer span and holds "
-               "the generated token; summed over steps, mean over the cases the model answers (ROUGE-1 recall > 0.5)")
+    formula = (
+        "per decode step, +1/|span| when a head's top-1 key lies in the needle's answer span and holds "
+        "the generated token; summed over steps, mean over the cases the model answers (ROUGE-1 recall > 0.5)"
+    )
     paper = "Wu et al., Retrieval Head Mechanistically Explains Long-Context Factuality, ICLR 2025, arXiv 2404.15574"
     role = RoleRule("retrieval", ">", 0.1, "R", rank=3)
     protocol = "needle-in-a-haystack decoding (headlab.measure.retrieval_scores)"

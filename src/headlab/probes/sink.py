@@ -4,6 +4,7 @@
 ``sink_rate`` fraction of samples (row × forward call) whose α_0 = mean_i A[i, 0] exceeds ε
               (ε = 0.3, the paper's default; Sink_1^ε without the ×100), per head.
 """
+
 from __future__ import annotations
 
 import torch

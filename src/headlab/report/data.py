@@ -13,6 +13,7 @@ Compact encodings (base64 inside the JSON, decoded by ``assets/report.js``):
   topk_pos  uint16 (uint32 when N >= 65535) little-endian key positions, MISSING = all bits set
   topk_w    uint16 little-endian, w ≈ q / 65535
 """
+
 from __future__ import annotations
 
 import base64
@@ -40,7 +41,11 @@ class Scan:
     def metrics(self) -> list[str]:
         names = list(self.meta.get("metrics") or [])
         if not names and self.heads:
-            names = [k for k, v in self.heads[0].items() if k not in ("layer", "head", "roles") and (v is None or isinstance(v, (int, float)))]
+            names = [
+                k
+                for k, v in self.heads[0].items()
+                if k not in ("layer", "head", "roles") and (v is None or isinstance(v, (int, float)))
+            ]
         return names
 
 
@@ -73,7 +78,9 @@ def load_scan(folder: str | Path) -> Scan:
     folder = Path(folder)
     for name in ("heads.json", "meta.json"):
         if not (folder / name).is_file():
-            raise ValueError(f"{folder} is not a headlab scan folder: {name} is missing (run `headlab scan --out {folder}` first)")
+            raise ValueError(
+                f"{folder} is not a headlab scan folder: {name} is missing (run `headlab scan --out {folder}` first)"
+            )
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     if not isinstance(meta, dict):
         raise ValueError(f"{folder / 'meta.json'}: expected an object")

@@ -1,4 +1,5 @@
 """Scan outputs: heads.json, heads.csv and meta.json, written atomically."""
+
 from __future__ import annotations
 
 import csv

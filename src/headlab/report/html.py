@@ -9,6 +9,7 @@ script (by hash) and no network at all.
 Size: maps are block-averaged and byte-encoded (see ``report.data`` / ``report.maps``), so a
 SmolLM2 report at 2048 tokens stays a few MB instead of bertviz's gigabytes.
 """
+
 from __future__ import annotations
 
 import base64
@@ -81,8 +82,9 @@ def render_page(payload: dict[str, Any]) -> str:
         raise ValueError("report assets must not contain '<script', '</script', '<!--' or '</style'")
     digest = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
     model = str(payload.get("meta", {}).get("model") or "")
-    return _TEMPLATE.format(script_hash=digest, title=_html.escape(f"headlab atlas — {model}"), css=css,
-                            data=script_json(payload), js=js)
+    return _TEMPLATE.format(
+        script_hash=digest, title=_html.escape(f"headlab atlas — {model}"), css=css, data=script_json(payload), js=js
+    )
 
 
 def build_payload(scan: Scan, text_maps: list[TextMaps], plans: list[MapPlan], maps_note: str | None = None) -> dict[str, Any]:
@@ -109,9 +111,15 @@ def build_payload(scan: Scan, text_maps: list[TextMaps], plans: list[MapPlan], m
             heads.update({site_key(l, h): head_payload(m, kind="detail") for (l, h), m in tm.detail.items()})
             texts.append({"name": tm.name, "n_tokens": len(tm.tokens), "tokens": tm.tokens, "heads": heads})
         p = plans[0] if plans else None
-        payload["maps"] = {"texts": texts, "log_floor": LOG_FLOOR, "rule": p.rule if p else "maps supplied by the caller",
-                           "px": p.px if p else None, "overview_px": p.overview_px if p else None, "topk": p.topk if p else None,
-                           "detail_order": [site_key(l, h) for l, h in (p.detail if p else sorted(text_maps[0].detail))]}
+        payload["maps"] = {
+            "texts": texts,
+            "log_floor": LOG_FLOOR,
+            "rule": p.rule if p else "maps supplied by the caller",
+            "px": p.px if p else None,
+            "overview_px": p.overview_px if p else None,
+            "topk": p.topk if p else None,
+            "detail_order": [site_key(l, h) for l, h in (p.detail if p else sorted(text_maps[0].detail))],
+        }
         # start on the most informative detailed head (plan order), else any mapped head
         order = list(p.detail) if p else []
         first = next((s for s in order if s in text_maps[0].detail), None)
@@ -179,16 +187,26 @@ def write_html_report(
         text_maps = []
         chosen = text_list[:map_texts]
         if not chosen:
-            note = ("No attention maps: map_texts=0." if map_texts == 0 else
-                    "No attention maps: no scanned text was available (pass texts= or write texts.json in the scan folder).")
+            note = (
+                "No attention maps: map_texts=0."
+                if map_texts == 0
+                else "No attention maps: no scanned text was available (pass texts= or write texts.json in the scan folder)."
+            )
         base = len(render_page(build_payload(scan, [], [], None)).encode("utf-8"))
         budget = max(0, (max_bytes - base - 50_000)) // max(1, len(chosen))
         for t in chosen:
             ids = text_ids(tokenizer, t)
             t = dict(t, ids=ids)
             # the text's token strings travel too (~10 bytes per token in JSON)
-            plan = plan_maps(scan, len(ids), map_sites=map_sites, max_map_px=max_map_px, overview_px=overview_px,
-                             topk=topk, budget_bytes=max(0, budget - 10 * len(ids)))
+            plan = plan_maps(
+                scan,
+                len(ids),
+                map_sites=map_sites,
+                max_map_px=max_map_px,
+                overview_px=overview_px,
+                topk=topk,
+                budget_bytes=max(0, budget - 10 * len(ids)),
+            )
             plans.append(plan)
             text_maps.append(compute_text_maps(model, tokenizer, t, plan, edits=edits, pattern=pattern))
     else:

@@ -13,6 +13,7 @@ Size rule ("auto"), per mapped text of N tokens, within a byte budget for all ma
 Maps are computed by ``HeadMapProbe`` inside ``headlab.attach``: one forward pass per text, only
 block sums for the selected heads are kept (never all heads × full maps).
 """
+
 from __future__ import annotations
 
 import math
@@ -117,11 +118,24 @@ def plan_maps(
             )
         opx = _fit_overview(n_tokens, overview_px, len(rest), left)
         ov = rest if opx else []
-        return MapPlan(chosen, ov, max_map_px, opx or overview_px, topk,
-                       f"detail maps for the requested heads ({len(chosen)})" + (f"; {opx}px overview maps for the other {len(ov)}" if ov else ""))
+        return MapPlan(
+            chosen,
+            ov,
+            max_map_px,
+            opx or overview_px,
+            topk,
+            f"detail maps for the requested heads ({len(chosen)})"
+            + (f"; {opx}px overview maps for the other {len(ov)}" if ov else ""),
+        )
     if per_detail * len(all_heads) <= budget_bytes:
-        return MapPlan(all_heads, [], max_map_px, overview_px, topk,
-                       f"detail maps for all {len(all_heads)} heads (fits the {budget_bytes / 1e6:.1f} MB budget)")
+        return MapPlan(
+            all_heads,
+            [],
+            max_map_px,
+            overview_px,
+            topk,
+            f"detail maps for all {len(all_heads)} heads (fits the {budget_bytes / 1e6:.1f} MB budget)",
+        )
     opx = _fit_overview(n_tokens, overview_px, len(all_heads), int(0.4 * budget_bytes))
     order = priority_heads(scan)
     if opx:
@@ -129,12 +143,20 @@ def plan_maps(
         n_detail = max(0, min(max_detail, left // per_detail))
         detail = order[:n_detail]
         overview = [s for s in all_heads if s not in set(detail)]
-        rule = (f"{opx}px overview maps for all heads; detail maps ({min(n_tokens, max_map_px)}px + top-{topk} keys per query) "
-                f"for {len(detail)} heads chosen round-robin from role holders and top heads of each metric")
+        rule = (
+            f"{opx}px overview maps for all heads; detail maps ({min(n_tokens, max_map_px)}px + top-{topk} keys per query) "
+            f"for {len(detail)} heads chosen round-robin from role holders and top heads of each metric"
+        )
         return MapPlan(detail, overview, max_map_px, opx, topk, rule)
     n_detail = max(0, min(max_detail, budget_bytes // per_detail))
-    return MapPlan(order[:n_detail], [], max_map_px, overview_px, topk,
-                   f"too many heads for overview maps; detail maps for the {n_detail} most informative heads")
+    return MapPlan(
+        order[:n_detail],
+        [],
+        max_map_px,
+        overview_px,
+        topk,
+        f"too many heads for overview maps; detail maps for the {n_detail} most informative heads",
+    )
 
 
 def _fit_overview(n_tokens: int, px: int, n_heads: int, budget: int) -> int:

@@ -1,4 +1,5 @@
 """atlas.png: one layer × head heatmap per metric, with each head's roles marked by letters."""
+
 from __future__ import annotations
 
 import io

@@ -4,6 +4,7 @@ No model is needed: each head gets a hand-made causal attention map (sink, previ
 local window or broad), the maps are fed chunk by chunk through ``HeadMapProbe`` exactly as the
 engine would, and heads.json / meta.json (/ baseline.json) are written with plausible metrics.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,9 @@ def feed(probe: HeadMapProbe, a: torch.Tensor, layer: int, n_layers: int, chunk:
         probe.update(a[:, :, ctx.q_index], ctx)
 
 
-def write_synthetic_scan(folder: str | Path, tokens: list[str], *, n_layers: int = 4, n_heads: int = 6,
-                         baseline: bool = True, model: str = "synthetic") -> TextMaps:
+def write_synthetic_scan(
+    folder: str | Path, tokens: list[str], *, n_layers: int = 4, n_heads: int = 6, baseline: bool = True, model: str = "synthetic"
+) -> TextMaps:
     """Write heads.json, meta.json (and baseline.json) to ``folder``; return the maps of ``tokens``."""
     folder = Path(folder)
     n = len(tokens)
@@ -66,21 +68,38 @@ def write_synthetic_scan(folder: str | Path, tokens: list[str], *, n_layers: int
         prev = torch.stack([A[:, i, i - 1] for i in range(1, n)], -1).mean(-1) if n > 1 else torch.zeros(n_heads)
         for h in range(n_heads):
             kind = KINDS[(h + layer) % len(KINDS)]
-            rec = {"layer": layer, "head": h, "sink": float(A[h, :, 0].mean()), "entropy": float(ent[h]),
-                   "prev_token": float(prev[h]), "distance": float(dist[h]), "induction": None,
-                   "roles": [kind]}
+            rec = {
+                "layer": layer,
+                "head": h,
+                "sink": float(A[h, :, 0].mean()),
+                "entropy": float(ent[h]),
+                "prev_token": float(prev[h]),
+                "distance": float(dist[h]),
+                "induction": None,
+                "roles": [kind],
+            }
             heads.append(rec)
             b = dict(rec, sink=rec["sink"] * 0.5 if kind == "sink" else rec["sink"], roles=[kind] if kind != "sink" else [])
             base.append(b)
     meta = {
-        "model": model, "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": max(1, n_heads // 3),
-        "headlab_version": "test", "command": "headlab scan --model synthetic --html",
+        "model": model,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "n_kv_heads": max(1, n_heads // 3),
+        "headlab_version": "test",
+        "command": "headlab scan --model synthetic --html",
         "texts": [{"name": "sample", "n_tokens": n}],
         "metrics": ["sink", "entropy", "prev_token", "distance", "induction"],
-        "formulas": {"sink": "mean_i A[i, 0]", "entropy": "mean_i -sum_j A_ij ln A_ij", "prev_token": "mean_i A[i, i-1]",
-                     "distance": "mean_i sum_j A_ij (i - j)", "induction": "not measured"},
+        "formulas": {
+            "sink": "mean_i A[i, 0]",
+            "entropy": "mean_i -sum_j A_ij ln A_ij",
+            "prev_token": "mean_i A[i, i-1]",
+            "distance": "mean_i sum_j A_ij (i - j)",
+            "induction": "not measured",
+        },
         "roles": {"sink": "sink > 0.5", "previous-token": "prev_token > 0.5"},
-        "edits": ["scale(L0H0, 0.5)"] if baseline else [], "pattern": None,
+        "edits": ["scale(L0H0, 0.5)"] if baseline else [],
+        "pattern": None,
     }
     atomic_write_json(folder / "heads.json", heads)
     atomic_write_json(folder / "meta.json", meta)

@@ -1,5 +1,6 @@
 """``headlab reproduce --check``: every number of a rerun against the committed result, within the
 tolerance the committed result states (``exact`` for deterministic numbers, ``ratio`` for timings)."""
+
 from __future__ import annotations
 
 import math
@@ -41,6 +42,7 @@ def compare(committed: dict, rerun: dict) -> list[str]:
     extra = sorted(set(new) - set(dict(leaves(committed["measured"]))))
     problems += [f"{key}: new in the rerun, absent from the committed result" for key in extra]
     if committed.get("rule_met") != rerun.get("rule_met"):
-        problems.append(f"rule outcome changed: committed rule_met={committed.get('rule_met')}, "
-                        f"rerun rule_met={rerun.get('rule_met')}")
+        problems.append(
+            f"rule outcome changed: committed rule_met={committed.get('rule_met')}, rerun rule_met={rerun.get('rule_met')}"
+        )
     return problems

@@ -18,6 +18,7 @@ Registering a claim is a few lines: ``register(Claim(name=..., ...))`` in any mo
 --render`` then fills ``<!-- results:table:TABLE -->`` (every claim whose ``table`` is TABLE),
 ``<!-- results:runs:TABLE -->`` and ``<!-- results:detail:NAME -->`` blocks.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -92,12 +93,13 @@ class Claim:
     def judge(self, numbers: dict[str, Number]) -> dict:
         """{"rule_met": bool, "verdict": text, "conditions": [{"text", "passed"}]} from the headline numbers."""
         nan = float("nan")  # JSON stores NaN as null: give the rule NaN back
-        numbers = {k: ({f: (nan if f == "value" and x is None else x) for f, x in v.items()} if isinstance(v, dict)
-                       else v) for k, v in numbers.items()}
+        numbers = {
+            k: ({f: (nan if f == "value" and x is None else x) for f, x in v.items()} if isinstance(v, dict) else v)
+            for k, v in numbers.items()
+        }
         conds = self.conditions(numbers)
         met = bool(conds) and all(bool(ok) for _, ok in conds)
-        text = ("rule met: " if met else "rule not met: ") + "; ".join(
-            f"{t} ({'yes' if ok else 'no'})" for t, ok in conds)
+        text = ("rule met: " if met else "rule not met: ") + "; ".join(f"{t} ({'yes' if ok else 'no'})" for t, ok in conds)
         return {"rule_met": met, "verdict": text, "conditions": [{"text": t, "passed": bool(ok)} for t, ok in conds]}
 
     def rule_code(self) -> str:

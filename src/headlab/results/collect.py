@@ -1,4 +1,5 @@
 """Readers that turn a command's output folder into (raw dict, per-item/per-trial records, files)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,11 @@ def steer(*stems: str):
             raw[stem] = json.loads((out / f"{stem}.json").read_text())
             items = out / f"{stem}.items.jsonl"
             records += [{"run": stem, **r} for r in (read_jsonl(items) if items.exists() else [])]
-        files = {"raw": [f"{s}.json" for s in stems], "plot": [f"{s}.png" for s in stems],
-                 "records": [f"{s}.items.jsonl" for s in stems]}
+        files = {
+            "raw": [f"{s}.json" for s in stems],
+            "plot": [f"{s}.png" for s in stems],
+            "records": [f"{s}.items.jsonl" for s in stems],
+        }
         return raw, records, files
 
     return collect

@@ -1,4 +1,5 @@
 """``results/NAME/result.json``: provenance (git commit, versions, machine) and the atomic writer."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,29 @@ from typing import Any
 from ..io import atomic_write_json
 
 FORMAT = "headlab-result/1"
-KEYS = ("format", "name", "claim", "paper", "command", "reproduce", "size", "rule", "measured", "verdict", "rule_met",
-        "conditions", "tolerance", "seeds", "smoke", "git_commit", "versions", "machine", "seconds", "created", "files")
+KEYS = (
+    "format",
+    "name",
+    "claim",
+    "paper",
+    "command",
+    "reproduce",
+    "size",
+    "rule",
+    "measured",
+    "verdict",
+    "rule_met",
+    "conditions",
+    "tolerance",
+    "seeds",
+    "smoke",
+    "git_commit",
+    "versions",
+    "machine",
+    "seconds",
+    "created",
+    "files",
+)
 
 
 def repo_root() -> Path | None:
@@ -40,8 +62,13 @@ def git_commit() -> str | None:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if head.returncode:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -77,17 +104,40 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads, "system": platform.system()}
 
 
-def write_result(folder: Path, claim, numbers: dict, judgement: dict, commands: list[str], reproduce: str,
-                 seconds: float, smoke: bool, files: dict) -> dict:
+def write_result(
+    folder: Path,
+    claim,
+    numbers: dict,
+    judgement: dict,
+    commands: list[str],
+    reproduce: str,
+    seconds: float,
+    smoke: bool,
+    files: dict,
+) -> dict:
     """Write ``folder/result.json`` atomically and return its content."""
     res = {
-        "format": FORMAT, "name": claim.name, "claim": claim.claim, "paper": claim.paper,
-        "command": commands, "reproduce": reproduce, "size": claim.smoke_size if smoke else claim.size,
+        "format": FORMAT,
+        "name": claim.name,
+        "claim": claim.claim,
+        "paper": claim.paper,
+        "command": commands,
+        "reproduce": reproduce,
+        "size": claim.smoke_size if smoke else claim.size,
         "rule": {"text": claim.rule, "code": claim.rule_code()},
-        "measured": numbers, "verdict": judgement["verdict"], "rule_met": judgement["rule_met"],
-        "conditions": judgement["conditions"], "tolerance": claim.tolerance.to_dict(), "seeds": list(claim.seeds),
-        "smoke": smoke, "git_commit": git_commit(), "versions": versions(), "machine": machine(),
-        "seconds": round(seconds, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files,
+        "measured": numbers,
+        "verdict": judgement["verdict"],
+        "rule_met": judgement["rule_met"],
+        "conditions": judgement["conditions"],
+        "tolerance": claim.tolerance.to_dict(),
+        "seeds": list(claim.seeds),
+        "smoke": smoke,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "machine": machine(),
+        "seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
     }
     atomic_write_json(folder / "result.json", json.loads(json.dumps(res, default=float).replace("NaN", "null")))
     return res

@@ -8,6 +8,7 @@
 ``detail:CLAIM``, ``table:TABLE``, ``runs:TABLE`` for any registered claim / claim table.  :func:`stale_blocks` lists blocks whose text differs from what the results give (a test
 fails on any).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,11 @@ def _cost(s: float) -> str:
 
 
 def _outcome(res: dict) -> str:
-    return ("**rule met**" if res["rule_met"] else "**rule not met**") + ": " + "; ".join(
-        c["text"] + ("" if c["passed"] else " — **fails**") for c in res["conditions"])
+    return (
+        ("**rule met**" if res["rule_met"] else "**rule not met**")
+        + ": "
+        + "; ".join(c["text"] + ("" if c["passed"] else " — **fails**") for c in res["conditions"])
+    )
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -94,8 +98,14 @@ def steering_table(root: Path) -> str:
             continue
         res = _load(root, c.name)
         if res is None:
-            rows.append([f"{c.short} ({c.paper})", f"no committed result yet (`headlab reproduce {c.name}`, "
-                         f"~{_cost(c.cost_s)})", "–", f"`{c.name}`"])
+            rows.append(
+                [
+                    f"{c.short} ({c.paper})",
+                    f"no committed result yet (`headlab reproduce {c.name}`, ~{_cost(c.cost_s)})",
+                    "–",
+                    f"`{c.name}`",
+                ]
+            )
             continue
         m = res["measured"]
         parts = []
@@ -105,8 +115,15 @@ def steering_table(root: Path) -> str:
                 label = k.replace("_", " ")
                 parts.append(f"{label}: {num(x, pct=True, signed='difference' in k or 'vs' in k)}")
         rows.append([f"{c.short} ({c.paper})", "; ".join(parts), _outcome(res), f"`{c.name}`"])
-    return _table(["paper claim", "measured (accuracy %, 95% Wilson / paired bootstrap intervals, items)",
-                   "registered rule: outcome", "`headlab reproduce`"], rows)
+    return _table(
+        [
+            "paper claim",
+            "measured (accuracy %, 95% Wilson / paired bootstrap intervals, items)",
+            "registered rule: outcome",
+            "`headlab reproduce`",
+        ],
+        rows,
+    )
 
 
 def claims_table(root: Path, table: str) -> str:
@@ -117,14 +134,12 @@ def claims_table(root: Path, table: str) -> str:
             continue
         res = _load(root, c.name)
         if res is None:
-            rows.append([f"{c.short or c.claim} ({c.paper})", f"no committed result (~{_cost(c.cost_s)})", "–",
-                         f"`{c.name}`"])
+            rows.append([f"{c.short or c.claim} ({c.paper})", f"no committed result (~{_cost(c.cost_s)})", "–", f"`{c.name}`"])
             continue
         m = res["measured"]
         shown = "; ".join(f"{k.replace('_', ' ')}: {num(m[k])}" for k in (c.show or m) if isinstance(m.get(k), dict))
         rows.append([f"{c.short or c.claim} ({c.paper})", shown, _outcome(res), f"`{c.name}`"])
-    return _table(["claim", "measured [95% interval] (items)", "registered rule: outcome", "`headlab reproduce`"],
-                  rows)
+    return _table(["claim", "measured [95% interval] (items)", "registered rule: outcome", "`headlab reproduce`"], rows)
 
 
 def runs_table(root: Path, table: str) -> str:
@@ -134,12 +149,19 @@ def runs_table(root: Path, table: str) -> str:
             continue
         res = _load(root, c.name)
         if res is None:
-            rows.append([f"`{c.name}`", f"`{c.command[0].format(out='results/' + c.name, results='results')}`",
-                         "–", "not run", "–"])
+            rows.append(
+                [f"`{c.name}`", f"`{c.command[0].format(out='results/' + c.name, results='results')}`", "–", "not run", "–"]
+            )
             continue
-        rows.append([f"`{c.name}`", "<br>".join(f"`{x}`" for x in res["command"]), f"{res['seconds']:.0f} s",
-                     f"{res['machine']['cpu']}, {res['machine']['torch_threads']} threads",
-                     "rule met" if res["rule_met"] else "rule not met"])
+        rows.append(
+            [
+                f"`{c.name}`",
+                "<br>".join(f"`{x}`" for x in res["command"]),
+                f"{res['seconds']:.0f} s",
+                f"{res['machine']['cpu']}, {res['machine']['torch_threads']} threads",
+                "rule met" if res["rule_met"] else "rule not met",
+            ]
+        )
     return _table(["result", "command", "wall", "machine", "outcome"], rows)
 
 
@@ -148,66 +170,118 @@ def detail(root: Path, name: str) -> str:
     if res is None:
         return f"No committed result: `headlab reproduce {name}`.\n"
     rows = [[k, num(v)] for k, v in res["measured"].items() if isinstance(v, dict) and "value" in v]
-    return (f"Command: {'; '.join(f'`{c}`' for c in res['command'])} ({res['seconds']:.0f} s, commit "
-            f"`{(res['git_commit'] or '?')[:12]}`).\n\nRule: {res['rule']['text']}\n\n{_outcome(res)}.\n\n"
-            + _table(["number", "value [95% interval] (items)"], rows))
+    return (
+        f"Command: {'; '.join(f'`{c}`' for c in res['command'])} ({res['seconds']:.0f} s, commit "
+        f"`{(res['git_commit'] or '?')[:12]}`).\n\nRule: {res['rule']['text']}\n\n{_outcome(res)}.\n\n"
+        + _table(["number", "value [95% interval] (items)"], rows)
+    )
 
 
 # ---------------------------------------------------------------- lab detail tables from the raw output
 def _mc(root: Path, res: dict) -> str:
     m = _raw(root, res)["measured"]
-    rows = [[d, _f(v["n50"], 1), _f(v.get("predicted_n50"), 1), _f(v["n50"] / int(d), 2), _f(v["acc_at_8dk"]),
-             _f(v["softmax_acc_at_8dk"])] for d, v in m["by_dk"].items()]
-    return (_table(["d_k", "N_50 (50 % recall)", "crosstalk prediction", "N_50 / d_k", "linear recall at N = 8·d_k",
-                    "softmax recall at N = 8·d_k (β = 16)"], rows)
-            + f"\nLog-log slope of N_50 against d_k: {_f(m['n50_slope'])}.\n")
+    rows = [
+        [
+            d,
+            _f(v["n50"], 1),
+            _f(v.get("predicted_n50"), 1),
+            _f(v["n50"] / int(d), 2),
+            _f(v["acc_at_8dk"]),
+            _f(v["softmax_acc_at_8dk"]),
+        ]
+        for d, v in m["by_dk"].items()
+    ]
+    return (
+        _table(
+            [
+                "d_k",
+                "N_50 (50 % recall)",
+                "crosstalk prediction",
+                "N_50 / d_k",
+                "linear recall at N = 8·d_k",
+                "softmax recall at N = 8·d_k (β = 16)",
+            ],
+            rows,
+        )
+        + f"\nLog-log slope of N_50 against d_k: {_f(m['n50_slope'])}.\n"
+    )
 
 
 def _icl(root: Path, res: dict) -> str:
     raw = _raw(root, res)
     m, c = raw["measured"], raw["config"]
     ls = [str(x) for x in c["test_lengths"]]
-    rows = [[f"attention H = {h}", *[_f(v["test_mse"][n]) for n in ls], _f(v["kq_diag_ratio"], 3),
-             _f(v["ov_zero_sum"]), ", ".join(f"{x:+.2f}" for x in v["ov_y"])] for h, v in m["models"].items()]
+    rows = [
+        [
+            f"attention H = {h}",
+            *[_f(v["test_mse"][n]) for n in ls],
+            _f(v["kq_diag_ratio"], 3),
+            _f(v["ov_zero_sum"]),
+            ", ".join(f"{x:+.2f}" for x in v["ov_y"]),
+        ]
+        for h, v in m["models"].items()
+    ]
     names = {"gd": "one-step GD, best scale", "bayes": "Bayes (ridge λ = σ²d)", "zero": "zero predictor"}
     rows += [[names[k], *[_f(m["baselines"][n][k]) for n in ls], "", "", ""] for k in ("gd", "bayes", "zero")]
-    return _table(["predictor", *[f"MSE n = {n}" for n in ls], "KQ diag / off-diag", "OV \\|Σ\\|/Σ\\|·\\|",
-                   "OV y-entries"], rows) + f"\nTest MSE on {m.get('test_sequences', 4096)} held-out sequences.\n"
+    return (
+        _table(["predictor", *[f"MSE n = {n}" for n in ls], "KQ diag / off-diag", "OV \\|Σ\\|/Σ\\|·\\|", "OV y-entries"], rows)
+        + f"\nTest MSE on {m.get('test_sequences', 4096)} held-out sequences.\n"
+    )
 
 
 def _ind(root: Path, res: dict) -> str:
     m = _raw(root, res)["measured"]
     idx = list(range(0, len(m["step"]), max(1, len(m["step"]) // 10))) + [len(m["step"]) - 1]
     idx = sorted(set(idx))
-    rows = [["ICL accuracy", *[_f(m["icl_acc"][i], 2) for i in idx]],
-            ["layer-2 induction score", *[_f(m["induction_score"][i], 2) for i in idx]],
-            ["layer-1 previous-token score", *[_f(m["prev_token_score"][i], 2) for i in idx]],
-            ["IWL accuracy", *[_f(m["iwl_acc"][i], 3) for i in idx]]]
-    return (_table(["step", *[str(m["step"][i]) for i in idx]], rows)
-            + f"\nAbruptness {_f(m['abruptness'], 3)} (steepest rise ending at step {m.get('steepest_step')}); "
-              f"90 % of the final gain reached at step {m.get('rise_end_step')}.\n")
+    rows = [
+        ["ICL accuracy", *[_f(m["icl_acc"][i], 2) for i in idx]],
+        ["layer-2 induction score", *[_f(m["induction_score"][i], 2) for i in idx]],
+        ["layer-1 previous-token score", *[_f(m["prev_token_score"][i], 2) for i in idx]],
+        ["IWL accuracy", *[_f(m["iwl_acc"][i], 3) for i in idx]],
+    ]
+    return (
+        _table(["step", *[str(m["step"][i]) for i in idx]], rows)
+        + f"\nAbruptness {_f(m['abruptness'], 3)} (steepest rise ending at step {m.get('steepest_step')}); "
+        f"90 % of the final gain reached at step {m.get('rise_end_step')}.\n"
+    )
 
 
 def _moh(root: Path, res: dict) -> str:
     m = _raw(root, res)["measured"]
     base = m["models"]["mha"]["val_loss"]
-    rows = [[k, f"{v['active_fraction']:.1%}", _f(v["val_loss"]), _f(v["val_ppl"], 3), _f(v["val_loss"] / base)]
-            for k, v in m["models"].items()]
+    rows = [
+        [k, f"{v['active_fraction']:.1%}", _f(v["val_loss"]), _f(v["val_ppl"], 3), _f(v["val_loss"] / base)]
+        for k, v in m["models"].items()
+    ]
     tf = m["training_free_75"]
     h = _raw(root, res)["config"]["heads"]
-    for k, label in (("query_norm_router", "MHA + query-norm router, training-free"),
-                     ("random_heads", "MHA + random heads, training-free")):
+    for k, label in (
+        ("query_norm_router", "MHA + query-norm router, training-free"),
+        ("random_heads", "MHA + random heads, training-free"),
+    ):
         rows.append([label, f"{tf['active_heads'] / h:.1%}", _f(tf[k]), _f(math.exp(tf[k]), 3), _f(tf[k] / base)])
     return _table(["model", "active heads", "val loss (nats/byte)", "val ppl", "loss / MHA"], rows) + (
-        f"\nValidation on {m.get('val_tokens', '?')} bytes.\n")
+        f"\nValidation on {m.get('val_tokens', '?')} bytes.\n"
+    )
 
 
 def _sinks(root: Path, res: dict) -> str:
     m = _raw(root, res)["measured"]
-    rows = [[k, _f(v["final_sink_rate"], 2), _f(v["final_first_token"]), _f(v["raw_first_token"][-1]),
-             ", ".join(_f(x) for x in v["final_per_layer"]), _f(v["val_bpb"])] for k, v in m.items()]
-    return _table(["mechanism", "Sink_1^0.3 (%)", "mean first-token share", "raw first-token weight",
-                   "per-layer share", "val bits/byte"], rows)
+    rows = [
+        [
+            k,
+            _f(v["final_sink_rate"], 2),
+            _f(v["final_first_token"]),
+            _f(v["raw_first_token"][-1]),
+            ", ".join(_f(x) for x in v["final_per_layer"]),
+            _f(v["val_bpb"]),
+        ]
+        for k, v in m.items()
+    ]
+    return _table(
+        ["mechanism", "Sink_1^0.3 (%)", "mean first-token share", "raw first-token weight", "per-layer share", "val bits/byte"],
+        rows,
+    )
 
 
 LAB_DETAIL = {"memory-capacity": _mc, "icl-regression": _icl, "induction": _ind, "moh": _moh, "sinks": _sinks}
@@ -224,8 +298,10 @@ def _lab_detail(name: str) -> Callable[[Path], str]:
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
-    "lab": lab_table, "steering": steering_table,
-    "lab-runs": lambda root: runs_table(root, "lab"), "steering-runs": lambda root: runs_table(root, "steering"),
+    "lab": lab_table,
+    "steering": steering_table,
+    "lab-runs": lambda root: runs_table(root, "lab"),
+    "steering-runs": lambda root: runs_table(root, "steering"),
     **{f"lab:{k}": _lab_detail(k) for k in LAB_DETAIL},
 }
 
@@ -239,8 +315,9 @@ def render_block(name: str, root: Path | None = None) -> str:
     if name.startswith("runs:"):
         return runs_table(root, name.split(":", 1)[1])
     if name not in RENDERERS:
-        raise ValueError(f"unknown results block {name!r}; valid: {', '.join(sorted(RENDERERS))}, detail:CLAIM, "
-                         "table:TABLE, runs:TABLE")
+        raise ValueError(
+            f"unknown results block {name!r}; valid: {', '.join(sorted(RENDERERS))}, detail:CLAIM, table:TABLE, runs:TABLE"
+        )
     return RENDERERS[name](root)
 
 

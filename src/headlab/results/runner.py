@@ -1,4 +1,5 @@
 """Rerun a registered claim's command(s) into a new folder and write its ``result.json``."""
+
 from __future__ import annotations
 
 import os
@@ -57,12 +58,15 @@ def check_size(claim: Claim, raw: dict, smoke: bool) -> None:
     for cfg in configs:
         for k, v in want.items():
             if k in cfg and cfg[k] != v and not (isinstance(v, list) and list(cfg[k]) == v):
-                raise RuntimeError(f"{claim.name}: the run used {k}={cfg[k]!r}, the registered size is {k}={v!r}; "
-                                   "a run at another size is a new claim with its own name")
+                raise RuntimeError(
+                    f"{claim.name}: the run used {k}={cfg[k]!r}, the registered size is {k}={v!r}; "
+                    "a run at another size is a new claim with its own name"
+                )
 
 
-def reproduce(name: str, out: str | os.PathLike | None = None, smoke: bool = False, check: bool = False,
-              root: Path | None = None, log=print) -> tuple[dict, list[str]]:
+def reproduce(
+    name: str, out: str | os.PathLike | None = None, smoke: bool = False, check: bool = False, root: Path | None = None, log=print
+) -> tuple[dict, list[str]]:
     """Run claim ``name`` into ``out`` (default ``headlab-report/reproduce/NAME``); with ``check`` compare it to
     the committed result.  Returns (result, problems)."""
     claim = get(name)
@@ -72,8 +76,7 @@ def reproduce(name: str, out: str | os.PathLike | None = None, smoke: bool = Fal
         raise ValueError(f"--check: no committed result at {committed / 'result.json'}")
     for dep in claim.depends:
         if not (root / dep / "result.json").exists():
-            raise ValueError(f"{name} applies the configuration of {dep}: run `headlab reproduce {dep} --out "
-                             f"{root / dep}` first")
+            raise ValueError(f"{name} applies the configuration of {dep}: run `headlab reproduce {dep} --out {root / dep}` first")
     out = Path(out) if out is not None else default_out(name, smoke)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")

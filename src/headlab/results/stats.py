@@ -9,6 +9,7 @@
 Every result is a plain dict ``{"value", "ci": [lo, hi], "n", ...}`` so the item count always travels with
 the number.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,8 +44,7 @@ def proportion(k: int | Sequence[float], n: int | None = None, level: float = 0.
     if n < 1 or not 0 <= k <= n:
         raise ValueError(f"proportion: need 0 <= k <= n and n >= 1, got k={k}, n={n}")
     ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method=method)
-    return {"value": k / n, "ci": [float(ci.low), float(ci.high)], "n": n, "k": k,
-            "interval": f"{method} {round(level * 100)}%"}
+    return {"value": k / n, "ci": [float(ci.low), float(ci.high)], "n": n, "k": k, "interval": f"{method} {round(level * 100)}%"}
 
 
 def paired_difference(a, b, level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -59,9 +59,16 @@ def paired_difference(a, b, level: float = 0.95, n_resamples: int = 2000, seed: 
     if np.all(d == d[0]) or d.size < 2:
         out["ci"] = [float(d[0]), float(d[0])] if np.all(d == d[0]) else [float("nan")] * 2
     else:
-        res = stats.bootstrap((x, y), lambda u, v, axis=-1: (u - v).mean(axis), paired=True, vectorized=True,
-                              n_resamples=n_resamples, confidence_level=level, method="percentile",
-                              random_state=np.random.default_rng(seed))
+        res = stats.bootstrap(
+            (x, y),
+            lambda u, v, axis=-1: (u - v).mean(axis),
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=level,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         out["ci"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
     if np.all(np.isin(x, (0, 1))) and np.all(np.isin(y, (0, 1))):
         up, down = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())

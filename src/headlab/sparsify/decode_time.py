@@ -11,6 +11,7 @@ Per-head plans (DuoAttention-style streaming heads, MoA's elastic spans, arXiv 2
 memory and decode time only when the cache keeps just each head's span; ``plan_cache`` asks for that
 cache and says when it had to fall back to the full one.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,11 +23,11 @@ import torch
 
 @dataclass
 class DecodeTiming:
-    tokens: list[int]   # the n_new greedy tokens (the first comes from the prefill's last logits)
-    prefill_s: float    # one forward over the prompt that fills the cache
-    decode_s: float     # the n_new - 1 single-token forward steps
-    cache: str          # "full" | "compressed"
-    cache_bytes: int    # bytes of keys + values held by the cache right after the prefill
+    tokens: list[int]  # the n_new greedy tokens (the first comes from the prefill's last logits)
+    prefill_s: float  # one forward over the prompt that fills the cache
+    decode_s: float  # the n_new - 1 single-token forward steps
+    cache: str  # "full" | "compressed"
+    cache_bytes: int  # bytes of keys + values held by the cache right after the prefill
 
     @property
     def steps(self) -> int:
@@ -82,8 +83,9 @@ def plan_cache(model, plan):
 
 
 @torch.no_grad()
-def greedy_decode(model, prompt_ids: Sequence[int] | torch.Tensor, n_new: int, cache=None,
-                  cache_kind: str | None = None) -> DecodeTiming:
+def greedy_decode(
+    model, prompt_ids: Sequence[int] | torch.Tensor, n_new: int, cache=None, cache_kind: str | None = None
+) -> DecodeTiming:
     """Greedy-decode exactly ``n_new`` tokens after ``prompt_ids`` (no early stop at EOS), timing the
     prefill and the ``n_new - 1`` single-token steps separately. Positions are passed explicitly, so a
     cache that keeps fewer keys than it has seen still gets the right rotary positions.
@@ -98,16 +100,14 @@ def greedy_decode(model, prompt_ids: Sequence[int] | torch.Tensor, n_new: int, c
     kind = cache_kind or ("full" if cache is None else type(cache).__name__)
     cache = full_cache(model) if cache is None else cache
     t0 = time.perf_counter()
-    out = model(input_ids=x, position_ids=torch.arange(T, device=dev)[None], cache=cache, use_cache=True,
-                logits_to_keep=1)
+    out = model(input_ids=x, position_ids=torch.arange(T, device=dev)[None], cache=cache, use_cache=True, logits_to_keep=1)
     nxt = out.logits[0, -1].argmax()
     prefill_s = time.perf_counter() - t0
     nbytes = cache_nbytes(cache)
     tokens = [int(nxt)]
     t0 = time.perf_counter()
     for step in range(n_new - 1):
-        out = model(input_ids=nxt.view(1, 1), position_ids=torch.tensor([[T + step]], device=dev), cache=cache,
-                    use_cache=True)
+        out = model(input_ids=nxt.view(1, 1), position_ids=torch.tensor([[T + step]], device=dev), cache=cache, use_cache=True)
         nxt = out.logits[0, -1].argmax()
         tokens.append(int(nxt))
     decode_s = time.perf_counter() - t0

@@ -12,6 +12,7 @@ the mixture via transformers' ``AttentionInterface`` and restores the model's ow
 on exit, also on errors. The full branch is transformers' own SDPA path, so gates of exactly 1
 reproduce an SDPA model bit for bit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,9 @@ def _gate_per_query_head(gate: torch.Tensor, n_heads: int) -> torch.Tensor:
     return gate.repeat_interleave(n_heads // gate.shape[0])
 
 
-def streaming_attention(q, k, v, *, sink: int, window: int, scale: float | None = None,
-                        attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def streaming_attention(
+    q, k, v, *, sink: int, window: int, scale: float | None = None, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sink + window attention with SDPA and an explicit mask.
 
     q (B, H, T, d), k/v (B, Hkv, S, d) -> (B, H, T, d); ``attn_mask`` a bool (B|1, 1, T, S) padding
@@ -83,8 +85,9 @@ def full_attention(q, k, v, *, scale: float | None = None, attn_mask: torch.Tens
     return torch.nan_to_num(out, nan=0.0)
 
 
-def mixed_attention(q, k, v, gate: torch.Tensor, *, sink: int, window: int, scale: float | None = None,
-                    attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+def mixed_attention(
+    q, k, v, gate: torch.Tensor, *, sink: int, window: int, scale: float | None = None, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """gate * full + (1 - gate) * streaming, per KV head.
 
     q (B, H, T, d), k/v (B, Hkv, S, d), gate (Hkv,) -> (B, H, T, d).
@@ -110,8 +113,9 @@ def _make_fn(gates: torch.Tensor, sink: int, window: int):
             raise ValueError(f"layer {layer}: {gate.shape[0]} gates for {key.shape[1]} KV heads (key {tuple(key.shape)})")
         # full branch: transformers' own SDPA path (bit-identical to an SDPA model when every gate is 1)
         full, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        stream = streaming_attention(query, key, value, sink=sink, window=window, scale=scaling,
-                                     attn_mask=attention_mask).transpose(1, 2)  # (B, T, H, d)
+        stream = streaming_attention(
+            query, key, value, sink=sink, window=window, scale=scaling, attn_mask=attention_mask
+        ).transpose(1, 2)  # (B, T, H, d)
         g = _gate_per_query_head(gate.to(query.dtype), query.shape[1]).view(1, 1, -1, 1)
         return g * full + (1 - g) * stream, None
 

@@ -1,5 +1,6 @@
 """duo-gates.png: the trained DuoAttention gates (arXiv 2410.10819) as a layer x KV-head heatmap,
 the full heads of a plan outlined, next to the training loss curve."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,7 @@ def plot_gates(path, gates, losses, full=None, title: str = "") -> Path:
     g = np.asarray(gates, dtype=float)
     if g.ndim != 2 or g.size == 0:
         raise ValueError(f"gates must be a non-empty (layers, KV heads) table, got shape {g.shape}")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, max(3.0, 0.2 * g.shape[0] + 1.2)),
-                               gridspec_kw={"width_ratios": [1, 2]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, max(3.0, 0.2 * g.shape[0] + 1.2)), gridspec_kw={"width_ratios": [1, 2]})
     im = a.imshow(g, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
     for li, h in full or ():
         a.add_patch(plt.Rectangle((h - 0.5, li - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.2))

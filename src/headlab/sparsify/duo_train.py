@@ -16,6 +16,7 @@ Besides the gates, ``pull`` accumulates minus the distillation gradient of each 
 run (how strongly the data asked for full attention); it breaks ties between gates that end
 at the same clamp value.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,15 +36,15 @@ class DuoSettings:
     """What the gates depend on (besides the model and the seed); part of the cache key."""
 
     steps: int = 36
-    items: int = 12                     # distinct samples, cycled; their dense hidden states are computed once
+    items: int = 12  # distinct samples, cycled; their dense hidden states are computed once
     lengths: tuple[int, ...] = (1024,)  # training lengths, one per item in turn
     sink: int = 64
-    window: int = 128                   # streaming branch: sink + recent window at training length
+    window: int = 128  # streaming branch: sink + recent window at training length
     lr: float = 0.05
     reg: float = 0.05
     init: float = 1.0
     n_facts: int = 4
-    data: str = "duo-synthetic/1"       # version of the synthetic data recipe
+    data: str = "duo-synthetic/1"  # version of the synthetic data recipe
 
     def check(self) -> None:
         if self.steps < 1:
@@ -69,8 +70,8 @@ class DuoSettings:
 
 @dataclass
 class GateProfile:
-    gates: list[list[float]]                # (layers, KV heads), in [0, 1]
-    pull: list[list[float]]                 # (layers, KV heads), summed -d(distill)/d(gate)
+    gates: list[list[float]]  # (layers, KV heads), in [0, 1]
+    pull: list[list[float]]  # (layers, KV heads), summed -d(distill)/d(gate)
     losses: list[tuple[float, float]] = field(default_factory=list)  # per step: (distill, reg term)
     seconds: float = 0.0
 
@@ -101,8 +102,16 @@ def _hidden(model, ids: torch.Tensor) -> torch.Tensor:
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
-def distill_loss(model, gates: torch.Tensor, ids: torch.Tensor, target: torch.Tensor, *, sink: int, window: int,
-                 dense: torch.Tensor | None = None) -> torch.Tensor:
+def distill_loss(
+    model,
+    gates: torch.Tensor,
+    ids: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    sink: int,
+    window: int,
+    dense: torch.Tensor | None = None,
+) -> torch.Tensor:
     """mean over target tokens of mean_d (h_gated - h_dense)^2. ids (1, T), target (T,) bool."""
     if dense is None:
         with torch.no_grad():
@@ -112,9 +121,15 @@ def distill_loss(model, gates: torch.Tensor, ids: torch.Tensor, target: torch.Te
     return (h.float() - dense.float()).pow(2).mean(-1).mean()
 
 
-def train_gates(model, tokenizer, settings: DuoSettings, *, seed: int = 0,
-                progress: Callable[[int, int, dict], None] | None = None,
-                sample_fn: Callable[[int, int], object] | None = None) -> GateProfile:
+def train_gates(
+    model,
+    tokenizer,
+    settings: DuoSettings,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int, dict], None] | None = None,
+    sample_fn: Callable[[int, int], object] | None = None,
+) -> GateProfile:
     """Fit the gates; deterministic for a seed. ``progress(step, steps, info)`` after each step.
 
     ``sample_fn(length, seed) -> DuoSample`` replaces the synthetic data (tests use it).
@@ -156,7 +171,16 @@ def train_gates(model, tokenizer, settings: DuoSettings, *, seed: int = 0,
             dv, rv = float(d.detach()), float(settings.reg * r.detach())
             losses.append((dv, rv))
             if progress is not None:
-                progress(step + 1, settings.steps, {"phase": "train", "distill": dv, "reg": rv,
-                                                    "length": int(ids.shape[1]), "mean_gate": float(gates.detach().mean())})
+                progress(
+                    step + 1,
+                    settings.steps,
+                    {
+                        "phase": "train",
+                        "distill": dv,
+                        "reg": rv,
+                        "length": int(ids.shape[1]),
+                        "mean_gate": float(gates.detach().mean()),
+                    },
+                )
     g = gates.detach().cpu().double()
     return GateProfile(g.tolist(), pull.tolist(), losses, time.perf_counter() - t0)

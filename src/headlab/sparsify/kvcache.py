@@ -35,6 +35,7 @@ Not supported (clear errors): padded batches, models with their own sliding wind
 mask hides keys), several new tokens on a non-empty cache (chunked prefill, speculative decoding),
 probes or edits during decode, ``crop``.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -70,7 +71,8 @@ def _check_attached(model, layer: int) -> None:
         raise RuntimeError(
             f"headlab.kv_cache needs the model inside `with headlab.attach(model, pattern=plan):` (layer {layer} "
             f"ran with attention implementation {impl!r}); its streaming heads drop keys that other attention "
-            "functions would read")
+            "functions would read"
+        )
 
 
 class _Part:
@@ -94,13 +96,13 @@ class _Part:
         k = like_k.new_empty(B, h, cap, like_k.shape[-1])
         v = like_v.new_empty(B, h, cap, like_v.shape[-1])
         if self.k is not None:
-            k[:, :, :self.count] = self.k[:, :, :self.count]
-            v[:, :, :self.count] = self.v[:, :, :self.count]
+            k[:, :, : self.count] = self.k[:, :, : self.count]
+            v[:, :, : self.count] = self.v[:, :, : self.count]
         self.k, self.v = k, v
         if self.masked:
             pos = torch.zeros(cap, dtype=torch.long, device=like_k.device)
             if self.pos is not None:
-                pos[:self.count] = self.pos[:self.count]
+                pos[: self.count] = self.pos[: self.count]
             self.pos = pos
 
     def _limit(self) -> int | None:
@@ -123,11 +125,11 @@ class _Part:
         self.count = s + (T - lo)
         self._alloc(k, v, self._capacity(self.count))
         self.k[:, :, :s], self.v[:, :, :s] = k[:, :, :s], v[:, :, :s]
-        self.k[:, :, s:self.count], self.v[:, :, s:self.count] = k[:, :, lo:], v[:, :, lo:]
+        self.k[:, :, s : self.count], self.v[:, :, s : self.count] = k[:, :, lo:], v[:, :, lo:]
         self.lo = lo
         self.order = deque(range(s, self.count))
         if self.masked:
-            self.pos[:self.count] = torch.cat([torch.arange(s), torch.arange(lo, T)])
+            self.pos[: self.count] = torch.cat([torch.arange(s), torch.arange(lo, T)])
 
     def append(self, k: torch.Tensor, v: torch.Tensor, n: int) -> None:
         """Add the key at position n-1 (k/v (B, Hkv, 1, d)); evict what leaves the window at n keys."""
@@ -148,21 +150,21 @@ class _Part:
             if self.k is None or slot >= self.k.shape[2]:
                 self._alloc(k, v, self._capacity(slot + 1))
             self.count += 1
-        self.k[:, :, slot:slot + 1] = _take(k, self.sel)
-        self.v[:, :, slot:slot + 1] = _take(v, self.sel)
+        self.k[:, :, slot : slot + 1] = _take(k, self.sel)
+        self.v[:, :, slot : slot + 1] = _take(v, self.sel)
         if not self.full and p >= self.sink:
             self.order.append(slot)
         if self.masked:
             self.pos[slot] = p
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.k[:, :, :self.count], self.v[:, :, :self.count]
+        return self.k[:, :, : self.count], self.v[:, :, : self.count]
 
     def mask(self, n: int) -> torch.Tensor | None:
         """(1, 1, g, count) bool: which kept keys each query head of the group sees at n keys (masked parts)."""
         if not self.masked:
             return None
-        pos = self.pos[:self.count]
+        pos = self.pos[: self.count]
         rows = []
         for key in self.key[1]:
             w = window_at(key, n)
@@ -215,8 +217,10 @@ class HeadKVLayer(CacheLayerMixin):
         _check_attached(self._model(), self.layer)
         B, Hkv, T, _ = key_states.shape
         if Hkv != self.n_kv:
-            raise ValueError(f"layer {self.layer}: keys have {Hkv} KV heads, the cache's plan has {self.n_kv}: "
-                             f"key_states {tuple(key_states.shape)} (B, Hkv, T, d)")
+            raise ValueError(
+                f"layer {self.layer}: keys have {Hkv} KV heads, the cache's plan has {self.n_kv}: "
+                f"key_states {tuple(key_states.shape)} (B, Hkv, T, d)"
+            )
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         if self.n == 0:
@@ -227,7 +231,8 @@ class HeadKVLayer(CacheLayerMixin):
         if T != 1:
             raise NotImplementedError(
                 f"layer {self.layer}: {T} new tokens on a cache that already holds {self.n}: a compressed KV cache "
-                "takes one prompt, then one token per step (no chunked prefill or speculative decoding)")
+                "takes one prompt, then one token per step (no chunked prefill or speculative decoding)"
+            )
         if self.parts[0].k.shape[0] != B:
             raise ValueError(f"layer {self.layer}: batch size changed from {self.parts[0].k.shape[0]} to {B}")
         self.n += 1
@@ -289,23 +294,30 @@ class HeadKVLayer(CacheLayerMixin):
         except ValueError as e:
             raise ValueError(f"layer {self.layer}: the attached pattern does not match the KV cache's plan: {e}") from None
         if keys != self.span_keys:
-            raise ValueError(f"layer {self.layer}: the attached pattern keeps spans {keys} per KV head, but the KV cache "
-                             f"was built for {self.span_keys}; pass the same plan to attach() and kv_cache()")
+            raise ValueError(
+                f"layer {self.layer}: the attached pattern keeps spans {keys} per KV head, but the KV cache "
+                f"was built for {self.span_keys}; pass the same plan to attach() and kv_cache()"
+            )
         self._checked[id(pattern)] = pattern
 
-    def attend(self, query: torch.Tensor, attention_mask=None, scaling: float | None = None, pattern=None,
-               edits=(), probes=()) -> tuple[torch.Tensor, None]:
+    def attend(
+        self, query: torch.Tensor, attention_mask=None, scaling: float | None = None, pattern=None, edits=(), probes=()
+    ) -> tuple[torch.Tensor, None]:
         """Decode-step attention of query (B, H, 1, d) over each part's kept keys; returns (B, 1, H, d_v)."""
         if edits or probes:
-            raise NotImplementedError("probes and edits cannot run on a compressed KV cache's decode steps "
-                                      "(their keys are partly evicted); decode with a full cache to use them")
+            raise NotImplementedError(
+                "probes and edits cannot run on a compressed KV cache's decode steps "
+                "(their keys are partly evicted); decode with a full cache to use them"
+            )
         self._check_pattern(pattern)
         if attention_mask is not None:
             ok = attention_mask.all() if attention_mask.dtype == torch.bool else (attention_mask == 0).all()
             if not bool(ok):
-                raise ValueError("a compressed KV cache does not support padded batches or models with their own sliding "
-                                 f"window: the attention mask hides keys (mask {tuple(attention_mask.shape)}); decode "
-                                 "unpadded rows of a full-attention model (batch size 1 always works)")
+                raise ValueError(
+                    "a compressed KV cache does not support padded batches or models with their own sliding "
+                    f"window: the attention mask hides keys (mask {tuple(attention_mask.shape)}); decode "
+                    "unpadded rows of a full-attention model (batch size 1 always works)"
+                )
         B, H, T, d = query.shape
         if T != 1 or self.n_heads != H:
             raise ValueError(f"decode query {tuple(query.shape)} must be (B, {self.n_heads}, 1, d)")
@@ -354,8 +366,10 @@ class HeadKVCache(Cache):
         for layer, other in zip(self.layers, src):
             k, v = other.keys, other.values  # (B, Hkv, n, d)
             if k is None or k.shape[1] != layer.n_kv:
-                raise ValueError(f"layer {layer.layer}: full cache keys {None if k is None else tuple(k.shape)} "
-                                 f"must be (B, {layer.n_kv}, n, d)")
+                raise ValueError(
+                    f"layer {layer.layer}: full cache keys {None if k is None else tuple(k.shape)} "
+                    f"must be (B, {layer.n_kv}, n, d)"
+                )
             layer.lazy_initialization(k, v)
             for part in layer.parts:
                 part.prefill(k, v)

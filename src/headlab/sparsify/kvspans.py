@@ -17,6 +17,7 @@ Evicting is exact for these rules: the decode query at position n-1 (n keys) see
 {j < sink} ∪ {j >= n - w(n)}, and since 0 <= b <= 1 makes w(n+1) <= w(n) + 1, the lower edge
 n - w(n) never moves back, so a key that leaves the window is never needed again.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -115,14 +116,15 @@ def layer_keys(pattern, layer: int, n_heads: int, n_kv: int) -> list[tuple]:
         return [head_key(pattern)] * n_kv
     want = n_kv if per_kv else n_heads
     if len(heads) != want:
-        raise ValueError(f"layer {layer}: the plan gives {len(heads)} head entries, but the model has {n_kv} KV heads "
-                         f"({n_heads} query heads)")
+        raise ValueError(
+            f"layer {layer}: the plan gives {len(heads)} head entries, but the model has {n_kv} KV heads ({n_heads} query heads)"
+        )
     if per_kv:
         return heads
     g = n_heads // n_kv
     out = []
     for h in range(n_kv):
-        group = tuple(heads[h * g:(h + 1) * g])
+        group = tuple(heads[h * g : (h + 1) * g])
         out.append(group[0] if len(set(group)) == 1 else ("union", group))
     return out
 

@@ -15,6 +15,7 @@ gradient) per layer; ``entry_influence`` is the per-entry estimate on a block of
 ``distance_histogram`` folds |dL| into per-head mass by key distance i - j, with the first
 ``sink`` keys summed apart. ``reference_influence`` is the brute-force per-(i, j) definition.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,11 +52,12 @@ def _make_fn(cap: Capture):
         B, H, T, d = query.shape
         S = key.shape[2]
         if B != 1 or T != S:
-            raise ValueError(f"the MoA profiler runs one unpadded sequence at a time (B=1, T=S), got q {tuple(query.shape)}, "
-                             f"k {tuple(key.shape)}")
+            raise ValueError(
+                f"the MoA profiler runs one unpadded sequence at a time (B=1, T=S), got q {tuple(query.shape)}, "
+                f"k {tuple(key.shape)}"
+            )
         scale = 1.0 / math.sqrt(d) if scaling is None else float(scaling)
-        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
-                                             enable_gqa=key.shape[1] != H)
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale, enable_gqa=key.shape[1] != H)
         if out.requires_grad:
             out.retain_grad()
         cap.layers[layer] = {"q": query.detach(), "k": key.detach(), "v": value.detach(), "out": out, "scale": scale}
@@ -123,7 +125,9 @@ def entry_influence(q, k, v, dout, scale: float, rows: torch.Tensor, out=None) -
     return a, dl
 
 
-def distance_histogram(q, k, v, dout, scale: float, sink: int, chunk: int | None = None, out=None) -> tuple[torch.Tensor, torch.Tensor]:
+def distance_histogram(
+    q, k, v, dout, scale: float, sink: int, chunk: int | None = None, out=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed |dL| per query head: (hist (H, S) by key distance i - j, sink (H,) over keys j < sink).
 
     Keys j < ``sink`` go only to ``sink`` (a MoA head always keeps them), never to ``hist``."""

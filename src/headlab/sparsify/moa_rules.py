@@ -15,6 +15,7 @@ the shortest one. Each length's losses are divided by that length's total mass, 
 objective is their mean over the profiled lengths and N (a scalarisation of MoA's multi-objective
 programme). The choice is a multiple-choice knapsack solved exactly with ``scipy.optimize.milp``.
 """
+
 from __future__ import annotations
 
 import math
@@ -153,17 +154,17 @@ def choose(loss, keys, budget: float, n: int) -> np.ndarray:
     cap = math.floor(budget * K * n + 1e-9)
     cheapest = int(keys.min(1).sum())
     if cheapest > cap:
-        raise ValueError(f"KV budget {budget} is below the cheapest candidate rules' kv_fraction "
-                         f"{cheapest / (K * n):.4f} at length {n}")
+        raise ValueError(
+            f"KV budget {budget} is below the cheapest candidate rules' kv_fraction {cheapest / (K * n):.4f} at length {n}"
+        )
     scale = max(1e-30, float(np.abs(loss).max()))
     # tie-break: a cost term far below any loss difference that matters (relative 1e-9)
     c = (loss + 1e-9 * scale * keys / (K * n)).reshape(-1)
     one = np.zeros((K, K * R))
     for k in range(K):
-        one[k, k * R:(k + 1) * R] = 1.0
+        one[k, k * R : (k + 1) * R] = 1.0
     cons = [LinearConstraint(one, 1.0, 1.0), LinearConstraint(keys.reshape(1, -1).astype(np.float64), -np.inf, cap)]
-    res = milp(c, constraints=cons, integrality=np.ones(K * R), bounds=Bounds(0, 1),
-               options={"disp": False, "mip_rel_gap": 0.0})
+    res = milp(c, constraints=cons, integrality=np.ones(K * R), bounds=Bounds(0, 1), options={"disp": False, "mip_rel_gap": 0.0})
     if res.x is None:
         raise ValueError(f"no rule assignment meets KV budget {budget} ({res.message})")
     pick = np.asarray(res.x).reshape(K, R).argmax(1)

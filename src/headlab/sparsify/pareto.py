@@ -7,6 +7,7 @@ each point annotated with its budget, dense at 1.0, and the grey step line throu
 other point beats on both axes (the frontier). As in MoA (arXiv 2406.14909) and the retrieval-head
 work (arXiv 2404.15574), what matters is which method reaches dense quality at the least memory.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,8 +31,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     front = []
     for i in ok:
         xi, yi = points[i]
-        dominated = any(points[j][0] <= xi and points[j][1] >= yi and (points[j][0] < xi or points[j][1] > yi)
-                        for j in ok if j != i)
+        dominated = any(
+            points[j][0] <= xi and points[j][1] >= yi and (points[j][0] < xi or points[j][1] > yi) for j in ok if j != i
+        )
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], points[i][1]))
@@ -46,6 +48,7 @@ def _method(r) -> str:
 def plot_pareto(rows, path) -> None:
     """Write the Pareto plot of the dense and plan rows (one figure row per length) to ``path``."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -62,8 +65,16 @@ def plot_pareto(rows, path) -> None:
             pts = [(r.kv_fraction, getattr(r, key)) for r in rs]
             front = pareto_front(pts)
             if len(front) > 1:
-                ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="post", color="grey",
-                        lw=1, ls="--", label="frontier", zorder=1)
+                ax.step(
+                    [pts[i][0] for i in front],
+                    [pts[i][1] for i in front],
+                    where="post",
+                    color="grey",
+                    lw=1,
+                    ls="--",
+                    label="frontier",
+                    zorder=1,
+                )
             by_method: dict[str, list] = {}
             for r in rs:
                 by_method.setdefault(_method(r), []).append(r)
@@ -72,21 +83,39 @@ def plot_pareto(rows, path) -> None:
                 colour, marker = ("black", "*") if method == "dense" else METHOD_STYLE.get(method, OTHER_STYLE)
                 xs, ys = [r.kv_fraction for r in mrs], [getattr(r, key) for r in mrs]
                 if key == "accuracy":
-                    err = [[max(0.0, y - r.acc_ci[0]) for y, r in zip(ys, mrs)],
-                           [max(0.0, r.acc_ci[1] - y) for y, r in zip(ys, mrs)]]
-                    ax.errorbar(xs, ys, yerr=err, color=colour, marker=marker, ms=8 if method == "dense" else 6,
-                                lw=1, capsize=3, label=method, zorder=3)
+                    err = [
+                        [max(0.0, y - r.acc_ci[0]) for y, r in zip(ys, mrs)],
+                        [max(0.0, r.acc_ci[1] - y) for y, r in zip(ys, mrs)],
+                    ]
+                    ax.errorbar(
+                        xs,
+                        ys,
+                        yerr=err,
+                        color=colour,
+                        marker=marker,
+                        ms=8 if method == "dense" else 6,
+                        lw=1,
+                        capsize=3,
+                        label=method,
+                        zorder=3,
+                    )
                 else:
-                    ax.plot(xs, ys, color=colour, marker=marker, ms=8 if method == "dense" else 6, lw=1,
-                            label=method, zorder=3)
+                    ax.plot(xs, ys, color=colour, marker=marker, ms=8 if method == "dense" else 6, lw=1, label=method, zorder=3)
                 for r, x, y in zip(mrs, xs, ys):
                     budget = (r.plan or {}).get("budget")
                     text = "dense" if method == "dense" else (f"{budget:g}" if isinstance(budget, (int, float)) else r.label[:16])
                     ax.annotate(text, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        ax_acc.set(xlabel="KV-cache bytes / dense", ylabel="passkey accuracy (Wilson 95 %)", ylim=(-0.05, 1.05),
-                   title=f"passkey accuracy vs KV memory at {n} tokens")
-        ax_lp.set(xlabel="KV-cache bytes / dense", ylabel="mean log-prob of the key's tokens",
-                  title=f"key log-prob vs KV memory at {n} tokens (annotated: budget)")
+        ax_acc.set(
+            xlabel="KV-cache bytes / dense",
+            ylabel="passkey accuracy (Wilson 95 %)",
+            ylim=(-0.05, 1.05),
+            title=f"passkey accuracy vs KV memory at {n} tokens",
+        )
+        ax_lp.set(
+            xlabel="KV-cache bytes / dense",
+            ylabel="mean log-prob of the key's tokens",
+            title=f"key log-prob vs KV memory at {n} tokens (annotated: budget)",
+        )
         for ax in (ax_acc, ax_lp):
             ax.set_xlim(0, 1.08)
             ax.grid(alpha=0.3)

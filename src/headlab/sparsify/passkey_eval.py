@@ -14,6 +14,7 @@ times greedy decoding at the prompt's length (with the plan's compressed KV cach
 tests (``significance``), and a quality-vs-KV-bytes Pareto plot (``pareto``). Passkey items come
 from ``headlab.data.passkey`` with needle depths spread over 10-90 %.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,13 +70,15 @@ def nominal_density(p: Pattern, n: int) -> float:
     else:  # DHSA: topk_tokens per query block, instruction rows dense
         kept = torch.minimum(rows + 1, torch.full_like(rows, max(p.topk_tokens, p.local_tokens + p.global_tokens)))
         if p.instruction_tokens:
-            kept[-p.instruction_tokens:] = rows[-p.instruction_tokens:] + 1
+            kept[-p.instruction_tokens :] = rows[-p.instruction_tokens :] + 1
     return float(kept.sum() / (rows + 1).sum())
 
 
 def sink_window_density(sink: int, size: int, n: int) -> float:
     i = torch.arange(n, dtype=torch.float64)
-    seen = torch.minimum(i + 1, torch.full_like(i, size)) + torch.clamp(torch.minimum(i + 1 - size, torch.full_like(i, sink)), min=0)
+    seen = torch.minimum(i + 1, torch.full_like(i, size)) + torch.clamp(
+        torch.minimum(i + 1 - size, torch.full_like(i, sink)), min=0
+    )
     return float(seen.sum() / (i + 1).sum())
 
 
@@ -103,34 +106,36 @@ class Row:
     label: str
     pattern: str
     length: int
-    density: float          # density of the pattern itself (causal pairs)
-    model_density: float    # averaged over all layers (dense layers count 1)
+    density: float  # density of the pattern itself (causal pairs)
+    model_density: float  # averaged over all layers (dense layers count 1)
     accuracy: float
     trials: int
     ppl: float
-    prefill_s: float        # median whole-model prefill time of one passkey prompt
-    speedup: float = 1.0    # dense median prefill time / this one (same length, timed interleaved)
+    prefill_s: float  # median whole-model prefill time of one passkey prompt
+    speedup: float = 1.0  # dense median prefill time / this one (same length, timed interleaved)
     answer_logprob: float = float("nan")  # mean log-probability of the key's tokens
     by_depth: list = field(default_factory=list)  # [needle depth, correct, key log-prob] per trial
-    kind: str = "pattern"   # "dense" | "pattern" | "plan"
-    correct: int = 0        # passkey prompts answered right (of ``trials``)
+    kind: str = "pattern"  # "dense" | "pattern" | "plan"
+    correct: int = 0  # passkey prompts answered right (of ``trials``)
     acc_ci: list = field(default_factory=lambda: [NAN, NAN])  # Wilson 95 % interval of the accuracy
-    vs_dense: list = field(default_factory=lambda: [0, 0])    # McNemar discordant pairs [only this right, only dense right]
-    p_vs_dense: float = NAN     # exact McNemar p-value vs dense on the same prompts
-    baseline: str = ""          # the config compared in p_vs_baseline ("" = none)
+    vs_dense: list = field(default_factory=lambda: [0, 0])  # McNemar discordant pairs [only this right, only dense right]
+    p_vs_dense: float = NAN  # exact McNemar p-value vs dense on the same prompts
+    baseline: str = ""  # the config compared in p_vs_baseline ("" = none)
     vs_baseline: list = field(default_factory=lambda: [0, 0])
     p_vs_baseline: float = NAN
-    kv_fraction: float = 1.0    # KV-cache bytes / dense KV-cache bytes at this length (patterns keep the full cache)
-    kv_bytes: int = 0           # KV-cache bytes at this length: dense x kv_fraction
+    kv_fraction: float = 1.0  # KV-cache bytes / dense KV-cache bytes at this length (patterns keep the full cache)
+    kv_bytes: int = 0  # KV-cache bytes at this length: dense x kv_fraction
     kv_bytes_measured: float = NAN  # bytes the cache used for decoding held after the prefill (median)
-    cache: str = ""             # the cache decoding used: "full" | "compressed" ("" = decode not timed)
-    cache_note: str = ""        # why the compressed cache was not used, if it was not
-    decode_tok_s: float = NAN   # median greedy decode tokens/s at this length
+    cache: str = ""  # the cache decoding used: "full" | "compressed" ("" = decode not timed)
+    cache_note: str = ""  # why the compressed cache was not used, if it was not
+    decode_tok_s: float = NAN  # median greedy decode tokens/s at this length
     decode_tok_s_range: list = field(default_factory=list)  # [min, max] over the timed prompts
     decode_speedup: float = NAN  # median over prompts of dense decode time / this decode time (interleaved)
-    decode_prompts: int = 0     # prompts decode was timed on
-    decode_tokens: int = 0      # new tokens per timed decode
-    decode_by_prompt: list = field(default_factory=list)  # [seed, tok/s, decode s, prefill s, cache bytes, cache] per timed prompt
+    decode_prompts: int = 0  # prompts decode was timed on
+    decode_tokens: int = 0  # new tokens per timed decode
+    decode_by_prompt: list = field(
+        default_factory=list
+    )  # [seed, tok/s, decode s, prefill s, cache bytes, cache] per timed prompt
     plan: dict = field(default_factory=dict)  # the plan's meta (method, budget, ...) + hash and source
 
 
@@ -199,10 +204,21 @@ def plan_runs(configs: Sequence[tuple[str, Any]], n: int, matched: bool) -> list
     return runs
 
 
-def evaluate(model, tokenizer, configs: Sequence[tuple[str, Any]], lengths: Sequence[int], trials: int = 20,
-             dense_layers: Sequence[int] = (0,), matched: bool = True, progress=None, source: str = "essays",
-             log: TrialLog | None = None, decode_prompts: int = 3, decode_tokens: int = 32,
-             baseline: str | None = None) -> list[Row]:
+def evaluate(
+    model,
+    tokenizer,
+    configs: Sequence[tuple[str, Any]],
+    lengths: Sequence[int],
+    trials: int = 20,
+    dense_layers: Sequence[int] = (0,),
+    matched: bool = True,
+    progress=None,
+    source: str = "essays",
+    log: TrialLog | None = None,
+    decode_prompts: int = 3,
+    decode_tokens: int = 32,
+    baseline: str | None = None,
+) -> list[Row]:
     """Dense + every config (+ a sink_window of matched density when ``matched``) at each length.
 
     A config is a Pattern (applied to every layer except ``dense_layers``) or a per-head plan
@@ -244,9 +260,10 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Any]], lengths: Sequ
             return attach(model, pattern=layer_map) if layer_map else contextlib.nullcontext()
 
         for idx, it in enumerate(items):
-            for label, p in (runs if idx % 2 == 0 else runs[::-1]):
-                key = dict(kind="passkey", length=n, label=label, seed=it.seed, depth=it.depth,
-                           **_setting(p, source, dense_layers))
+            for label, p in runs if idx % 2 == 0 else runs[::-1]:
+                key = dict(
+                    kind="passkey", length=n, label=label, seed=it.seed, depth=it.depth, **_setting(p, source, dense_layers)
+                )
                 if log.find(**key) is None:
                     with context(p):
                         t0 = time.perf_counter()
@@ -257,9 +274,16 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Any]], lengths: Sequ
                     progress(f"{n} tok · {label}")
             if idx >= decode_prompts:
                 continue
-            for label, p in (timed if idx % 2 == 0 else timed[::-1]):
-                key = dict(kind="decode", length=n, label=label, seed=it.seed, depth=it.depth,
-                           new_tokens=decode_tokens, **_setting(p, source, dense_layers))
+            for label, p in timed if idx % 2 == 0 else timed[::-1]:
+                key = dict(
+                    kind="decode",
+                    length=n,
+                    label=label,
+                    seed=it.seed,
+                    depth=it.depth,
+                    new_tokens=decode_tokens,
+                    **_setting(p, source, dense_layers),
+                )
                 if log.find(**key) is None:
                     log.add({**key, **_time_decode(model, p, it.input_ids, decode_tokens)})
                 if progress:
@@ -272,9 +296,21 @@ def evaluate(model, tokenizer, configs: Sequence[tuple[str, Any]], lengths: Sequ
             if progress:
                 progress(f"{n} tok · {label} (ppl)")
         seeds = [(it.seed, it.depth) for it in items]
-        rows.extend(_rows(log, runs, n, source, seeds, n_layers, dense_layers, model=model,
-                          decode_seeds=seeds[:decode_prompts] if timed else [], decode_tokens=decode_tokens,
-                          baseline=baseline))
+        rows.extend(
+            _rows(
+                log,
+                runs,
+                n,
+                source,
+                seeds,
+                n_layers,
+                dense_layers,
+                model=model,
+                decode_seeds=seeds[:decode_prompts] if timed else [],
+                decode_tokens=decode_tokens,
+                baseline=baseline,
+            )
+        )
     return rows
 
 
@@ -283,8 +319,15 @@ def _time_decode(model, p, prompt_ids, n_new: int) -> dict:
     from .decode_time import decode_config
 
     t, note = decode_config(model, p, prompt_ids, n_new)
-    return {"tokens": t.tokens, "prefill_s": t.prefill_s, "decode_s": t.decode_s, "tok_s": t.tok_s,
-            "cache": t.cache, "cache_bytes": t.cache_bytes, "cache_note": note}
+    return {
+        "tokens": t.tokens,
+        "prefill_s": t.prefill_s,
+        "decode_s": t.decode_s,
+        "tok_s": t.tok_s,
+        "cache": t.cache,
+        "cache_bytes": t.cache_bytes,
+        "cache_note": note,
+    }
 
 
 def _setting(p, source: str, dense_layers: Sequence[int]) -> dict:
@@ -292,8 +335,11 @@ def _setting(p, source: str, dense_layers: Sequence[int]) -> dict:
     a plan is identified by name, method, budget and a hash of its per-head entries."""
     if plan_id.is_plan(p):
         return {"pattern": "plan " + plan_id.identity(p), "source": source, "dense_layers": "plan"}
-    return {"pattern": "dense" if p is None else p.describe(), "source": source,
-            "dense_layers": [] if p is None else sorted(set(dense_layers))}
+    return {
+        "pattern": "dense" if p is None else p.describe(),
+        "source": source,
+        "dense_layers": [] if p is None else sorted(set(dense_layers)),
+    }
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -305,24 +351,61 @@ def _auto_baseline(label: str, p, runs) -> str:
     if not plan_id.is_plan(p) or p.meta.get("method") == "uniform":
         return ""
     for other_label, q in runs:
-        if (plan_id.is_plan(q) and q.meta.get("method") == "uniform" and other_label != label
-                and q.meta.get("budget") is not None and p.meta.get("budget") is not None
-                and abs(float(q.meta["budget"]) - float(p.meta["budget"])) < 1e-9):
+        if (
+            plan_id.is_plan(q)
+            and q.meta.get("method") == "uniform"
+            and other_label != label
+            and q.meta.get("budget") is not None
+            and p.meta.get("budget") is not None
+            and abs(float(q.meta["budget"]) - float(p.meta["budget"])) < 1e-9
+        ):
             return other_label
     return ""
 
 
-def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[tuple[int, float]], n_layers: int,
-          dense_layers, model=None, decode_seeds: Sequence[tuple[int, float]] = (), decode_tokens: int = 32,
-          baseline: str | None = None) -> list[Row]:
+def _rows(
+    log: TrialLog,
+    runs,
+    n: int,
+    source: str,
+    seeds: Sequence[tuple[int, float]],
+    n_layers: int,
+    dense_layers,
+    model=None,
+    decode_seeds: Sequence[tuple[int, float]] = (),
+    decode_tokens: int = 32,
+    baseline: str | None = None,
+) -> list[Row]:
     from .decode_time import dense_kv_bytes
 
     full_bytes = dense_kv_bytes(model, n) if model is not None else 0
-    passkey = {label: [log.find(kind="passkey", length=n, label=label, seed=s, depth=d, **_setting(p, source, dense_layers))
-                       for s, d in seeds] for label, p in runs}
-    decode = {label: [log.find(kind="decode", length=n, label=label, seed=s, depth=d, new_tokens=decode_tokens,
-                               **_setting(p, source, dense_layers)) for s, d in decode_seeds]
-              for label, p in runs if p is None or plan_id.is_plan(p)} if decode_seeds else {}
+    passkey = {
+        label: [
+            log.find(kind="passkey", length=n, label=label, seed=s, depth=d, **_setting(p, source, dense_layers))
+            for s, d in seeds
+        ]
+        for label, p in runs
+    }
+    decode = (
+        {
+            label: [
+                log.find(
+                    kind="decode",
+                    length=n,
+                    label=label,
+                    seed=s,
+                    depth=d,
+                    new_tokens=decode_tokens,
+                    **_setting(p, source, dense_layers),
+                )
+                for s, d in decode_seeds
+            ]
+            for label, p in runs
+            if p is None or plan_id.is_plan(p)
+        }
+        if decode_seeds
+        else {}
+    )
     out: list[Row] = []
     dense_time = None
     for label, p in runs:
@@ -343,14 +426,23 @@ def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[tuple[int, f
             model_dens = (n_layers - n_sparse + n_sparse * dens) / n_layers
         correct = [bool(r["correct"]) for r in recs]
         k = sum(correct)
-        row = Row(label=label, pattern="dense" if p is None else ("plan " + plan_id.identity(p) if is_plan else p.describe()),
-                  length=n, density=dens, model_density=model_dens, accuracy=k / len(recs), trials=len(recs),
-                  ppl=log.find(kind="ppl", length=n, label=label, **setting)["ppl"], prefill_s=t,
-                  speedup=(dense_time / t) if dense_time else 1.0,
-                  answer_logprob=sum(r["logprob"] for r in recs) / len(recs),
-                  by_depth=[[r["depth"], r["correct"], r["logprob"]] for r in recs],
-                  kind="dense" if p is None else ("plan" if is_plan else "pattern"), correct=k,
-                  acc_ci=list(wilson_interval(k, len(recs))))
+        row = Row(
+            label=label,
+            pattern="dense" if p is None else ("plan " + plan_id.identity(p) if is_plan else p.describe()),
+            length=n,
+            density=dens,
+            model_density=model_dens,
+            accuracy=k / len(recs),
+            trials=len(recs),
+            ppl=log.find(kind="ppl", length=n, label=label, **setting)["ppl"],
+            prefill_s=t,
+            speedup=(dense_time / t) if dense_time else 1.0,
+            answer_logprob=sum(r["logprob"] for r in recs) / len(recs),
+            by_depth=[[r["depth"], r["correct"], r["logprob"]] for r in recs],
+            kind="dense" if p is None else ("plan" if is_plan else "pattern"),
+            correct=k,
+            acc_ci=list(wilson_interval(k, len(recs))),
+        )
         if p is not None:
             mc = mcnemar_exact(correct, [bool(r["correct"]) for r in passkey["dense"]])
             row.vs_dense, row.p_vs_dense = [mc.only_a, mc.only_b], mc.pvalue
@@ -372,8 +464,10 @@ def _rows(log: TrialLog, runs, n: int, source: str, seeds: Sequence[tuple[int, f
             row.cache = "+".join(kinds)
             row.cache_note = "; ".join(sorted({r["cache_note"] for r in drecs if r.get("cache_note")}))
             row.decode_prompts, row.decode_tokens = len(drecs), decode_tokens
-            row.decode_by_prompt = [[s, r["tok_s"], r["decode_s"], r["prefill_s"], r["cache_bytes"], r["cache"]]
-                                    for (s, _), r in zip(decode_seeds, drecs)]
+            row.decode_by_prompt = [
+                [s, r["tok_s"], r["decode_s"], r["prefill_s"], r["cache_bytes"], r["cache"]]
+                for (s, _), r in zip(decode_seeds, drecs)
+            ]
         out.append(row)
     return out
 
@@ -390,23 +484,29 @@ def _vs(pair: Sequence[int], pvalue: float) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """Markdown table; with per-head plans among the rows it adds KV-cache, decode and McNemar columns."""
     if not any(r.kind == "plan" for r in rows):
-        lines = ["| length | config | density | model density | passkey acc [95% CI] | key log-prob | ppl | prefill s | speedup |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+        lines = [
+            "| length | config | density | model density | passkey acc [95% CI] | key log-prob | ppl | prefill s | speedup |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in rows:
-            lines.append(f"| {r.length} | {r.label} | {r.density:.3f} | {r.model_density:.3f} | "
-                         f"{r.accuracy:.2f} ({round(r.accuracy * r.trials)}/{r.trials}) [{_num(r.acc_ci[0])}, {_num(r.acc_ci[1])}] | "
-                         f"{r.answer_logprob:.2f} | {r.ppl:.2f} | {r.prefill_s:.2f} | {r.speedup:.2f}x |")
+            lines.append(
+                f"| {r.length} | {r.label} | {r.density:.3f} | {r.model_density:.3f} | "
+                f"{r.accuracy:.2f} ({round(r.accuracy * r.trials)}/{r.trials}) [{_num(r.acc_ci[0])}, {_num(r.acc_ci[1])}] | "
+                f"{r.answer_logprob:.2f} | {r.ppl:.2f} | {r.prefill_s:.2f} | {r.speedup:.2f}x |"
+            )
         return "\n".join(lines)
     with_base = any(r.baseline for r in rows)
-    head = ("| length | config | method | budget | KV fraction | KV MiB (measured) | density | passkey [95% CI] | vs dense | "
-            + ("vs baseline | " if with_base else "")
-            + "key log-prob | ppl | prefill s | prefill speedup | decode tok/s [range] | decode speedup | cache |")
+    head = (
+        "| length | config | method | budget | KV fraction | KV MiB (measured) | density | passkey [95% CI] | vs dense | "
+        + ("vs baseline | " if with_base else "")
+        + "key log-prob | ppl | prefill s | prefill speedup | decode tok/s [range] | decode speedup | cache |"
+    )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         method = r.plan.get("method") or ("dense" if r.kind == "dense" else "pattern")
-        mib = _num(r.kv_bytes / 2 ** 20)
+        mib = _num(r.kv_bytes / 2**20)
         if not math.isnan(r.kv_bytes_measured):
-            mib += f" ({r.kv_bytes_measured / 2 ** 20:.2f})"
+            mib += f" ({r.kv_bytes_measured / 2**20:.2f})"
         dec = _num(r.decode_tok_s, ".1f")
         if r.decode_tok_s_range:
             dec += f" [{r.decode_tok_s_range[0]:.1f}–{r.decode_tok_s_range[1]:.1f}]"
@@ -417,12 +517,14 @@ def format_table(rows: Sequence[Row]) -> str:
             f"{_vs(r.vs_dense, r.p_vs_dense)} | "
             + (f"{_vs(r.vs_baseline, r.p_vs_baseline) + (' vs ' + r.baseline if r.baseline else '')} | " if with_base else "")
             + f"{r.answer_logprob:.2f} | {r.ppl:.2f} | {r.prefill_s:.2f} | {r.speedup:.2f}x | {dec} | "
-            f"{_num(r.decode_speedup, '.2f', 'x')} | {cache} |")
+            f"{_num(r.decode_speedup, '.2f', 'x')} | {cache} |"
+        )
     return "\n".join(lines)
 
 
 def plot(rows: Sequence[Row], path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -433,27 +535,49 @@ def plot(rows: Sequence[Row], path) -> None:
     for r in rows:
         if r.length == longest and r.by_depth:
             pts = sorted(r.by_depth)
-            axes[2].plot([p[0] for p in pts], [p[2] for p in pts], marker="o", ms=3, lw=1,
-                         label=r.label.split(" [")[0][:28] + (" (matched)" if " [" in r.label else ""))
-    axes[2].set(xlabel="needle depth in the prompt", ylabel="mean log-prob of the key's tokens",
-                title=f"passkey key log-prob vs depth at {longest} tokens")
+            axes[2].plot(
+                [p[0] for p in pts],
+                [p[2] for p in pts],
+                marker="o",
+                ms=3,
+                lw=1,
+                label=r.label.split(" [")[0][:28] + (" (matched)" if " [" in r.label else ""),
+            )
+    axes[2].set(
+        xlabel="needle depth in the prompt",
+        ylabel="mean log-prob of the key's tokens",
+        title=f"passkey key log-prob vs depth at {longest} tokens",
+    )
     for n in sorted({r.length for r in rows}):
         rs = [r for r in rows if r.length == n]
         for ax, key in zip(axes, ("accuracy", "speedup")):
             ax.scatter([r.density for r in rs], [getattr(r, key) for r in rs], label=f"{n} tokens")
             for r in rs:
-                ax.annotate(r.label.split(" [")[0][:22], (r.density, getattr(r, key)), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-    axes[0].set(xlabel="pattern density (causal pairs kept)", ylabel="passkey accuracy", ylim=(-0.05, 1.05),
-                title="passkey accuracy vs density")
-    axes[1].set(xlabel="pattern density (causal pairs kept)", ylabel="prefill speedup vs dense SDPA",
-                title="whole-model prefill speedup vs density")
+                ax.annotate(
+                    r.label.split(" [")[0][:22],
+                    (r.density, getattr(r, key)),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    axes[0].set(
+        xlabel="pattern density (causal pairs kept)",
+        ylabel="passkey accuracy",
+        ylim=(-0.05, 1.05),
+        title="passkey accuracy vs density",
+    )
+    axes[1].set(
+        xlabel="pattern density (causal pairs kept)",
+        ylabel="prefill speedup vs dense SDPA",
+        title="whole-model prefill speedup vs density",
+    )
     axes[1].axhline(1.0, color="grey", lw=0.8)
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     import io as _io
+
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)

@@ -5,6 +5,7 @@
 A plan here is what ``headlab.patterns.headplan.load_plan`` returns: a mapping {layer: pattern}
 with ``.meta`` (the JSON's fields) and ``.entries`` (the raw per-head pattern specs).
 """
+
 from __future__ import annotations
 
 import hashlib

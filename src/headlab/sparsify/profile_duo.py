@@ -17,6 +17,7 @@ second budget reuses them without retraining.
     plan = make_plan(model, tokenizer, budget=0.35, length=8192)
     with headlab.attach(model, pattern=plan): ...
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,13 @@ def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -
     from ..models import cache_dir as default_cache
     from .planners import weights_digest
 
-    key_fields = {"format": _FORMAT, "settings": settings.as_dict(), "seed": int(seed),
-                  "weights": weights_digest(model), "tokenizer": _tokenizer_digest(tokenizer)}
+    key_fields = {
+        "format": _FORMAT,
+        "settings": settings.as_dict(),
+        "seed": int(seed),
+        "weights": weights_digest(model),
+        "tokenizer": _tokenizer_digest(tokenizer),
+    }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
     return folder / f"duo-{model_fingerprint(model)}-{key}.json", key_fields
@@ -57,9 +63,15 @@ def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -
 def _rich_progress(total: int) -> Iterator[Progress]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("duo gates"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
-                  transient=False) as bar:
+    with Progress(
+        TextColumn("duo gates"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        transient=False,
+    ) as bar:
         task = bar.add_task("", total=total)
 
         def tick(done: int, tot: int, what: str) -> None:
@@ -68,8 +80,9 @@ def _rich_progress(total: int) -> Iterator[Progress]:
         yield tick
 
 
-def gate_profile(model, tokenizer, settings: DuoSettings | None = None, *, seed: int = 0,
-                 progress: Progress | None = None, cache_dir=None) -> tuple[GateProfile, bool]:
+def gate_profile(
+    model, tokenizer, settings: DuoSettings | None = None, *, seed: int = 0, progress: Progress | None = None, cache_dir=None
+) -> tuple[GateProfile, bool]:
     """The trained gates for ``model`` (from the cache when present); returns (profile, from_cache).
 
     ``progress(done, total, what)``; None shows a rich progress bar while training.
@@ -93,8 +106,8 @@ def gate_profile(model, tokenizer, settings: DuoSettings | None = None, *, seed:
             if info.get("phase") == "dense":
                 tick(0, steps, f"dense hidden states {info['item']}/{info['items']}")
             else:
-                tick(step, steps, f"distill {info['distill']:.3g}  reg {info['reg']:.3g}  "
-                                  f"mean gate {info['mean_gate']:.3f}")
+                tick(step, steps, f"distill {info['distill']:.3g}  reg {info['reg']:.3g}  mean gate {info['mean_gate']:.3f}")
+
         return train_gates(model, tokenizer, settings, seed=seed, progress=cb)
 
     if progress is None:
@@ -104,9 +117,20 @@ def gate_profile(model, tokenizer, settings: DuoSettings | None = None, *, seed:
         prof = run(progress)
     from ..io import atomic_write_json
 
-    atomic_write_json(path, {"format": _FORMAT, "key": key_fields, "fingerprint": model_fingerprint(model),
-                             "profile": {"gates": prof.gates, "pull": prof.pull,
-                                         "losses": [list(x) for x in prof.losses], "seconds": round(prof.seconds, 2)}})
+    atomic_write_json(
+        path,
+        {
+            "format": _FORMAT,
+            "key": key_fields,
+            "fingerprint": model_fingerprint(model),
+            "profile": {
+                "gates": prof.gates,
+                "pull": prof.pull,
+                "losses": [list(x) for x in prof.losses],
+                "seconds": round(prof.seconds, 2),
+            },
+        },
+    )
     return prof, False
 
 
@@ -114,17 +138,40 @@ def rank_kv_heads(gates, pull=None) -> list[tuple[int, int]]:
     """(layer, KV head) pairs, highest gate first; ties by larger ``pull``, then by (layer, head)."""
     L, H = len(gates), len(gates[0])
     pull = pull or [[0.0] * H for _ in range(L)]
-    return sorted(((li, h) for li in range(L) for h in range(H)),
-                  key=lambda lh: (-gates[lh[0]][lh[1]], -pull[lh[0]][lh[1]], lh[0], lh[1]))
+    return sorted(
+        ((li, h) for li in range(L) for h in range(H)), key=lambda lh: (-gates[lh[0]][lh[1]], -pull[lh[0]][lh[1]], lh[0], lh[1])
+    )
 
 
-_TRAIN_OPTS = {"steps": "steps", "items": "items", "train_lengths": "lengths", "train_sink": "sink",
-               "train_window": "window", "lr": "lr", "reg": "reg", "init": "init", "n_facts": "n_facts"}
+_TRAIN_OPTS = {
+    "steps": "steps",
+    "items": "items",
+    "train_lengths": "lengths",
+    "train_sink": "sink",
+    "train_window": "window",
+    "lr": "lr",
+    "reg": "reg",
+    "init": "init",
+    "n_facts": "n_facts",
+}
 
 
-def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, progress: Progress | None = None,
-              cache_dir=None, sink: int = 64, min_window: int = 64, full_share: float = 0.6,
-              model_name: str | None = None, plot=None, **opts) -> HeadPlan:
+def make_plan(
+    model,
+    tokenizer,
+    *,
+    budget: float,
+    length: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache_dir=None,
+    sink: int = 64,
+    min_window: int = 64,
+    full_share: float = 0.6,
+    model_name: str | None = None,
+    plot=None,
+    **opts,
+) -> HeadPlan:
     """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
 
     opts (training; part of the cache key): steps (36), items (12 distinct samples), train_lengths
@@ -139,8 +186,9 @@ def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, pr
     length = check_length(model, length)
     bad = sorted(set(opts) - set(_TRAIN_OPTS))
     if bad:
-        raise ValueError(f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, "
-                         "full_share, model_name, plot")
+        raise ValueError(
+            f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, full_share, model_name, plot"
+        )
     t0 = time.time()
     kw = {_TRAIN_OPTS[k]: v for k, v in opts.items()}
     if "lengths" in kw:
@@ -156,21 +204,51 @@ def make_plan(model, tokenizer, *, budget: float, length: int, seed: int = 0, pr
     entries = [[FULL if (li, h) in full else streaming(sink, w) for h in range(Hkv)] for li in range(L)]
     losses = prof.losses
     head = max(1, len(losses) // 10)
-    calibration = {"data": "synthetic retrieval: pass codes, key-value lines, secret phrases in CPython pydoc prose",
-                   "lengths": list(settings.lengths), "items": settings.items, "seed": seed,
-                   "steps": settings.steps, "sink": settings.sink, "window": settings.window, "lr": settings.lr,
-                   "reg": settings.reg, "init": settings.init, "n_facts": settings.n_facts,
-                   "train_seconds": round(prof.seconds, 2), "from_cache": cached,
-                   "distill_first": sum(x[0] for x in losses[:head]) / head,
-                   "distill_last": sum(x[0] for x in losses[-head:]) / head}
+    calibration = {
+        "data": "synthetic retrieval: pass codes, key-value lines, secret phrases in CPython pydoc prose",
+        "lengths": list(settings.lengths),
+        "items": settings.items,
+        "seed": seed,
+        "steps": settings.steps,
+        "sink": settings.sink,
+        "window": settings.window,
+        "lr": settings.lr,
+        "reg": settings.reg,
+        "init": settings.init,
+        "n_facts": settings.n_facts,
+        "train_seconds": round(prof.seconds, 2),
+        "from_cache": cached,
+        "distill_first": sum(x[0] for x in losses[:head]) / head,
+        "distill_last": sum(x[0] for x in losses[-head:]) / head,
+    }
     if plot is not None:
         from .duo_plot import plot_gates
 
-        plot_gates(plot, prof.gates, prof.losses, sorted(full),
-                   title=f"duo gates, {len(full)} of {L * Hkv} KV heads full, sink_window({sink}, {w}) "
-                         f"for the rest at {length} tokens (budget {budget})")
-    return plan_from_entries(entries, model, length=length, method="duo", budget=budget, seed=seed,
-                             calibration=calibration, scores=prof.gates, model_name=model_name,
-                             options={"sink": sink, "window": w, "full_share": full_share, "min_window": min_window,
-                                      "full_heads": len(full), "rank": "gate, ties by accumulated distillation pull"},
-                             seconds=round(time.time() - t0, 2))
+        plot_gates(
+            plot,
+            prof.gates,
+            prof.losses,
+            sorted(full),
+            title=f"duo gates, {len(full)} of {L * Hkv} KV heads full, sink_window({sink}, {w}) "
+            f"for the rest at {length} tokens (budget {budget})",
+        )
+    return plan_from_entries(
+        entries,
+        model,
+        length=length,
+        method="duo",
+        budget=budget,
+        seed=seed,
+        calibration=calibration,
+        scores=prof.gates,
+        model_name=model_name,
+        options={
+            "sink": sink,
+            "window": w,
+            "full_share": full_share,
+            "min_window": min_window,
+            "full_heads": len(full),
+            "rank": "gate, ties by accumulated distillation pull",
+        },
+        seconds=round(time.time() - t0, 2),
+    )

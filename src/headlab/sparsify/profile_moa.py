@@ -13,6 +13,7 @@
    grid, or full, minimising the profiled loss under the KV budget at ``length``
    (``moa_rules``). Streaming heads are one-head ``moa([[alpha, beta]], sink)`` entries.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,15 +53,16 @@ def _prompt_ids(model, tokenizer, n: int, index: int, seed: int, data: str) -> t
         g = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + n)
         ids = torch.randint(3, vocab, (n,), generator=g)
         span = max(1, n // 8)
-        ids[n - span:] = ids[n // 8 : n // 8 + span]  # a copied span: something long-range to attend to
+        ids[n - span :] = ids[n // 8 : n // 8 + span]  # a copied span: something long-range to attend to
         return ids[None]
     from ..data.prose import haystack
 
     instr = INSTRUCTIONS[(index + seed) % len(INSTRUCTIONS)]
     marker = "\x00DOC\x00"
     if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": f"{marker}\n\n{instr}"}], tokenize=False,
-                                             add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"{marker}\n\n{instr}"}], tokenize=False, add_generation_prompt=True
+        )
     else:
         text = f"{marker}\n\n{instr}\n"
     pre, post = text.split(marker)
@@ -82,8 +84,17 @@ def _continue(model, ids: torch.Tensor, response: int) -> torch.Tensor:
     pad = gc.pad_token_id if gc.pad_token_id is not None else (gc.eos_token_id if gc.eos_token_id is not None else 0)
     if isinstance(pad, list):
         pad = pad[0]
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=response, min_new_tokens=response,
-                         do_sample=False, pad_token_id=pad, temperature=None, top_p=None, top_k=None)
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=response,
+        min_new_tokens=response,
+        do_sample=False,
+        pad_token_id=pad,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
     if out.shape[1] != ids.shape[1] + response:
         raise RuntimeError(f"generation gave {out.shape[1] - ids.shape[1]} tokens, expected {response}")
     return out
@@ -109,8 +120,9 @@ def _profile_sequence(model, ids: torch.Tensor, response: int, sink: int, chunk:
             hists, sinks = [], []
             for layer in range(n_layers):
                 r = cap.layers.pop(layer)
-                h, s = distance_histogram(r["q"], r["k"], r["v"], r["out"].grad, r["scale"], sink, chunk=chunk,
-                                          out=r["out"].detach())
+                h, s = distance_histogram(
+                    r["q"], r["k"], r["v"], r["out"].grad, r["scale"], sink, chunk=chunk, out=r["out"].detach()
+                )
                 hists.append(h)
                 sinks.append(s)
     finally:
@@ -123,8 +135,7 @@ def _profile_sequence(model, ids: torch.Tensor, response: int, sink: int, chunk:
 def _bar(total: int, what: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True)
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
     task = prog.add_task(what, total=total)
     return prog, lambda done, tot, desc: prog.update(task, completed=done, description=desc)
 
@@ -135,9 +146,21 @@ def _weights_digest(model) -> str:
     return weights_digest(model)
 
 
-def profile(model, tokenizer, *, lengths=DEFAULT_LENGTHS, items: int = 4, seed: int = 0, response: int = 64,
-            sink: int = 64, data: str | None = None, progress: Progress | None = None, cache_dir=None,
-            cache: bool = True, chunk: int | None = None) -> dict:
+def profile(
+    model,
+    tokenizer,
+    *,
+    lengths=DEFAULT_LENGTHS,
+    items: int = 4,
+    seed: int = 0,
+    response: int = 64,
+    sink: int = 64,
+    data: str | None = None,
+    progress: Progress | None = None,
+    cache_dir=None,
+    cache: bool = True,
+    chunk: int | None = None,
+) -> dict:
     """MoA influence profile, cached on disk under ``cache_dir`` (default ``$HEADLAB_CACHE/profiles``).
 
     Returns {"settings", "hist": {n: (layers, H, n) float64 mean |dL| by key distance},
@@ -156,17 +179,26 @@ def profile(model, tokenizer, *, lengths=DEFAULT_LENGTHS, items: int = 4, seed: 
         raise ValueError(f"sink must be an integer >= 0, got {sink!r}")
     for n in lengths:
         if n < response + sink + 16 or (maxpos is not None and n > maxpos):
-            raise ValueError(f"profile length {n} out of range: valid lengths are {response + sink + 16}.."
-                             f"{maxpos if maxpos is not None else 'the model context'} (response={response}, sink={sink})")
+            raise ValueError(
+                f"profile length {n} out of range: valid lengths are {response + sink + 16}.."
+                f"{maxpos if maxpos is not None else 'the model context'} (response={response}, sink={sink})"
+            )
     if data is None:
         data = "prose" if tokenizer is not None else "synthetic"
     if data not in ("prose", "synthetic"):
         raise ValueError(f"data must be 'prose' (CPython pydoc text) or 'synthetic', got {data!r}")
     if data == "prose" and tokenizer is None:
         raise ValueError("data='prose' needs a tokenizer; pass one or use data='synthetic'")
-    settings = {"protocol": _PROTOCOL, "data": data, "lengths": lengths, "items": items, "seed": int(seed),
-                "response": response, "sink": sink,
-                "instructions": hashlib.sha256("\n".join(INSTRUCTIONS).encode()).hexdigest()[:8] if data == "prose" else None}
+    settings = {
+        "protocol": _PROTOCOL,
+        "data": data,
+        "lengths": lengths,
+        "items": items,
+        "seed": int(seed),
+        "response": response,
+        "sink": sink,
+        "instructions": hashlib.sha256("\n".join(INSTRUCTIONS).encode()).hexdigest()[:8] if data == "prose" else None,
+    }
     fp = model_fingerprint(model)
     key = hashlib.sha256(json.dumps({**settings, "weights": _weights_digest(model)}, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
@@ -178,9 +210,14 @@ def profile(model, tokenizer, *, lengths=DEFAULT_LENGTHS, items: int = 4, seed: 
             if got.get("settings") == settings:
                 if progress is not None:
                     progress(total, total, f"MoA profile from cache {path.name}")
-                return {**got, "hist": {int(k): v for k, v in got["hist"].items()},
-                        "sink": {int(k): v for k, v in got["sink"].items()},
-                        "loss": {int(k): v for k, v in got["loss"].items()}, "cached": True, "path": str(path)}
+                return {
+                    **got,
+                    "hist": {int(k): v for k, v in got["hist"].items()},
+                    "sink": {int(k): v for k, v in got["sink"].items()},
+                    "loss": {int(k): v for k, v in got["loss"].items()},
+                    "cached": True,
+                    "path": str(path),
+                }
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed and replaced
             pass
     t0 = time.time()
@@ -207,12 +244,25 @@ def profile(model, tokenizer, *, lengths=DEFAULT_LENGTHS, items: int = 4, seed: 
     finally:
         if bar is not None:
             bar.stop()
-    result = {"settings": settings, "fingerprint": fp, "hist": hist, "sink": sinks, "loss": losses,
-              "seconds": round(time.time() - t0, 2)}
+    result = {
+        "settings": settings,
+        "fingerprint": fp,
+        "hist": hist,
+        "sink": sinks,
+        "loss": losses,
+        "seconds": round(time.time() - t0, 2),
+    }
     if cache:
         buf = io.BytesIO()
-        torch.save({**result, "hist": {str(k): v for k, v in hist.items()}, "sink": {str(k): v for k, v in sinks.items()},
-                    "loss": {str(k): v for k, v in losses.items()}}, buf)
+        torch.save(
+            {
+                **result,
+                "hist": {str(k): v for k, v in hist.items()},
+                "sink": {str(k): v for k, v in sinks.items()},
+                "loss": {str(k): v for k, v in losses.items()},
+            },
+            buf,
+        )
         atomic_write_bytes(path, buf.getvalue())
     return {**result, "cached": False, "path": str(path) if cache else None}
 
@@ -230,10 +280,26 @@ def _check_length(model, length) -> int:
     return check_length(model, length)
 
 
-def make_plan(model, tokenizer, *, budget, length, seed: int = 0, progress: Progress | None = None, cache_dir=None,
-              lengths=DEFAULT_LENGTHS, items: int = 4, response: int = 64, sink: int = 64, alphas=DEFAULT_ALPHAS,
-              betas=DEFAULT_BETAS, data: str | None = None, cache: bool = True, chunk: int | None = None,
-              model_name: str | None = None) -> HeadPlan:
+def make_plan(
+    model,
+    tokenizer,
+    *,
+    budget,
+    length,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache_dir=None,
+    lengths=DEFAULT_LENGTHS,
+    items: int = 4,
+    response: int = 64,
+    sink: int = 64,
+    alphas=DEFAULT_ALPHAS,
+    betas=DEFAULT_BETAS,
+    data: str | None = None,
+    cache: bool = True,
+    chunk: int | None = None,
+    model_name: str | None = None,
+) -> HeadPlan:
     """A MoA plan for ``model``: per KV head an elastic rule alpha + beta * N (plus ``sink``) or full,
     with kv_fraction <= ``budget`` at ``length`` tokens.
 
@@ -251,26 +317,64 @@ def make_plan(model, tokenizer, *, budget, length, seed: int = 0, progress: Prog
     rules = candidate_rules(length, sink, tuple(int(n) for n in lengths), alphas, betas)
     keys = kept_keys(rules, length, sink)
     if int(keys.min()) > budget * length + 1e-9:
-        raise ValueError(f"KV budget {budget} is below the cheapest candidate rule's kv_fraction "
-                         f"{int(keys.min()) / length:.4f} at length {length} (sink {sink}); add smaller alphas/betas")
-    prof = profile(model, tokenizer, lengths=lengths, items=items, seed=seed, response=response, sink=sink, data=data,
-                   progress=progress, cache_dir=cache_dir, cache=cache, chunk=chunk)
+        raise ValueError(
+            f"KV budget {budget} is below the cheapest candidate rule's kv_fraction "
+            f"{int(keys.min()) / length:.4f} at length {length} (sink {sink}); add smaller alphas/betas"
+        )
+    prof = profile(
+        model,
+        tokenizer,
+        lengths=lengths,
+        items=items,
+        seed=seed,
+        response=response,
+        sink=sink,
+        data=data,
+        progress=progress,
+        cache_dir=cache_dir,
+        cache=cache,
+        chunk=chunk,
+    )
     # a KV head's loss is the sum over the query heads that share its keys and values
     kv_hists = {n: h.reshape(L, Hkv, H // Hkv, n).sum(2).reshape(L * Hkv, n) for n, h in prof["hist"].items()}
     loss, parts = rule_losses(kv_hists, rules, length)
     pick = choose(loss.numpy(), keys, budget, length)
     entries = [[_entry(rules[int(pick[li * Hkv + h])], sink) for h in range(Hkv)] for li in range(L)]
     narrowest = loss[:, 0].reshape(L, Hkv)  # loss under the cheapest band: how much a head needs its span
-    calibration = {"data": ("pydoc prose (CPython pydoc_data.topics) + instruction, target = the model's own greedy "
-                            "continuation" if prof["settings"]["data"] == "prose" else
-                            "synthetic random tokens with a copied span, target = the model's own greedy continuation"),
-                   "lengths": prof["settings"]["lengths"], "items": items, "response": response, "seed": seed,
-                   "self_loss": {str(k): round(v, 4) for k, v in prof["loss"].items()}}
-    options = {"sink": sink, "alphas": list(alphas), "betas": list(betas), "candidates": len(rules),
-               "objective": round(float(loss[torch.arange(L * Hkv), torch.as_tensor(pick)].sum()), 8),
-               "profile_seconds": prof["seconds"], "profile_cached": prof["cached"],
-               "relative_weight": [round(float(x), 4) for x in parts["relative"]],
-               "scores_are": "normalised profiled loss of each KV head under the narrowest candidate band"}
-    return plan_from_entries(entries, model, length=length, method="moa", budget=budget, seed=seed,
-                             granularity="kv_head", calibration=calibration, scores=narrowest.tolist(),
-                             seconds=round(time.time() - t0, 2), model_name=model_name, options=options)
+    calibration = {
+        "data": (
+            "pydoc prose (CPython pydoc_data.topics) + instruction, target = the model's own greedy continuation"
+            if prof["settings"]["data"] == "prose"
+            else "synthetic random tokens with a copied span, target = the model's own greedy continuation"
+        ),
+        "lengths": prof["settings"]["lengths"],
+        "items": items,
+        "response": response,
+        "seed": seed,
+        "self_loss": {str(k): round(v, 4) for k, v in prof["loss"].items()},
+    }
+    options = {
+        "sink": sink,
+        "alphas": list(alphas),
+        "betas": list(betas),
+        "candidates": len(rules),
+        "objective": round(float(loss[torch.arange(L * Hkv), torch.as_tensor(pick)].sum()), 8),
+        "profile_seconds": prof["seconds"],
+        "profile_cached": prof["cached"],
+        "relative_weight": [round(float(x), 4) for x in parts["relative"]],
+        "scores_are": "normalised profiled loss of each KV head under the narrowest candidate band",
+    }
+    return plan_from_entries(
+        entries,
+        model,
+        length=length,
+        method="moa",
+        budget=budget,
+        seed=seed,
+        granularity="kv_head",
+        calibration=calibration,
+        scores=narrowest.tolist(),
+        seconds=round(time.time() - t0, 2),
+        model_name=model_name,
+        options=options,
+    )

@@ -7,6 +7,7 @@ for two configurations scored on the same prompts (both from ``scipy.stats``).
 With 20 prompts an interval is wide (16/20 -> 58-92 %): two configurations differ credibly only
 when their paired discordant counts are lopsided, which is what McNemar's test measures.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 @dataclass(frozen=True)
 class McNemar:
-    only_a: int    # pairs where a is right and b is wrong
-    only_b: int    # pairs where b is right and a is wrong
+    only_a: int  # pairs where a is right and b is wrong
+    only_b: int  # pairs where b is right and a is wrong
     pvalue: float  # two-sided exact test: only_a ~ Binomial(only_a + only_b, 1/2) under "no difference"
 
 

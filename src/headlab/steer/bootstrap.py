@@ -5,6 +5,7 @@
 * :func:`paired_diff_ci` — (mean, low, high) of steered − baseline on the same items, paired bootstrap.
 * :func:`accuracy_ci` / :func:`paired_test` — the dict forms with item counts and McNemar's exact test.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def bootstrap_ci(x, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> t
         raise ValueError(f"level={level} must be in (0, 1)")
     if np.all(a == a[0]):
         return float(a[0]), float(a[0]), float(a[0])
-    res = stats.bootstrap((a,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
-                          random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (a,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile", random_state=np.random.default_rng(seed)
+    )
     return float(a.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 

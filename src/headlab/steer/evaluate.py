@@ -5,6 +5,7 @@ Prompts are left-padded in batches. Character spans of an item (``Item.spans``) 
 ``run.state["prompt_last"]`` holds each row's last prompt position, so edits such as
 redistribute / emphasis / span_exit / inject find their tokens.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,26 +53,39 @@ def choice_ids(tokenizer: Any, choices: list[str]) -> list[int]:
     return ids
 
 
-def evaluate(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], edits: Sequence = (),
-             batch_size: int = 8, max_length: int = 2048, progress: bool = True, desc: str = "") -> Result:
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    items: Sequence[Item],
+    edits: Sequence = (),
+    batch_size: int = 8,
+    max_length: int = 2048,
+    progress: bool = True,
+    desc: str = "",
+) -> Result:
     """Score ``items`` of ``task`` with ``edits`` attached (no edits -> the plain model)."""
     from ..engine.hf import attach
 
     correct, margins, outputs = [], [], []
     gen = task.kind == "generate"
-    with torch.no_grad(), attach(model, edits=list(edits)) as run, \
-            Progress(transient=True, disable=not progress) as bar:
+    with torch.no_grad(), attach(model, edits=list(edits)) as run, Progress(transient=True, disable=not progress) as bar:
         job = bar.add_task(desc or task.name, total=len(items))
         for i in range(0, len(items), batch_size):
-            chunk = list(items[i:i + batch_size])
+            chunk = list(items[i : i + batch_size])
             enc = encode_left(tokenizer, [it.prompt for it in chunk], max_length, return_offsets=True)
             run.state["groups"] = _groups(enc, chunk)
             ids, am = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
             run.state["prompt_last"] = am.sum(1) - 1
             if gen:
-                out = model.generate(input_ids=ids, attention_mask=am, max_new_tokens=task.max_new_tokens,
-                                     do_sample=False, pad_token_id=tokenizer.pad_token_id)
-                texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=am,
+                    max_new_tokens=task.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                texts = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
                 outputs += texts
                 correct += [score_generation(t, it, task.metric) for t, it in zip(texts, chunk)]
                 margins += [0.0] * len(chunk)
@@ -82,7 +96,7 @@ def evaluate(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], edit
                     cid = choice_ids(tokenizer, it.choices)
                     lp = logp[r, cid]
                     pred = int(lp.argmax())
-                    others = torch.cat([lp[:it.label], lp[it.label + 1:]])
+                    others = torch.cat([lp[: it.label], lp[it.label + 1 :]])
                     correct.append(float(pred == it.label))
                     margins.append(float(lp[it.label] - others.max()))
                     outputs.append(it.choices[pred])

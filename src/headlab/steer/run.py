@@ -5,6 +5,7 @@ per-item records (``STEM.items.jsonl``), or apply a saved configuration to anoth
 
 Methods (``METHODS``): zerotuning, act, redistribute, reinforce, inject, ablate.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,7 @@ from ..edits import ablate, from_config, redistribute, reinforce, to_config
 from ..measure.record import context_sensitivity, task_embedding
 from .bootstrap import accuracy_ci, paired_test
 from .evaluate import evaluate
-from .tune import fit_inject, few_shot_prompt, search_act, tune_grid, tune_zerotuning
+from .tune import few_shot_prompt, fit_inject, search_act, tune_grid, tune_zerotuning
 
 #: baseline results of this process, keyed by (model id, task, evaluation prompts): several methods
 #: evaluated on the same split in one session share one baseline pass
@@ -35,11 +36,20 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
     bs = opts.get("batch_size", 8)
     L = model.config.num_hidden_layers
     if method == "zerotuning":
-        return tune_zerotuning(model, tok, task, tune, block=opts.get("block", 5), batch_size=bs,
-                               per_head=opts.get("per_head", False))
+        return tune_zerotuning(
+            model, tok, task, tune, block=opts.get("block", 5), batch_size=bs, per_head=opts.get("per_head", False)
+        )
     if method == "act":
-        return search_act(model, tok, task, tune, block=opts.get("block", 3), beta=opts.get("beta", 0.4),
-                          thr=opts.get("thr", 0.1), batch_size=bs)
+        return search_act(
+            model,
+            tok,
+            task,
+            tune,
+            block=opts.get("block", 3),
+            beta=opts.get("beta", 0.4),
+            thr=opts.get("thr", 0.1),
+            batch_size=bs,
+        )
     if method == "ablate":
         sites = opts.get("sites")
         if not sites:
@@ -69,7 +79,9 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
             info["sites"] = sorted([int(l), int(h)] for l, hs in eds[0].sites.items() for h in hs)
         else:
             eds, info = tune_grid(model, tok, task, tune, cands, bs)
-        info["vhd_top"] = [[int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]]
+        info["vhd_top"] = [
+            [int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]
+        ]
         return eds, info
     if method == "inject":
         if task.kind != "choice":
@@ -81,11 +93,12 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
         g = torch.Generator().manual_seed(opts.get("seed", 0))
         icl = []
         for _ in range(n_emb):
-            idx = torch.randperm(len(pool), generator=g)[:k + 1].tolist()
+            idx = torch.randperm(len(pool), generator=g)[: k + 1].tolist()
             icl.append(few_shot_prompt([pool[j] for j in idx[:k]], pool[idx[k]]))
         means = task_embedding(model, tok, icl, "all", batch_size=bs)
-        edit, info = fit_inject(model, tok, train, means, steps=opts.get("steps", 20), lr=opts.get("lr", 0.1),
-                                batch_size=opts.get("inject_batch", 4))
+        edit, info = fit_inject(
+            model, tok, train, means, steps=opts.get("steps", 20), lr=opts.get("lr", 0.1), batch_size=opts.get("inject_batch", 4)
+        )
         info["chosen"] = edit.describe()
         info["losses"] = [round(x, 4) for x in info["losses"]]
         return [edit], info
@@ -97,8 +110,13 @@ def report(base, steered, n_boot: int = 2000, seed: int = 0) -> dict:
     b, s = accuracy_ci(base.correct), accuracy_ci(steered.correct)
     d = paired_test(steered.correct, base.correct, n_boot=n_boot, seed=seed)
     r = lambda t: [round(t["value"], 4), *(round(x, 4) for x in t["ci"])]  # noqa: E731
-    return {"baseline": r(b), "steered": r(s), "difference": r(d), "n": int(base.correct.numel()),
-            "stats": {"baseline": b, "steered": s, "difference": d}}
+    return {
+        "baseline": r(b),
+        "steered": r(s),
+        "difference": r(d),
+        "n": int(base.correct.numel()),
+        "stats": {"baseline": b, "steered": s, "difference": d},
+    }
 
 
 def few_shot_items(tune: list, ev: list, shots: int, seed: int = 0) -> list:
@@ -117,16 +135,17 @@ def plot(res: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import io
+
     import matplotlib.pyplot as plt
 
     from ..io import atomic_write_bytes
-    import io
 
     fig, ax = plt.subplots(figsize=(4, 3.2))
     names = [n for n in ("baseline", "steered", "icl") if n in res]
     means = [res[n][0] for n in names]
     err = [[res[n][0] - res[n][1] for n in names], [res[n][2] - res[n][0] for n in names]]
-    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af", "#c98b2b"][:len(names)])
+    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af", "#c98b2b"][: len(names)])
     ax.set_ylabel("accuracy (95% Wilson interval)")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
@@ -137,9 +156,22 @@ def plot(res: dict, path: Path, title: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def steer(method: str | None, task_name: str | Task, *, config: str | None = None, tune_on: int = 40, eval_on: int = 100,
-          seed: int = 0, save: str | None = None, model_name: str = "smollm2-135m", plot_path: str | None = None,
-          task_kw: dict | None = None, progress: bool = True, model_tok: tuple | None = None, **opts) -> dict:
+def steer(
+    method: str | None,
+    task_name: str | Task,
+    *,
+    config: str | None = None,
+    tune_on: int = 40,
+    eval_on: int = 100,
+    seed: int = 0,
+    save: str | None = None,
+    model_name: str = "smollm2-135m",
+    plot_path: str | None = None,
+    task_kw: dict | None = None,
+    progress: bool = True,
+    model_tok: tuple | None = None,
+    **opts,
+) -> dict:
     """Tune ``method`` (or load ``config``) and evaluate baseline vs steered on ``task_name``."""
     from ..io import atomic_write_json
 
@@ -173,19 +205,37 @@ def steer(method: str | None, task_name: str | Task, *, config: str | None = Non
     if shots:
         if task.kind != "choice":
             raise ValueError(f"--icl-shots needs a choice task; {task.name!r} generates")
-        icl = evaluate(model, tok, task, few_shot_items(tune, ev, shots, seed), (), bs, desc=f"eval: {shots}-shot ICL",
-                       progress=progress)
+        icl = evaluate(
+            model, tok, task, few_shot_items(tune, ev, shots, seed), (), bs, desc=f"eval: {shots}-shot ICL", progress=progress
+        )
         ic = accuracy_ci(icl.correct)
         res["icl"] = [round(ic["value"], 4), *(round(x, 4) for x in ic["ci"])]
         res["stats"]["icl"] = ic
         res["stats"]["steered_vs_icl"] = paired_test(st.correct, icl.correct, seed=seed)
-    out = {"method": method or "config", "task": task_name, "model": model_name, "seed": seed,
-           "tune_on": len(tune), "eval_on": len(ev), "edits": to_config(edits),
-           "describe": [e.describe() for e in edits], "tuning": info, "results": res,
-           "seconds": round(time.time() - t0, 1)}
-    records = [{"i": i, "baseline": float(base.correct[i]), "steered": float(st.correct[i]),
-                **({"icl": float(icl.correct[i])} if icl is not None else {}),
-                "baseline_output": base.outputs[i], "steered_output": st.outputs[i]} for i in range(len(ev))]
+    out = {
+        "method": method or "config",
+        "task": task_name,
+        "model": model_name,
+        "seed": seed,
+        "tune_on": len(tune),
+        "eval_on": len(ev),
+        "edits": to_config(edits),
+        "describe": [e.describe() for e in edits],
+        "tuning": info,
+        "results": res,
+        "seconds": round(time.time() - t0, 1),
+    }
+    records = [
+        {
+            "i": i,
+            "baseline": float(base.correct[i]),
+            "steered": float(st.correct[i]),
+            **({"icl": float(icl.correct[i])} if icl is not None else {}),
+            "baseline_output": base.outputs[i],
+            "steered_output": st.outputs[i],
+        }
+        for i in range(len(ev))
+    ]
     if save:
         from ..io import atomic_write_text
 

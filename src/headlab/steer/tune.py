@@ -10,6 +10,7 @@
 
 Scores are accuracy plus 1e-3 × the mean log-prob margin of the gold choice (a tie-breaker).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -31,11 +32,19 @@ def _blocks(layers: Sequence[int], block: int) -> list[list[int]]:
     if block < 1:
         raise ValueError(f"block={block} must be >= 1")
     layers = list(layers)
-    return [layers[i:i + block] for i in range(0, len(layers), block)]
+    return [layers[i : i + block] for i in range(0, len(layers), block)]
 
 
-def tune_grid(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], candidates: list[tuple[str, list]],
-              batch_size: int = 8, log: list | None = None, base: Result | None = None) -> tuple[list, dict]:
+def tune_grid(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    items: Sequence[Item],
+    candidates: list[tuple[str, list]],
+    batch_size: int = 8,
+    log: list | None = None,
+    base: Result | None = None,
+) -> tuple[list, dict]:
     """Best candidate (name, edits) by tuning score; the empty edit list (baseline) always competes."""
     log = [] if log is None else log
     base = base or evaluate(model, tokenizer, task, items, (), batch_size, desc="tune: baseline")
@@ -49,10 +58,18 @@ def tune_grid(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], can
     return best[1], {"chosen": best[0], "trials": log}
 
 
-def tune_zerotuning(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], layers: Sequence[int] | None = None,
-                    block: int = 5, probe: tuple[float, float] = (1.5, 0.67),
-                    grid: dict[str, Sequence[float]] | None = None, batch_size: int = 8,
-                    per_head: bool = False) -> tuple[list, dict]:
+def tune_zerotuning(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    items: Sequence[Item],
+    layers: Sequence[int] | None = None,
+    block: int = 5,
+    probe: tuple[float, float] = (1.5, 0.67),
+    grid: dict[str, Sequence[float]] | None = None,
+    batch_size: int = 8,
+    per_head: bool = False,
+) -> tuple[list, dict]:
     """Profile layer blocks with γ > 1 and γ < 1, keep the dominant direction's helpful blocks, sweep γ.
 
     ``per_head=True`` adds the paper's head-specific step inside the kept layers: each head is
@@ -67,8 +84,15 @@ def tune_zerotuning(model: Any, tokenizer: Any, task: Task, items: Sequence[Item
     gain = {"up": [], "down": []}
     for blk in _blocks(layers, block):
         for way, g in zip(("up", "down"), probe):
-            r = evaluate(model, tokenizer, task, items, [make_zt(g, sites={l: "all" for l in blk})], batch_size,
-                         desc=f"zerotuning: profile L{blk[0]}-{blk[-1]} gamma={g}")
+            r = evaluate(
+                model,
+                tokenizer,
+                task,
+                items,
+                [make_zt(g, sites={l: "all" for l in blk})],
+                batch_size,
+                desc=f"zerotuning: profile L{blk[0]}-{blk[-1]} gamma={g}",
+            )
             d = score_of(r) - b0
             gain[way].append((blk, d))
             trials.append({"candidate": f"profile L{blk[0]}-{blk[-1]} gamma={g}", "accuracy": r.accuracy, "delta": d})
@@ -85,10 +109,10 @@ def tune_zerotuning(model: Any, tokenizer: Any, task: Task, items: Sequence[Item
         keep = []
         for l in chosen:
             for h in range(H):
-                r = evaluate(model, tokenizer, task, items, [make_zt(g, sites=[(l, h)])], batch_size,
-                             desc=f"zerotuning: profile L{l}H{h}")
-                trials.append({"candidate": f"profile L{l}H{h} gamma={g}", "accuracy": r.accuracy,
-                               "delta": score_of(r) - b0})
+                r = evaluate(
+                    model, tokenizer, task, items, [make_zt(g, sites=[(l, h)])], batch_size, desc=f"zerotuning: profile L{l}H{h}"
+                )
+                trials.append({"candidate": f"profile L{l}H{h} gamma={g}", "accuracy": r.accuracy, "delta": score_of(r) - b0})
                 if score_of(r) > b0:
                     keep.append((l, h))
         info["heads"] = keep
@@ -100,16 +124,30 @@ def tune_zerotuning(model: Any, tokenizer: Any, task: Task, items: Sequence[Item
     for g in grid[way]:
         e = make_zt(g, sites=sites)
         r = evaluate(model, tokenizer, task, items, [e], batch_size, desc=f"zerotuning: gamma={g}")
-        trials.append({"candidate": f"gamma={g} on {e.describe().split(' on ')[1].split(':')[0]}",
-                       "accuracy": r.accuracy, "score": score_of(r)})
+        trials.append(
+            {
+                "candidate": f"gamma={g} on {e.describe().split(' on ')[1].split(':')[0]}",
+                "accuracy": r.accuracy,
+                "score": score_of(r),
+            }
+        )
         if score_of(r) > best_s:
             best, best_s = e, score_of(r)
     info["chosen"] = best.describe() if best else "baseline (no gamma beat it on the tuning split)"
     return ([best] if best else []), info
 
 
-def search_act(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], layers: Sequence[int] | None = None,
-               block: int = 1, beta: float = 0.4, thr: float = 0.1, batch_size: int = 8) -> tuple[list, dict]:
+def search_act(
+    model: Any,
+    tokenizer: Any,
+    task: Task,
+    items: Sequence[Item],
+    layers: Sequence[int] | None = None,
+    block: int = 1,
+    beta: float = 0.4,
+    thr: float = 0.1,
+    batch_size: int = 8,
+) -> tuple[list, dict]:
     """ACT head search by layer block: keep blocks whose calibration improves the tuning score."""
     L = model.config.num_hidden_layers
     layers = list(range(2, max(L - 1, 3))) if layers is None else list(layers)
@@ -118,8 +156,15 @@ def search_act(model: Any, tokenizer: Any, task: Task, items: Sequence[Item], la
     trials: list[dict] = [{"candidate": "baseline", "accuracy": base.accuracy, "score": b0}]
     good = []
     for blk in _blocks(layers, block):
-        r = evaluate(model, tokenizer, task, items, [make_act({l: "all" for l in blk}, beta, thr)], batch_size,
-                     desc=f"act: L{blk[0]}-{blk[-1]}")
+        r = evaluate(
+            model,
+            tokenizer,
+            task,
+            items,
+            [make_act({l: "all" for l in blk}, beta, thr)],
+            batch_size,
+            desc=f"act: L{blk[0]}-{blk[-1]}",
+        )
         d = score_of(r) - b0
         trials.append({"candidate": f"L{blk[0]}-{blk[-1]}", "accuracy": r.accuracy, "delta": d})
         if d > 0:
@@ -148,12 +193,21 @@ def few_shot_prompt(demos: Sequence[Item], item: Item, sep: str = "\n\n") -> str
     return "".join(d.prompt + d.choices[d.label] + sep for d in demos) + item.prompt
 
 
-def fit_inject(model: Any, tokenizer: Any, items: Sequence[Item], means: dict, steps: int = 60, lr: float = 0.1,
-               batch_size: int = 4, theta0: float = -2.0, seed: int = 0,
-               callback: Callable[[int, float], None] | None = None):
+def fit_inject(
+    model: Any,
+    tokenizer: Any,
+    items: Sequence[Item],
+    means: dict,
+    steps: int = 60,
+    lr: float = 0.1,
+    batch_size: int = 4,
+    theta0: float = -2.0,
+    seed: int = 0,
+    callback: Callable[[int, float], None] | None = None,
+):
     """Learn SITE's per-head θ on zero-shot ``items`` (choice items) with the task embeddings fixed."""
-    from ..engine.hf import attach
     from ..edits import inject
+    from ..engine.hf import attach
     from ..measure.record import encode_left
 
     if steps < 1:
@@ -172,8 +226,9 @@ def fit_inject(model: Any, tokenizer: Any, items: Sequence[Item], means: dict, s
                 batch = [items[i] for i in idx]
                 enc = encode_left(tokenizer, [it.prompt for it in batch])
                 run.state["prompt_last"] = enc["attention_mask"].sum(1) - 1
-                logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
-                               logits_to_keep=1).logits[:, -1]
+                logits = model(
+                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False, logits_to_keep=1
+                ).logits[:, -1]
                 gold = torch.tensor([choice_ids(tokenizer, it.choices)[it.label] for it in batch])
                 loss = torch.nn.functional.cross_entropy(logits.float(), gold)
                 opt.zero_grad()

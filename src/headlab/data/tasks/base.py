@@ -6,6 +6,7 @@ answered by greedy decoding and scored by the task's metric. ``spans`` name char
 the prompt (e.g. "context", "needle"); the evaluator turns them into token groups
 (``ctx.state["groups"][name]``) for edits such as redistribute / emphasis / span_exit.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -39,11 +40,12 @@ class Task:
         if n_tune < 0 or n_eval <= 0:
             raise ValueError(f"need n_tune >= 0 and n_eval > 0, got {n_tune}, {n_eval}")
         if n_tune + n_eval > len(self.items):
-            raise ValueError(f"task {self.name!r} has {len(self.items)} items; "
-                             f"cannot take {n_tune} tuning + {n_eval} evaluation items")
+            raise ValueError(
+                f"task {self.name!r} has {len(self.items)} items; cannot take {n_tune} tuning + {n_eval} evaluation items"
+            )
         idx = list(range(len(self.items)))
         random.Random(seed).shuffle(idx)
-        return [self.items[i] for i in idx[:n_tune]], [self.items[i] for i in idx[n_tune:n_tune + n_eval]]
+        return [self.items[i] for i in idx[:n_tune]], [self.items[i] for i in idx[n_tune : n_tune + n_eval]]
 
 
 def package_dir(module: str, pip_name: str) -> Path:

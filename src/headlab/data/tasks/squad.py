@@ -2,6 +2,7 @@
 (``long_context_eval/data/synthetic/json/squad.json``). The prompt holds the passage (token group
 "context"); greedy answer, scored as correct when a normalised gold answer appears in the first
 line of the output."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ def _chat(tokenizer, text: str) -> str:
     """The tokenizer's chat template around ``text`` (as a user turn), if it has one."""
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return text
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
 
 
 def load(n: int | None = None, max_chars: int = 1500, tokenizer=None, chat: bool = True) -> Task:
@@ -40,9 +40,14 @@ def load(n: int | None = None, max_chars: int = 1500, tokenizer=None, chat: bool
                 body = HEAD + ctx + TAIL.format(q=qa["question"].strip())
                 prompt = _chat(tokenizer, body) if chat else body
                 start = prompt.find(HEAD + ctx) + len(HEAD)
-                items.append(Item(prompt, answers=sorted({a["text"] for a in qa["answers"]}),
-                                  spans={"context": (start, start + len(ctx))},
-                                  meta={"id": qa["id"], "title": art["title"]}))
+                items.append(
+                    Item(
+                        prompt,
+                        answers=sorted({a["text"] for a in qa["answers"]}),
+                        spans={"context": (start, start + len(ctx))},
+                        meta={"id": qa["id"], "title": art["title"]},
+                    )
+                )
     return Task("squad", "generate", items[:n] if n else items, max_new_tokens=16, metric="contains")
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .data import LOG_FLOOR, Scan, head_payload, load_scan, normalise_texts, site_key
-from .maps import MapPlan, TextMaps, compute_text_maps, plan_maps, text_ids
+from .maps import ROLE_METRIC, MapPlan, TextMaps, compute_text_maps, plan_maps, text_ids
+from .png import ROLE_LETTER
 
 #: the whole page (HTML + data) stays under this many bytes by default
 DEFAULT_MAX_BYTES = 9_500_000
@@ -103,6 +104,8 @@ def build_payload(scan: Scan, text_maps: list[TextMaps], plans: list[MapPlan], m
         "maps": None,
         "maps_note": maps_note,
         "default_head": [0, 0],
+        # role letters and the metric that measures each role come from the probe classes (one source)
+        "roles": {"letters": dict(ROLE_LETTER), "metric_role": {m: role for role, (m, _) in ROLE_METRIC.items()}},
     }
     if text_maps:
         texts = []

@@ -10,10 +10,10 @@
   var METRICS = D.metrics || [];
   var ROLE_COLORS = { 'sink': '#6b4fa0', 'previous-token': '#2a9d8f', 'induction': '#e76f51', 'retrieval': '#d62c6d',
     'local': '#3a86c8', 'broad': '#8d99ae' };
-  var ROLE_ABBR = { 'sink': 'S', 'previous-token': 'P', 'induction': 'I', 'retrieval': 'R', 'local': 'L', 'broad': 'B' };
-  // the role a metric's grid marks with a dot
-  var METRIC_ROLE = { sink: 'sink', sink_rate: 'sink', prev_token: 'previous-token', induction: 'induction',
-    retrieval: 'retrieval', distance: 'local', entropy: 'broad' };
+  // role letters and the role each metric's grid marks with a dot: from the payload (the probe classes)
+  var ROLES = D.roles || {};
+  var ROLE_ABBR = ROLES.letters || {};
+  var METRIC_ROLE = ROLES.metric_role || {};
 
   // ---- small DOM helpers (text only through textContent) ----
   function el(tag, cls, text) {

@@ -61,3 +61,27 @@ def smollm2():
     from headlab.models import load
 
     return load("smollm2-135m")
+
+
+def save_tiny_llama(folder, seed: int = 0):
+    """A tiny random Llama (3 query heads on 1 KV head, d = 40) with a word-level tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=101,
+        hidden_size=120,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        architectures=["LlamaForCausalLM"],
+    )
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    vocab = {f"w{i}": i for i in range(100)} | {"[UNK]": 100}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(folder)
+    return folder

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_llama
 
 import headlab  # noqa: F401
 from headlab.engine.attend import attend
@@ -19,33 +20,9 @@ from headlab.probes.base import Probe, acc_dtype
 METRICS = ("sink", "entropy", "prev_token", "distance")
 
 
-def _save_tiny(folder: Path) -> Path:
-    """A tiny random Llama with a word-level tokenizer, saved as a HF folder (safetensors)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=101,
-        hidden_size=120,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=3,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        architectures=["LlamaForCausalLM"],
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    vocab = {f"w{i}": i for i in range(100)} | {"[UNK]": 100}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
-    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"))
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _ids():

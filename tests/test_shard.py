@@ -5,10 +5,10 @@ nothing written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_tiny_llama
 from typer.testing import CliRunner
 
 import headlab  # noqa: F401
@@ -21,35 +21,11 @@ from headlab.probes import make_probe
 QUERY = ["sink", "sink_rate", "entropy", "prev_token", "distance"]
 
 
-def _save_tiny(folder: Path, seed: int = 0) -> Path:
-    """A tiny random Llama (3 query heads on 1 KV head, d = 40) with a word-level tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=101,
-        hidden_size=120,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=3,
-        num_key_value_heads=1,
-        max_position_embeddings=256,
-        architectures=["LlamaForCausalLM"],
-    )
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    vocab = {f"w{i}": i for i in range(100)} | {"[UNK]": 100}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]").save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from headlab.models import load
 
-    folder = _save_tiny(tmp_path_factory.mktemp("tiny-shard"))
+    folder = save_tiny_llama(tmp_path_factory.mktemp("tiny-shard"))
     m, tok = load(str(folder))
     return folder, m, tok
 
@@ -168,7 +144,7 @@ def test_bad_merges_are_named_and_write_nothing(tiny, tmp_path):
         merge_parts([parts[1], other_texts])
     from headlab.models import load
 
-    m2, tok2 = load(str(_save_tiny(tmp_path / "other-model", seed=1)))
+    m2, tok2 = load(str(save_tiny_llama(tmp_path / "other-model", seed=1)))
     other_model = scan_part(m2, tok2, "tiny2", texts, ["sink", "entropy"], max_tokens=64, shard=(2, 2))
     with pytest.raises(ValueError, match="different models.*'tiny2'"):
         merge_parts([parts[1], other_model])

@@ -10,7 +10,8 @@ import time
 
 import pytest
 import torch
-from test_shard import QUERY, _save_tiny, _texts
+from conftest import save_tiny_llama
+from test_shard import QUERY, _texts
 from typer.testing import CliRunner
 
 from headlab.cli import app
@@ -50,7 +51,7 @@ def test_unanswering_address_is_named_quickly():
 def test_ray_scan_equals_single_process(local_ray, tmp_path):
     from headlab.measure.distributed import ray_scan
 
-    folder = _save_tiny(tmp_path / "tiny")
+    folder = save_tiny_llama(tmp_path / "tiny")
     texts = _texts(5)
     m, tok = load(str(folder))
     metrics = [*QUERY, "induction"]

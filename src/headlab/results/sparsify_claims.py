@@ -145,3 +145,222 @@ register(
         ),
     )
 )
+
+
+# --- 8192 tokens: the shipped plan (``smollm2-135m-8k`` = duo-0.35-8192) against the issue's targets ---
+
+SPEED_8K = 1.4  # prefill: dense median time / plan median time, same prompts, interleaved
+DECODE_8K = 1.3  # decode tokens/s ratio, median over the timed prompts, interleaved
+
+
+def _summary_8k(raw: dict) -> dict:
+    out = _summary(raw)
+    for r in raw["rows"]:
+        m = _method(r)
+        out[f"{m}.prefill_speedup"] = number(r.get("speedup", float("nan")), n=r["trials"], prefill_s=r.get("prefill_s"))
+        if r.get("kind") != "dense":
+            rng = r.get("decode_tok_s_range") or []
+            out[f"{m}.decode_speedup"] = number(
+                r["decode_speedup"] if r.get("decode_speedup") is not None else float("nan"),
+                n=r.get("decode_prompts", 0),
+                decode_tok_s=r.get("decode_tok_s"),
+                decode_tok_s_range=rng,
+                kv_bytes=r.get("kv_bytes"),
+                kv_bytes_measured=r.get("kv_bytes_measured"),
+            )
+    return out
+
+
+def _rule_8k(x: dict) -> list:
+    acc, d = x["duo.accuracy"], x["dense.accuracy"]
+    conds = [
+        (
+            f"duo (the shipped smollm2-135m-8k plan) keeps {x['duo.kv_fraction']['value']:.3f} of the dense KV bytes (<= 0.35)",
+            x["duo.kv_fraction"]["value"] <= 0.35 + 1e-9,
+        ),
+        (f"duo finds {acc['correct']}/{acc['n']} prompts (>= 15/20; dense {d['correct']}/{d['n']})", acc["correct"] >= 15),
+    ]
+    r = x["duo.ppl"]["ppl_vs_dense"]
+    conds.append(
+        (
+            f"duo perplexity {x['duo.ppl']['value']:.2f} within +3 % of dense {x['dense.ppl']['value']:.2f} ({(r - 1) * 100:+.1f} %)",
+            not math.isnan(r) and r <= 1.03,
+        )
+    )
+    s = x["duo.prefill_speedup"]["value"]
+    conds.append((f"duo prefill {s:.2f}x faster than dense, interleaved (>= {SPEED_8K}x)", not math.isnan(s) and s >= SPEED_8K))
+    dsp = x["duo.decode_speedup"]["value"]
+    conds.append(
+        (
+            f"duo decoding with its compressed KV cache {dsp:.2f}x faster than dense (>= {DECODE_8K}x)",
+            not math.isnan(dsp) and dsp >= DECODE_8K,
+        )
+    )
+    for ctl in CONTROLS:
+        v = x.get(f"best_vs_{ctl}")
+        if v is None:
+            conds.append((f"a {ctl} plan at the same budget was evaluated", False))
+            continue
+        conds.append(
+            (
+                f"duo finds {v['value']:+.0f} more of {v['n']} prompts than {ctl}, exact McNemar p = {v['p']:.3g} < 0.05",
+                v["value"] > 0 and v["p"] < 0.05,
+            )
+        )
+    return conds
+
+
+register(
+    Claim(
+        name="sparsify-plans-8k",
+        table=SPARSE,
+        short="The shipped plan smollm2-135m-8k (duo, 35 % of the KV cache) vs dense and head-blind plans, 8192 tokens",
+        claim=(
+            "A profiled per-head plan keeping at most 35 % of the dense KV bytes finds the passkey in >= 15/20 prompts "
+            "at 8192 tokens with perplexity within 3 % of dense, prefills >= 1.4x and decodes >= 1.3x faster, and beats "
+            "head-blind plans (uniform window, random full heads) of the same budget."
+        ),
+        paper="DuoAttention arXiv 2410.10819; MoA arXiv 2406.14909; retrieval heads arXiv 2404.15574",
+        command=(
+            "headlab sparsify eval "
+            + " ".join(f"--plan {{results}}/sparsify-plans/{m}-0.35-8192.json" for m in ("duo",) + CONTROLS)
+            + " --lengths 8192 --trials 20 --decode-prompts 3 --decode-tokens 32 --out {out}",
+        ),
+        size={"length": 8192, "trials": 20, "budget": 0.35, "decode_prompts": 3, "decode_tokens": 32},
+        rule=(
+            "duo-0.35-8192 (the plan shipped as smollm2-135m-8k, chosen at 4096 tokens by the best-plan rule of "
+            "sparsify-plans-4k) keeps <= 0.35 of the KV bytes, finds >= 15/20 passkeys, perplexity <= +3 % of dense, "
+            f"prefill >= {SPEED_8K}x and decode >= {DECODE_8K}x faster than dense (interleaved medians), and finds more "
+            "prompts than the uniform and the random plan of the same budget (exact McNemar p < 0.05 each)."
+        ),
+        conditions=_rule_8k,
+        summarize=lambda raw: (
+            {**_summary_8k(raw), "best": number(0, method="duo", label="duo-0.35-8192")} | _vs_named(raw, "duo")
+        ),
+        collect=_collect,
+        cost_s=4200,
+        tolerance=Tolerance("abs", 1e-6),
+        show=(
+            "dense.accuracy",
+            "duo.accuracy",
+            "uniform.accuracy",
+            "random.accuracy",
+            "duo.prefill_speedup",
+            "duo.decode_speedup",
+        ),
+        notes=(
+            "moa and retrieval are not in this run: at 4096 tokens (sparsify-plans-4k) they found 2/10 and 1/10; the "
+            "three-budget frontier of all methods is sparsify-pareto-4k. Timings are ratios of interleaved runs on a "
+            "2-core CPU; absolute seconds vary with load."
+        ),
+    )
+)
+
+
+def _vs_named(raw: dict, method: str) -> dict:
+    """McNemar of plan ``method`` vs each control (overrides the best-plan choice of ``_summary``)."""
+    rows = raw["rows"]
+    m = next(r for r in rows if _method(r) == method)
+    out = {}
+    for ctl in CONTROLS:
+        c = next((r for r in rows if _method(r) == ctl), None)
+        if c is not None:
+            x, y, p = _mcnemar(_outcomes(m), _outcomes(c))
+            out[f"best_vs_{ctl}"] = number(m["correct"] - c["correct"], n=m["trials"], p=p, only_best=x, only_control=y)
+    return out
+
+
+# --- the quality / KV-memory frontier: every profiled method and uniform at three budgets, 4096 tokens ---
+
+PARETO_METHODS = ("duo", "moa", "retrieval", "uniform")
+PARETO_BUDGETS = ("0.25", "0.35", "0.5")
+
+
+def _summary_pareto(raw: dict) -> dict:
+    out = {}
+    dense = next(r for r in raw["rows"] if r.get("kind") == "dense")
+    pr = proportion(dense["correct"], dense["trials"])
+    out["dense.accuracy"] = number(pr["value"], n=dense["trials"], ci=pr["ci"], correct=dense["correct"])
+    out["dense.ppl"] = number(dense["ppl"])
+    by = {}
+    for r in raw["rows"]:
+        if r.get("kind") == "dense":
+            continue
+        m, b = _method(r), f"{float(r['plan']['budget']):g}"
+        by[(m, b)] = r
+        pr = proportion(r["correct"], r["trials"])
+        out[f"{m}@{b}.accuracy"] = number(pr["value"], n=r["trials"], ci=pr["ci"], correct=r["correct"])
+        out[f"{m}@{b}.key_logprob"] = number(r["answer_logprob"], n=r["trials"])
+        out[f"{m}@{b}.ppl"] = number(r["ppl"], ppl_vs_dense=r["ppl"] / dense["ppl"])
+        out[f"{m}@{b}.kv_fraction"] = number(r.get("kv_fraction", 1.0), kv_bytes=r.get("kv_bytes"))
+        out[f"{m}@{b}.prefill_speedup"] = number(r.get("speedup", float("nan")), n=r["trials"])
+    duo, uni = [], []
+    for b in PARETO_BUDGETS:
+        b = f"{float(b):g}"
+        if ("duo", b) in by and ("uniform", b) in by:
+            duo += _outcomes(by[("duo", b)])
+            uni += _outcomes(by[("uniform", b)])
+    x, y, p = _mcnemar(duo, uni) if duo else (0, 0, 1.0)
+    out["duo_vs_uniform_pooled"] = number(sum(duo) - sum(uni), n=len(duo), p=p, only_duo=x, only_uniform=y)
+    return out
+
+
+def _rule_pareto(x: dict) -> list:
+    conds = []
+    for b in PARETO_BUDGETS:
+        b = f"{float(b):g}"
+        prof = {m: x.get(f"{m}@{b}.accuracy") for m in PROFILED}
+        prof = {m: v for m, v in prof.items() if v is not None}
+        u = x.get(f"uniform@{b}.accuracy")
+        if not prof or u is None:
+            conds.append((f"budget {b}: profiled and uniform plans were evaluated", False))
+            continue
+        bm = max(prof, key=lambda m: (prof[m]["correct"], x[f"{m}@{b}.key_logprob"]["value"]))
+        conds.append(
+            (
+                f"budget {b}: the best profiled plan ({bm}, {prof[bm]['correct']}/{prof[bm]['n']}) finds more prompts "
+                f"than uniform ({u['correct']}/{u['n']})",
+                prof[bm]["correct"] > u["correct"],
+            )
+        )
+    v = x["duo_vs_uniform_pooled"]
+    conds.append(
+        (
+            f"pooled over the three budgets, duo finds {v['value']:+.0f} more of {v['n']} paired prompts than uniform, "
+            f"exact McNemar p = {v['p']:.3g} < 0.05",
+            v["value"] > 0 and v["p"] < 0.05,
+        )
+    )
+    return conds
+
+
+register(
+    Claim(
+        name="sparsify-pareto-4k",
+        table=SPARSE,
+        short="Passkey vs KV memory for duo, moa, retrieval and uniform plans at budgets 0.25 / 0.35 / 0.5, 4096 tokens",
+        claim=(
+            "Across KV budgets, plans that profile the heads sit above the head-blind uniform plan on the "
+            "quality-vs-KV-memory frontier."
+        ),
+        paper="MoA arXiv 2406.14909; retrieval heads arXiv 2404.15574; DuoAttention arXiv 2410.10819",
+        command=(
+            "headlab sparsify eval "
+            + " ".join(f"--plan {{results}}/sparsify-plans/{m}-{b}-4096.json" for b in PARETO_BUDGETS for m in PARETO_METHODS)
+            + " --lengths 4096 --trials 10 --decode-prompts 0 --out {out}",
+        ),
+        size={"length": 4096, "trials": 10, "budgets": list(PARETO_BUDGETS), "methods": list(PARETO_METHODS)},
+        rule=(
+            "At each budget (0.25, 0.35, 0.5) the best profiled plan (most prompts found; ties: higher key log-prob) "
+            "finds more prompts than the uniform plan, and pooled over the three budgets (30 paired prompts) duo finds "
+            "more than uniform with exact McNemar p < 0.05."
+        ),
+        conditions=_rule_pareto,
+        summarize=_summary_pareto,
+        collect=_collect,
+        cost_s=3000,
+        tolerance=Tolerance("abs", 1e-6),
+        show=tuple(f"{m}@{float(b):g}.accuracy" for b in PARETO_BUDGETS for m in ("duo", "uniform")),
+        notes="Quality only (--decode-prompts 0); prefill ratios are in the numbers, interleaved, loaded 2-core CPU.",
+    )
+)

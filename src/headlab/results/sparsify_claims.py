@@ -309,8 +309,7 @@ def _rule_pareto(x: dict) -> list:
     conds = []
     for b in PARETO_BUDGETS:
         b = f"{float(b):g}"
-        prof = {m: x.get(f"{m}@{b}.accuracy") for m in PROFILED}
-        prof = {m: v for m, v in prof.items() if v is not None}
+        prof = {m: x[f"{m}@{b}.accuracy"] for m in PROFILED if f"{m}@{b}.accuracy" in x}
         u = x.get(f"uniform@{b}.accuracy")
         if not prof or u is None:
             conds.append((f"budget {b}: profiled and uniform plans were evaluated", False))

@@ -266,3 +266,41 @@ def test_reproduce_steering_smoke_check():
         app, ["reproduce", "zerotuning-sst2", "--smoke", "--check", "--out", "headlab-report/reproduce/ci-zt-smoke"]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_adopt_judges_a_finished_run_of_the_registered_command_only(tmp_path, monkeypatch):
+    """`headlab reproduce NAME --from RUN`: the run's recorded command must be the registered one up to
+    --out / --resume / --quiet; the result is computed from its files, written atomically."""
+    from headlab.results import runner
+
+    monkeypatch.setattr(C, "REGISTRY", dict(C.all_claims()))
+
+    def collect(out):
+        raw = json.loads((Path(out) / "results.json").read_text())
+        return raw, [{"seconds": 2.5}, {"seconds": 1.5}], {"raw": "results.json"}
+
+    C.register(
+        _claim(
+            name="adopt-me",
+            command=("headlab sparsify eval --plan {results}/p.json --trials 4 --out {out}",),
+            summarize=lambda raw: {"x": C.number(raw["x"], n=4)},
+            collect=collect,
+        )
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    cmd = f"headlab sparsify eval --plan {RESULTS}/p.json --trials 4 --out {run} --resume --quiet"
+    (run / "results.json").write_text(json.dumps({"command": cmd, "x": 2.0}))
+    res, problems = runner.adopt("adopt-me", run, tmp_path / "out", root=RESULTS)
+    assert problems == [] and res["rule_met"] is True and res["seconds"] == 4.0
+    written = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert written["verdict"] == res["verdict"] and (tmp_path / "out" / "results.json").exists()
+    assert written["command"] == [
+        f"headlab sparsify eval --plan {runner._show(RESULTS)}/p.json --trials 4 --out {runner._show(tmp_path / 'out')}"
+    ]
+    # another size, or no recorded command: refused, nothing written
+    for bad in ({"command": cmd.replace("--trials 4", "--trials 5"), "x": 2.0}, {"x": 2.0}):
+        (run / "results.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match="registered command|does not record"):
+            runner.adopt("adopt-me", run, tmp_path / "out2", root=RESULTS)
+        assert not (tmp_path / "out2").exists()

@@ -3,6 +3,8 @@
 headlab reproduce --list                      every registered result, its cost and committed outcome
 headlab reproduce NAME [--out DIR]            rerun NAME's command(s) into DIR, write DIR/result.json
 headlab reproduce NAME --check [--smoke]      ... and compare with results/NAME (exit 1 when a number moves)
+headlab reproduce NAME --from RUN --out DIR   judge a finished run of NAME's registered command (e.g. continued
+                                              with --resume) and write DIR/result.json, without rerunning
 headlab reproduce --render                    rewrite the results tables in README.md and docs/*.md
 """
 
@@ -32,6 +34,12 @@ def reproduce(
     list_: bool = typer.Option(False, "--list", help="list every registered result with its cost"),
     render: bool = typer.Option(False, "--render", help="rewrite the marker blocks of README.md and docs/*.md from results/"),
     results: Optional[Path] = typer.Option(None, help="committed results folder (default: the checkout's results/)"),
+    from_: Optional[Path] = typer.Option(
+        None,
+        "--from",
+        help="a finished run folder made by NAME's registered command (long runs continued with --resume): "
+        "judge it and write --out without rerunning",
+    ),
 ) -> None:
     """Rerun a published result from its registered command, check it, or render the tables from results/."""
     from ..results.claims import all_claims
@@ -63,10 +71,17 @@ def reproduce(
             + (", ".join(str(p.relative_to(repo)) for p in changed) if changed else "nothing (tables already equal the results)")
         )
         return
+    from ..results.runner import adopt
     from ..results.runner import reproduce as run
 
+    if from_ is not None and (check or smoke):
+        console.print("[red]error:[/] --from adopts a finished full-size run; it does not combine with --check or --smoke")
+        raise typer.Exit(2)
     try:
-        res, problems = run(name, out, smoke=smoke, check=check, root=root, log=lambda s: console.print(s, markup=False))
+        if from_ is not None:
+            res, problems = adopt(name, from_, out, root=root)
+        else:
+            res, problems = run(name, out, smoke=smoke, check=check, root=root, log=lambda s: console.print(s, markup=False))
     except (ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import time
 from pathlib import Path
 
@@ -97,3 +98,62 @@ def reproduce(
         res = write_result(stage, claim, numbers, judgement, shown, again, time.time() - t0, smoke, files)
     problems = compare(read_result(committed), res) if check else []
     return res, problems
+
+
+_RUN_ONLY = {"--resume": 0, "--no-resume": 0, "--quiet": 0, "--out": 1}  # flags that do not change what is measured
+
+
+def _measured_args(line: str, results: str) -> list[str]:
+    """A command line's arguments without the ones that only say where and how it ran (out folder, resume, quiet)."""
+    args, out, skip = shlex.split(line.replace("{results}", results)), [], 0
+    for a in args:
+        if skip:
+            skip -= 1
+            continue
+        key = a.split("=", 1)[0]
+        if key in _RUN_ONLY:
+            skip = _RUN_ONLY[key] if "=" not in a else 0
+            continue
+        out.append(os.path.abspath(a) if "/" in a and not a.startswith("-") else a)  # a path, however it was spelled
+    return out
+
+
+def adopt(
+    name: str, run_dir: str | os.PathLike, out: str | os.PathLike | None = None, root: Path | None = None
+) -> tuple[dict, list[str]]:
+    """Judge a finished run of claim ``name`` that was made by its registered command (e.g. a long run continued
+    with ``--resume``) and write ``out/result.json`` with the run's files; no rerun.
+
+    The run folder's recorded command must equal the registered one up to where and how it ran (``--out``,
+    ``--resume``, ``--quiet``); its size is checked like a fresh run's.  Returns (result, [])."""
+    claim = get(name)
+    if len(claim.command) != 1:
+        raise ValueError(f"{name}: --from works for one-command claims; {name} has {len(claim.command)} commands")
+    root = Path(root) if root is not None else results_root()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ValueError(f"--from {str(run_dir)!r} is not a folder")
+    raw, records, _ = claim.collect(run_dir)
+    ran = raw.get("command") if isinstance(raw, dict) else None
+    if not ran:
+        raise ValueError(f"{run_dir}: the run's output does not record its command, so it cannot be adopted; rerun it")
+    res_show = _show(root)
+    want, got = _measured_args(claim.command[0], str(root)), _measured_args(ran, str(root))
+    if want != got:
+        raise ValueError(f"{run_dir} was made by `{ran}`, not by the registered command `{claim.command[0]}`")
+    out = Path(out) if out is not None else default_out(name)
+    with atomic_dir(out) as stage:
+        for src in sorted(run_dir.rglob("*")):
+            if src.is_file():
+                dst = stage / src.relative_to(run_dir)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+        raw, records, files = claim.collect(stage)
+        check_size(claim, raw, False)
+        numbers = claim.summarize(raw)
+        judgement = claim.judge(numbers)
+        shown = [claim.command[0].format(out=_show(out), results=res_show)]
+        seconds = sum(float(r.get("seconds") or 0) for r in records)
+        again = f"headlab reproduce {name} --out {_show(out)}"
+        res = write_result(stage, claim, numbers, judgement, shown, again, seconds, False, files)
+    return res, []

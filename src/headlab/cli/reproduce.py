@@ -72,6 +72,8 @@ def reproduce(
         )
         return
     from ..results.runner import adopt
+
+    assert name is not None  # exactly one of NAME / --list / --render, checked above
     from ..results.runner import reproduce as run
 
     if from_ is not None and (check or smoke):

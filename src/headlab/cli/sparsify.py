@@ -195,28 +195,27 @@ def reach_cmd(
     length: int = typer.Option(2048, help="sequence length for token-level graphs"),
     block_length: int = typer.Option(32768, help="sequence length for block-level graphs (power, strided)"),
     max_layers: int = typer.Option(64, help="stop after this many layers"),
-    out: Optional[Path] = typer.Option(None, help="also write the markdown table here"),
+    out: Optional[Path] = typer.Option(
+        None, help="results folder (reach.json, reach.records.jsonl, table.md, reach.png), or a .md file for the table only"
+    ),
 ):
     """Layers until every token reaches every earlier token, and coverage per layer (no model)."""
-    from ..patterns.reach import default_items, format_table, popcount_bound, reach_table
+    from ..sparsify import reach_report
 
-    items = default_items(length)
-    tok_items = [it for it in items if it[2] is None]
-    blk_items = [it for it in items if it[2] is not None]
-    rows = reach_table(tok_items, length, max_layers) + reach_table(blk_items, length, max_layers)
-    text = f"Length {length} tokens:\n\n" + format_table(rows) + "\n"
-    rows_long = reach_table(blk_items, block_length, max_layers)
-    text += f"\nBlock-level patterns at {block_length} tokens:\n\n" + format_table(rows_long) + "\n"
-    nb = block_length // 64
-    text += (
-        f"\nPowerAttention bound at {block_length} tokens ({nb} blocks of 64): max popcount of a block "
-        f"distance = {popcount_bound(nb)} layers.\n"
-    )
+    try:
+        raw = reach_report.compute(length, block_length, max_layers)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    text = reach_report.table(raw)
     typer.echo(text)
-    if out:
+    if out and out.suffix == ".md":
         from ..io import atomic_write_text
 
         atomic_write_text(out, text)
+    elif out:
+        cmd = f"headlab sparsify reach --length {length} --block-length {block_length} --max-layers {max_layers} --out {out}"
+        reach_report.write(raw, out, cmd)
+        typer.echo(f"wrote {out}/reach.json, reach.records.jsonl, table.md, reach.png")
 
 
 @bench_app.command("kernels")

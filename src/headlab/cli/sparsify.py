@@ -213,7 +213,7 @@ def reach_cmd(
 
         atomic_write_text(out, text)
     elif out:
-        cmd = f"headlab sparsify reach --length {length} --block-length {block_length} --max-layers {max_layers} --out {out}"
+        cmd = f"headlab sparsify reach --length {length} --block-length {block_length} --max-layers {max_layers}"
         reach_report.write(raw, out, cmd)
         typer.echo(f"wrote {out}/reach.json, reach.records.jsonl, table.md, reach.png")
 

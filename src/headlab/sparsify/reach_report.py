@@ -92,10 +92,11 @@ def plot(raw: dict, path: Path) -> None:
 
     c = raw["config"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    color = {r["name"]: f"C{i}" for i, r in enumerate(raw["rows"])}  # one colour per pattern in both panels
     for ax, rows, n in ((axes[0], raw["rows"], c["length"]), (axes[1], raw["rows_long"], c["block_length"])):
         for r in rows:
             xs = list(range(1, len(r["coverage"]) + 1))
-            ax.plot(xs, r["coverage"], marker=".", label=r["name"])
+            ax.plot(xs, r["coverage"], marker=".", label=r["name"], color=color.get(r["name"]))
         ax.axvline(raw["popcount_bound"][str(n)], color="grey", ls=":", lw=1)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("stacked layers")

@@ -262,3 +262,4 @@ from .sparsify_plan import plan_cmd  # noqa: E402  (own module: no import cycle)
 
 app.command("plan")(plan_cmd)
 from . import bench_mechanisms  # noqa: E402,F401  (registers `headlab bench mechanisms` on bench_app)
+from .bench_capture import capture_cmd  # noqa: E402,F401  (registers `headlab bench capture` on bench_app)

@@ -4,6 +4,8 @@ headlab steer zerotuning --task sst2 --tune-on 200 --eval-on 600 --save tuned.js
 headlab steer --config tuned.json --task mmlu --eval-on 200
 headlab steer ablate --sites retrieval:top20 --atlas scan/heads.json --mode uniform --task needle
 headlab steer ablate --sites L3H1 --mode zero --task my_items.jsonl --tune-on 0 --json
+headlab steer guide "The capital of France is" --sites L5H1,L7 --u 0.5 --scale 1.0
+headlab steer headhunt --task sst2 --tune-on 16 --eval-on 120 --prescreen-layers 2 --rounds 2 --save hunt.json
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import _device as _dev
 
@@ -28,7 +31,20 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+class _SteerGroup(TyperGroup):
+    """``headlab steer METHOD ...`` beside the sub-commands ``headlab steer guide | headhunt ...``: a first word
+    that names a sub-command goes to it instead of filling the METHOD argument."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] in self.commands:
+            super().parse_args(ctx, [])
+            ctx._protected_args, ctx.args = args[:1], args[1:]
+            return ctx.args
+        return super().parse_args(ctx, args)
+
+
 app = typer.Typer(
+    cls=_SteerGroup,
     help="Steer heads without training: tune on one split, report on a disjoint one.",
     invoke_without_command=True,
     no_args_is_help=False,
@@ -38,6 +54,7 @@ app = typer.Typer(
 
 @app.callback(invoke_without_command=True)
 def steer(
+    ctx: typer.Context,
     method: Optional[str] = typer.Argument(None, help="zerotuning | act | redistribute | reinforce | inject | ablate"),
     task: str = typer.Option(
         "sst2",
@@ -76,6 +93,8 @@ def steer(
     device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Tune METHOD on --tune-on items, or apply --config; print baseline vs steered with 95% CIs."""
+    if ctx.invoked_subcommand:
+        return
     import torch
 
     from ..data.tasks.user_file import is_task_file, load_file
@@ -142,5 +161,136 @@ def steer(
     console.print(t)
     for d in out["describe"] or ["(no edit: tuning kept the baseline)"]:
         console.print(f"edit: {d}")
+    if save:
+        console.print(f"wrote {save} and {out.get('plot')} in {out['seconds']} s")
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{name} {text!r}: give comma-separated numbers, e.g. 0.5,1") from None
+    if not vals:
+        raise typer.BadParameter(f"{name} is empty: give at least one number")
+    return vals
+
+
+@app.command("guide")
+def guide_cmd(
+    prompt: str = typer.Argument(..., help="the prompt to continue"),
+    sites: str = typer.Option(..., help="heads to perturb: 'L5H1,L7' (a layer = all its heads), 'all'"),
+    u: float = typer.Option(1.0, help="SoftPAG blend toward the identity, 0..1 (1 = PAG: o_i = v_i)"),
+    scale: float = typer.Option(1.0, help="guidance scale s: logits + s·(logits − logits_perturbed)"),
+    max_new_tokens: int = typer.Option(40, help="tokens to generate (greedy)"),
+    chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the tokenizer's chat template"),
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m or a local HF folder"),
+    json_out: bool = typer.Option(False, "--json", help="print {plain, guided} as JSON"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+) -> None:
+    """Greedy continuation of PROMPT without and with perturbed-attention guidance (SoftPAG on --sites)."""
+    from ..steer.guidance import guided_generate
+
+    try:
+        m, tok = _dev.load_model(model, device, dtype, None)
+        text = (
+            tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            if chat
+            else prompt
+        )
+        ids = tok(text, return_tensors="pt")["input_ids"]
+        outs = {}
+        for name, s in (("plain", 0.0), ("guided", scale)):
+            new = guided_generate(m, ids, None, sites, u, s, max_new_tokens, eos_token_id=tok.eos_token_id)
+            outs[name] = tok.decode(new[0], skip_special_tokens=True)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps({"sites": sites, "u": u, "scale": scale, **outs}))
+        return
+    console.print(f"[bold]plain[/]: {escape(outs['plain'])}")
+    console.print(f"[bold]guided[/] (sites {escape(sites)}, u={u}, s={scale}): {escape(outs['guided'])}")
+
+
+@app.command("headhunt")
+def headhunt_cmd(
+    task: str = typer.Option("sst2", help="sst2 | mmlu, or a choice-task FILE.jsonl / FILE.csv {prompt, choices, label}"),
+    tune_on: int = typer.Option(16, help="tuning items: the search and the (u, s) choice see only these"),
+    eval_on: int = typer.Option(120, help="evaluation items (disjoint)"),
+    seed: int = typer.Option(0, help="split / bootstrap seed"),
+    rounds: int = typer.Option(2, help="greedy rounds"),
+    per_round: int = typer.Option(1, help="heads added per round"),
+    u: float = typer.Option(1.0, help="SoftPAG blend during the search, 0..1"),
+    scale: float = typer.Option(1.0, help="guidance scale s during the search"),
+    pool: str = typer.Option("all", help="candidate heads (site selector, e.g. 'L10-29')"),
+    prescreen_layers: int = typer.Option(0, help="first keep only the best N layers (each layer perturbed whole); 0 = off"),
+    u_grid: str = typer.Option("0.5,1", help="u values tried for the final head set on the tuning items"),
+    s_grid: str = typer.Option("0.5,1,2,4", help="s values tried for the final head set on the tuning items"),
+    n_random: int = typer.Option(2, help="random head sets of the same size to compare with (each tuned the same way)"),
+    batch_size: int = typer.Option(16, help="items per evaluation pass"),
+    threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    save: Optional[str] = typer.Option(None, help="write the results here (JSON), STEM.items.jsonl and STEM.png"),
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m or a local HF folder"),
+    json_out: bool = typer.Option(False, "--json", help="print the results as JSON on stdout (no table)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """HeadHunter: greedily pick heads whose SoftPAG-perturbed copy gives the best guidance on the tuning items;
+    report plain vs guided (hunted heads) vs guided (random heads) accuracy on the evaluation items."""
+    import torch
+
+    from ..data.tasks.user_file import is_task_file, load_file
+    from ..steer.headhunter import run_headhunt
+
+    if threads < 0:
+        raise fail(f"--threads must be >= 0 (0 = torch default), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    ug, sg = _floats(u_grid, "--u-grid"), _floats(s_grid, "--s-grid")
+    try:
+        the_task = load_file(task) if is_task_file(task) else task
+        out = run_headhunt(
+            the_task,
+            tune_on,
+            eval_on,
+            seed,
+            rounds,
+            per_round,
+            u,
+            scale,
+            pool,
+            prescreen_layers,
+            ug,
+            sg,
+            n_random,
+            batch_size,
+            save=save,
+            model_name=model,
+            progress=not quiet,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise fail(str(exc)) from None
+    if json_out:
+        typer.echo(json.dumps(out, default=str))
+        return
+    st = out["results"]["stats"]
+    t = Table(
+        title=f"HeadHunter on {out['task']}: heads {', '.join(out['search']['heads'])}; evaluated on {out['eval_on']} items"
+    )
+    for c in ("", "heads", "u", "s", "accuracy", "95% CI", "vs plain (paired 95%)"):
+        t.add_column(c)
+    p = st["plain"]
+    t.add_row("plain", "-", "-", "-", f"{p['value']:.3f}", f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]", "")
+    for name, sg_ in out["strength"].items():
+        a, d = st[name], st[f"{name}_vs_plain"]
+        t.add_row(
+            name,
+            ",".join(sg_["heads"]),
+            f"{sg_['u']:g}",
+            f"{sg_['scale']:g}",
+            f"{a['value']:.3f}",
+            f"[{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]",
+            f"{d['value']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]",
+        )
+    console.print(t)
     if save:
         console.print(f"wrote {save} and {out.get('plot')} in {out['seconds']} s")

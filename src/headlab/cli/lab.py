@@ -70,6 +70,11 @@ def sinks(
     layers: int = typer.Option(2, help="transformer layers"),
     d_model: int = typer.Option(64, help="width"),
     heads: int = typer.Option(4, help="attention heads"),
+    seq_len: int = typer.Option(64, help="window length (BOS at position 0, then seq_len - 1 bytes)"),
+    batch: int = typer.Option(32, help="windows per step"),
+    lr: float = typer.Option(3e-3, help="AdamW peak learning rate"),
+    weight_decay: float = typer.Option(0.01, help="AdamW weight decay"),
+    claim: str = typer.Option("sinks", help="registered claim whose rule judges the run (names the output files)"),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -78,9 +83,19 @@ def sinks(
 
     _threads()
     kw = (
-        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2)
+        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, claim=claim)
         if smoke
-        else dict(steps=_positive("steps", steps), layers=layers, d_model=d_model, heads=heads)
+        else dict(
+            steps=_positive("steps", steps),
+            layers=layers,
+            d_model=d_model,
+            heads=heads,
+            seq_len=_positive("seq-len", seq_len),
+            batch=_positive("batch", batch),
+            lr=lr,
+            weight_decay=weight_decay,
+            claim=claim,
+        )
     )
     _finish(exp, kw, seed, out)
 
@@ -149,6 +164,13 @@ def moh(
     steps: int = typer.Option(800, help="training steps per model"),
     heads: int = typer.Option(8, help="attention heads (20 gives exact 50/75/90%)"),
     d_model: int = typer.Option(64, help="width"),
+    converge: float = typer.Option(
+        0.0,
+        help="0: train --steps (cosine); > 0: train MHA at constant LR until its best validation loss improves by "
+        "less than this fraction over the last 20% of the steps (cap --steps), then every model that many steps",
+    ),
+    check_every: int = typer.Option(200, help="steps between convergence checks (with --converge)"),
+    claim: str = typer.Option("moh", help="registered claim whose rule judges the run (names the output files)"),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -157,9 +179,16 @@ def moh(
 
     _threads()
     kw = (
-        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16)
+        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, claim=claim)
         if smoke
-        else dict(steps=_positive("steps", steps), heads=heads, d_model=d_model)
+        else dict(
+            steps=_positive("steps", steps),
+            heads=heads,
+            d_model=d_model,
+            converge=converge,
+            check_every=_positive("check-every", check_every),
+            claim=claim,
+        )
     )
     _finish(exp, kw, seed, out)
 
@@ -168,6 +197,9 @@ def moh(
 def deconstruct(
     out: Path = OUT,
     steps: int = typer.Option(300, help="training steps per model (13 models)"),
+    batch: int = typer.Option(16, help="windows per step"),
+    lr: float = typer.Option(3e-3, help="AdamW peak learning rate"),
+    claim: str = typer.Option("deconstruct", help="registered claim whose rule judges the run (names the output files)"),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -176,9 +208,9 @@ def deconstruct(
 
     _threads()
     kw = (
-        dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1)
+        dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1, claim=claim)
         if smoke
-        else dict(steps=_positive("steps", steps))
+        else dict(steps=_positive("steps", steps), batch=_positive("batch", batch), lr=lr, claim=claim)
     )
     _finish(exp, kw, seed, out)
 

@@ -9,7 +9,9 @@ The same tiny byte-level LM (4 layers) is trained on prose with one budget in tw
 - *hybrid*: softmax in layers 0 and 2, the variant in layers 1 and 3.
 Validation loss (nats/byte) of each is compared with the all-softmax model's (ratio r = loss / softmax loss).
 
-The claim, the rule and the decision code are registered in :mod:`headlab.results.lab_claims` (``deconstruct``).
+The claims, the rules and the decision code are registered in :mod:`headlab.results.lab_claims`:
+``deconstruct`` (300 steps, the first pre-registered size) and larger sizes under their own names; ``claim``
+names the claim whose rule judges a run (and the output files).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import math
 import torch
 
 from headlab.modules.deconstruct import EmbeddingTap, layer_stack
+from headlab.results.claims import get as get_claim
 
 from .lm import eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
@@ -49,7 +52,12 @@ def run(
     eval_batches: int = 8,
     seed: int = 0,
     quiet: bool = False,
+    claim: str = NAME,
 ) -> LabResult:
+    """Train every uniform and hybrid stack at one budget; judge with the registered claim ``claim``."""
+    if not claim.startswith(NAME):
+        raise ValueError(f"claim={claim!r} is not a deconstruct claim (valid: 'deconstruct' or 'deconstruct-...')")
+    get_claim(claim)  # unknown name -> ValueError before any training
     if steps < 1 or eval_batches < 1:
         raise ValueError(f"steps={steps} and eval_batches={eval_batches} must be >= 1")
     data = TextData.load()
@@ -89,7 +97,7 @@ def run(
         seed=seed,
         variants=list(RELAXED),
     )
-    res = judged(NAME, measured, config, records)
+    res = judged(claim, measured, config, records)
     if not quiet:
         rows = [
             [

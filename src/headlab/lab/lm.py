@@ -29,6 +29,7 @@ from .progress import progress_bar
 from .text import VOCAB, TextData
 
 AUX_WEIGHT = 0.01
+SCHEDULES = ("cosine", "constant")
 #: a registry name, or a factory with the registry signature ``factory(d_model, n_heads) -> nn.Module``
 Mechanism = Union[str, Callable[[int, int], nn.Module]]  # noqa: UP007  (a runtime alias on Python 3.10)
 
@@ -139,24 +140,34 @@ def train_lm(
     lr: float = 3e-3,
     seed: int = 0,
     every: int = 0,
-    on_eval: Callable[[int, TinyLM], None] | None = None,
+    on_eval: Callable[[int, TinyLM], bool | None] | None = None,
     quiet: bool = False,
     description: str = "training",
+    weight_decay: float = 0.01,
+    schedule: str = "cosine",
+    warm_steps: int | None = None,
 ) -> list[float]:
     """Train for ``steps`` AdamW steps; call ``on_eval(step, model)`` at step 0, every ``every`` steps and at
-    the end.  Returns the training-loss history."""
+    the end; an ``on_eval`` that returns True stops training there (early stopping).  ``schedule``: linear
+    warm-up over ``warm_steps`` (default steps/20), then "cosine" decay to 0 at ``steps`` or "constant".  Returns the training-loss
+    history (one entry per step taken)."""
     if steps < 1:
         raise ValueError(f"steps={steps} must be >= 1")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    warm = max(1, steps // 20) if warm_steps is None else warm_steps
+    if warm < 1:
+        raise ValueError(f"warm_steps={warm_steps} must be >= 1")
+    decay = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))) if schedule == "cosine" else (lambda s: 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * decay(s))
     hist = []
     model.train()
-    if on_eval:
-        on_eval(0, model)
+    if on_eval and on_eval(0, model) is True:
+        return hist
     with progress_bar(description, steps, quiet) as advance:
         for step in range(1, steps + 1):
             x, y = data.batch("train", batch, seq_len, gen)
@@ -169,6 +180,6 @@ def train_lm(
             sched.step()
             hist.append(loss.item())
             advance()
-            if on_eval and ((every and step % every == 0) or step == steps):
-                on_eval(step, model)
+            if on_eval and ((every and step % every == 0) or step == steps) and on_eval(step, model) is True:
+                break
     return hist

@@ -8,7 +8,16 @@ load-balancing loss).  The active share is round(p·H)/H, so with H = 8 heads "9
 quality at equal steps, not wall time.  After training, the MHA model is also evaluated training-free
 with the parameter-free query-norm router (MoH-LLaMA3) at 75% vs dropping the same number of random heads.
 
-The decision rule is registered in :mod:`headlab.results.lab_claims` (``moh``).
+Training budget.  By default every model trains ``steps`` steps (warm-up + cosine).  With ``converge`` > 0 the
+budget is set by the MHA baseline instead: MHA trains at a constant learning rate (after a warm-up over
+steps/20) with its loss on 4 separate validation batches checked every ``check_every`` steps, and stops at the
+first check where :func:`converged` holds (the best loss improved by less than ``converge`` (relative) over the
+last 20% of the steps) or at ``steps`` (the cap); every MoH model then trains exactly as many steps with the
+same schedule.  The MHA run up to that step is exactly the run a fixed budget of that many steps would give.
+
+The decision rules are registered in :mod:`headlab.results.lab_claims`: ``moh`` (800 fixed steps) and
+``moh-converged`` (budget set by the converged MHA baseline); ``claim`` names the claim whose rule judges a
+run (and the output files).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import math
 import torch
 
 from headlab.modules.moh import MoHAttention
+from headlab.results.claims import get as get_claim
 
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
@@ -26,6 +36,28 @@ from .text import TextData
 NAME = "moh"
 FRACTIONS = (0.5, 0.75, 0.9)
 VAL_BATCHES = 4  # eval_loss default: 4 fixed validation batches
+WINDOW = 0.2  # convergence: improvement over the last 20% of the steps
+MIN_CHECKS = 5  # convergence is not tested before 5 checks
+STOP_SEED = 4321  # validation batches of the convergence check (not those of the reported val loss)
+
+
+def converged(steps: list[int], losses: list[float], tol: float, window: float = WINDOW, min_checks: int = MIN_CHECKS) -> bool:
+    """True when the best loss up to the last check improved by less than ``tol`` (relative) over the last
+    ``window`` of the steps: best(step <= (1 - window)·s) - best(step <= s) < tol · best(step <= (1 - window)·s),
+    where s is the last step.  ``steps`` and ``losses`` are the checks so far (same length, steps increasing);
+    never True before ``min_checks`` checks after step 0."""
+    if len(steps) != len(losses):
+        raise ValueError(f"steps ({len(steps)}) and losses ({len(losses)}) differ in length")
+    if not 0 < window < 1 or tol < 0:
+        raise ValueError(f"need 0 < window < 1 and tol >= 0; got window={window}, tol={tol}")
+    if sum(1 for st in steps if st > 0) < min_checks:
+        return False
+    s = steps[-1]
+    before = [x for st, x in zip(steps, losses) if st <= (1 - window) * s]
+    if not before:
+        return False
+    ref = min(before)
+    return ref - min(losses) < tol * ref
 
 
 def _moh_name(frac: float) -> str:
@@ -91,33 +123,79 @@ def run(
     fractions: tuple[float, ...] = FRACTIONS,
     seed: int = 0,
     quiet: bool = False,
+    converge: float = 0.0,
+    check_every: int = 200,
+    claim: str = NAME,
 ) -> LabResult:
+    """Train MHA and MoH TinyLMs at one budget (``steps``, or set by the converged MHA: module docstring);
+    judge with the registered claim ``claim``."""
+    if not claim.startswith(NAME):
+        raise ValueError(f"claim={claim!r} is not a moh claim (valid: 'moh' or a name starting with 'moh-')")
+    get_claim(claim)  # unknown name -> ValueError before any training
+    if converge < 0 or check_every < 1:
+        raise ValueError(f"need converge >= 0 and check_every >= 1; got converge={converge}, check_every={check_every}")
     data = TextData.load()
     from headlab.modules.registry import MECHANISMS, moh_factory
 
     measured: dict = {"models": {}, "val_tokens": VAL_BATCHES * batch * seq_len}
     records: list[dict] = []
     mha = None
+    schedule = "constant" if converge > 0 else "cosine"
+    budget = steps  # the MHA run sets it when converge > 0
     for name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in fractions]:
         model = tiny_lm(factory, layers, d_model, heads, max_len=seq_len, seed=seed)
-        hist = train_lm(model, data, steps, batch, seq_len, lr, seed, quiet=quiet, description=f"moh: {name}")
+        check: dict[str, list] = {"step": [], "val_loss": []}
+        stop = None
+        if converge > 0 and name == "mha":
+
+            def stop(step, m, check=check):
+                check["step"].append(step)
+                check["val_loss"].append(eval_loss(m, data, batch, seq_len, VAL_BATCHES, seed=STOP_SEED))
+                return converged(check["step"], check["val_loss"], converge)
+
+        hist = train_lm(
+            model,
+            data,
+            budget,
+            batch,
+            seq_len,
+            lr,
+            seed,
+            check_every if stop else 0,
+            stop,
+            quiet,
+            f"moh: {name}",
+            schedule=schedule,
+            warm_steps=max(1, steps // 20),
+        )
+        if name == "mha" and converge > 0:
+            budget = len(hist)
+            measured["convergence"] = {
+                **check,
+                "steps": budget,
+                "converged": converged(check["step"], check["val_loss"], converge),
+                "tol": converge,
+                "window": WINDOW,
+                "cap": steps,
+            }
         loss = eval_loss(model, data, batch, seq_len)
         mix = model.blocks[0].mix
         active = mix.active_fraction if isinstance(mix, MoHAttention) else 1.0
-        every = max(1, steps // 50)
+        every = max(1, budget // 50)
         records += [{"model": name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
         measured["models"][name] = {
             "val_loss": loss,
             "val_ppl": math.exp(loss),
             "active_fraction": active,
-            "train_loss": hist[:: max(1, steps // 50)],
+            "train_loss": hist[::every],
+            "steps": len(hist),
         }
         if name == "mha":
             mha = model
     measured["training_free_75"] = training_free(mha, data, 0.75, batch, seq_len, seed)
     base = measured["models"]["mha"]["val_loss"]
     res = judged(
-        NAME,
+        claim,
         measured,
         dict(
             steps=steps,
@@ -130,6 +208,9 @@ def run(
             fractions=list(fractions),
             seed=seed,
             aux_weight=0.01,
+            converge=converge,
+            check_every=check_every,
+            schedule=schedule,
         ),
         records,
     )
@@ -165,10 +246,13 @@ def run(
 
 def plot(res: LabResult, fig) -> None:
     ax1, ax2 = fig.subplots(1, 2)
-    steps = res.config["steps"]
     for name, m in res.measured["models"].items():
-        xs = [i * max(1, steps // 50) for i in range(len(m["train_loss"]))]
+        every = max(1, m.get("steps", res.config["steps"]) // 50)
+        xs = [i * every for i in range(len(m["train_loss"]))]
         ax1.plot(xs, m["train_loss"], label=f"{name} ({m['active_fraction']:.0%} heads)")
+    conv = res.measured.get("convergence")
+    if conv:
+        ax1.plot(conv["step"], conv["val_loss"], "k.", label=f"mha val (stop check, {conv['steps']} steps)")
     ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training", ylim=(None, 3.5))
     ax1.legend(fontsize=7)
     names = list(res.measured["models"])

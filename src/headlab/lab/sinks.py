@@ -6,13 +6,20 @@ arXiv 2410.10781) — sinks emerge during pre-training with softmax, and not wit
 normalisation; Qiu et al., "Gated Attention for LLMs" (NeurIPS 2025, arXiv 2505.06708) — the G1 gate
 removes the first-token sink.
 
-Metric (Gu et al.'s Sink_1^ε): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
+Metric (Gu et al.'s Sink_1^ε, on 64 validation windows of min(64, seq_len) positions — the paper's 64-token
+probe): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
 that key 0 gets, A_i0 / Σ_j A_ij (softmax rows already sum to one; σ weights of unnormalised sigmoid
 attention are turned into shares so that all mechanisms are compared on one scale; the raw σ mean is
 also reported).  ``first_token`` = mean α_0; ``sink_rate`` = Sink_1^ε = 100 · mean 1[α_0 > ε], ε = 0.3.
-Training windows start with a BOS token (id 256), which is key 0.
+Every training and probe window starts with the same BOS token (id 256, :data:`headlab.lab.text.BOS`) at
+position 0, which is key 0 — the fixed first token under which Gu et al. see sinks form.
 
-The decision rule is registered in :mod:`headlab.results.lab_claims` (``sinks``).
+Budget knobs (Gu et al.: sinks form with enough training data, longer contexts, larger learning rates and
+weight decay): ``steps``, ``seq_len``, ``batch``, ``lr``, ``weight_decay``, ``layers``.
+
+The decision rules are registered in :mod:`headlab.results.lab_claims`: ``sinks`` (the first, pre-registered
+size) and ``sinks-bos`` (the redesigned size); ``claim`` names the claim whose rule judges a run (and the
+output files).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from headlab.results.claims import get as get_claim
 
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
@@ -29,6 +38,14 @@ NAME = "sinks"
 EPS = 0.3
 MECHS = ("softmax", "sigmoid", "gated")
 PROBE_SAMPLES = 64
+PROBE_LEN = 64  # Gu et al. measure Sink_1 on the first 64 tokens
+
+
+def probe_len(seq_len: int) -> int:
+    """Length of the sink-probe windows: the first min(64, seq_len) positions (BOS + bytes)."""
+    if seq_len < 2:
+        raise ValueError(f"seq_len={seq_len} must be >= 2")
+    return min(PROBE_LEN, seq_len)
 
 
 def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, float | list[float]]:
@@ -68,10 +85,16 @@ def run(
     evals: int = 8,
     seed: int = 0,
     quiet: bool = False,
+    weight_decay: float = 0.01,
+    claim: str = NAME,
 ) -> LabResult:
-    """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training."""
+    """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training;
+    judge with the registered claim ``claim``."""
+    if not claim.startswith(NAME):
+        raise ValueError(f"claim={claim!r} is not a sinks claim (valid: 'sinks' or a name starting with 'sinks-')")
+    get_claim(claim)  # unknown name -> ValueError before any training
     data = TextData.load()
-    probe_x, _ = data.batch("val", PROBE_SAMPLES, seq_len, torch.Generator().manual_seed(seed + 7))
+    probe_x, _ = data.batch("val", PROBE_SAMPLES, probe_len(seq_len), torch.Generator().manual_seed(seed + 7))
     every = max(1, steps // evals)
     measured: dict[str, dict] = {}
     for mech in MECHS:
@@ -84,7 +107,7 @@ def run(
             for k in ("first_token", "sink_rate", "raw_first_token"):
                 curve[k].append(s[k])
 
-        train_lm(model, data, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}")
+        train_lm(model, data, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}", weight_decay=weight_decay)
         final = sink_stats(model, probe_x)
         loss = eval_loss(model, data, batch, seq_len)
         measured[mech] = {
@@ -102,7 +125,7 @@ def run(
         for vals in zip(*(m[c] for c in k))
     ]
     res = judged(
-        NAME,
+        claim,
         measured,
         dict(
             steps=steps,
@@ -112,9 +135,11 @@ def run(
             batch=batch,
             seq_len=seq_len,
             lr=lr,
+            weight_decay=weight_decay,
             seed=seed,
             eps=EPS,
             probe_samples=PROBE_SAMPLES,
+            probe_len=probe_len(seq_len),
             corpus="pydoc_data.topics (bytes, BOS-prefixed)",
         ),
         records,

@@ -135,6 +135,13 @@ register(
         cost_s=40,
         smoke_cost_s=5,
         tolerance=Tolerance("exact"),
+        show=(
+            "power(64, window 1, sink 0) pure @ 2048",
+            "power(64, window 1, sink 0) pure @ 32768",
+            "power(64, window 4, sink 1) @ 32768",
+            "window(256) @ 2048",
+            "neighborhood(256, dilation=2, causal) @ 2048",
+        ),
         notes=(
             "Exact boolean reachability over the pattern graph (union over heads, residual self-edges); block-defined "
             "patterns use the block graph, which is exact for them. The full table is results/sparsify-reach/table.md."

@@ -179,7 +179,7 @@ def moh(
 
     _threads()
     kw = (
-        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, claim=claim)
+        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, converge=converge, check_every=1, claim=claim)
         if smoke
         else dict(
             steps=_positive("steps", steps),

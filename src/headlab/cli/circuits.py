@@ -167,3 +167,41 @@ def importance_cmd(
         f"Spearman(KL, |Taylor|) = {s['spearman_kl_vs_abs_taylor']:.3f}; Pearson(ΔNLL, Taylor) = "
         f"{s['pearson_delta_nll_vs_taylor']:.3f}; wrote {out}/heads.json, summary.json"
     )
+
+
+@app.command("attribution")
+def attribution_cmd(
+    out: Path = OUT,
+    task: str = typer.Option("sst2", "--task", help="sst2 or squad"),
+    items: int = typer.Option(20, "--items", help="prompts: the first N of the task"),
+    model: str = MODEL,
+    ig_steps: int = typer.Option(8, "--ig-steps", help="integrated gradients: Gauss-Legendre points"),
+    top: float = typer.Option(0.2, "--top", help="coverage: top fraction of tokens compared"),
+    max_chars: int = typer.Option(600, "--max-chars", help="squad: longest passage, characters"),
+    threads: int = THREADS,
+) -> None:
+    """Attention at the final position vs input saliency (gradient x input, integrated gradients, attention x
+    gradient): Spearman, Pearson, top-k coverage per head, per layer, averaged and rolled out. See docs/attribution.md."""
+    from ..measure.attribution import TASKS, run
+    from ..measure.attribution_report import table, write
+
+    if task not in TASKS:
+        raise typer.BadParameter(f"--task={task!r}; valid: {', '.join(TASKS)}", param_hint="--task")
+    if items <= 0:
+        raise typer.BadParameter(f"--items={items} must be >= 1", param_hint="--items")
+    m, tok = _load(model, threads)
+    try:
+        records, summary = run(m, tok, task, items, ig_steps=ig_steps, frac=top, max_chars=max_chars, progress=True)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    except RuntimeError as err:  # a missing data package: the message names the pip command
+        console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from err
+    config = {"model": model, "task": task, "items": items, "ig_steps": ig_steps, "top": top, "max_chars": max_chars}
+    cmd = (
+        f"headlab circuits attribution --task {task} --items {items} --model {model} --ig-steps {ig_steps} --top {top} "
+        f"--max-chars {max_chars} --out {out}"
+    )
+    paths = write(out, config, records, summary, cmd)
+    console.print(table(summary))
+    console.print(f"chance coverage {summary['chance_coverage']['value']:.3f}; wrote {', '.join(str(p) for p in paths.values())}")

@@ -205,6 +205,31 @@ def test_attribute_and_summarize_tiny(tiny_llama, tmp_path):
         summarize([])
 
 
+def test_claim_collects_and_judges_two_task_folders(tiny_llama, tmp_path):
+    from headlab.results.claims import get
+    from headlab.results.runner import check_size
+
+    claim = get("attention-vs-saliency")
+    size = claim.smoke_size
+    for task in ("sst2", "squad"):
+        recs = [
+            attribute(tiny_llama, Prompt(_ids(10 + i, seed=i), 5, {"item": i}), ig_steps=2, baseline_id=0)
+            for i in range(size[f"{task}_items"] + 1)
+        ]
+        cfg = {"model": "smollm2-135m", "task": task, "items": size[f"{task}_items"], "ig_steps": 2, "top": 0.2, "max_chars": 300}
+        write(tmp_path / task, cfg, recs, summarize(recs), "headlab circuits attribution")
+    raw, records, files = claim.collect(tmp_path)
+    check_size(claim, raw, smoke=True)
+    with pytest.raises(RuntimeError, match="registered size"):
+        check_size(claim, raw, smoke=False)
+    nums = claim.summarize(raw)
+    verdict = claim.judge(nums)
+    assert len(verdict["conditions"]) == 4 and {r["task"] for r in records} == {"sst2", "squad"}
+    best = nums["sst2_best_ig_coverage"]
+    assert best["value"] == max(nums["sst2_mean_ig_coverage"]["value"], nums["sst2_rollout_ig_coverage"]["value"])
+    assert all((tmp_path / f).exists() for f in files["plot"])
+
+
 def test_prompts_bad_input():
     with pytest.raises(ValueError, match="unknown task"):
         prompts(None, "mmlu", 3)

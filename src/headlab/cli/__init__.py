@@ -129,6 +129,12 @@ def scan(
         help="special token put before every text, e.g. '<|endoftext|>' "
         "(SmolLM2 adds no BOS: by default the first word is the initial token)",
     ),
+    importance: bool = typer.Option(
+        False,
+        "--importance",
+        help="add per-head columns importance_kl (KL of the next-token distribution when the head is mean-ablated) "
+        "and importance_taylor (its gradient estimate), one forward pass of all texts per head (docs/circuits.md)",
+    ),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
     device_map: Optional[str] = _dev.device_map_option(),
@@ -147,6 +153,10 @@ def scan(
         use_ray = ray or ray_address is not None
         if use_ray and shard_t is not None:
             raise ValueError(f"--shard {shard} and --ray split the texts two ways: give one of them")
+        if importance and (use_ray or shard_t is not None or edits is not None):
+            raise ValueError(
+                "--importance needs every text in one process on the unedited model: not with --shard, --ray or --edits"
+            )
         if threads < 0:
             raise ValueError(f"--threads must be >= 0 (0 = torch default), got {threads}")
         if threads:
@@ -203,6 +213,7 @@ def scan(
         )
         n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
         n_steps += "induction" in mlist
+        n_steps += importance
         n_steps += 18 * ("retrieval" in mlist)
         n_steps *= 2 if edit_list else 1
         with Progress(
@@ -243,6 +254,7 @@ def scan(
                     edits=edit_list,
                     head_maps=0,
                     batch_size=batch_size,
+                    importance=importance,
                     tick=lambda msg: progress.update(task, advance=1, description=msg),
                 )
         if shard_t is not None:
@@ -272,6 +284,12 @@ def _scan_done(res, out: Path, html: bool, json_out: bool, all_heads: bool, quie
         typer.echo(json.dumps({"meta": res.meta, "records": res.records, "files": [str(out / f) for f in files]}, default=str))
         return
     _summary(res, all_heads)
+    imp = res.meta.get("importance")
+    if imp:
+        console.print(
+            f"importance: Spearman(KL, |Taylor|) = {imp['spearman_kl_vs_abs_taylor']:.3f}, "
+            f"Pearson(ΔNLL, Taylor) = {imp['pearson_delta_nll_vs_taylor']:.3f} over {imp['tokens']} tokens"
+        )
     if not quiet:
         console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
 

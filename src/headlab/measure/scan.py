@@ -31,11 +31,21 @@ from .stats import check_input, forward_for_attention
 #: every head metric a scan can compute (the probe registry, in its order)
 ALL_METRICS = tuple(REGISTRY.names())
 
+#: per-head columns added by ``importance=True`` (:mod:`headlab.measure.importance`): {column: formula}
+IMPORTANCE_COLUMNS = {
+    "importance_kl": "mean over real positions of KL(p || p with the head mean-ablated), nats [arXiv 1905.10650]",
+    "importance_taylor": "first-order Taylor estimate of the next-token loss change when the head is mean-ablated, "
+    "sum of (mean - o_h) . dNLL/do_h [arXiv 1905.10650, 1611.06440]",
+}
+
 
 def formulas(metrics) -> dict[str, str]:
     """{metric: formula (paper)} from the probe classes, as written into meta.json."""
     out = {}
     for m in metrics:
+        if m in IMPORTANCE_COLUMNS:
+            out[m] = IMPORTANCE_COLUMNS[m]
+            continue
         cls = REGISTRY.get(m)
         out[m] = cls.formula + (f" [{cls.paper}]" if cls.paper else "")
     return out
@@ -183,6 +193,17 @@ def query_states(
     return {p.name: p.state_dict() for p in run.probes}
 
 
+def importance_columns(model, ids: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Head importance on the texts ``ids`` (each (1, T_k), right-padded into one batch):
+    ({"importance_kl", "importance_taylor"}: (L, H) each, the summary with the Spearman correlation
+    of KL with |Taylor|), from :func:`headlab.measure.importance.head_importance`."""
+    from .importance import head_importance
+
+    x, mask = pad_batch(ids)
+    imp = head_importance(model, x, torch.ones_like(x) if mask is None else mask)
+    return {"importance_kl": imp.kl, "importance_taylor": imp.taylor}, imp.summary()
+
+
 def scan_part(
     model,
     tok,
@@ -196,6 +217,7 @@ def scan_part(
     prefix: str | None = None,
     batch_size: int = 1,
     shard: str | tuple[int, int] | None = None,
+    importance: bool = False,
 ) -> ScanPart:
     """The sums and counts of a scan over shard ``i/n`` of ``texts`` (all texts for None): a
     :class:`~headlab.measure.shard.ScanPart` that ``merge_parts`` combines with the other shards.
@@ -215,6 +237,17 @@ def scan_part(
     fixed: dict[str, torch.Tensor] = {}
     cases = []
     first = shard_t is None or shard_t[0] == 1
+    imp_summary = None
+    if importance:  # per-head columns importance_kl / importance_taylor on the scan's texts
+        if shard_t is not None and shard_t != (1, 1):
+            raise ValueError("--importance needs every text in one process: scan without --shard / --ray")
+        if edits:
+            raise ValueError("--importance measures the model as it is: scan without --edits")
+        if not causal_lm:
+            raise ValueError("--importance needs a causal LM (it measures the next-token distribution)")
+        cols, imp_summary = importance_columns(model, [ids[k] for k in mine])
+        fixed.update(cols)
+        tick(f"importance ({n_layers * n_heads} heads mean-ablated)")
     if first and "induction" in metrics:
         fixed["induction"] = induction_scores(model, n=50, batch=8, seed=0, edits=edits)
         tick("induction (8 x repeated 50 random tokens)")
@@ -231,7 +264,8 @@ def scan_part(
         "n_heads": n_heads,
         "n_kv_heads": n_kv,
         "causal": causal,
-        "metrics": list(metrics),
+        "metrics": list(metrics) + (list(IMPORTANCE_COLUMNS) if importance else []),
+        "importance": imp_summary,
         "headlab_version": __version__,
         "texts_digest": texts_digest(ids),
         "n_texts": len(ids),
@@ -293,6 +327,7 @@ def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = N
         "texts": [{"name": f"text{t['index']}", "n_tokens": len(t["ids"])} for t in part.texts],
         "metrics": metrics,
         "formulas": formulas(metrics),
+        "importance": part.meta.get("importance"),
         "roles": ROLE_RULES,
         "uniform_entropy": ue,
         "prefix_token": part.meta["prefix"],
@@ -336,12 +371,15 @@ def run_scan(
     prefix: str | None = None,
     head_maps: int = 4,
     batch_size: int = 1,
+    importance: bool = False,
 ) -> ScanResult:
     """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
 
     ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
     forward pass) for the inline notebook view; 0 = none. ``batch_size``: texts per forward pass
-    (right padding, masked: the same statistics as one text at a time)."""
+    (right padding, masked: the same statistics as one text at a time). ``importance``: add the per-head
+    columns importance_kl / importance_taylor (mean-ablation KL and its Taylor estimate,
+    :mod:`headlab.measure.importance`) and their Spearman correlation in meta["importance"]."""
     if not isinstance(head_maps, int) or head_maps < 0:
         raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
     part = scan_part(
@@ -356,6 +394,7 @@ def run_scan(
         retrieval_lengths=retrieval_lengths,
         prefix=prefix,
         batch_size=batch_size,
+        importance=importance,
     )
     res = finish_scan(part, out=out, command=command)
     if head_maps and res.token_ids:

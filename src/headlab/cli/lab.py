@@ -75,6 +75,7 @@ def sinks(
     lr: float = typer.Option(3e-3, help="AdamW peak learning rate"),
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay"),
     claim: str = typer.Option("sinks", help="registered claim whose rule judges the run (names the output files)"),
+    data: str = typer.Option("text", help="training data: text (byte-level prose) or backcopy (bigram-backcopy language)"),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -83,7 +84,7 @@ def sinks(
 
     _threads()
     kw = (
-        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, claim=claim)
+        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, claim=claim, data=data)
         if smoke
         else dict(
             steps=_positive("steps", steps),
@@ -95,6 +96,7 @@ def sinks(
             lr=lr,
             weight_decay=weight_decay,
             claim=claim,
+            data=data,
         )
     )
     _finish(exp, kw, seed, out)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Union
+from typing import Protocol, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,18 @@ from torch import nn
 from headlab.modules.registry import make_mechanism
 
 from .progress import progress_bar
-from .text import VOCAB, TextData
+from .text import VOCAB
 
 AUX_WEIGHT = 0.01
 SCHEDULES = ("cosine", "constant")
 #: a registry name, or a factory with the registry signature ``factory(d_model, n_heads) -> nn.Module``
 Mechanism = Union[str, Callable[[int, int], nn.Module]]  # noqa: UP007  (a runtime alias on Python 3.10)
+
+
+class Windows(Protocol):
+    """Training data: :class:`~headlab.lab.text.TextData` or any source of (inputs, targets) (B, T) windows."""
+
+    def batch(self, split: str, batch: int, seq_len: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def build_mixer(mechanism: Mechanism, d_model: int, heads: int) -> nn.Module:
@@ -118,7 +124,7 @@ def tiny_lm(
 
 
 @torch.no_grad()
-def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64, n_batches: int = 4, seed: int = 1234) -> float:
+def eval_loss(model: TinyLM, data: Windows, batch: int = 32, seq_len: int = 64, n_batches: int = 4, seed: int = 1234) -> float:
     """Mean validation cross-entropy (nats/byte) on fixed windows."""
     was = model.training
     model.eval()
@@ -133,7 +139,7 @@ def eval_loss(model: TinyLM, data: TextData, batch: int = 32, seq_len: int = 64,
 
 def train_lm(
     model: TinyLM,
-    data: TextData,
+    data: Windows,
     steps: int,
     batch: int = 32,
     seq_len: int = 64,

@@ -23,6 +23,7 @@ run (and the output files).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -145,13 +146,15 @@ def run(
     for name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in fractions]:
         model = tiny_lm(factory, layers, d_model, heads, max_len=seq_len, seed=seed)
         check: dict[str, list] = {"step": [], "val_loss": []}
-        stop = None
+        stop: Callable[[int, TinyLM], bool] | None = None
         if converge > 0 and name == "mha":
 
-            def stop(step, m, check=check):
+            def _stop(step: int, m: TinyLM, check=check) -> bool:
                 check["step"].append(step)
                 check["val_loss"].append(eval_loss(m, data, batch, seq_len, VAL_BATCHES, seed=STOP_SEED))
                 return converged(check["step"], check["val_loss"], converge)
+
+            stop = _stop
 
         hist = train_lm(
             model,

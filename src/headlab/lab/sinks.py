@@ -15,7 +15,10 @@ Every training and probe window starts with the same BOS token (id 256, :data:`h
 position 0, which is key 0 — the fixed first token under which Gu et al. see sinks form.
 
 Budget knobs (Gu et al.: sinks form with enough training data, longer contexts, larger learning rates and
-weight decay): ``steps``, ``seq_len``, ``batch``, ``lr``, ``weight_decay``, ``layers``.
+weight decay): ``steps``, ``seq_len``, ``batch``, ``lr``, ``weight_decay``, ``layers``.  ``data`` picks the
+training data: "text" (byte-level prose, :mod:`headlab.lab.text`) or "backcopy" (the bigram-backcopy language
+of Guo et al., arXiv 2410.13835, :mod:`headlab.lab.backcopy`, in which a copying head is needed only after a
+few trigger tokens and idle elsewhere).
 
 The decision rules are registered in :mod:`headlab.results.lab_claims`: ``sinks`` (the first, pre-registered
 size) and ``sinks-bos`` (the redesigned size); ``claim`` names the claim whose rule judges a run (and the
@@ -30,6 +33,7 @@ import torch
 
 from headlab.results.claims import get as get_claim
 
+from .backcopy import BackcopyData
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, judged, print_table
 from .text import TextData
@@ -39,6 +43,11 @@ EPS = 0.3
 MECHS = ("softmax", "sigmoid", "gated")
 PROBE_SAMPLES = 64
 PROBE_LEN = 64  # Gu et al. measure Sink_1 on the first 64 tokens
+#: training data: name -> description (every window starts with the BOS token at position 0)
+DATA = {
+    "text": "pydoc_data.topics (bytes, BOS-prefixed)",
+    "backcopy": "bigram-backcopy language (64 tokens, 3 triggers, 4 successors each; BOS-prefixed; arXiv 2410.13835)",
+}
 
 
 def probe_len(seq_len: int) -> int:
@@ -87,14 +96,17 @@ def run(
     quiet: bool = False,
     weight_decay: float = 0.01,
     claim: str = NAME,
+    data: str = "text",
 ) -> LabResult:
     """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training;
     judge with the registered claim ``claim``."""
     if not claim.startswith(NAME):
         raise ValueError(f"claim={claim!r} is not a sinks claim (valid: 'sinks' or a name starting with 'sinks-')")
     get_claim(claim)  # unknown name -> ValueError before any training
-    data = TextData.load()
-    probe_x, _ = data.batch("val", PROBE_SAMPLES, probe_len(seq_len), torch.Generator().manual_seed(seed + 7))
+    if data not in DATA:
+        raise ValueError(f"data={data!r}; valid: {', '.join(DATA)}")
+    corpus = TextData.load() if data == "text" else BackcopyData.make(seed=seed)
+    probe_x, _ = corpus.batch("val", PROBE_SAMPLES, probe_len(seq_len), torch.Generator().manual_seed(seed + 7))
     every = max(1, steps // evals)
     measured: dict[str, dict] = {}
     for mech in MECHS:
@@ -107,9 +119,11 @@ def run(
             for k in ("first_token", "sink_rate", "raw_first_token"):
                 curve[k].append(s[k])
 
-        train_lm(model, data, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}", weight_decay=weight_decay)
+        train_lm(
+            model, corpus, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}", weight_decay=weight_decay
+        )
         final = sink_stats(model, probe_x)
-        loss = eval_loss(model, data, batch, seq_len)
+        loss = eval_loss(model, corpus, batch, seq_len)
         measured[mech] = {
             **curve,
             "final_first_token": final["first_token"],
@@ -140,7 +154,8 @@ def run(
             eps=EPS,
             probe_samples=PROBE_SAMPLES,
             probe_len=probe_len(seq_len),
-            corpus="pydoc_data.topics (bytes, BOS-prefixed)",
+            data=data,
+            corpus=DATA[data],
         ),
         records,
     )

@@ -151,7 +151,9 @@ def test_run_headhunt_writes_files(tiny_lm, tmp_path):
         task, tune_on=6, eval_on=8, rounds=1, n_random=1, save=tmp_path / "hh.json", model_tok=(model, tok), progress=False
     )
     saved = json.loads((tmp_path / "hh.json").read_text())
-    assert saved["search"]["heads"] == out["search"]["heads"] and saved["rounds"] == 1 and (tmp_path / "hh.png").stat().st_size > 0
+    assert (
+        saved["search"]["heads"] == out["search"]["heads"] and saved["rounds"] == 1 and (tmp_path / "hh.png").stat().st_size > 0
+    )
     st = saved["results"]["stats"]
     assert st["plain"]["n"] == 8 and {"hunted", "random0", "hunted_vs_plain", "hunted_vs_random0"} <= set(st)
     rows = (tmp_path / "hh.items.jsonl").read_text().splitlines()
@@ -184,3 +186,49 @@ def test_bad_input(tiny_llama, tiny_lm):
         choice_batch(tok, [Item("w3 w4", answers=["w5"])])
     with pytest.raises(ValueError, match="generation task"):
         run_headhunt(Task("gen", "generate", [Item("w3", answers=["w4"])] * 4), tune_on=1, eval_on=2, model_tok=(model, tok))
+
+
+def test_cli_guide_and_headhunt(tmp_path):
+    import json
+
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from headlab.cli import app
+
+    folder = save_tiny_llama(tmp_path / "tiny")
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.pad_token = "[UNK]"
+    tok.save_pretrained(folder)
+    f = tmp_path / "toy.jsonl"
+    f.write_text("".join(json.dumps({"prompt": it.prompt, "choices": it.choices, "label": it.label}) + "\n" for it in _items(9)))
+    run = CliRunner().invoke
+    base = ["steer", "headhunt", "--task", str(f), "--tune-on", "3", "--eval-on", "5", "--model", str(folder), "--quiet"]
+    r = run(app, [*base, "--rounds", "1", "--n-random", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["method"] == "headhunt" and doc["eval_on"] == 5 and len(doc["search"]["heads"]) == 1
+    r = run(
+        app,
+        [
+            "steer",
+            "guide",
+            "w3 w4 w5",
+            "--sites",
+            "L0H1",
+            "--scale",
+            "0",
+            "--max-new-tokens",
+            "3",
+            "--model",
+            str(folder),
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["plain"] == doc["guided"]
+    r = run(app, [*base, "--rounds", "0"])
+    assert r.exit_code == 2 and "rounds must be an int >= 1" in r.stderr
+    r = run(app, [*base, "--u-grid", "x"])
+    assert r.exit_code == 2 and "--u-grid" in r.output

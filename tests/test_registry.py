@@ -86,7 +86,8 @@ def test_every_plugin_kind_uses_the_registry_type():
 
 def test_make_probe_by_name_and_protocol_probes():
     assert isinstance(probes.make_probe("sink"), probes.SinkProbe)
-    assert probes.query_probe_names() == ["sink", "sink_rate", "entropy", "prev_token", "distance"]
+    names = ["sink", "sink_rate", "entropy", "prev_token", "distance", "waad", "fai", "magnet", "global_sink"]
+    assert probes.query_probe_names() == names
     with pytest.raises(ValueError, match="unknown probe 'nope'; valid probe names are: sink, sink_rate"):
         probes.make_probe("nope")
     with pytest.raises(ValueError, match="needs its own input protocol"):

@@ -93,7 +93,9 @@ def scan(
     n_texts: int = typer.Option(8, help="number of built-in texts when --texts is not given"),
     max_tokens: int = typer.Option(512, help="tokens kept per text"),
     metrics: str = typer.Option(
-        "all", help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval, or all"
+        "all",
+        help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval,"
+        "waad,fai,magnet,global_sink, or all (docs/probes.md)",
     ),
     out: Path = typer.Option(Path("headlab-report"), help="output folder"),
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
@@ -128,6 +130,16 @@ def scan(
         None,
         help="special token put before every text, e.g. '<|endoftext|>' "
         "(SmolLM2 adds no BOS: by default the first word is the initial token)",
+    ),
+    group: Optional[list[str]] = typer.Option(
+        None,
+        "--group",
+        help="NAME=SPEC token group (repeatable) adding share:NAME, aei:NAME and mdi:FIRST/NAME: "
+        "SPEC is positions like 0-15,40- (0 = first token), last:N, text:STRING (tokens overlapping it) or rest; "
+        "see docs/probes.md",
+    ),
+    group_queries: Optional[str] = typer.Option(
+        None, "--group-queries", help="SPEC of the query rows the --group metrics count (default: every query), e.g. last:8"
     ),
     importance: bool = typer.Option(
         False,
@@ -164,6 +176,11 @@ def scan(
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {str(out)!r} exists and is not a folder")
         mlist = parse_metrics(metrics)
+        from ..measure.dilution import parse_group, parse_groups
+
+        parse_groups(group or [])  # bad specs fail here, naming the value
+        if group_queries is not None:
+            parse_group(f"queries={group_queries}")
         if n_texts < 1:
             raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
         text_list = read_texts(texts, text_field) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
@@ -192,6 +209,8 @@ def scan(
                     edits=edit_list,
                     batch_size=batch_size,
                     drop_retrieval=metrics == "all",
+                    groups=group,
+                    group_queries=group_queries,
                 )
             res = finish_scan(part, out=out)
             if html:
@@ -212,6 +231,7 @@ def scan(
             else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1], shard_t[0] * len(text_list) // shard_t[1]))
         )
         n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
+        n_steps += n_mine * bool(group)  # one pass per text for the token groups
         n_steps += "induction" in mlist
         n_steps += importance
         n_steps += 18 * ("retrieval" in mlist)
@@ -238,6 +258,8 @@ def scan(
                     edits=edit_list,
                     batch_size=batch_size,
                     shard=shard_t,
+                    groups=group,
+                    group_queries=group_queries,
                     tick=lambda msg: progress.update(task, advance=1, description=msg),
                 )
                 save_part(out, part)
@@ -254,6 +276,8 @@ def scan(
                     edits=edit_list,
                     head_maps=0,
                     batch_size=batch_size,
+                    groups=group,
+                    group_queries=group_queries,
                     importance=importance,
                     tick=lambda msg: progress.update(task, advance=1, description=msg),
                 )
@@ -292,6 +316,65 @@ def _scan_done(res, out: Path, html: bool, json_out: bool, all_heads: bool, quie
         )
     if not quiet:
         console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
+
+
+@app.command("contrast")
+def contrast_cmd(
+    task: str = typer.Option(..., "--task", help="the task question asked after the context"),
+    context: Optional[str] = typer.Option(None, "--context", help="the context text"),
+    context_file: Optional[Path] = typer.Option(None, "--context-file", help="UTF-8 file holding the context"),
+    general: str = typer.Option("Summarize the text.", "--general", help="the general instruction contrasted with the task"),
+    model: str = typer.Option("smollm2-135m", help="smollm2-135m or a local Hugging Face folder"),
+    lam: Optional[float] = typer.Option(None, "--lam", help="λ in task / (general + λ) (default 1/N, N context tokens)"),
+    layers: str = typer.Option("all", "--layers", help="layers fused into the token ranking, e.g. L14-24 or all"),
+    top: int = typer.Option(10, "--top", help="context tokens listed, highest fused contrast first"),
+    out: Path = typer.Option(Path("headlab-contrast"), help="output folder (contrast.json, contrast.png)"),
+    json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    device: Optional[str] = _dev.device_option(),
+    dtype: Optional[str] = _dev.dtype_option(),
+) -> None:
+    """CARVE contrast (arXiv 2509.06461): which context tokens a task question draws attention to,
+    against a general instruction, and the attention entropy per layer (docs/probes.md)."""
+    from ..engine.hf import model_shape
+    from ..engine.sites import parse_layers
+    from ..io import atomic_dir, atomic_write_json
+    from ..measure.contrast import contrast, contrast_png
+
+    try:
+        if (context is None) == (context_file is None):
+            raise ValueError("give the context with exactly one of --context TEXT or --context-file FILE")
+        if context_file is not None and not context_file.is_file():
+            raise ValueError(f"--context-file {str(context_file)!r} does not exist")
+        text = context if context is not None else context_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+        if top < 1:
+            raise ValueError(f"--top must be >= 1, got {top}")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+        m, tok = _dev.load_model(model, device, dtype, None)
+        lay = parse_layers(layers, model_shape(m)[0])
+        res = contrast(m, tok, text, task, general, lam=lam, layers=lay)
+        with atomic_dir(out) as stage:
+            atomic_write_json(stage / "contrast.json", {"model": model, "task": task, "general": general, **res.to_json()})
+            contrast_png(stage / "contrast.png", res, title=f"{model}: {task[:60]!r} vs {general[:40]!r}")
+    except (ValueError, RuntimeError, OSError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    if json_out:
+        typer.echo(json.dumps({"top": res.top(top), "files": [str(out / "contrast.json"), str(out / "contrast.png")]}))
+        return
+    t = Table(title=f"context tokens the task draws attention to (layers {layers}, λ = {res.lam:.3g})")
+    for c in ("#", "token", "fused contrast"):
+        t.add_column(c, justify="right" if c != "token" else "left")
+    for i, s, v in res.top(top):
+        t.add_row(str(i), repr(s), f"{v:.3f}")
+    Console().print(t)
+    e = Table(title="attention entropy over the context per layer (nats)")
+    for c in ("layer", "task", "general"):
+        e.add_column(c, justify="right")
+    for layer, (a, b) in enumerate(zip(res.entropy_task.tolist(), res.entropy_general.tolist(), strict=True)):
+        e.add_row(str(layer), f"{a:.3f}", f"{b:.3f}")
+    Console().print(e)
+    console.print(f"wrote {out / 'contrast.json'}, {out / 'contrast.png'}")
 
 
 def _register_groups() -> None:

@@ -16,12 +16,14 @@ from ..engine.hf import attach, model_shape
 from ..frames import records_frame
 from ..io import atomic_dir, atomic_write_json
 from ..probes import REGISTRY, HeadMapProbe, query_probe_names
+from ..probes.magnet import magnet_ids
 from ..report.files import write_meta, write_records
 from ..report.inline import scan_html
 from ..report.maps import display_tokens
 from ..report.png import atlas_png
 from ..version import __version__
 from .atlas import ROLE_RULES, records, role_metrics, uniform_entropy
+from .dilution import group_formula, group_metric_names, group_states, parse_group, parse_groups, with_group_ratios
 from .induction import induction_scores
 from .retrieval import retrieval_scores
 from .shard import FORMAT as SHARD_FORMAT
@@ -45,6 +47,9 @@ def formulas(metrics) -> dict[str, str]:
     for m in metrics:
         if m in IMPORTANCE_COLUMNS:
             out[m] = IMPORTANCE_COLUMNS[m]
+            continue
+        if group_formula(m) is not None:  # --group metrics: share:<g>, aei:<g>, mdi:<a>/<b>
+            out[m] = group_formula(m)
             continue
         cls = REGISTRY.get(m)
         out[m] = cls.formula + (f" [{cls.paper}]" if cls.paper else "")
@@ -175,18 +180,31 @@ def pad_batch(ids: list[torch.Tensor], pad_id: int = 0) -> tuple[torch.Tensor, t
 
 
 def query_states(
-    model, ids: list[torch.Tensor], metrics: list[str], edits=(), batch_size: int = 1, tick: Callable[[str], None] | None = None
+    model,
+    ids: list[torch.Tensor],
+    metrics: list[str],
+    edits=(),
+    batch_size: int = 1,
+    tick: Callable[[str], None] | None = None,
+    tok=None,
 ) -> dict[str, dict]:
     """{metric: probe state (float64 sums and counts, ``Probe.state_dict``)} of the query metrics over
-    the texts ``ids`` (each (1, T_k)), run ``batch_size`` texts per forward pass."""
+    the texts ``ids`` (each (1, T_k)), run ``batch_size`` texts per forward pass. ``tok``: the
+    tokenizer, for probes that read the tokens (``magnet``: ``ctx.state["input_ids"]``, ``["magnet_ids"]``)."""
     tick = tick or (lambda msg: None)
     query = [m for m in metrics if m in query_probe_names()]
     if not query or not ids:
         return {}
-    with attach(model, probes=query, edits=list(edits)) as run:
+    state: dict = {}
+    if "magnet" in query:
+        if tok is None:
+            raise ValueError("the magnet metric needs the tokenizer (which tokens are stop words)")
+        state["magnet_ids"] = magnet_ids(tok, [i for x in ids for i in x.reshape(-1).tolist()])
+    with attach(model, probes=query, edits=list(edits), state=state) as run:
         for batch in text_batches([int(x.shape[1]) for x in ids], batch_size):
             x, mask = pad_batch([ids[k] for k in batch])
             check_input(model, x, mask)
+            run.state["input_ids"] = x  # (B, T): each key's token, for probes that read it
             forward_for_attention(model, x, mask)
             for k in batch:
                 tick(f"text {k + 1}/{len(ids)} ({ids[k].shape[1]} tokens)")
@@ -217,11 +235,15 @@ def scan_part(
     prefix: str | None = None,
     batch_size: int = 1,
     shard: str | tuple[int, int] | None = None,
+    groups: list[str] | None = None,
+    group_queries: str | None = None,
     importance: bool = False,
 ) -> ScanPart:
     """The sums and counts of a scan over shard ``i/n`` of ``texts`` (all texts for None): a
     :class:`~headlab.measure.shard.ScanPart` that ``merge_parts`` combines with the other shards.
-    Shard 1 also computes the protocol metrics (induction, retrieval), which do not read the texts."""
+    Shard 1 also computes the protocol metrics (induction, retrieval), which do not read the texts.
+    ``groups``: ``NAME=SPEC`` token groups (:mod:`headlab.measure.dilution`) adding the metrics
+    share:<g>, aei:<g> and mdi:<first>/<g>; ``group_queries``: a SPEC for the query rows they count."""
     tick = tick or (lambda msg: None)
     shard_t = parse_shard(shard)
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -233,7 +255,26 @@ def scan_part(
     ids = tokenize_texts(tok, texts, max_tokens, getattr(model.config, "max_position_embeddings", None), prefix)
     mine = shard_indices(len(ids), shard_t)
     t0 = time.time()
-    states = query_states(model, [ids[k] for k in mine], metrics, edits, batch_size, tick)
+    states = query_states(model, [ids[k] for k in mine], metrics, edits, batch_size, tick, tok=tok)
+    tg = parse_groups(groups or [])
+    qg = None if group_queries is None else parse_group(f"queries={group_queries}")
+    if qg is not None and not tg:
+        raise ValueError(f"--group-queries {group_queries!r} needs at least one --group")
+    if tg:
+        states.update(
+            group_states(
+                model,
+                [ids[k] for k in mine],
+                tg,
+                qg,
+                tok=tok,
+                texts=[texts[k] for k in mine],
+                n_prefix=1 if prefix else 0,
+                edits=edits,
+                index=mine,
+                tick=tick,
+            )
+        )
     fixed: dict[str, torch.Tensor] = {}
     cases = []
     first = shard_t is None or shard_t[0] == 1
@@ -264,8 +305,10 @@ def scan_part(
         "n_heads": n_heads,
         "n_kv_heads": n_kv,
         "causal": causal,
-        "metrics": list(metrics) + (list(IMPORTANCE_COLUMNS) if importance else []),
+        "metrics": list(metrics) + group_metric_names(tg) + (list(IMPORTANCE_COLUMNS) if importance else []),
         "importance": imp_summary,
+        "groups": {g.name: g.spec for g in tg.values()},
+        "group_queries": group_queries,
         "headlab_version": __version__,
         "texts_digest": texts_digest(ids),
         "n_texts": len(ids),
@@ -301,6 +344,8 @@ def scan_part(
             prefix=prefix,
             batch_size=batch_size,
             shard=shard_t,
+            groups=groups,
+            group_queries=group_queries,
         )
     return part
 
@@ -312,7 +357,7 @@ def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = N
         i, n = part.meta["shard"]
         raise ValueError(f"shard {i}/{n} is a partial scan: merge all {n} shards (headlab merge) before the report")
     metrics = list(part.meta["metrics"])
-    stats = part.stats()
+    stats = with_group_ratios(part.stats(), metrics)  # mdi:<a>/<b> = aei:<a> / aei:<b>
     lengths = [len(t["ids"]) for t in part.texts]
     ue = uniform_entropy(lengths, part.meta["causal"])
     recs = records(stats, ue)
@@ -327,6 +372,8 @@ def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = N
         "texts": [{"name": f"text{t['index']}", "n_tokens": len(t["ids"])} for t in part.texts],
         "metrics": metrics,
         "formulas": formulas(metrics),
+        "groups": part.meta.get("groups", {}),
+        "group_queries": part.meta.get("group_queries"),
         "importance": part.meta.get("importance"),
         "roles": ROLE_RULES,
         "uniform_entropy": ue,
@@ -340,7 +387,7 @@ def finish_scan(part: ScanPart, out: Path | None = None, command: str | None = N
     }
     base_recs = None
     if part.baseline is not None:
-        base_recs = records(part.baseline.stats(), ue)
+        base_recs = records(with_group_ratios(part.baseline.stats(), metrics), ue)
     ids = [torch.tensor([t["ids"]], dtype=torch.long) for t in part.texts]
     res = ScanResult(recs, stats, meta, out, ids)
     if out is not None:
@@ -371,15 +418,18 @@ def run_scan(
     prefix: str | None = None,
     head_maps: int = 4,
     batch_size: int = 1,
+    groups: list[str] | None = None,
+    group_queries: str | None = None,
     importance: bool = False,
 ) -> ScanResult:
     """Scan ``texts`` with ``metrics``; write DIR/heads.json, heads.csv, meta.json, atlas.png when ``out``.
 
     ``head_maps``: keep the attention maps of this many telling heads on the first text (one more
     forward pass) for the inline notebook view; 0 = none. ``batch_size``: texts per forward pass
-    (right padding, masked: the same statistics as one text at a time). ``importance``: add the per-head
-    columns importance_kl / importance_taylor (mean-ablation KL and its Taylor estimate,
-    :mod:`headlab.measure.importance`) and their Spearman correlation in meta["importance"]."""
+    (right padding, masked: the same statistics as one text at a time). ``groups`` / ``group_queries``:
+    token groups for share / AEI / MDI (``NAME=SPEC``, see :mod:`headlab.measure.dilution`).
+    ``importance``: add the per-head columns importance_kl / importance_taylor (mean-ablation KL and its
+    Taylor estimate, :mod:`headlab.measure.importance`) and their Spearman correlation in meta["importance"]."""
     if not isinstance(head_maps, int) or head_maps < 0:
         raise ValueError(f"head_maps must be an int >= 0, got {head_maps!r}")
     part = scan_part(
@@ -394,6 +444,8 @@ def run_scan(
         retrieval_lengths=retrieval_lengths,
         prefix=prefix,
         batch_size=batch_size,
+        groups=groups,
+        group_queries=group_queries,
         importance=importance,
     )
     res = finish_scan(part, out=out, command=command)

@@ -14,16 +14,23 @@ from .base import FAST_STATS, Probe, RoleRule
 from .custom import MeanProbe, mean
 from .distance import DistanceProbe
 from .entropy import EntropyProbe
+from .fai import FaiProbe
+from .global_sink import GlobalSinkProbe
 from .group_share import GroupShareProbe
 from .head_map import HeadMapProbe
 from .induction import InductionProbe
+from .magnet import MagnetProbe
 from .prev_token import PrevTokenProbe
 from .retrieval import ArgmaxProbe, RetrievalProbe
 from .sink import SinkProbe, SinkRateProbe
+from .waad import WaadProbe
 
 #: the head metrics by name, in the order scans list them
 REGISTRY = PROBES
 for _cls in (SinkProbe, SinkRateProbe, EntropyProbe, PrevTokenProbe, DistanceProbe, InductionProbe, RetrievalProbe):
+    REGISTRY.register(_cls.name, _cls)
+# per-token analyses (arXiv 2510.13554 WAAD/FAI; 2509.22650 RefAM magnets and global sinks); docs/probes.md
+for _cls in (WaadProbe, FaiProbe, MagnetProbe, GlobalSinkProbe):
     REGISTRY.register(_cls.name, _cls)
 del _cls
 
@@ -62,6 +69,10 @@ __all__ = [
     "InductionProbe",
     "RetrievalProbe",
     "ArgmaxProbe",
+    "WaadProbe",
+    "FaiProbe",
+    "MagnetProbe",
+    "GlobalSinkProbe",
     "MeanProbe",
     "mean",
 ]

@@ -75,6 +75,16 @@ class GroupShareProbe(Probe):
             out[f"aei:{g}"] = self._aei[g].result()
         return out
 
+    def states(self) -> dict[str, dict]:
+        """``{"share:<g>" | "aei:<g>": {"total", "count"}}``: float64 (layers, heads) sums and counts of
+        every group, so that runs over different texts (each with its own positions) add up exactly."""
+        out = {}
+        for g in self.groups:
+            for kind, p in (("share", self._share[g]), ("aei", self._aei[g])):
+                s = p.state_dict()
+                out[f"{kind}:{g}"] = {"total": s["total"], "count": s["count"]}
+        return out
+
     def dominance(self, a: str, b: str) -> torch.Tensor:
         """(layers, heads) aei[a] / aei[b]: > 1 means group a gets more than its fair share relative to b."""
         for g in (a, b):

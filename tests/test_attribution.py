@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 from typer.testing import CliRunner
 
 from headlab.measure.agreement import agreement, top_k
@@ -162,6 +163,7 @@ def test_agreement_hand_made_vectors():
     assert x["coverage"] == 0.5
     assert x["mass"] == pytest.approx((0 + 9) / (9 + 8))
     assert x["pearson"] == pytest.approx(float(np.corrcoef(a, s)[0, 1]))
+    assert x["spearman"] == pytest.approx(float(stats.spearmanr(a, s)[0]))  # with ties (the zeros of s)
 
 
 def test_agreement_top_fraction_and_ties():

@@ -43,6 +43,10 @@ def top_k(frac: float, n: int) -> int:
     return max(1, round(frac * n))
 
 
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def _top(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-x, kind="stable")[:k]
 
@@ -59,8 +63,8 @@ def agreement(attention, saliency, frac: float = 0.2) -> dict[str, float]:
     flat = np.ptp(a) == 0 or np.ptp(s) == 0
     own = float(s[ts].sum())
     return {
-        "spearman": math.nan if flat else float(stats.spearmanr(a, s).statistic),
-        "pearson": math.nan if flat else float(stats.pearsonr(a, s).statistic),
+        "spearman": math.nan if flat else _pearson(stats.rankdata(a), stats.rankdata(s)),  # Spearman: Pearson of ranks
+        "pearson": math.nan if flat else _pearson(a, s),
         "coverage": len(np.intersect1d(ta, ts)) / k,
         "mass": float(s[ta].sum()) / own if own > 0 else math.nan,
         "k": k,

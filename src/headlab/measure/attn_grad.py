@@ -16,6 +16,7 @@ check the gradient (tests).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +75,9 @@ def target_logprob(logits: torch.Tensor, target_id: int) -> torch.Tensor:
     return torch.log_softmax(logits[0, -1].float(), -1)[target_id]
 
 
-def attention_grad(model, ids: torch.Tensor, target_id, bump: dict[int, torch.Tensor] | None = None) -> AttentionGrad:
+def attention_grad(
+    model, ids: torch.Tensor, target_id: int | Callable[[torch.Tensor], int], bump: dict[int, torch.Tensor] | None = None
+) -> AttentionGrad:
     """Maps and ∂y/∂A for y = log p(target) at the final position of ``ids`` (1, T).
 
     ``target_id``: a token id, or a callable (final logits (V,)) -> id chosen from this same pass (e.g. the

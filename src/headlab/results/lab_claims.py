@@ -310,6 +310,15 @@ register(
 _MIXING = ("fixed-seq", "static-emb", "rnd-emb", "taylor", "relu-len")  # the relaxations that still mix tokens
 
 
+_DEC_SHOW = (
+    "uniform_no-mix_ratio",
+    "uniform_fixed-seq_ratio",
+    "hybrid_fixed-seq_ratio",
+    "uniform_relu-len_ratio",
+    "hybrid_relu-len_ratio",
+)
+
+
 def _dec_summary(raw: dict) -> dict:
     m = raw["measured"]
     n_tok = m.get("val_tokens")
@@ -377,13 +386,7 @@ register(
         cost_s=300,
         smoke_cost_s=10,
         tolerance=Tolerance("exact"),
-        show=(
-            "uniform_no-mix_ratio",
-            "uniform_fixed-seq_ratio",
-            "hybrid_fixed-seq_ratio",
-            "uniform_relu-len_ratio",
-            "hybrid_relu-len_ratio",
-        ),
+        show=_DEC_SHOW,
     )
 )
 
@@ -491,13 +494,7 @@ register(
         cost_s=1800,
         smoke_cost_s=10,
         tolerance=Tolerance("exact"),
-        show=(
-            "uniform_no-mix_ratio",
-            "uniform_fixed-seq_ratio",
-            "hybrid_fixed-seq_ratio",
-            "uniform_relu-len_ratio",
-            "hybrid_relu-len_ratio",
-        ),
+        show=_DEC_SHOW,
     )
 )
 

@@ -65,6 +65,17 @@ def check_size(claim: Claim, raw: dict, smoke: bool) -> None:
                 )
 
 
+def _judge_into(claim: Claim, stage: Path, shown: list[str], again: str, smoke: bool, seconds: float | None) -> dict:
+    """Collect the run in ``stage``, check its size, judge it and write ``stage/result.json``; ``seconds``
+    None = the sum of the run's per-record seconds (an adopted run)."""
+    raw, records, files = claim.collect(stage)
+    check_size(claim, raw, smoke)
+    numbers = claim.summarize(raw)
+    if seconds is None:
+        seconds = sum(float(r.get("seconds") or 0) for r in records)
+    return write_result(stage, claim, numbers, claim.judge(numbers), shown, again, seconds, smoke, files)
+
+
 def reproduce(
     name: str, out: str | os.PathLike | None = None, smoke: bool = False, check: bool = False, root: Path | None = None, log=print
 ) -> tuple[dict, list[str]]:
@@ -90,12 +101,8 @@ def reproduce(
             actual = line.format(out=shlex.quote(str(stage)), results=shlex.quote(str(root)))
             log(f"$ {shown[-1]}")
             run_command(actual)
-        raw, _records, files = claim.collect(stage)
-        check_size(claim, raw, smoke)
-        numbers = claim.summarize(raw)
-        judgement = claim.judge(numbers)
         again = f"headlab reproduce {name}" + (" --smoke" if smoke else "") + f" --out {_show(out)}"
-        res = write_result(stage, claim, numbers, judgement, shown, again, time.time() - t0, smoke, files)
+        res = _judge_into(claim, stage, shown, again, smoke, seconds=time.time() - t0)
     problems = compare(read_result(committed), res) if check else []
     return res, problems
 
@@ -148,12 +155,6 @@ def adopt(
                 dst = stage / src.relative_to(run_dir)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-        raw, records, files = claim.collect(stage)
-        check_size(claim, raw, False)
-        numbers = claim.summarize(raw)
-        judgement = claim.judge(numbers)
         shown = [claim.command[0].format(out=_show(out), results=res_show)]
-        seconds = sum(float(r.get("seconds") or 0) for r in records)
-        again = f"headlab reproduce {name} --out {_show(out)}"
-        res = write_result(stage, claim, numbers, judgement, shown, again, seconds, False, files)
+        res = _judge_into(claim, stage, shown, f"headlab reproduce {name} --out {_show(out)}", False, seconds=None)
     return res, []

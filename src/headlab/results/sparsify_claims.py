@@ -69,11 +69,17 @@ def _summary(raw: dict) -> dict:
     best = _best(rows)
     bm = _method(best)
     out["best"] = number(PROFILED.index(bm), method=bm, label=best["label"])
+    return out | _vs_controls(rows, best)
+
+
+def _vs_controls(rows: list[dict], m: dict) -> dict:
+    """McNemar of plan row ``m`` vs each control row present (keys ``best_vs_<control>``)."""
+    out = {}
     for ctl in CONTROLS:
         c = next((r for r in rows if _method(r) == ctl), None)
         if c is not None:
-            x, y, p = _mcnemar(_outcomes(best), _outcomes(c))
-            out[f"best_vs_{ctl}"] = number(best["correct"] - c["correct"], n=best["trials"], p=p, only_best=x, only_control=y)
+            x, y, p = _mcnemar(_outcomes(m), _outcomes(c))
+            out[f"best_vs_{ctl}"] = number(m["correct"] - c["correct"], n=m["trials"], p=p, only_best=x, only_control=y)
     return out
 
 
@@ -260,14 +266,7 @@ register(
 def _vs_named(raw: dict, method: str) -> dict:
     """McNemar of plan ``method`` vs each control (overrides the best-plan choice of ``_summary``)."""
     rows = raw["rows"]
-    m = next(r for r in rows if _method(r) == method)
-    out = {}
-    for ctl in CONTROLS:
-        c = next((r for r in rows if _method(r) == ctl), None)
-        if c is not None:
-            x, y, p = _mcnemar(_outcomes(m), _outcomes(c))
-            out[f"best_vs_{ctl}"] = number(m["correct"] - c["correct"], n=m["trials"], p=p, only_best=x, only_control=y)
-    return out
+    return _vs_controls(rows, next(r for r in rows if _method(r) == method))
 
 
 # --- the quality / KV-memory frontier: every profiled method and uniform at three budgets, 4096 tokens ---

@@ -76,6 +76,9 @@ def sinks(
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay"),
     claim: str = typer.Option("sinks", help="registered claim whose rule judges the run (names the output files)"),
     data: str = typer.Option("text", help="training data: text (byte-level prose) or backcopy (bigram-backcopy language)"),
+    mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="MLP after attention in every block (--no-mlp: attention-only)"),
+    tied: bool = typer.Option(True, "--tied/--untied", help="read-out tied to the token embedding (--untied: its own weight)"),
+    repeats: int = typer.Option(1, help="seeds per mechanism: SEED, SEED+1, ... (numbers are means; by_seed keeps each)"),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -83,8 +86,9 @@ def sinks(
     from headlab.lab import sinks as exp
 
     _threads()
+    arch = dict(claim=claim, data=data, mlp=mlp, tied=tied, repeats=_positive("repeats", repeats))
     kw = (
-        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, claim=claim, data=data)
+        dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, **arch)
         if smoke
         else dict(
             steps=_positive("steps", steps),
@@ -95,8 +99,7 @@ def sinks(
             batch=_positive("batch", batch),
             lr=lr,
             weight_decay=weight_decay,
-            claim=claim,
-            data=data,
+            **arch,
         )
     )
     _finish(exp, kw, seed, out)

@@ -8,7 +8,9 @@ Example::
     logits, weights = lm(idx, return_weights=True)       # idx (B, T) byte ids, T <= max_len
 
 Pre-LayerNorm blocks (x + mix(LN x); x + MLP(LN x), GELU ×4), learned absolute positions, tied
-embeddings.  ``forward(idx (B,T), return_weights=True)`` also returns one (B,H,T,T) weight tensor per layer.
+embeddings.  ``mlp=False`` drops the MLPs (an attention-only model: every block is x + mix(LN x)) and
+``tied=False`` gives the read-out its own (V, d_model) weight and bias — the setting in which an idle head
+has no later layer that could ignore its output (used by the ``sinks`` experiment).  ``forward(idx (B,T), return_weights=True)`` also returns one (B,H,T,T) weight tensor per layer.
 :func:`train_lm` trains it with AdamW (warm-up + cosine) on :class:`~headlab.lab.text.TextData`, adding
 β·aux_loss of mechanisms that expose one (MoH load balancing, β = 0.01).
 """
@@ -45,11 +47,12 @@ def build_mixer(mechanism: Mechanism, d_model: int, heads: int) -> nn.Module:
 
 
 class Block(nn.Module):
-    def __init__(self, mechanism: Mechanism, d_model: int, heads: int):
+    def __init__(self, mechanism: Mechanism, d_model: int, heads: int, mlp: bool = True):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.ln1 = nn.LayerNorm(d_model)
         self.mix = build_mixer(mechanism, d_model, heads)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.ln2 = nn.LayerNorm(d_model) if mlp else None
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model)) if mlp else None
 
     def forward(self, x, return_weights: bool = False):
         if return_weights:
@@ -57,6 +60,8 @@ class Block(nn.Module):
         else:
             y, a = self.mix(self.ln1(x)), None
         x = x + y
+        if self.mlp is None or self.ln2 is None:
+            return x, a
         return x + self.mlp(self.ln2(x)), a
 
 
@@ -69,6 +74,8 @@ class TinyLM(nn.Module):
         heads: int = 4,
         vocab: int = VOCAB,
         max_len: int = 256,
+        mlp: bool = True,
+        tied: bool = True,
     ):
         super().__init__()
         if layers < 1 or vocab < 2 or max_len < 2:
@@ -77,8 +84,9 @@ class TinyLM(nn.Module):
         self.max_len = max_len
         self.tok = nn.Embedding(vocab, d_model)
         self.pos = nn.Embedding(max_len, d_model)
-        self.blocks = nn.ModuleList(Block(mechanism, d_model, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(mechanism, d_model, heads, mlp) for _ in range(layers))
         self.ln = nn.LayerNorm(d_model)
+        self.head = None if tied else nn.Linear(d_model, vocab)  # untied read-out (V, d_model) + bias
         self.apply(self._init)
 
     @staticmethod
@@ -96,7 +104,8 @@ class TinyLM(nn.Module):
         for blk in self.blocks:
             x, a = blk(x, return_weights)
             weights.append(a)
-        logits = self.ln(x) @ self.tok.weight.T
+        h = self.ln(x)
+        logits = h @ self.tok.weight.T if self.head is None else self.head(h)
         return (logits, weights) if return_weights else logits
 
     def aux_loss(self) -> torch.Tensor:
@@ -117,10 +126,12 @@ def tiny_lm(
     vocab: int = VOCAB,
     max_len: int = 256,
     seed: int = 0,
+    mlp: bool = True,
+    tied: bool = True,
 ) -> TinyLM:
     """Build a seeded :class:`TinyLM` (same seed -> same weights)."""
     torch.manual_seed(seed)
-    return TinyLM(mechanism, layers, d_model, heads, vocab, max_len)
+    return TinyLM(mechanism, layers, d_model, heads, vocab, max_len, mlp, tied)
 
 
 @torch.no_grad()

@@ -20,9 +20,22 @@ training data: "text" (byte-level prose, :mod:`headlab.lab.text`) or "backcopy" 
 of Guo et al., arXiv 2410.13835, :mod:`headlab.lab.backcopy`, in which a copying head is needed only after a
 few trigger tokens and idle elsewhere).
 
-The decision rules are registered in :mod:`headlab.results.lab_claims`: ``sinks`` (the first, pre-registered
-size) and ``sinks-bos`` (the redesigned size); ``claim`` names the claim whose rule judges a run (and the
-output files).
+Architecture knobs: ``mlp=False`` trains attention-only models and ``tied=False`` gives them their own
+read-out (:class:`headlab.lab.lm.TinyLM`).  In the bigram-backcopy language a copying head is useful only at
+trigger positions; with an MLP after it, the MLP can ignore its output elsewhere, while in an attention-only
+model the head's output goes straight to the logits, so a softmax head — whose weights must sum to one — can
+only switch itself off by parking on a token with a near-zero value (Guo et al.'s "dormant" head, a sink),
+whereas a sigmoid head can lower all its weights and a gated head can close its gate.  On backcopy data the
+probe also splits the first-token share into *active* queries (the input token is a trigger, so the head
+must copy) and *dormant* ones (every other query after BOS).
+
+``repeats`` trains every mechanism with seeds ``seed``, ``seed + 1``, …: the top-level numbers are means over
+seeds (equal probe sizes, so the pooled Sink rate is the mean rate) and ``by_seed`` keeps each seed's.
+
+The decision rules are registered in :mod:`headlab.results.lab_claims`: ``sinks`` (the first,
+pre-registered size on prose), ``sinks-dormant`` (the redesigned attention-only backcopy size, three seeds)
+and ``sinks-dormant-mlp`` (its control with MLPs); ``claim`` names the claim whose rule judges a run (and
+the output files).
 """
 
 from __future__ import annotations
@@ -73,14 +86,57 @@ def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, flo
     }
 
 
+def split_shares(weights: list[torch.Tensor], active: torch.Tensor) -> dict[str, float]:
+    """Mean weight share on key 0 over *active* queries (``active`` (B, T) True) and over the other queries
+    after position 0, pooled over layers and heads; weights are per-layer (B, H, T, T).  NaN when a group
+    is empty."""
+    share = torch.stack([w[..., 0] / w.sum(-1).clamp_min(1e-12) for w in weights], 1)  # (B,L,H,T)
+    if active.shape != (share.shape[0], share.shape[-1]):
+        raise ValueError(f"active must be (B, T) = {(share.shape[0], share.shape[-1])}, got {tuple(active.shape)}")
+    act = active.clone()
+    dormant = ~active
+    act[:, 0] = dormant[:, 0] = False  # query 0 sees only key 0
+    out = {}
+    for name, mask in (("active_first_token", act), ("dormant_first_token", dormant)):
+        m = mask[:, None, None, :].expand_as(share)
+        out[name] = share[m].mean().item() if m.any() else float("nan")
+    return out
+
+
 @torch.no_grad()
-def sink_stats(model: TinyLM, idx: torch.Tensor, eps: float = EPS) -> dict[str, float | list[float]]:
-    """First-token statistics of a TinyLM on inputs idx (B, T)."""
+def sink_stats(model: TinyLM, idx: torch.Tensor, eps: float = EPS, active: torch.Tensor | None = None) -> dict:
+    """First-token statistics of a TinyLM on inputs idx (B, T); with ``active`` (B, T) also the active /
+    dormant split of :func:`split_shares`."""
     was = model.training
     model.eval()
     _, weights = model(idx, return_weights=True)
     model.train(was)
-    return sink_metrics(weights, eps)
+    out: dict = sink_metrics(weights, eps)
+    if active is not None:
+        out.update(split_shares(weights, active))
+    return out
+
+
+FINALS = ("final_first_token", "final_sink_rate", "val_loss", "val_bpb")
+SPLIT = ("final_active_first_token", "final_dormant_first_token")
+CURVES = ("first_token", "sink_rate", "raw_first_token")
+
+
+def _mean(xs: list) -> float:
+    return sum(xs) / len(xs)
+
+
+def _pool(runs: list[dict]) -> dict:
+    """Means over seeds of the finals, per-layer shares and curves (same eval steps in every run)."""
+    out: dict = {"step": runs[0]["step"]}
+    for k in CURVES:
+        out[k] = [_mean(list(v)) for v in zip(*(r[k] for r in runs))]
+    for k in FINALS + tuple(k for k in SPLIT if k in runs[0]):
+        out[k] = _mean([r[k] for r in runs])
+    out["final_per_layer"] = [_mean(list(v)) for v in zip(*(r["final_per_layer"] for r in runs))]
+    if len(runs) > 1:
+        out["by_seed"] = [{k: r[k] for k in ("seed",) + FINALS + SPLIT + ("final_per_layer",) if k in r} for r in runs]
+    return out
 
 
 def run(
@@ -97,47 +153,60 @@ def run(
     weight_decay: float = 0.01,
     claim: str = NAME,
     data: str = "text",
+    mlp: bool = True,
+    tied: bool = True,
+    repeats: int = 1,
 ) -> LabResult:
-    """Train softmax / sigmoid / gated TinyLMs on the same data and budget; track sinks over training;
-    judge with the registered claim ``claim``."""
+    """Train softmax / sigmoid / gated TinyLMs on the same data and budget (``repeats`` seeds each); track
+    sinks over training; judge with the registered claim ``claim``."""
     if not claim.startswith(NAME):
         raise ValueError(f"claim={claim!r} is not a sinks claim (valid: 'sinks' or a name starting with 'sinks-')")
     get_claim(claim)  # unknown name -> ValueError before any training
     if data not in DATA:
         raise ValueError(f"data={data!r}; valid: {', '.join(DATA)}")
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1")
     corpus = TextData.load() if data == "text" else BackcopyData.make(seed=seed)
     probe_x, _ = corpus.batch("val", PROBE_SAMPLES, probe_len(seq_len), torch.Generator().manual_seed(seed + 7))
+    # backcopy: the query at a trigger token must copy (active); every other query has nothing to do
+    active = probe_x < corpus.triggers if isinstance(corpus, BackcopyData) else None
     every = max(1, steps // evals)
     measured: dict[str, dict] = {}
+    records = []
     for mech in MECHS:
-        model = tiny_lm(mech, layers, d_model, heads, max_len=seq_len, seed=seed)
-        curve: dict[str, list] = {"step": [], "first_token": [], "sink_rate": [], "raw_first_token": []}
+        runs = []
+        for s_ in range(seed, seed + repeats):
+            model = tiny_lm(mech, layers, d_model, heads, max_len=seq_len, seed=s_, mlp=mlp, tied=tied)
+            curve: dict[str, list] = {"step": [], "first_token": [], "sink_rate": [], "raw_first_token": []}
 
-        def on_eval(step, m, curve=curve):
-            s = sink_stats(m, probe_x)
-            curve["step"].append(step)
-            for k in ("first_token", "sink_rate", "raw_first_token"):
-                curve[k].append(s[k])
+            def on_eval(step, m, curve=curve):
+                st = sink_stats(m, probe_x)
+                curve["step"].append(step)
+                for k in CURVES:
+                    curve[k].append(st[k])
 
-        train_lm(
-            model, corpus, steps, batch, seq_len, lr, seed, every, on_eval, quiet, f"sinks: {mech}", weight_decay=weight_decay
-        )
-        final = sink_stats(model, probe_x)
-        loss = eval_loss(model, corpus, batch, seq_len)
-        measured[mech] = {
-            **curve,
-            "final_first_token": final["first_token"],
-            "final_sink_rate": final["sink_rate"],
-            "final_per_layer": final["per_layer"],
-            "val_loss": loss,
-            "val_bpb": loss / math.log(2),
-        }
-    records = [
-        {"mechanism": mech, **dict(zip(k, vals))}
-        for mech, m in measured.items()
-        for k in [("step", "first_token", "sink_rate", "raw_first_token")]
-        for vals in zip(*(m[c] for c in k))
-    ]
+            label = f"sinks: {mech}" + (f" seed {s_}" if repeats > 1 else "")
+            train_lm(model, corpus, steps, batch, seq_len, lr, s_, every, on_eval, quiet, label, weight_decay=weight_decay)
+            final = sink_stats(model, probe_x, active=active)
+            loss = eval_loss(model, corpus, batch, seq_len)
+            run_ = {
+                "seed": s_,
+                **curve,
+                "final_first_token": final["first_token"],
+                "final_sink_rate": final["sink_rate"],
+                "final_per_layer": final["per_layer"],
+                "val_loss": loss,
+                "val_bpb": loss / math.log(2),
+            }
+            if active is not None:
+                run_["final_active_first_token"] = final["active_first_token"]
+                run_["final_dormant_first_token"] = final["dormant_first_token"]
+            runs.append(run_)
+            records += [
+                {"mechanism": mech, "seed": s_, **dict(zip(("step",) + CURVES, vals))}
+                for vals in zip(*(curve[c] for c in ("step",) + CURVES))
+            ]
+        measured[mech] = _pool(runs)
     res = judged(
         claim,
         measured,
@@ -156,13 +225,18 @@ def run(
             probe_len=probe_len(seq_len),
             data=data,
             corpus=DATA[data],
+            mlp=mlp,
+            tied=tied,
+            repeats=repeats,
         ),
         records,
     )
     if not quiet:
+        split = active is not None
         print_table(
-            "attention sinks at the end of training",
-            ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"],
+            "attention sinks at the end of training" + (f" (mean of {repeats} seeds)" if repeats > 1 else ""),
+            ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"]
+            + (["share, active queries", "share, dormant queries"] if split else []),
             [
                 [
                     m,
@@ -171,6 +245,7 @@ def run(
                     measured[m]["raw_first_token"][-1],
                     measured[m]["val_bpb"],
                 ]
+                + ([measured[m][k] for k in SPLIT] if split else [])
                 for m in MECHS
             ],
             res,
@@ -183,7 +258,9 @@ def plot(res: LabResult, fig) -> None:
     for mech, m in res.measured.items():
         ax1.plot(m["step"], m["sink_rate"], marker="o", label=mech)
         ax2.plot(m["step"], m["first_token"], marker="o", label=mech)
-    ax1.set(xlabel="training step", ylabel="Sink_1^0.3 (%)", title="ε-sink rate on key 0")
+    seeds = res.config.get("repeats", 1)
+    mean = f" (mean of {seeds} seeds)" if seeds > 1 else ""
+    ax1.set(xlabel="training step", ylabel="Sink_1^0.3 (%)", title="ε-sink rate on key 0" + mean)
     ax2.set(xlabel="training step", ylabel="mean weight share on key 0", title="first-token attention")
     ax1.legend()
     ax2.legend()

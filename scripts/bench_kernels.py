@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run the block-sparse kernel benchmark (same as `headlab bench kernels`); writes results/bench-kernels/ by default.
+"""Run the block-sparse kernel benchmark (same as `headlab bench kernels`); writes headlab-report/bench-kernels/ by default
+(the registered result: `headlab reproduce bench-kernels --out results/bench-kernels`).
 
 OMP_WAIT_POLICY=PASSIVE python scripts/bench_kernels.py --tokens 8192 --threads 2
 """

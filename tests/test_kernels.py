@@ -225,8 +225,9 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
 
 
 def test_cli_bench_kernels_small(tmp_path, monkeypatch):
-    """`headlab bench kernels` end to end at a small size: by default a results/bench-kernels/ folder
-    (markdown + JSON, never BENCHMARKS_SPARSE.md), a .md file where asked, nothing for --out ''; the
+    """`headlab bench kernels` end to end at a small size: by default a headlab-report/bench-kernels/ folder
+    (markdown, JSON, records, plot; never BENCHMARKS_SPARSE.md nor the committed results/bench-kernels/), a .md
+    file where asked, nothing for --out ''; the
     rows name the backend that really ran."""
     import json
 
@@ -238,8 +239,8 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     args = ["kernels", "--tokens", "512", "--repeats", "1", "--no-flex", "--threads", "1"]
     res = CliRunner().invoke(bench_app, args)
     assert res.exit_code == 0, res.output
-    folder = tmp_path / "results" / "bench-kernels"
-    assert sorted(p.name for p in folder.iterdir()) == ["BENCHMARKS.md", "kernels.json"]
+    folder = tmp_path / "headlab-report" / "bench-kernels"
+    assert sorted(p.name for p in folder.iterdir()) == ["BENCHMARKS.md", "kernels.json", "kernels.png", "kernels.records.jsonl"]
     data = json.loads((folder / "kernels.json").read_text())
     ran = {r["name"]: r["backend"] for r in data["rows"]}
     assert ran["window(256)"] == "band" and ran["window(256) [gather]"] == "gather"
@@ -252,7 +253,7 @@ def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     assert "| window(256) | band |" in text and "| sink_window(64, 256) [gather] | gather |" in text
     res = CliRunner().invoke(bench_app, args + ["--out", ""])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md", "results"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.md", "headlab-report"]
     assert not (tmp_path / "BENCHMARKS_SPARSE.md").exists()
     res = CliRunner().invoke(bench_app, ["kernels", "--repeats", "0"])
     assert res.exit_code != 0 and "--repeats" in res.output

@@ -307,8 +307,8 @@ def to_json(res: dict, command: str) -> dict:
 
 
 def write(res: dict, out, command: str):
-    """``out`` ending in .md: that one markdown file; else a folder with BENCHMARKS.md + kernels.json (raw: every sample),
-    written atomically (nothing half-written)."""
+    """``out`` ending in .md: that one markdown file; else a folder with BENCHMARKS.md, kernels.json (raw: every sample),
+    kernels.records.jsonl and kernels.png, written atomically (nothing half-written)."""
     from pathlib import Path
 
     from ..io import atomic_dir, atomic_write_json, atomic_write_text
@@ -317,7 +317,12 @@ def write(res: dict, out, command: str):
     if out.suffix == ".md":
         atomic_write_text(out, markdown(res, command))
         return out
+    from .kernel_files import plot, records
+
+    doc = to_json(res, command)
     with atomic_dir(out) as stage:
         (stage / "BENCHMARKS.md").write_text(markdown(res, command))
-        atomic_write_json(stage / "kernels.json", to_json(res, command))
+        atomic_write_json(stage / "kernels.json", doc)
+        atomic_write_text(stage / "kernels.records.jsonl", records(doc))
+        plot(doc, stage / "kernels.png")
     return out

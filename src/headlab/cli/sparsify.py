@@ -228,7 +228,9 @@ def kernels_cmd(
     threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
     flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
     out: Optional[Path] = typer.Option(
-        Path("results/bench-kernels"), help="folder for BENCHMARKS.md + kernels.json, or a .md file ('' to skip)"
+        Path("headlab-report/bench-kernels"),
+        help="folder for BENCHMARKS.md, kernels.json, records and plot, or a .md file ('' to skip); the registered "
+        "result is written by `headlab reproduce bench-kernels`",
     ),
 ):
     """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
@@ -263,3 +265,4 @@ from .sparsify_plan import plan_cmd  # noqa: E402  (own module: no import cycle)
 app.command("plan")(plan_cmd)
 from . import bench_mechanisms  # noqa: E402,F401  (registers `headlab bench mechanisms` on bench_app)
 from .bench_capture import capture_cmd  # noqa: E402,F401  (registers `headlab bench capture` on bench_app)
+from .bench_lse import lse_cmd  # noqa: E402,F401  (registers `headlab bench lse` on bench_app)

@@ -1,4 +1,4 @@
-"""Markdown tables rendered from ``results/``, written between marker comments in README.md and docs/*.md:
+"""Markdown tables rendered from ``results/``, written between marker comments in README.md, BENCHMARKS*.md and docs/*.md:
 
     <!-- results:NAME -->
     (generated: do not edit; `headlab reproduce --render`)
@@ -58,6 +58,8 @@ def num(x: dict, pct: bool = False, signed: bool = False) -> str:
         s += f" (n={x['n']})"
     if "mcnemar_p" in x:
         s += f", McNemar p={x['mcnemar_p']:.2g}"
+    if isinstance(x.get("ran"), str):  # the backend that ran (kernel timings)
+        s += f", ran {x['ran']}"
     return s
 
 
@@ -284,7 +286,46 @@ def _sinks(root: Path, res: dict) -> str:
     )
 
 
-LAB_DETAIL = {"memory-capacity": _mc, "icl-regression": _icl, "induction": _ind, "moh": _moh, "sinks": _sinks}
+def _sinks_dormant(root: Path, res: dict) -> str:
+    """Pooled numbers per mechanism, the active/dormant split and each seed's Sink rate."""
+    m = _raw(root, res)["measured"]
+    seeds = [r["seed"] for r in next(iter(m.values())).get("by_seed", [])]
+    rows = [
+        [
+            k,
+            _f(v["final_sink_rate"], 2),
+            ", ".join(_f(r["final_sink_rate"], 1) for r in v.get("by_seed", [])) or "–",
+            _f(v["final_first_token"]),
+            _f(v.get("final_active_first_token", float("nan"))),
+            _f(v.get("final_dormant_first_token", float("nan"))),
+            _f(v["val_bpb"]),
+        ]
+        for k, v in m.items()
+    ]
+    per_seed = f"Sink_1^0.3 (%) seeds {', '.join(map(str, seeds))}" if seeds else "Sink_1^0.3 (%) per seed"
+    return _table(
+        [
+            "mechanism",
+            "Sink_1^0.3 (%)",
+            per_seed,
+            "mean first-token share",
+            "share, active queries",
+            "share, dormant queries",
+            "val bits/token",
+        ],
+        rows,
+    )
+
+
+LAB_DETAIL = {
+    "memory-capacity": _mc,
+    "icl-regression": _icl,
+    "induction": _ind,
+    "moh": _moh,
+    "sinks": _sinks,
+    "sinks-dormant": _sinks_dormant,
+    "sinks-dormant-mlp": _sinks_dormant,
+}
 
 
 def _lab_detail(name: str) -> Callable[[Path], str]:
@@ -308,6 +349,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
 
 def render_block(name: str, root: Path | None = None) -> str:
     root = Path(root) if root is not None else results_root()
+    all_claims()  # the *_claims modules may add their own blocks to RENDERERS (e.g. mechanism_claims)
     if name.startswith("detail:"):
         return detail(root, name.split(":", 1)[1])
     if name.startswith("table:"):
@@ -327,7 +369,7 @@ def render_text(text: str, root: Path | None = None) -> str:
 
 
 def doc_files(repo: Path) -> list[Path]:
-    files = [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+    files = [repo / "README.md", repo / "BENCHMARKS.md", repo / "BENCHMARKS_SPARSE.md", *sorted((repo / "docs").glob("*.md"))]
     return [f for f in files if f.exists() and MARK.search(f.read_text())]
 
 

@@ -1,0 +1,164 @@
+"""``headlab bench lse``: the two log-sum-exp backends of the map-free statistics path, timed side by side.
+
+``headlab.engine.lse.attention_lse`` returns the attention output and its log-sum-exp, from which the streaming
+probes (sink, entropy, previous-token, distance) are computed without attention maps. On CPU it can run
+``cpu_flash`` (``aten._scaled_dot_product_flash_attention_for_cpu``) or FlexAttention; torch's CPU
+``torch.compile`` of FlexAttention refuses the LSE, so the CPU FlexAttention form is the uncompiled one, which
+materialises the scores. This benchmark times both on the same seeded q, k, v (SmolLM2-135M's attention
+shape: 9 query heads on 3 KV heads, expanded, d = 64, fp32, causal): per length one untimed warm-up of
+each, then ``repeats`` rounds in which the two alternate (the first in even rounds, the second in odd
+ones), and reports medians, ranges and the per-round ratio flex / cpu_flash, beside the largest difference
+of their outputs and log-sum-exps. It also records ``default_backend`` for the device, so a reader can see
+whether the default is the one that measured faster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ..engine.lse import attention_lse, default_backend
+from ..io import atomic_dir, atomic_write_json, atomic_write_text
+from .inputs import random_qkv
+
+BACKENDS = ("cpu_flash", "flex")
+FORMAT = "headlab-bench-lse/1"
+
+
+def _one(q, k, v, backend: str) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """(wall s, process CPU s, output, lse) of one causal call."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    o, lse = attention_lse(q, k, v, q.shape[-1] ** -0.5, causal=True, backend=backend)
+    return time.perf_counter() - t0, time.process_time() - c0, o, lse
+
+
+def _spread(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+
+
+def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, log=print) -> dict:
+    """Time both backends at every length; every sample is kept."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not lengths or min(lengths) < 2:
+        raise ValueError(f"lengths must be integers >= 2, got {lengths}")
+    if heads % kv_heads:
+        raise ValueError(f"heads {heads} must be a multiple of kv_heads {kv_heads}")
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    out: dict = {}
+    with torch.no_grad():
+        for n in lengths:
+            q, k, v = random_qkv(n, heads, kv_heads, dim)
+            k, v = k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1)
+            res = {b: _one(q, k, v, b) for b in BACKENDS}  # untimed warm-up (and the outputs compared)
+            max_o = float((res["flex"][2] - res["cpu_flash"][2]).abs().max())
+            max_lse = float((res["flex"][3] - res["cpu_flash"][3]).abs().max())
+            wall: dict[str, list[float]] = {b: [] for b in BACKENDS}
+            cpu: dict[str, list[float]] = {b: [] for b in BACKENDS}
+            samples = []
+            for r in range(repeats):
+                order = BACKENDS if r % 2 == 0 else BACKENDS[::-1]
+                for b in order:
+                    w, c, _, _ = _one(q, k, v, b)
+                    wall[b].append(w)
+                    cpu[b].append(c)
+                    samples.append({"length": n, "repeat": r, "backend": b, "seconds": w, "cpu_seconds": c})
+            ratios = [f / c for f, c in zip(wall["flex"], wall["cpu_flash"])]
+            out[str(n)] = {
+                "seconds": {b: _spread(wall[b]) for b in BACKENDS},
+                "cpu_seconds": {b: _spread(cpu[b]) for b in BACKENDS},
+                "ratio": _spread(ratios),
+                "pair_ratios": ratios,
+                "max_abs_diff_output": max_o,
+                "max_abs_diff_lse": max_lse,
+                "samples": samples,
+            }
+            log(
+                f"{n} tokens: cpu_flash {statistics.median(wall['cpu_flash']):.3f} s, flex {statistics.median(wall['flex']):.3f} s, "
+                f"flex / cpu_flash {statistics.median(ratios):.2f}x; max |diff| output {max_o:.2g}, lse {max_lse:.2g}"
+            )
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return {
+        "format": FORMAT,
+        "config": {
+            "lengths": list(lengths),
+            "repeats": repeats,
+            "threads": threads,
+            "heads": heads,
+            "kv_heads": kv_heads,
+            "dim": dim,
+            "dtype": "float32",
+            "causal": True,
+        },
+        "default_backend": default_backend(torch.device("cpu")),
+        "torch": torch.__version__,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "load": load,
+        "lengths": out,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def table(res: dict) -> str:
+    lines = [
+        f"attention_lse on CPU, {res['config']['heads']} query / {res['config']['kv_heads']} KV heads (expanded), "
+        f"d = {res['config']['dim']}, fp32, causal, {res['config']['threads']} threads, torch {res['torch']}; "
+        f"default backend on CPU: {res['default_backend']}; load average at the end {res['load']}.",
+        "",
+        "| tokens | cpu_flash s | flex (uncompiled) s | flex / cpu_flash | max abs diff output | max abs diff lse |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, r in res["lengths"].items():
+        s, q = r["seconds"], r["ratio"]
+        lines.append(
+            f"| {n} | {s['cpu_flash']['median']:.3f} ({s['cpu_flash']['min']:.3f}–{s['cpu_flash']['max']:.3f}) | "
+            f"{s['flex']['median']:.3f} ({s['flex']['min']:.3f}–{s['flex']['max']:.3f}) | {q['median']:.2f}x "
+            f"({q['min']:.2f}–{q['max']:.2f}) | {r['max_abs_diff_output']:.2g} | {r['max_abs_diff_lse']:.2g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = list(res["lengths"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, b in enumerate(BACKENDS):
+        med = [res["lengths"][n]["seconds"][b]["median"] for n in ns]
+        lo = [m - res["lengths"][n]["seconds"][b]["min"] for m, n in zip(med, ns)]
+        hi = [res["lengths"][n]["seconds"][b]["max"] - m for m, n in zip(med, ns)]
+        ax.bar([j + 0.4 * i for j in range(len(ns))], med, width=0.4, yerr=[lo, hi], label=b)
+    ax.set_xticks([j + 0.2 for j in range(len(ns))], [f"{n} tokens" for n in ns])
+    ax.set_ylabel("seconds per call (median, range)")
+    ax.set_title("attention_lse on CPU: cpu_flash vs FlexAttention (uncompiled)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(res: dict, out: str | Path, command: str) -> Path:
+    """``out``: lse.json (config, summaries, every sample), lse.records.jsonl, table.md, lse.png."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
+    bad = [n for n, r in res["lengths"].items() if not all(math.isfinite(x) for x in r["pair_ratios"])]
+    if bad:
+        raise ValueError(f"non-finite timing ratios at lengths {bad}")
+    with atomic_dir(out) as stage:
+        atomic_write_json(stage / "lse.json", {"command": command, **res})
+        recs = [s for r in res["lengths"].values() for s in r["samples"]]
+        atomic_write_text(stage / "lse.records.jsonl", "".join(json.dumps(s) + "\n" for s in recs))
+        atomic_write_text(stage / "table.md", table(res))
+        plot(res, stage / "lse.png")
+    return out

@@ -29,7 +29,7 @@ def capture_cmd(
     probes: str = typer.Option("scan", help="comma list of probes, or 'scan' = the query probes `headlab scan` attaches"),
     model: str = typer.Option("smollm2-135m", help="model name or local folder (headlab.models.load)"),
     threads: int = typer.Option(2, help="torch threads"),
-    out: Path = typer.Option(Path("results/bench-capture"), help="output folder (capture.json, records, table.md, plot)"),
+    out: Path = typer.Option(Path("headlab-report/bench-capture"), help="output folder (capture.json, records, table.md, plot)"),
 ):
     """What scan's streaming probes cost: forward time with them attached / plain SDPA forward, per length."""
     from rich.console import Console

@@ -32,7 +32,7 @@ def _ints(text: str, what: str) -> list[int]:
 @bench_app.command("mechanisms")
 def mechanisms_cmd(
     quick: bool = typer.Option(False, "--quick", help="CI size: lengths 256..2048, 2 repeats, tiny training budgets"),
-    out: Path = typer.Option(Path("results/bench-mechanisms"), "--out", help="output folder (tables, plots, json)"),
+    out: Path = typer.Option(Path("headlab-report/bench-mechanisms"), "--out", help="output folder (tables, plots, json)"),
     seed: int = typer.Option(0, "--seed", help="seed of the training runs and inputs"),
     lengths: Optional[str] = typer.Option(None, help="comma-separated lengths (default 256..16384; --quick 256..2048)"),
     repeats: Optional[int] = typer.Option(None, help="timed calls per point (default 3; --quick 2)"),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +111,9 @@ class Claim:
 
 
 REGISTRY: dict[str, Claim] = {}
+#: claim name -> (registering module, registration count): tables list claims by module, then in the order a
+#: module registers them, whatever module happened to be imported first
+_ORDER: dict[str, tuple[str, int]] = {}
 
 
 def register(claim: Claim) -> Claim:
@@ -122,6 +126,7 @@ def register(claim: Claim) -> Claim:
         if not c.startswith("headlab "):
             raise ValueError(f"claim {claim.name!r}: commands start with 'headlab ', got {c!r}")
     REGISTRY[claim.name] = claim
+    _ORDER[claim.name] = (str(sys._getframe(1).f_globals.get("__name__", "")), len(_ORDER))
     return claim
 
 
@@ -145,8 +150,10 @@ def get(name: str) -> Claim:
 
 
 def all_claims() -> dict[str, Claim]:
+    """Every registered claim, ordered by registering module (alphabetical, the order :func:`_load` imports
+    them), then by registration order within the module."""
     _load()
-    return dict(REGISTRY)
+    return dict(sorted(REGISTRY.items(), key=lambda kv: _ORDER.get(kv[0], ("", 0))))
 
 
 def number(value: float, n: int | None = None, ci: list[float] | None = None, **extra) -> Number:

@@ -409,3 +409,71 @@ register(
         ),
     )
 )
+
+
+# ---------------------------------------------------------------- tables for docs/plans.md, from the raw rows
+def _config_name(label: str) -> str:
+    """'duo-0.35-8192-fs09' -> 'duo 0.35 fs09'; 'dense' -> 'dense'."""
+    parts = label.split("-")
+    return " ".join(p for p in parts if not (p.isdigit() and int(p) >= 256)) if len(parts) > 1 else label
+
+
+def configs_table(root: Path, name: str) -> str:
+    """One row per evaluated configuration of a ``headlab sparsify eval --plan ...`` result: passkeys found,
+    mean key log-prob, perplexity, prefill (and, when measured, decode) speedup against dense."""
+    from .render import _f, _load, _raw, _table
+
+    res = _load(root, name)
+    if res is None:
+        return f"No committed result: `headlab reproduce {name}`.\n"
+    rows = _raw(root, res)["rows"]
+    decode = any(r.get("decode_speedup") is not None for r in rows)
+
+    def x(v) -> str:
+        return "–" if v is None else f"{_f(v, 2)}×"
+
+    body = [
+        [
+            _config_name(r["label"]),
+            f"{r['correct']}/{r['trials']}",
+            _f(r.get("answer_logprob"), 2),
+            _f(r["ppl"], 2),
+            _f(r.get("kv_fraction"), 3),
+            x(r.get("speedup")),
+            *([x(r.get("decode_speedup"))] if decode else []),
+        ]
+        for r in rows
+    ]
+    head = ["config", "passkey", "key log-prob", "perplexity", "KV fraction", "prefill vs dense"]
+    return _table(head + (["decode vs dense"] if decode else []), body)
+
+
+def frontier_table(root: Path, name: str = "sparsify-pareto-4k") -> str:
+    """Budgets × methods: passkeys found (mean key log-prob) from a multi-budget result."""
+    from .render import _f, _load, _raw, _table
+
+    res = _load(root, name)
+    if res is None:
+        return f"No committed result: `headlab reproduce {name}`.\n"
+    rows = [r for r in _raw(root, res)["rows"] if r["kind"] != "dense"]
+    cell: dict[tuple[str, str], str] = {}
+    methods: list[str] = []
+    budgets: list[str] = []
+    for r in rows:
+        method, budget = r["label"].split("-")[:2]
+        methods += [method] if method not in methods else []
+        budgets += [budget] if budget not in budgets else []
+        cell[(budget, method)] = f"{r['correct']}/{r['trials']} ({_f(r.get('answer_logprob'), 2)})"
+    body = [[b, *[cell.get((b, m), "–") for m in methods]] for b in sorted(budgets, key=float)]
+    return _table(["budget", *methods], body)
+
+
+def _hook() -> None:
+    from .render import RENDERERS
+
+    for n in ("sparsify-plans-4k", "sparsify-plans-8k", "sparsify-duo-fs09-8k"):
+        RENDERERS[f"sparsify:configs:{n}"] = lambda root, n=n: configs_table(root, n)
+    RENDERERS["sparsify:frontier"] = frontier_table
+
+
+_hook()

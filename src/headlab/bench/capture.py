@@ -14,8 +14,6 @@ The model and tokenizer come from the caller (the CLI loads them), so this modul
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import statistics
@@ -27,7 +25,7 @@ import torch
 
 from ..data import prose
 from ..engine.hf import attach
-from ..io import atomic_dir, atomic_write_json, atomic_write_text
+from .paired import spread, write_run
 
 MODES = ("dense", "probes")
 
@@ -55,10 +53,6 @@ def _timed(fn: Callable[[], None]) -> tuple[float, float]:
     w, c = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - w, time.process_time() - c
-
-
-def _spread(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
 def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int, tick=None) -> dict:
@@ -95,10 +89,10 @@ def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int
     med = {m: statistics.median(s["seconds"] for s in by[m]) for m in MODES}
     return {
         "length": int(ids.shape[1]),
-        "seconds": {m: _spread([s["seconds"] for s in by[m]]) for m in MODES},
-        "ratio": _spread(ratio),
+        "seconds": {m: spread([s["seconds"] for s in by[m]]) for m in MODES},
+        "ratio": spread(ratio),
         "ratio_of_medians": med["probes"] / med["dense"],
-        "cpu_ratio": _spread(cpu_ratio) if cpu_ratio else None,
+        "cpu_ratio": spread(cpu_ratio) if cpu_ratio else None,
         "pair_ratios": ratio,
         "layers_seen": min(seen),
         "samples": samples,
@@ -193,16 +187,4 @@ def plot(res: dict, path: Path) -> None:
 
 def write(res: dict, out: str | Path, command: str) -> Path:
     """``out``: capture.json (config, summaries, samples), capture.records.jsonl, table.md, capture.png."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    bad = [n for n, r in res["lengths"].items() if not all(math.isfinite(x) for x in r["pair_ratios"])]
-    if bad:
-        raise ValueError(f"non-finite timing ratios at lengths {bad}")
-    with atomic_dir(out) as stage:
-        atomic_write_json(stage / "capture.json", {"command": command, **res})
-        recs = [s for r in res["lengths"].values() for s in r["samples"]]
-        atomic_write_text(stage / "capture.records.jsonl", "".join(json.dumps(s) + "\n" for s in recs))
-        atomic_write_text(stage / "table.md", table(res))
-        plot(res, stage / "capture.png")
-    return out
+    return write_run(res, out, command, "capture", table, plot)

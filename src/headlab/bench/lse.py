@@ -14,8 +14,6 @@ whether the default is the one that measured faster.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import statistics
 import time
@@ -24,8 +22,8 @@ from pathlib import Path
 import torch
 
 from ..engine.lse import attention_lse, default_backend
-from ..io import atomic_dir, atomic_write_json, atomic_write_text
 from .inputs import random_qkv
+from .paired import spread, write_run
 
 BACKENDS = ("cpu_flash", "flex")
 FORMAT = "headlab-bench-lse/1"
@@ -36,10 +34,6 @@ def _one(q, k, v, backend: str) -> tuple[float, float, torch.Tensor, torch.Tenso
     c0, t0 = time.process_time(), time.perf_counter()
     o, lse = attention_lse(q, k, v, q.shape[-1] ** -0.5, causal=True, backend=backend)
     return time.perf_counter() - t0, time.process_time() - c0, o, lse
-
-
-def _spread(xs: list[float]) -> dict:
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
 
 
 def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, log=print) -> dict:
@@ -72,9 +66,9 @@ def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads
                     samples.append({"length": n, "repeat": r, "backend": b, "seconds": w, "cpu_seconds": c})
             ratios = [f / c for f, c in zip(wall["flex"], wall["cpu_flash"])]
             out[str(n)] = {
-                "seconds": {b: _spread(wall[b]) for b in BACKENDS},
-                "cpu_seconds": {b: _spread(cpu[b]) for b in BACKENDS},
-                "ratio": _spread(ratios),
+                "seconds": {b: spread(wall[b]) for b in BACKENDS},
+                "cpu_seconds": {b: spread(cpu[b]) for b in BACKENDS},
+                "ratio": spread(ratios),
                 "pair_ratios": ratios,
                 "max_abs_diff_output": max_o,
                 "max_abs_diff_lse": max_lse,
@@ -149,16 +143,4 @@ def plot(res: dict, path: Path) -> None:
 
 def write(res: dict, out: str | Path, command: str) -> Path:
     """``out``: lse.json (config, summaries, every sample), lse.records.jsonl, table.md, lse.png."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    bad = [n for n, r in res["lengths"].items() if not all(math.isfinite(x) for x in r["pair_ratios"])]
-    if bad:
-        raise ValueError(f"non-finite timing ratios at lengths {bad}")
-    with atomic_dir(out) as stage:
-        atomic_write_json(stage / "lse.json", {"command": command, **res})
-        recs = [s for r in res["lengths"].values() for s in r["samples"]]
-        atomic_write_text(stage / "lse.records.jsonl", "".join(json.dumps(s) + "\n" for s in recs))
-        atomic_write_text(stage / "table.md", table(res))
-        plot(res, stage / "lse.png")
-    return out
+    return write_run(res, out, command, "lse", table, plot)

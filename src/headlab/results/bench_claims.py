@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from . import collect
 from .claims import Claim, Tolerance, number, register
 
 BENCH = "bench"
@@ -39,7 +40,7 @@ def _collect_reach(out: Path) -> tuple[dict, list[dict], dict]:
     out = Path(out)
     raw = json.loads((out / "reach.json").read_text())
     rec = out / "reach.records.jsonl"
-    records = [json.loads(x) for x in rec.read_text().splitlines() if x.strip()]
+    records = collect.read_jsonl(rec)
     return raw, records, {"raw": "reach.json", "plot": "reach.png", "records": rec.name, "table": "table.md"}
 
 
@@ -156,13 +157,7 @@ CAPTURE_TARGET = 1.5  # forward with the probes attached / plain SDPA forward, m
 SCAN_PROBES = "sink,sink_rate,entropy,prev_token,distance"  # the query probes `headlab scan` attaches by default
 
 
-def _collect_capture(out: Path) -> tuple[dict, list[dict], dict]:
-    """``headlab bench capture --out DIR``: DIR/capture.json, DIR/capture.records.jsonl, DIR/capture.png, DIR/table.md."""
-    out = Path(out)
-    raw = json.loads((out / "capture.json").read_text())
-    rec = out / "capture.records.jsonl"
-    records = [json.loads(x) for x in rec.read_text().splitlines() if x.strip()]
-    return raw, records, {"raw": "capture.json", "plot": "capture.png", "records": rec.name, "table": "table.md"}
+_collect_capture = collect.paired("capture")  # DIR/capture.json, capture.records.jsonl, capture.png, table.md
 
 
 def _summary_capture(raw: dict) -> dict:

@@ -24,6 +24,19 @@ def lab(name: str):
     return collect
 
 
+def paired(stem: str):
+    """Collector for the paired-timing benchmarks (``headlab bench capture|lse --out DIR``): DIR/STEM.json,
+    DIR/STEM.records.jsonl, DIR/STEM.png and DIR/table.md (see :func:`headlab.bench.paired.write_run`)."""
+
+    def collect(out: Path) -> tuple[dict, list[dict], dict]:
+        out = Path(out)
+        raw = json.loads((out / f"{stem}.json").read_text())
+        rec = out / f"{stem}.records.jsonl"
+        return raw, read_jsonl(rec), {"raw": f"{stem}.json", "plot": f"{stem}.png", "records": rec.name, "table": "table.md"}
+
+    return collect
+
+
 def steer(*stems: str):
     """Collector for one or more ``headlab steer ... --save DIR/STEM.json`` runs (STEM.png, STEM.items.jsonl)."""
 

@@ -18,6 +18,7 @@ import math
 import statistics
 from pathlib import Path
 
+from . import collect
 from .claims import Claim, Tolerance, number, register
 
 BENCH = "bench"  # README's benchmark table (with sparsify-reach and bench-capture)
@@ -54,7 +55,7 @@ def _collect_kernels(out: Path) -> tuple[dict, list[dict], dict]:
         "threads": c["threads"],
     }
     rec = out / "kernels.records.jsonl"
-    records = [json.loads(x) for x in rec.read_text().splitlines() if x.strip()]
+    records = collect.read_jsonl(rec)
     return raw, records, {"raw": "kernels.json", "plot": "kernels.png", "records": rec.name, "table": "BENCHMARKS.md"}
 
 
@@ -205,13 +206,7 @@ def _lse_cmd(size: dict) -> str:
     )
 
 
-def _collect_lse(out: Path) -> tuple[dict, list[dict], dict]:
-    """``headlab bench lse --out DIR``: DIR/lse.json, lse.records.jsonl, lse.png, table.md."""
-    out = Path(out)
-    raw = json.loads((out / "lse.json").read_text())
-    rec = out / "lse.records.jsonl"
-    records = [json.loads(x) for x in rec.read_text().splitlines() if x.strip()]
-    return raw, records, {"raw": "lse.json", "plot": "lse.png", "records": rec.name, "table": "table.md"}
+_collect_lse = collect.paired("lse")  # DIR/lse.json, lse.records.jsonl, lse.png, table.md
 
 
 def _summary_lse(raw: dict) -> dict:

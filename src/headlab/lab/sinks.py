@@ -70,14 +70,15 @@ def probe_len(seq_len: int) -> int:
     return min(PROBE_LEN, seq_len)
 
 
+def first_token_shares(weights: list[torch.Tensor]) -> torch.Tensor:
+    """A_i0 / Σ_j A_ij for every query: per-layer weights (B, H, T, T) -> (B, L, H, T)."""
+    return torch.stack([w[..., 0] / w.sum(-1).clamp_min(1e-12) for w in weights], 1)
+
+
 def sink_metrics(weights: list[torch.Tensor], eps: float = EPS) -> dict[str, float | list[float]]:
     """Sink statistics from per-layer weights (B, H, T, T) (rows need not sum to one): see module docstring."""
-    shares, raws = [], []
-    for w in weights:
-        raws.append(w[..., 0].mean(-1))  # (B,H)
-        shares.append((w[..., 0] / w.sum(-1).clamp_min(1e-12)).mean(-1))
-    share = torch.stack(shares, 1)  # (B,L,H)
-    raw = torch.stack(raws, 1)
+    share = first_token_shares(weights).mean(-1)  # (B,L,H)
+    raw = torch.stack([w[..., 0].mean(-1) for w in weights], 1)  # (B,L,H)
     return {
         "first_token": share.mean().item(),
         "sink_rate": 100 * (share > eps).float().mean().item(),
@@ -90,7 +91,7 @@ def split_shares(weights: list[torch.Tensor], active: torch.Tensor) -> dict[str,
     """Mean weight share on key 0 over *active* queries (``active`` (B, T) True) and over the other queries
     after position 0, pooled over layers and heads; weights are per-layer (B, H, T, T).  NaN when a group
     is empty."""
-    share = torch.stack([w[..., 0] / w.sum(-1).clamp_min(1e-12) for w in weights], 1)  # (B,L,H,T)
+    share = first_token_shares(weights)  # (B,L,H,T)
     if active.shape != (share.shape[0], share.shape[-1]):
         raise ValueError(f"active must be (B, T) = {(share.shape[0], share.shape[-1])}, got {tuple(active.shape)}")
     act = active.clone()

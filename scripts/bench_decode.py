@@ -28,7 +28,7 @@ import headlab
 from headlab.engine.hf import model_shape
 from headlab.patterns import causal, sink_window
 from headlab.patterns.headplan import load_plan, plan_from_entries
-from headlab.sparsify.kvcache import full_kv_nbytes
+from headlab.sparsify.kvcache.cache import full_kv_nbytes
 
 
 def args() -> argparse.Namespace:

@@ -12,6 +12,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-    from headlab.cli.sparsify import bench_app
+    from headlab.cli.bench import app as bench_app
 
     bench_app(["kernels", *sys.argv[1:]])

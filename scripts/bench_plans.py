@@ -16,8 +16,8 @@ import torch
 
 from headlab import models
 from headlab.patterns.headplan import load_plan
-from headlab.sparsify import plan_id
-from headlab.sparsify.speed import bench_plans, format_speed
+from headlab.sparsify.eval import plan_id
+from headlab.sparsify.eval.speed import bench_plans, format_speed
 
 
 def main() -> None:

@@ -101,9 +101,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from headlab.data import prose
+    from headlab.measure.maps import write_html_report
     from headlab.measure.scan import run_scan
     from headlab.models import load
-    from headlab.report.html import write_html_report
 
     out = args.out or Path(tempfile.mkdtemp(prefix="headlab-report-bench-"))
     t0 = time.perf_counter()

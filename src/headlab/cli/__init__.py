@@ -71,7 +71,7 @@ def _summary(res, all_heads: bool) -> None:
     t.add_column("count", justify="right")
     t.add_column("heads (layer, head), strongest first")
     from ..engine.sites import format_site
-    from ..measure.atlas import role_metrics
+    from ..probes.roles import role_metrics
 
     for role, (m, higher) in role_metrics().items():
         hs = [r for r in res.records if role in r["roles"]]
@@ -293,7 +293,7 @@ def scan(
                 )
             return
         if html:
-            from ..report.html import write_html_report
+            from ..measure.maps import write_html_report
 
             write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
     except (ValueError, RuntimeError, OSError) as exc:
@@ -379,24 +379,41 @@ def contrast_cmd(
 
 def _register_groups() -> None:
     """Sub-command groups live in their own files."""
+    from . import bench as cli_bench
     from . import lab as cli_lab
     from . import sparsify as cli_sparsify
     from . import steer as cli_steer
+    from .doctor import doctor
     from .merge import merge
     from .report import report
 
     app.command("report")(report)
     app.command("merge")(merge)
+    app.command("doctor")(doctor)
+    from . import cache as cli_cache
+
+    app.add_typer(cli_cache.app, name="cache")
     app.add_typer(cli_steer.app, name="steer")
     app.add_typer(cli_sparsify.app, name="sparsify")
-    app.add_typer(cli_sparsify.bench_app, name="bench")
+    app.add_typer(cli_bench.app, name="bench")
     app.add_typer(cli_lab.app, name="lab")
     from . import circuits as cli_circuits
 
     app.add_typer(cli_circuits.app, name="circuits")
-    from .reproduce import reproduce
+    _register_plugins()
 
-    app.command("reproduce")(reproduce)
+
+def _register_plugins() -> None:
+    """Commands that other installed packages add through the ``headlab.commands`` entry-point group: each
+    entry point is a function ``register(app)``. The repository's claims harness adds ``reproduce`` this way;
+    a plug-in that fails to load is reported on stderr, never fatal."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="headlab.commands"):
+        try:
+            ep.load()(app)
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the CLI down
+            console.print(f"[yellow]warning:[/] plug-in command {ep.name!r} ({ep.value}) failed to load: {escape(str(exc))}")
 
 
 _register_groups()

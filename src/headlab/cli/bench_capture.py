@@ -1,5 +1,5 @@
 """``headlab bench capture``: a forward with scan's streaming probes attached vs a plain SDPA forward,
-interleaved repeats, ratios with medians and ranges. Registered on ``bench_app`` (``headlab.cli.sparsify``);
+interleaved repeats, ratios with medians and ranges. Registered on the ``bench`` group by ``headlab.cli.bench``;
 see :mod:`headlab.bench.capture`."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 
 import typer
-
-from .sparsify import bench_app
 
 
 def _lengths(text: str) -> list[int]:
@@ -22,7 +20,6 @@ def _lengths(text: str) -> list[int]:
     return vals
 
 
-@bench_app.command("capture")
 def capture_cmd(
     lengths: str = typer.Option("2048,8192", help="comma-separated sequence lengths"),
     repeats: int = typer.Option(5, help="alternating (dense, probes) pairs after one warm-up each"),

@@ -1,5 +1,5 @@
 """``headlab bench lse``: the CPU log-sum-exp backends of the map-free statistics path (``cpu_flash`` vs uncompiled
-FlexAttention), alternating repeats, medians and ranges. Registered on ``bench_app`` (``headlab.cli.sparsify``);
+FlexAttention), alternating repeats, medians and ranges. Registered on the ``bench`` group by ``headlab.cli.bench``;
 see :mod:`headlab.bench.lse`."""
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from pathlib import Path
 import typer
 
 from .bench_capture import _lengths
-from .sparsify import bench_app
 
 
-@bench_app.command("lse")
 def lse_cmd(
     lengths: str = typer.Option("1024,2048", help="comma-separated sequence lengths"),
     repeats: int = typer.Option(5, help="alternating (cpu_flash, flex) rounds after one warm-up of each"),

@@ -1,6 +1,6 @@
 """``headlab bench mechanisms``: CAB-style side-by-side benchmark of every mechanism and kernel (speed, peak memory,
 efficiency length under the four CAB patterns; quality on MQAR, selective copying and prose at one budget).
-Registered on ``bench_app`` (``headlab.cli.sparsify``); see :mod:`headlab.bench.mechanisms`."""
+Registered on the ``bench`` group by ``headlab.cli.bench``; see :mod:`headlab.bench.mechanisms`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-from .sparsify import bench_app
 
 FULL_LENGTHS = [256 * 2**i for i in range(7)]  # 256 … 16384
 QUICK_LENGTHS = [256, 512, 1024, 2048]
@@ -29,7 +27,6 @@ def _ints(text: str, what: str) -> list[int]:
     return sorted(set(vals))
 
 
-@bench_app.command("mechanisms")
 def mechanisms_cmd(
     quick: bool = typer.Option(False, "--quick", help="CI size: lengths 256..2048, 2 repeats, tiny training budgets"),
     out: Path = typer.Option(Path("headlab-report/bench-mechanisms"), "--out", help="output folder (tables, plots, json)"),

@@ -1,8 +1,8 @@
 """``headlab lab``: small CPU experiments reproducing attention papers' phenomena (see headlab.lab).
 
-Every command prints a rich table and writes OUT/NAME.json (measured numbers, the claim, the registered
-rule and its outcome with the numbers), OUT/NAME.records.jsonl (raw per-trial / per-evaluation rows) and
-OUT/NAME.png.  ``--smoke`` runs a seconds-long configuration (for tests / CI).  Option defaults equal the
+Every command prints a rich table and writes OUT/NAME.json (the measured numbers and the configuration that
+produced them), OUT/NAME.records.jsonl (raw per-trial / per-evaluation rows) and OUT/NAME.png. Experiments do
+not judge themselves: the repository's claims harness does (``headlab reproduce NAME`` in a checkout).  ``--smoke`` runs a seconds-long configuration (for tests / CI).  Option defaults equal the
 experiments' ``run()`` defaults (tested); ``headlab reproduce NAME`` reruns the registered sizes.
 """
 
@@ -74,7 +74,9 @@ def sinks(
     batch: int = typer.Option(32, help="windows per step"),
     lr: float = typer.Option(3e-3, help="AdamW peak learning rate"),
     weight_decay: float = typer.Option(0.01, help="AdamW weight decay"),
-    claim: str = typer.Option("sinks", help="registered claim whose rule judges the run (names the output files)"),
+    name: str = typer.Option(
+        "sinks", "--name", "--claim", help="run name: the output files' stem (the harness judges a run by the claim of that name)"
+    ),
     data: str = typer.Option("text", help="training data: text (byte-level prose) or backcopy (bigram-backcopy language)"),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="MLP after attention in every block (--no-mlp: attention-only)"),
     tied: bool = typer.Option(True, "--tied/--untied", help="read-out tied to the token embedding (--untied: its own weight)"),
@@ -86,7 +88,7 @@ def sinks(
     from headlab.lab import sinks as exp
 
     _threads()
-    arch = dict(claim=claim, data=data, mlp=mlp, tied=tied, repeats=_positive("repeats", repeats))
+    arch = dict(name=name, data=data, mlp=mlp, tied=tied, repeats=_positive("repeats", repeats))
     kw = (
         dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2, **arch)
         if smoke
@@ -175,7 +177,9 @@ def moh(
         "less than this fraction over the last 20% of the steps (cap --steps), then every model that many steps",
     ),
     check_every: int = typer.Option(200, help="steps between convergence checks (with --converge)"),
-    claim: str = typer.Option("moh", help="registered claim whose rule judges the run (names the output files)"),
+    name: str = typer.Option(
+        "moh", "--name", "--claim", help="run name: the output files' stem (the harness judges a run by the claim of that name)"
+    ),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -184,7 +188,7 @@ def moh(
 
     _threads()
     kw = (
-        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, converge=converge, check_every=1, claim=claim)
+        dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, converge=converge, check_every=1, name=name)
         if smoke
         else dict(
             steps=_positive("steps", steps),
@@ -192,7 +196,7 @@ def moh(
             d_model=d_model,
             converge=converge,
             check_every=_positive("check-every", check_every),
-            claim=claim,
+            name=name,
         )
     )
     _finish(exp, kw, seed, out)
@@ -204,7 +208,12 @@ def deconstruct(
     steps: int = typer.Option(300, help="training steps per model (13 models)"),
     batch: int = typer.Option(16, help="windows per step"),
     lr: float = typer.Option(3e-3, help="AdamW peak learning rate"),
-    claim: str = typer.Option("deconstruct", help="registered claim whose rule judges the run (names the output files)"),
+    name: str = typer.Option(
+        "deconstruct",
+        "--name",
+        "--claim",
+        help="run name: the output files' stem (the harness judges a run by the claim of that name)",
+    ),
     seed: int = SEED,
     smoke: bool = SMOKE,
 ):
@@ -213,9 +222,9 @@ def deconstruct(
 
     _threads()
     kw = (
-        dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1, claim=claim)
+        dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1, name=name)
         if smoke
-        else dict(steps=_positive("steps", steps), batch=_positive("batch", batch), lr=lr, claim=claim)
+        else dict(steps=_positive("steps", steps), batch=_positive("batch", batch), lr=lr, name=name)
     )
     _finish(exp, kw, seed, out)
 

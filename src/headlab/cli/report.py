@@ -35,8 +35,8 @@ def report(
     device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Write DIR/index.html: head atlas, one head up close, before/after comparison, provenance."""
+    from ..measure.maps import write_html_report
     from ..report.data import load_scan
-    from ..report.html import write_html_report
 
     try:
         scan = load_scan(dir)

@@ -1,25 +1,18 @@
-"""CLI: ``headlab sparsify eval|reach`` (``app``) and ``headlab bench kernels`` (``bench_app``)."""
+"""CLI: ``headlab sparsify eval|reach|plan``."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from . import _device as _dev
 
 app = typer.Typer(help="Sparse attention patterns: quality on the real model, reachability.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
-
-
-@bench_app.callback()
-def _bench_group() -> None:
-    """Benchmarks (kernels)."""
 
 
 def _command() -> str:
@@ -97,8 +90,11 @@ def eval_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..sparsify import passkey_eval as sparsify
-    from ..sparsify import plan_id
+    from ..patterns.presets import preset
+    from ..sparsify.eval import plan_id
+    from ..sparsify.eval.log import TrialLog
+    from ..sparsify.eval.report import format_table, write_report
+    from ..sparsify.eval.runner import evaluate
 
     if threads < 0:
         raise typer.BadParameter(f"--threads must be >= 0 (0 = torch's default), got {threads}")
@@ -109,7 +105,7 @@ def eval_cmd(
     plan_args = list(plan or [])
     pattern = list(pattern) if pattern is not None else ([] if plan_args else ["power"])
     try:
-        configs = [(name, sparsify.cli_pattern(name)) for name in pattern]
+        configs: list[tuple[str, Any]] = [(name, preset(name)) for name in pattern]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     lengths = list(lengths) + list(more_lengths or [])
@@ -152,7 +148,7 @@ def eval_cmd(
         raise typer.BadParameter(f"--baseline {baseline!r} is not one of the configs: {labels}")
     if not configs:
         raise typer.BadParameter("nothing to compare with dense: give -p PATTERN and/or --plan PLAN")
-    log = sparsify.TrialLog(out / "trials.jsonl", resume=resume)
+    log = TrialLog(out / "trials.jsonl", resume=resume)
     n_plans = len(plan_args)
     per_length = (1 + len(pattern) * (2 if matched else 1) + n_plans) * (trials + 1)
     per_length += min(decode_prompts, trials) * (1 + n_plans) if n_plans else 0
@@ -167,7 +163,7 @@ def eval_cmd(
     ) as prog:
         task = prog.add_task("sparsify eval", total=len(lengths) * per_length)
         for n in lengths:
-            rows += sparsify.evaluate(
+            rows += evaluate(
                 m,
                 tok,
                 configs,
@@ -182,11 +178,11 @@ def eval_cmd(
                 decode_tokens=decode_tokens,
                 baseline=baseline,
             )
-            folder = sparsify.write_report(rows, out, command=_command())
+            folder = write_report(rows, out, command=_command())
     if json_out:
         typer.echo(json.dumps({"rows": rows, "out": str(folder)}, default=str))
         return
-    typer.echo(sparsify.format_table(rows))
+    typer.echo(format_table(rows))
     typer.echo(f"wrote {folder}/results.json, table.md, plot.png" + (", plot_pareto.png" if n_plans else ""))
 
 
@@ -200,13 +196,13 @@ def reach_cmd(
     ),
 ):
     """Layers until every token reaches every earlier token, and coverage per layer (no model)."""
-    from ..sparsify import reach_report
+    from ..sparsify.eval import reach
 
     try:
-        raw = reach_report.compute(length, block_length, max_layers)
+        raw = reach.compute(length, block_length, max_layers)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    text = reach_report.table(raw)
+    text = reach.table(raw)
     typer.echo(text)
     if out and out.suffix == ".md":
         from ..io import atomic_write_text
@@ -214,55 +210,10 @@ def reach_cmd(
         atomic_write_text(out, text)
     elif out:
         cmd = f"headlab sparsify reach --length {length} --block-length {block_length} --max-layers {max_layers}"
-        reach_report.write(raw, out, cmd)
+        reach.write(raw, out, cmd)
         typer.echo(f"wrote {out}/reach.json, reach.records.jsonl, table.md, reach.png")
-
-
-@bench_app.command("kernels")
-def kernels_cmd(
-    tokens: int = typer.Option(8192, help="sequence length T"),
-    heads: int = typer.Option(9),
-    kv_heads: int = typer.Option(3),
-    dim: int = typer.Option(64),
-    repeats: int = typer.Option(3, help="alternating repeats after a warm-up (median and range are reported)"),
-    threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
-    flex: bool = typer.Option(True, help="also time compiled FlexAttention (first call compiles, ~15-30 s)"),
-    out: Optional[Path] = typer.Option(
-        Path("headlab-report/bench-kernels"),
-        help="folder for BENCHMARKS.md, kernels.json, records and plot, or a .md file ('' to skip); the registered "
-        "result is written by `headlab reproduce bench-kernels`",
-    ),
-):
-    """Block-sparse kernels vs dense causal SDPA: density, theoretical and achieved speedup, backend that ran."""
-    for name, val, lo in (
-        ("--tokens", tokens, 16),
-        ("--repeats", repeats, 1),
-        ("--threads", threads, 0),
-        ("--heads", heads, 1),
-        ("--kv-heads", kv_heads, 1),
-        ("--dim", dim, 1),
-    ):
-        if val < lo:
-            raise typer.BadParameter(f"{name} must be >= {lo}, got {val}")
-    if heads % kv_heads:
-        raise typer.BadParameter(f"--heads {heads} must be a multiple of --kv-heads {kv_heads}")
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
-    from ..bench.kernels import run, write
-
-    res = run(T=tokens, H=heads, Hkv=kv_heads, d=dim, repeats=repeats, flex=flex, threads=threads or None)
-    if out is not None and str(out) not in ("", "."):  # typer turns "" into Path(".")
-        cmd = (
-            f"OMP_WAIT_POLICY=PASSIVE headlab bench kernels --tokens {tokens} --heads {heads} --kv-heads {kv_heads} "
-            f"--dim {dim} --repeats {repeats} --threads {threads}" + ("" if flex else " --no-flex") + f" --out {out}"
-        )
-        write(res, out, cmd)
-        typer.echo(f"wrote {out}")
 
 
 from .sparsify_plan import plan_cmd  # noqa: E402  (own module: no import cycle)
 
 app.command("plan")(plan_cmd)
-from . import bench_mechanisms  # noqa: E402,F401  (registers `headlab bench mechanisms` on bench_app)
-from .bench_capture import capture_cmd  # noqa: E402,F401  (registers `headlab bench capture` on bench_app)
-from .bench_lse import lse_cmd  # noqa: E402,F401  (registers `headlab bench lse` on bench_app)

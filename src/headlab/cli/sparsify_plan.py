@@ -6,7 +6,7 @@ Registered on the ``sparsify`` app in ``cli/sparsify.py``; this module imports n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -90,8 +90,7 @@ def plan_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..patterns.headplan import save_plan
-    from ..sparsify.budget import check_budget
-    from ..sparsify.planners import METHODS, check_length, make_plan
+    from ..sparsify.plans import METHODS, check_budget, check_length, make_plan
 
     if method not in METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -109,7 +108,7 @@ def plan_cmd(
         raise typer.BadParameter(f"--threads must be >= 1, got {threads}")
     if out.is_dir():
         raise typer.BadParameter(f"--out {str(out)!r} is a folder; give a file name like plan.json")
-    opts = {k: v for k, v in (("sink", sink), ("full_share", full_share)) if v is not None}
+    opts: dict[str, Any] = {k: v for k, v in (("sink", sink), ("full_share", full_share)) if v is not None}
     for item in opt or []:
         key, value = parse_opt(item)
         if key in opts:

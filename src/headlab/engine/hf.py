@@ -17,11 +17,12 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from ..frames import stats_frame
 from .attend import attend, make_context
 from .context import AttnContext
+from .frames import stats_frame
 from .masks import shift_positions, to_bool_mask
-from .plugins import EDITS, HOOKS, PATTERNS, make_probe, per_head
+from .plugins import EDITS, EXTENSIONS, PATTERNS, compressed_of, make_probe, per_head, run_view
+from .view import HtmlView
 
 _counter = itertools.count()
 
@@ -107,14 +108,15 @@ class Run:
         """pandas DataFrame of ``stats()``, one row per (layer, head) (needs ``headlab[frames]``)."""
         return stats_frame(self.stats())
 
-    def show(self, head=None, metric: str | None = None, tokens=None) -> str:
-        """HTML of the head grid and one head up close (with its map when a HeadMapProbe recorded it)."""
-        return HOOKS.get("run_html")(self, head=head, metric=metric, tokens=tokens)
+    def show(self, head=None, metric: str | None = None, tokens=None) -> HtmlView:
+        """The head grid and one head up close (with its map when a HeadMapProbe recorded it): HTML that a
+        notebook renders (``str(view)`` is the source)."""
+        return HtmlView(run_view(self, head=head, metric=metric, tokens=tokens))
 
     def _repr_html_(self) -> str | None:
-        if "run_html" not in HOOKS:  # the view lives in headlab.report (``import headlab`` registers it)
+        if EXTENSIONS.run_view is None:  # no view set (headlab.report not loaded)
             return None
-        return self.show()
+        return str(self.show())
 
 
 def _make_fn(run: Run, n_layers: int):
@@ -140,7 +142,7 @@ def _make_fn(run: Run, n_layers: int):
             layer = order.setdefault(id(module), len(order))
         run.calls += 1
         pattern = run.patterns.get(layer)
-        kv = getattr(key, "headlab_kv", None)  # decode step of a compressed cache (headlab.kv_cache): it attends itself
+        kv = compressed_of(key)  # decode step of a compressed cache (headlab.kv_cache): it attends itself
         if kv is not None:
             if variant["softcap"] is not None or variant["sinks"] is not None:
                 raise NotImplementedError("headlab's compressed KV cache does not implement soft-capping or sink logits")

@@ -5,6 +5,7 @@ kernel (``gather.py``), FlexAttention (``flex.py``) and the dense reference (``r
 
 from __future__ import annotations
 
+from ..engine.plugins import EXTENSIONS
 from .band import band_attend
 from .dispatch import BACKENDS, DEFAULT_BLOCK, auto_backend, dense_attend, last_backend, pattern_block, sparse_attend
 from .heads import head_bands, split_attend
@@ -27,3 +28,11 @@ __all__ = [
     "BACKENDS",
     "DEFAULT_BLOCK",
 ]
+
+
+def _engine_sparse_attend(q, k, v, pattern, *, scale=None, causal=True):
+    """The engine's block-sparse path: ``sparse_attend`` looked up at call time (so a patched one is used)."""
+    return sparse_attend(q, k, v, pattern, scale=scale, causal=causal)
+
+
+EXTENSIONS.sparse_attend = _engine_sparse_attend

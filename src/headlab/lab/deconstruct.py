@@ -9,9 +9,9 @@ The same tiny byte-level LM (4 layers) is trained on prose with one budget in tw
 - *hybrid*: softmax in layers 0 and 2, the variant in layers 1 and 3.
 Validation loss (nats/byte) of each is compared with the all-softmax model's (ratio r = loss / softmax loss).
 
-The claims, the rules and the decision code are registered in :mod:`headlab.results.lab_claims`:
-``deconstruct`` (300 steps, the first pre-registered size) and larger sizes under their own names; ``claim``
-names the claim whose rule judges a run (and the output files).
+The claims, the rules and the decision code are registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``):
+``deconstruct`` (300 steps, the first pre-registered size) and larger sizes under their own names; ``name``
+names the run (its output files; the harness judges a run by the claim of that name).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import math
 import torch
 
 from headlab.modules.deconstruct import EmbeddingTap, layer_stack
-from headlab.results.claims import get as get_claim
 
 from .lm import eval_loss, tiny_lm, train_lm
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 from .text import VOCAB, TextData
 
 NAME = "deconstruct"
@@ -52,12 +51,11 @@ def run(
     eval_batches: int = 8,
     seed: int = 0,
     quiet: bool = False,
-    claim: str = NAME,
+    name: str = NAME,
 ) -> LabResult:
-    """Train every uniform and hybrid stack at one budget; judge with the registered claim ``claim``."""
-    if not claim.startswith(NAME):
-        raise ValueError(f"claim={claim!r} is not a deconstruct claim (valid: 'deconstruct' or 'deconstruct-...')")
-    get_claim(claim)  # unknown name -> ValueError before any training
+    """Train every uniform and hybrid stack at one budget; the harness judges the run by its ``name``."""
+    if not name.startswith(NAME):
+        raise ValueError(f"name={name!r} is not a deconstruct run name (valid: 'deconstruct' or 'deconstruct-...')")
     if steps < 1 or eval_batches < 1:
         raise ValueError(f"steps={steps} and eval_batches={eval_batches} must be >= 1")
     data = TextData.load()
@@ -65,16 +63,16 @@ def run(
     p = counts / counts.sum()
     unigram = float(-(p[p > 0] * p[p > 0].log()).sum())
     models, records = {}, []
-    for name, names in stacks(layers).items():
+    for model_name, names in stacks(layers).items():
         tap = EmbeddingTap()
         model = tiny_lm(layer_stack(names, tap), layers, d_model, heads, max_len=seq_len, seed=seed)
         handle = tap.attach(model.tok)
-        hist = train_lm(model, data, steps, batch, seq_len, lr, seed, quiet=quiet, description=f"deconstruct: {name}")
+        hist = train_lm(model, data, steps, batch, seq_len, lr, seed, quiet=quiet, description=f"deconstruct: {model_name}")
         loss = eval_loss(model, data, batch, seq_len, eval_batches)
         handle.remove()
         every = max(1, steps // 25)
-        models[name] = {"layers": names, "val_loss": loss, "train_loss": hist[::every]}
-        records += [{"model": name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
+        models[model_name] = {"layers": names, "val_loss": loss, "train_loss": hist[::every]}
+        records += [{"model": model_name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
     base = models["uniform:softmax"]["val_loss"]
     for m in models.values():
         m["ratio"] = m["val_loss"] / base
@@ -97,7 +95,7 @@ def run(
         seed=seed,
         variants=list(RELAXED),
     )
-    res = judged(claim, measured, config, records)
+    res = lab_result(name, measured, config, records)
     if not quiet:
         rows = [
             [

@@ -13,7 +13,7 @@ Structure: KQ diagonality = mean |diag| / mean |off-diag| of each head's x-block
 |Σ_h v_h[y]| / Σ_h |v_h[y]| (0 = exactly zero-sum).
 
 The decision rule (performance vs one-step GD and single-head attention, the gap to Bayes, diagonal KQ,
-opposite-sign zero-sum OV entries) is registered in :mod:`headlab.results.lab_claims` (``icl-regression``).
+opposite-sign zero-sum OV entries) is registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``) (``icl-regression``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .progress import progress_bar
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 
 NAME = "icl-regression"
 TEST_SEQUENCES = 4096
@@ -145,7 +145,7 @@ def run(
     multi = [h for h in heads if h >= 2]
     if multi:
         measured["best_multi_head"] = min(multi, key=lambda h: measured["models"][str(h)]["test_mse"][str(n)])
-    res = judged(
+    res = lab_result(
         NAME,
         measured,
         dict(

@@ -22,7 +22,7 @@ Abruptness (:func:`abruptness`): the steepest rise of the ICL accuracy above cha
 count as chance) between evaluations ``eval_every`` steps apart, divided by the mean rate from step 0 to
 the first step at 90% of the final gain above chance.
 A steady ramp gives about 1 however long training runs; a plateau followed by a jump gives much more.
-The decision rule is registered in :mod:`headlab.results.lab_claims` (``induction``).
+The decision rule is registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``) (``induction``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .progress import progress_bar
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 
 NAME = "induction"
 EVAL_SEQUENCES = 1024
@@ -231,7 +231,7 @@ def run(
         "eval_sequences": EVAL_SEQUENCES,
     }
     records = [dict(zip(curve, vals)) for vals in zip(*curve.values())]
-    res = judged(
+    res = lab_result(
         NAME,
         measured,
         dict(

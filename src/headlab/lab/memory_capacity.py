@@ -13,7 +13,7 @@ Prediction (:func:`predicted_recall`, the crosstalk argument behind the O(d_k) t
 v_m + Σ_{j≠m} (k_j·k_m) v_j; with random unit vectors the score of the right value is ≈ N(1, (N−1)/(d_k d_v))
 and each of the N−1 wrong values scores ≈ N(0, 1/d_v + 1/d_k + (N−2)/(d_k d_v)); recall is the chance the
 right one wins, treating the wrong scores as independent.  N_50 of that curve is the predicted capacity.
-The decision rule is registered in :mod:`headlab.results.lab_claims` (``memory-capacity``).
+The decision rule is registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``) (``memory-capacity``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from scipy import stats
 from headlab.modules.linear import hebbian_read, hebbian_write
 
 from .progress import progress_bar
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 
 NAME = "memory-capacity"
 MULTIPLES = (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
@@ -117,7 +117,7 @@ def run(
         slope = float("nan")
     measured["n50_slope"] = slope
     measured["n50_over_dk"] = [v / d for v, d in zip(n50, d_ks)]
-    res = judged(
+    res = lab_result(
         NAME, measured, dict(d_ks=list(d_ks), d_v=d_v, trials=trials, beta=beta, multiples=list(MULTIPLES), seed=seed), records
     )
     if not quiet:

@@ -15,9 +15,9 @@ first check where :func:`converged` holds (the best loss improved by less than `
 last 20% of the steps) or at ``steps`` (the cap); every MoH model then trains exactly as many steps with the
 same schedule.  The MHA run up to that step is exactly the run a fixed budget of that many steps would give.
 
-The decision rules are registered in :mod:`headlab.results.lab_claims`: ``moh`` (800 fixed steps) and
-``moh-converged`` (budget set by the converged MHA baseline); ``claim`` names the claim whose rule judges a
-run (and the output files).
+The decision rules are registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``): ``moh`` (800 fixed steps) and
+``moh-converged`` (budget set by the converged MHA baseline); ``name`` names the run (its
+output files; the harness judges a run by the claim of that name).
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from collections.abc import Callable
 import torch
 
 from headlab.modules.moh import MoHAttention
-from headlab.results.claims import get as get_claim
 
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 from .text import TextData
 
 NAME = "moh"
@@ -126,13 +125,12 @@ def run(
     quiet: bool = False,
     converge: float = 0.0,
     check_every: int = 200,
-    claim: str = NAME,
+    name: str = NAME,
 ) -> LabResult:
     """Train MHA and MoH TinyLMs at one budget (``steps``, or set by the converged MHA: module docstring);
-    judge with the registered claim ``claim``."""
-    if not claim.startswith(NAME):
-        raise ValueError(f"claim={claim!r} is not a moh claim (valid: 'moh' or a name starting with 'moh-')")
-    get_claim(claim)  # unknown name -> ValueError before any training
+    the harness judges the run by its ``name``."""
+    if not name.startswith(NAME):
+        raise ValueError(f"name={name!r} is not a moh run name (valid: 'moh' or a name starting with 'moh-')")
     if converge < 0 or check_every < 1:
         raise ValueError(f"need converge >= 0 and check_every >= 1; got converge={converge}, check_every={check_every}")
     data = TextData.load()
@@ -143,11 +141,11 @@ def run(
     mha = None
     schedule = "constant" if converge > 0 else "cosine"
     budget = steps  # the MHA run sets it when converge > 0
-    for name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in fractions]:
+    for model_name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in fractions]:
         model = tiny_lm(factory, layers, d_model, heads, max_len=seq_len, seed=seed)
         check: dict[str, list] = {"step": [], "val_loss": []}
         stop: Callable[[int, TinyLM], bool] | None = None
-        if converge > 0 and name == "mha":
+        if converge > 0 and model_name == "mha":
 
             def _stop(step: int, m: TinyLM, check=check) -> bool:
                 check["step"].append(step)
@@ -167,11 +165,11 @@ def run(
             check_every if stop else 0,
             stop,
             quiet,
-            f"moh: {name}",
+            f"moh: {model_name}",
             schedule=schedule,
             warm_steps=max(1, steps // 20),
         )
-        if name == "mha" and converge > 0:
+        if model_name == "mha" and converge > 0:
             budget = len(hist)
             measured["convergence"] = {
                 **check,
@@ -185,20 +183,20 @@ def run(
         mix = model.blocks[0].mix
         active = mix.active_fraction if isinstance(mix, MoHAttention) else 1.0
         every = max(1, budget // 50)
-        records += [{"model": name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
-        measured["models"][name] = {
+        records += [{"model": model_name, "step": i * every, "train_loss": v} for i, v in enumerate(hist[::every])]
+        measured["models"][model_name] = {
             "val_loss": loss,
             "val_ppl": math.exp(loss),
             "active_fraction": active,
             "train_loss": hist[::every],
             "steps": len(hist),
         }
-        if name == "mha":
+        if model_name == "mha":
             mha = model
     measured["training_free_75"] = training_free(mha, data, 0.75, batch, seq_len, seed)
     base = measured["models"]["mha"]["val_loss"]
-    res = judged(
-        claim,
+    res = lab_result(
+        name,
         measured,
         dict(
             steps=steps,

@@ -1,17 +1,12 @@
 """Result type shared by the lab experiments, with atomic JSON + PNG + JSONL writers.
 
-The claim, the rule and the code that decides live in the claims registry
-(:mod:`headlab.results.lab_claims`), fixed before any run; :func:`judged` applies them to the measured
-numbers, so the verdict is always computed, never written by hand.
+An experiment returns what it measured and how; it does not judge itself. Whether a run meets a paper's
+claim is decided by the repository's claims harness (``repro/``, ``headlab reproduce NAME``), whose rules
+are fixed in code before any run.
 
 Fields of :class:`LabResult` (all but ``records`` written to ``NAME.json``):
-- ``name``: experiment name (file stem of the outputs);
-- ``claim``: the paper's claim in words, with the paper cited;
+- ``name``: run name (file stem of the outputs; the harness names runs after the claims they serve);
 - ``measured``: dict of the measured numbers (curves as lists, summaries as floats);
-- ``rule_met``: bool, the registered rule's outcome on ``measured``;
-- ``verdict``: the rule's outcome with the numbers it used (one clause per condition);
-- ``headline``: the registered headline numbers (value, interval, item count);
-- ``rule``: the decision rule in words;
 - ``config``: the exact configuration (sizes, steps, seed) that produced the numbers;
 - ``records``: raw per-trial / per-evaluation rows, written to ``NAME.records.jsonl``.
 """
@@ -33,32 +28,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from headlab.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 
-FIELDS = ("name", "claim", "measured", "rule_met", "verdict", "headline", "rule", "config")
+FIELDS = ("name", "measured", "config")
 
 
 @dataclass
 class LabResult:
     name: str
-    claim: str
     measured: dict[str, Any]
-    rule_met: bool
-    verdict: str
-    rule: str
     config: dict[str, Any] = field(default_factory=dict)
-    headline: dict[str, Any] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "claim": self.claim,
-            "measured": self.measured,
-            "rule_met": bool(self.rule_met),
-            "verdict": self.verdict,
-            "headline": self.headline,
-            "rule": self.rule,
-            "config": self.config,
-        }
+        return {"name": self.name, "measured": self.measured, "config": self.config}
 
     def write(self, out_dir: str | os.PathLike, plot: Callable[[LabResult, Any], None] | None = None) -> dict[str, Path]:
         """Write ``NAME.json``, ``NAME.records.jsonl`` and (given ``plot(result, fig)``) ``NAME.png``."""
@@ -81,28 +62,13 @@ class LabResult:
         return paths
 
 
-def judged(name: str, measured: dict, config: dict, records: list[dict] | None = None) -> LabResult:
-    """A LabResult whose claim, rule and verdict come from the registered claim ``name``."""
-    from headlab.results.claims import get
-
-    claim = get(name)
-    nums = claim.summarize({"measured": measured, "config": config})
-    j = claim.judge(nums)
-    return LabResult(
-        name,
-        f"{claim.claim} ({claim.paper})",
-        measured,
-        j["rule_met"],
-        j["verdict"],
-        claim.rule,
-        config,
-        nums,
-        list(records or []),
-    )
+def lab_result(name: str, measured: dict, config: dict, records: list[dict] | None = None) -> LabResult:
+    """A LabResult of run ``name`` (the measured numbers, the configuration that produced them, raw rows)."""
+    return LabResult(name, measured, config, list(records or []))
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]], result: LabResult | None = None) -> None:
-    """Print a rich table (and the rule's outcome when a result is given)."""
+    """Print a rich table (on stdout: these are the results); ``result`` adds where its files are judged."""
     from rich.console import Console
     from rich.table import Table
 
@@ -114,7 +80,8 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]], result: L
     console = Console()
     console.print(table)
     if result is not None:
-        color = "green" if result.rule_met else "red"
-        console.print(
-            f"claim: {result.claim}\nrule: {result.rule}\n[{color}]{result.verdict}[/{color}]", markup=True, highlight=False
+        Console(stderr=True).print(
+            f"run {result.name!r}: in a checkout, `headlab reproduce {result.name}` reruns it at its registered size "
+            "and judges it against the paper's claim",
+            highlight=False,
         )

@@ -14,7 +14,7 @@ W_m = μ I + G_m with G_m entries N(0, σ²): ``mean`` μ = 0 (zero-mean) or μ 
 - ``mean-key`` (control): y = ⟨β, mean_i x_i⟩ — does not involve the query, so the mean should not matter.
 Test MSE is reported against the sample size n, averaged over seeds.
 
-The claim, the rule and the decision code are registered in :mod:`headlab.results.lab_claims` (``rf-mean``).
+The claim, the rule and the decision code are registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``) (``rf-mean``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from .progress import progress_bar
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 
 NAME = "rf-mean"
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -117,7 +117,7 @@ def run(
         n_test=n_test,
         seed=seed,
     )
-    res = judged(NAME, measured, config, records)
+    res = lab_result(NAME, measured, config, records)
     if not quiet:
         rows = [[k, n] + [summary[k][str(m)][str(n)] for m in means] for k in TARGETS for n in sizes]
         print_table(

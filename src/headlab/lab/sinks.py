@@ -32,10 +32,10 @@ must copy) and *dormant* ones (every other query after BOS).
 ``repeats`` trains every mechanism with seeds ``seed``, ``seed + 1``, …: the top-level numbers are means over
 seeds (equal probe sizes, so the pooled Sink rate is the mean rate) and ``by_seed`` keeps each seed's.
 
-The decision rules are registered in :mod:`headlab.results.lab_claims`: ``sinks`` (the first,
+The decision rules are registered in the claims harness beside the library (``repro/headlab_repro/lab_claims.py``): ``sinks`` (the first,
 pre-registered size on prose), ``sinks-dormant`` (the redesigned attention-only backcopy size, three seeds)
-and ``sinks-dormant-mlp`` (its control with MLPs); ``claim`` names the claim whose rule judges a run (and
-the output files).
+and ``sinks-dormant-mlp`` (its control with MLPs); ``name`` names the run (its
+output files; the harness judges a run by the claim of that name).
 """
 
 from __future__ import annotations
@@ -44,11 +44,9 @@ import math
 
 import torch
 
-from headlab.results.claims import get as get_claim
-
 from .backcopy import BackcopyData
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
-from .result import LabResult, judged, print_table
+from .result import LabResult, lab_result, print_table
 from .text import TextData
 
 NAME = "sinks"
@@ -152,17 +150,16 @@ def run(
     seed: int = 0,
     quiet: bool = False,
     weight_decay: float = 0.01,
-    claim: str = NAME,
+    name: str = NAME,
     data: str = "text",
     mlp: bool = True,
     tied: bool = True,
     repeats: int = 1,
 ) -> LabResult:
     """Train softmax / sigmoid / gated TinyLMs on the same data and budget (``repeats`` seeds each); track
-    sinks over training; judge with the registered claim ``claim``."""
-    if not claim.startswith(NAME):
-        raise ValueError(f"claim={claim!r} is not a sinks claim (valid: 'sinks' or a name starting with 'sinks-')")
-    get_claim(claim)  # unknown name -> ValueError before any training
+    sinks over training; the harness judges the run by its ``name``."""
+    if not name.startswith(NAME):
+        raise ValueError(f"name={name!r} is not a sinks run name (valid: 'sinks' or a name starting with 'sinks-')")
     if data not in DATA:
         raise ValueError(f"data={data!r}; valid: {', '.join(DATA)}")
     if repeats < 1:
@@ -208,8 +205,8 @@ def run(
                 for vals in zip(*(curve[c] for c in ("step",) + CURVES))
             ]
         measured[mech] = _pool(runs)
-    res = judged(
-        claim,
+    res = lab_result(
+        name,
         measured,
         dict(
             steps=steps,

@@ -16,7 +16,7 @@ y = log p(target) of the predicted (SST-2) or gold-answer (SQuAD) token at the f
 * agreement (:mod:`.agreement`): Spearman ρ, Pearson r, top-20 % coverage and saliency-mass share.
 
 Per item every view is compared with every saliency; over items each number is a mean with a paired
-percentile bootstrap interval (:func:`headlab.results.stats.paired_difference` against 0).
+percentile bootstrap interval (:func:`headlab.stats.paired_difference` against 0).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..results.stats import paired_difference
+from ..stats import paired_difference
 from .agreement import METRICS, agreement
 from .attn_grad import attention_grad, attn_grad_saliency
 from .rollout import rollout_last

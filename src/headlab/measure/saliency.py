@@ -63,7 +63,10 @@ def token_saliency(
     """Saliency of every token of ``ids`` (1, T) for log p(target_id) at the last position (module docstring).
 
     ``baseline_id``: IG baseline x' = that token's embedding at every position; None: x' = 0."""
-    from captum.attr import InputXGradient, IntegratedGradients
+    from ..extras import require
+
+    attr = require("captum.attr")
+    InputXGradient, IntegratedGradients = attr.InputXGradient, attr.IntegratedGradients
 
     if method not in METHODS:
         raise ValueError(f"saliency method {method!r}; valid: {METHODS}")

@@ -12,17 +12,17 @@ from pathlib import Path
 import torch
 
 from ..data.tasks.user_file import is_task_file, read_texts_file
+from ..engine.frames import records_frame
 from ..engine.hf import attach, model_shape
-from ..frames import records_frame
 from ..io import atomic_dir, atomic_write_json
 from ..probes import REGISTRY, HeadMapProbe, query_probe_names
 from ..probes.magnet import magnet_ids
+from ..probes.roles import ROLE_RULES, records, role_metrics, uniform_entropy
 from ..report.files import write_meta, write_records
 from ..report.inline import scan_html
 from ..report.maps import display_tokens
 from ..report.png import atlas_png
 from ..version import __version__
-from .atlas import ROLE_RULES, records, role_metrics, uniform_entropy
 from .dilution import group_formula, group_metric_names, group_states, parse_group, parse_groups, with_group_ratios
 from .induction import induction_scores
 from .retrieval import retrieval_scores
@@ -453,3 +453,54 @@ def run_scan(
         res.maps = record_maps(model, res.token_ids[0], telling_heads(res.records, list(metrics), head_maps), edits)
         res.tokens = display_tokens(tok, res.token_ids[0][0].tolist())
     return res
+
+
+def scan(
+    model,
+    tokenizer,
+    texts: str | list[str],
+    *,
+    metrics: str | list[str] = "all",
+    max_tokens: int = 512,
+    out: str | Path | None = None,
+    edits=(),
+    prefix: str | None = None,
+    batch_size: int = 1,
+    groups: list[str] | None = None,
+    group_queries: str | None = None,
+    importance: bool = False,
+    head_maps: int = 4,
+    model_name: str | None = None,
+) -> ScanResult:
+    """Per-head statistics and roles of every attention head of ``model`` over ``texts`` (streaming: no
+    attention map is kept). The library form of ``headlab scan``::
+
+        res = headlab.scan(model, tok, ["a text", "another"], metrics="sink,entropy,prev_token")
+        res.to_frame(); res.show(); res.plot()
+
+    ``metrics``: a comma list or list of metric names, or "all" (see ``headlab.probes``); ``out``: also write
+    heads.json, heads.csv, meta.json and atlas.png there; ``edits``: scan the edited model (and the unedited
+    one as ``baseline``); ``model_name``: the name recorded in the results (default: the model's own path).
+    Other arguments as in :func:`run_scan`."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError("texts: give a non-empty string or a non-empty list of non-empty strings")
+    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    return run_scan(
+        model,
+        tokenizer,
+        str(name),
+        texts,
+        parse_metrics(metrics),
+        max_tokens=max_tokens,
+        out=Path(out) if out is not None else None,
+        edits=edits,
+        prefix=prefix,
+        head_maps=head_maps,
+        batch_size=batch_size,
+        groups=groups,
+        group_queries=group_queries,
+        importance=importance,
+    )

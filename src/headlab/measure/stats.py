@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..engine.frames import stats_frame
 from ..engine.hf import attach
-from ..frames import stats_frame
 from ..probes import query_probe_names
 from ..report.inline import head_view
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ..engine.plugins import PATTERNS
+from ..engine.plugins import EXTENSIONS, PATTERNS
 from .base import Pattern
 from .causal import causal
 from .compose import for_heads, per_head
@@ -71,3 +71,11 @@ __all__ = [
     "save_plan",
     "from_mask_mod",
 ]
+
+
+def _engine_per_head(patterns: list, kv_per_head: bool = False):
+    """The engine's per-head combinator: ``per_head`` looked up at call time (so a patched one is used)."""
+    return per_head(patterns, kv_per_head=kv_per_head)
+
+
+EXTENSIONS.per_head = _engine_per_head

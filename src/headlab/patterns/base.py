@@ -10,6 +10,8 @@ Every pattern provides
     block_layout(q_len, kv_len, block)     -> bool (h_or_1, ceil(q_len/block), ceil(kv_len/block))
     density(q_len, kv_len)                 -> float, fraction of allowed (i, j) among the causal
                                               pairs j <= i (``causal=False``: among all pairs)
+    nominal_density(n)                     -> float, density(n, n); for dynamic patterns the
+                                              share of causal pairs their key budget keeps
 ``h_or_1`` is 1 when every head shares the mask, else ``n_heads``.
 Dynamic patterns (``dynamic = True``) choose keys from the data and implement
     select(q (B,H,Tq,d), k (B,Hkv,S,d), q_pos (Tq,), k_pos (S,)) -> bool (B, h_or_1, Tq, S)
@@ -148,6 +150,12 @@ class Pattern:
                 allowed += float(m.sum()) / m.shape[0]
                 total += float(m.shape[1] * m.shape[2])
         return allowed / max(total, 1.0)
+
+    def nominal_density(self, n: int) -> float:
+        """The density a pattern is quoted at, at length ``n``: among the causal pairs,
+        ``density(n, n)``; dynamic patterns (which choose keys from the data) return the share of
+        causal pairs their key budget keeps."""
+        return self.density(n, n)
 
     # ------------------------------------------------------------------ FlexAttention
     def mask_mod(

@@ -72,6 +72,13 @@ class DHSA(DynamicPattern):
             f"global={self.global_tokens}, chunks={self.chunks}/{self.chunk_size})"
         )
 
+    def _kept_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """topk_tokens keys per query row (at least local + global), the last instruction rows dense."""
+        kept = torch.minimum(rows + 1, torch.full_like(rows, max(self.topk_tokens, self.local_tokens + self.global_tokens)))
+        if self.instruction_tokens:
+            kept[-self.instruction_tokens :] = rows[-self.instruction_tokens :] + 1
+        return kept
+
     def select_units(self, q, k, q_pos, k_pos) -> Selection:
         self._check_qk(q, k)
         B, H, T, d = q.shape

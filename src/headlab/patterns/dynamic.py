@@ -73,3 +73,13 @@ class DynamicPattern(Pattern):
 
     def density(self, q_len, kv_len, causal=True):
         raise ValueError(f"{self.name} is dynamic: its density depends on the data; measure it with select() on real q and k")
+
+    def nominal_density(self, n: int) -> float:
+        """Share of the causal pairs at length ``n`` the pattern's key budget keeps (subclasses say
+        how many keys a row keeps: ``_kept_rows``)."""
+        rows = torch.arange(n, dtype=torch.float64)
+        return float(self._kept_rows(rows).sum() / (rows + 1).sum())
+
+    def _kept_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """(n,) float64 keys query row i (``rows`` = 0..n-1) keeps under the pattern's budget."""
+        raise ValueError(f"{self.name} is dynamic and states no key budget: it has no nominal density")

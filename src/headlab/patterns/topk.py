@@ -38,6 +38,11 @@ class TopKBlocks(DynamicPattern):
             f"topk_blocks(block={self.block}, k={self.k}, sink_blocks={self.sink_blocks}, local_blocks={self.local_blocks})"
         )
 
+    def _kept_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Every query row keeps at most (k + local_blocks + sink_blocks) blocks of keys."""
+        budget = (self.k + self.local_blocks + self.sink_blocks) * self.block
+        return torch.minimum(rows + 1, torch.full_like(rows, budget))
+
     def select_units(self, q, k, q_pos, k_pos) -> Selection:
         self._check_qk(q, k)
         B, H, T, d = q.shape

@@ -2,7 +2,7 @@
 
 As used for focus/diffuseness analyses (e.g. CARVE, Ge et al., "Focusing by Contrastive Attention").
 A head is *broad* when its entropy is at least 0.6 of the entropy of uniform attention over the
-same visible keys (``uniform_entropy`` of :mod:`headlab.measure.atlas`).
+same visible keys (``uniform_entropy`` of :mod:`headlab.probes.roles`).
 """
 
 from __future__ import annotations

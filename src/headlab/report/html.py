@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import LOG_FLOOR, Scan, head_payload, load_scan, normalise_texts, site_key
-from .maps import ROLE_METRIC, MapPlan, TextMaps, compute_text_maps, plan_maps, text_ids
+from .maps import ROLE_METRIC, MapPlan, MapSource, TextMaps, plan_maps
 from .png import ROLE_LETTER
 
 #: the whole page (HTML + data) stays under this many bytes by default
@@ -139,11 +139,10 @@ def _named(texts: Any) -> bool:
     return isinstance(texts, (list, tuple)) and any(isinstance(t, dict) and "name" in t for t in texts)
 
 
-def write_html_report(
+def render_report(
     out_dir: str | Path,
     *,
-    model=None,
-    tokenizer=None,
+    source: MapSource | None = None,
     texts: Any = None,
     map_sites: Any = "auto",
     max_map_px: int = 256,
@@ -151,15 +150,12 @@ def write_html_report(
     topk: int = 8,
     map_texts: int = 1,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    edits=(),
-    pattern=None,
     head_maps: list[TextMaps] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` (atomically) from the scan files in ``out_dir``; return its path.
 
-    Maps: with ``model`` and ``tokenizer`` (and ``texts``, else ``out_dir/texts.json``), the first
-    ``map_texts`` texts are run once each with ``HeadMapProbe`` attached (and ``edits`` /
-    ``pattern``, if given, so maps show the edited model); ``map_sites`` is "auto" (see
+    Maps: with a ``source`` (:class:`headlab.measure.maps.ModelMaps` runs a model; ``texts``, else
+    ``out_dir/texts.json``), the first ``map_texts`` texts are run once each through it; ``map_sites`` is "auto" (see
     ``report.maps``), "none", or a site selector for detail maps. ``head_maps`` supplies
     precomputed maps instead. Without either the page shows the atlas, comparison and provenance.
     """
@@ -184,9 +180,7 @@ def write_html_report(
     plans: list[MapPlan] = []
     if head_maps is not None:
         text_maps = list(head_maps)
-    elif model is not None:
-        if tokenizer is None:
-            raise ValueError("write_html_report: a tokenizer is required with a model (to tokenise texts and label tokens)")
+    elif source is not None:
         text_maps = []
         chosen = text_list[:map_texts]
         if not chosen:
@@ -198,7 +192,7 @@ def write_html_report(
         base = len(render_page(build_payload(scan, [], [], None)).encode("utf-8"))
         budget = max(0, (max_bytes - base - 50_000)) // max(1, len(chosen))
         for t in chosen:
-            ids = text_ids(tokenizer, t)
+            ids = source.token_ids(t)
             t = dict(t, ids=ids)
             # the text's token strings travel too (~10 bytes per token in JSON)
             plan = plan_maps(
@@ -211,7 +205,7 @@ def write_html_report(
                 budget_bytes=max(0, budget - 10 * len(ids)),
             )
             plans.append(plan)
-            text_maps.append(compute_text_maps(model, tokenizer, t, plan, edits=edits, pattern=pattern))
+            text_maps.append(source.maps(t, plan))
     else:
         text_maps = []
         note = "No attention maps: the report was written without a model (run `headlab report DIR` to compute them)."

@@ -22,9 +22,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..engine.plugins import HOOKS
+from ..engine.plugins import EXTENSIONS
 from ..engine.sites import format_site, parse_site
-from ..measure.atlas import role_letters, role_metrics
+from ..probes.roles import role_letters, role_metrics
 
 #: cell size of the head grid in CSS pixels
 CELL = 14
@@ -226,4 +226,4 @@ def run_html(run: Any, head: Any = None, metric: str | None = None, tokens: Sequ
     )
 
 
-HOOKS.register("run_html", run_html, replace=True)
+EXTENSIONS.run_view = run_html

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ..engine.hf import attach
 from ..engine.sites import parse_sites
-from ..measure.atlas import role_metrics
-from ..measure.stats import check_input, forward_for_attention
-from ..probes.head_map import HeadMap, HeadMapProbe
+from ..probes.head_map import HeadMap
+from ..probes.roles import role_metrics
 from .data import Scan, map_bytes
 
 #: role -> (metric that measures it, True when larger is stronger), from the probe classes
@@ -186,29 +184,11 @@ def text_ids(tokenizer, text: dict[str, Any]) -> list[int]:
     return ids[:n] if isinstance(n, int) and n > 0 else ids
 
 
-def compute_text_maps(model, tokenizer, text: dict[str, Any], plan: MapPlan, *, edits=(), pattern=None) -> TextMaps:
-    """One forward pass of ``text`` ({"name", "text", "ids"?}) with head-map probes attached."""
-    import torch
+class MapSource(Protocol):
+    """Where a report's attention maps come from (the report only draws them): ``token_ids(text)`` gives a
+    text's token ids, ``maps(text, plan)`` runs whatever model it wraps over ``text`` (with ``"ids"``) and
+    returns the maps ``plan`` asks for. :class:`headlab.measure.maps.ModelMaps` is the one that runs a model."""
 
-    ids = text.get("ids")
-    if ids is None:
-        ids = text_ids(tokenizer, text)
-    if not ids:
-        raise ValueError(f"text {text['name']!r} has no tokens")
-    probes = []
-    if plan.detail:
-        probes.append(HeadMapProbe(plan.detail, px=plan.px, topk=plan.topk, name="head_map_detail"))
-    if plan.overview:
-        probes.append(HeadMapProbe(plan.overview, px=plan.overview_px, topk=0, name="head_map_overview"))
-    out = TextMaps(text["name"], display_tokens(tokenizer, ids))
-    if not probes:
-        return out
-    x = torch.tensor([ids], dtype=torch.long)
-    check_input(model, x)
-    with torch.inference_mode(), attach(model, probes=probes, edits=list(edits), pattern=pattern):
-        forward_for_attention(model, x)
-    if plan.detail:
-        out.detail = probes[0].maps()
-    if plan.overview:
-        out.overview = probes[-1].maps()
-    return out
+    def token_ids(self, text: dict[str, Any]) -> list[int]: ...
+
+    def maps(self, text: dict[str, Any], plan: MapPlan) -> TextMaps: ...

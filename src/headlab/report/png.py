@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import atomic_write_bytes  # noqa: E402
-from ..measure.atlas import role_letters  # noqa: E402
+from ..probes.roles import role_letters  # noqa: E402
 
 #: role -> one-letter mark, from the probe classes
 ROLE_LETTER = role_letters()

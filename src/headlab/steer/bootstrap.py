@@ -1,4 +1,4 @@
-"""Intervals for steering results, from scipy (see :mod:`headlab.results.stats`).
+"""Intervals for steering results, from scipy (see :mod:`headlab.stats`).
 
 * :func:`bootstrap_ci` — (mean, low, high) of a sample mean with a percentile bootstrap
   (``scipy.stats.bootstrap``); for 0/1 accuracies prefer :func:`accuracy_ci` (Wilson score interval).
@@ -8,25 +8,12 @@
 
 from __future__ import annotations
 
-import numpy as np
-from scipy import stats
-
-from ..results.stats import paired_difference, proportion
+from ..stats import bootstrap_mean, paired_difference, proportion
 
 
 def bootstrap_ci(x, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of ``x`` (N,) with a percentile bootstrap (scipy)."""
-    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64).ravel()
-    if a.size == 0:
-        raise ValueError("bootstrap_ci: empty sample")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level} must be in (0, 1)")
-    if np.all(a == a[0]):
-        return float(a[0]), float(a[0]), float(a[0])
-    res = stats.bootstrap(
-        (a,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile", random_state=np.random.default_rng(seed)
-    )
-    return float(a.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+    """(mean, low, high) of the mean of ``x`` (N,) with a percentile bootstrap (:func:`headlab.stats.bootstrap_mean`)."""
+    return bootstrap_mean(x, n_boot, level, seed)
 
 
 def paired_diff_ci(steered, base, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:

@@ -4,13 +4,16 @@ read with pyarrow (any column type, compressed and dictionary-encoded batches in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.ipc
+from ...extras import require
 
 
-def read_table(path: str | Path) -> pa.Table:
-    """The whole table of an Arrow IPC stream file (or, failing that, an IPC random-access file)."""
+def read_table(path: str | Path) -> Any:
+    """The whole table (a ``pyarrow.Table``) of an Arrow IPC stream file (or, failing that, an IPC random-access
+    file); needs the ``tasks`` extra (pyarrow)."""
+    pa = require("pyarrow")
+    require("pyarrow.ipc")
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"arrow file {str(p)!r} does not exist")

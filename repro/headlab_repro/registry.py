@@ -1,0 +1,14 @@
+"""Every claims module of the harness, imported in alphabetical order: importing this module registers every
+claim (tables list claims by registering module, then registration order)."""
+
+from . import (  # noqa: F401  (registration is the import's side effect)
+    attribution_claims,
+    bench_claims,
+    circuits_claims,
+    guidance_claims,
+    kernel_claims,
+    lab_claims,
+    mechanism_claims,
+    sparsify_claims,
+    steer_claims,
+)

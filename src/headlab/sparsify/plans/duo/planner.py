@@ -1,0 +1,298 @@
+"""``duo`` planner: optimisation-based head classification in the style of DuoAttention
+(Xiao et al., arXiv 2410.10819).
+
+A gate alpha in [0, 1] per (layer, KV head) mixes full attention with sink + window attention;
+the gates are fitted by Adam on synthetic retrieval data (``duo.data``), distilling the gated
+model's final hidden states against the dense model's, with an L1 penalty that pushes gates to
+0 (``duo.train``). Heads whose gates stay high are the retrieval heads (arXiv 2404.15574).
+The budget then decides how many KV heads stay full: the k highest gates (ties broken by the
+accumulated distillation gradient), with (k, window) from
+``headlab.sparsify.plans.budget.split_budget`` so the streaming heads' sink_window(sink, w) spends
+the rest of the budget at the target length.
+
+Gates are cached on disk (``cache_dir`` or ``$HEADLAB_CACHE/profiles``), keyed by the model's
+fingerprint, a digest of its weights and tokenizer, the training settings and the seed, so a
+second budget reuses them without retraining.
+
+    plan = make_plan(model, tokenizer, budget=0.35, length=8192)
+    with headlab.attach(model, pattern=plan): ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ....patterns.headplan import HeadPlan, model_fingerprint, model_info, plan_from_entries
+from ..budget import FULL, split_budget, streaming
+from ..common import Progress, SplitRequest, as_tuple, check_length, weights_digest
+from .data import INTRO
+from .train import DuoSettings, GateProfile, train_gates
+
+__all__ = ["DuoRequest", "make_plan", "plan", "gate_profile", "rank_kv_heads", "DuoSettings", "GateProfile"]
+
+_FORMAT = "headlab-duo-gates/1"
+
+
+def _tokenizer_digest(tokenizer) -> str:
+    ids = tokenizer(INTRO + " 0123456789 The pass code", add_special_tokens=False)["input_ids"]
+    return hashlib.sha256(json.dumps(list(map(int, ids))).encode()).hexdigest()[:16]
+
+
+def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -> tuple[Path, dict]:
+    from ....models import cache_dir as default_cache
+
+    key_fields = {
+        "format": _FORMAT,
+        "settings": settings.as_dict(),
+        "seed": int(seed),
+        "weights": weights_digest(model),
+        "tokenizer": _tokenizer_digest(tokenizer),
+    }
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
+    return folder / f"duo-{model_fingerprint(model)}-{key}.json", key_fields
+
+
+@contextlib.contextmanager
+def _rich_progress(total: int) -> Iterator[Progress]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("duo gates"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        transient=False,
+    ) as bar:
+        task = bar.add_task("", total=total)
+
+        def tick(done: int, tot: int, what: str) -> None:
+            bar.update(task, completed=done, total=tot, description=what)
+
+        yield tick
+
+
+def gate_profile(
+    model, tokenizer, settings: DuoSettings | None = None, *, seed: int = 0, progress: Progress | None = None, cache_dir=None
+) -> tuple[GateProfile, bool]:
+    """The trained gates for ``model`` (from the cache when present); returns (profile, from_cache).
+
+    ``progress(done, total, what)``; None shows a rich progress bar while training.
+    """
+    settings = settings or DuoSettings()
+    settings.check()
+    path, key_fields = _cache_path(model, tokenizer, settings, seed, cache_dir)
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+            if cached.get("format") == _FORMAT and cached.get("key") == key_fields:
+                p = cached["profile"]
+                if progress is not None:
+                    progress(settings.steps, settings.steps, f"duo gates from cache {path.name}")
+                return GateProfile(p["gates"], p["pull"], [tuple(x) for x in p["losses"]], p["seconds"]), True
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            pass  # a damaged cache entry is retrained and replaced
+
+    def run(tick: Progress) -> GateProfile:
+        def cb(step: int, steps: int, info: dict) -> None:
+            if info.get("phase") == "dense":
+                tick(0, steps, f"dense hidden states {info['item']}/{info['items']}")
+            else:
+                tick(step, steps, f"distill {info['distill']:.3g}  reg {info['reg']:.3g}  mean gate {info['mean_gate']:.3f}")
+
+        return train_gates(model, tokenizer, settings, seed=seed, progress=cb)
+
+    if progress is None:
+        with _rich_progress(settings.steps) as tick:
+            prof = run(tick)
+    else:
+        prof = run(progress)
+    from ....io import atomic_write_json
+
+    atomic_write_json(
+        path,
+        {
+            "format": _FORMAT,
+            "key": key_fields,
+            "fingerprint": model_fingerprint(model),
+            "profile": {
+                "gates": prof.gates,
+                "pull": prof.pull,
+                "losses": [list(x) for x in prof.losses],
+                "seconds": round(prof.seconds, 2),
+            },
+        },
+    )
+    return prof, False
+
+
+def rank_kv_heads(gates, pull=None) -> list[tuple[int, int]]:
+    """(layer, KV head) pairs, highest gate first; ties by larger ``pull``, then by (layer, head)."""
+    L, H = len(gates), len(gates[0])
+    pull = pull or [[0.0] * H for _ in range(L)]
+    return sorted(
+        ((li, h) for li in range(L) for h in range(H)), key=lambda lh: (-gates[lh[0]][lh[1]], -pull[lh[0]][lh[1]], lh[0], lh[1])
+    )
+
+
+_TRAIN_OPTS = {
+    "steps": "steps",
+    "items": "items",
+    "train_lengths": "lengths",
+    "train_sink": "sink",
+    "train_window": "window",
+    "lr": "lr",
+    "reg": "reg",
+    "init": "init",
+    "n_facts": "n_facts",
+}
+
+
+@dataclass(frozen=True)
+class DuoRequest(SplitRequest):
+    """Settings of a duo plan: the split of ``SplitRequest`` (``full_share`` of the budget to the
+    k highest gates), ``train`` (the gate training, :class:`DuoSettings`; part of the cache key) and
+    ``plot`` (a path for a PNG of the gates and the loss curve, or None)."""
+
+    train: DuoSettings = field(default_factory=DuoSettings)
+    plot: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.train, DuoSettings):
+            raise ValueError(f"train must be DuoSettings, got {self.train!r}")
+        self.train.check()
+
+    @classmethod
+    def from_options(cls, *, budget, length, **opts) -> DuoRequest:
+        """A request from ``make_plan``'s keyword options: the split's (seed, sink, min_window,
+        full_share, model_name, plot) and the training's (steps, items, train_lengths, train_sink,
+        train_window, lr, reg, init, n_facts)."""
+        own = {"seed", "sink", "min_window", "full_share", "model_name", "plot"}
+        bad = sorted(set(opts) - set(_TRAIN_OPTS) - own)
+        if bad:
+            raise ValueError(
+                f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, full_share, model_name, plot"
+            )
+        kw = {_TRAIN_OPTS[k]: v for k, v in opts.items() if k in _TRAIN_OPTS}
+        if "lengths" in kw:
+            kw["lengths"] = tuple(int(n) for n in as_tuple(kw["lengths"]))
+        return cls(budget=budget, length=length, train=DuoSettings(**kw), **{k: v for k, v in opts.items() if k in own})
+
+
+def plan(model, tokenizer, request: DuoRequest, *, progress: Progress | None = None, cache_dir=None) -> HeadPlan:
+    """A per-KV-head plan with kv_fraction <= ``request.budget`` at ``request.length`` tokens from
+    trained DuoAttention gates (from the cache when the same training ran before)."""
+    length = check_length(model, request.length)
+    budget, seed, sink, min_window, full_share = (
+        request.budget,
+        request.seed,
+        request.sink,
+        request.min_window,
+        request.full_share,
+    )
+    t0 = time.time()
+    settings = request.train
+    info = model_info(model)
+    L, Hkv = info["n_layers"], info["n_kv_heads"]
+    k, w = split_budget(L * Hkv, budget, length, full_share=full_share, sink=sink, min_window=min_window)
+    prof, cached = gate_profile(model, tokenizer, settings, seed=seed, progress=progress, cache_dir=cache_dir)
+    order = rank_kv_heads(prof.gates, prof.pull)
+    full = set(order[:k])
+    entries = [[FULL if (li, h) in full else streaming(sink, w) for h in range(Hkv)] for li in range(L)]
+    losses = prof.losses
+    head = max(1, len(losses) // 10)
+    calibration = {
+        "data": "synthetic retrieval: pass codes, key-value lines, secret phrases in CPython pydoc prose",
+        "lengths": list(settings.lengths),
+        "items": settings.items,
+        "seed": seed,
+        "steps": settings.steps,
+        "sink": settings.sink,
+        "window": settings.window,
+        "lr": settings.lr,
+        "reg": settings.reg,
+        "init": settings.init,
+        "n_facts": settings.n_facts,
+        "train_seconds": round(prof.seconds, 2),
+        "from_cache": cached,
+        "distill_first": sum(x[0] for x in losses[:head]) / head,
+        "distill_last": sum(x[0] for x in losses[-head:]) / head,
+    }
+    if request.plot is not None:
+        from .plot import plot_gates
+
+        plot_gates(
+            request.plot,
+            prof.gates,
+            prof.losses,
+            sorted(full),
+            title=f"duo gates, {len(full)} of {L * Hkv} KV heads full, sink_window({sink}, {w}) "
+            f"for the rest at {length} tokens (budget {budget})",
+        )
+    return plan_from_entries(
+        entries,
+        model,
+        length=length,
+        method="duo",
+        budget=budget,
+        seed=seed,
+        calibration=calibration,
+        scores=prof.gates,
+        model_name=request.model_name,
+        options={
+            "sink": sink,
+            "window": w,
+            "full_share": full_share,
+            "min_window": min_window,
+            "full_heads": len(full),
+            "rank": "gate, ties by accumulated distillation pull",
+        },
+        seconds=round(time.time() - t0, 2),
+    )
+
+
+def make_plan(
+    model,
+    tokenizer,
+    *,
+    budget: float,
+    length: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache_dir=None,
+    sink: int = 64,
+    min_window: int = 64,
+    full_share: float = 0.6,
+    model_name: str | None = None,
+    plot=None,
+    **opts,
+) -> HeadPlan:
+    """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
+
+    opts (training; part of the cache key): steps (36), items (12 distinct samples), train_lengths
+    ((1024,)), train_sink (64), train_window (128), lr (0.05), reg (0.05), init (1.0), n_facts (4).
+    ``full_share`` (0.6) of the budget goes to full heads, the rest to the streaming heads'
+    windows; ``sink`` and ``min_window`` are the streaming heads' sink and smallest window.
+    ``plot``: a path for a PNG of the gates (full heads outlined) and the loss curve.
+    """
+    request = DuoRequest.from_options(
+        budget=budget,
+        length=length,
+        seed=seed,
+        sink=sink,
+        min_window=min_window,
+        full_share=full_share,
+        model_name=model_name,
+        plot=plot,
+        **opts,
+    )
+    return plan(model, tokenizer, request, progress=progress, cache_dir=cache_dir)

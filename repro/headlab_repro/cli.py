@@ -6,7 +6,7 @@ headlab reproduce NAME [--out DIR]            rerun NAME's command(s) into DIR, 
 headlab reproduce NAME --check [--smoke]      ... and compare with results/NAME (exit 1 when a number moves)
 headlab reproduce NAME --from RUN --out DIR   judge a finished run of NAME's registered command (e.g. continued
                                               with --resume) and write DIR/result.json, without rerunning
-headlab reproduce --render                    rewrite the results tables in README.md and docs/*.md
+headlab reproduce --render                    rewrite the results tables in README.md and docs/**/*.md
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def reproduce(
     ),
     smoke: bool = typer.Option(False, "--smoke", help="the registered reduced size (CI), compared with results/NAME/smoke"),
     list_: bool = typer.Option(False, "--list", help="list every registered result with its cost"),
-    render: bool = typer.Option(False, "--render", help="rewrite the marker blocks of README.md and docs/*.md from results/"),
+    render: bool = typer.Option(False, "--render", help="rewrite the marker blocks of README.md and docs/**/*.md from results/"),
     results: Path | None = typer.Option(None, help="committed results folder (default: the checkout's results/)"),
     from_: Path | None = typer.Option(
         None,

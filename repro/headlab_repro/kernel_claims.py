@@ -21,8 +21,8 @@ from pathlib import Path
 from . import collect
 from .claims import Claim, Tolerance, number, register
 
-BENCH = "bench"  # README's benchmark table (with sparsify-reach and bench-capture)
-DEVICES = "devices"  # docs/devices.md, docs/report.md and BENCHMARKS.md
+BENCH = "bench"  # docs/results/benchmarks.md's table (with sparsify-reach and bench-capture)
+DEVICES = "devices"  # docs/results/benchmarks.md and the devices and report pages
 
 # --- block-sparse kernels vs dense causal SDPA (``headlab bench kernels``) ---
 

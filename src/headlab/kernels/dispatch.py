@@ -114,7 +114,7 @@ def sparse_attend(
             _ran("sdpa")
             return sdpa_causal(q, k, v, scale)
         # band-shaped patterns (windows, sink windows, MoA spans, per-head plans) are not raced against
-        # FlexAttention: the band kernel beat it or tied at 8K (BENCHMARKS_SPARSE.md), and building a
+        # FlexAttention: the band kernel beat it or tied at 8K (docs/results/kernels.md), and building a
         # block mask for a per-head plan costs minutes per layer on CPU
         _ran(hb.backend())
         return split_attend(q, k, v, hb, scale, block)

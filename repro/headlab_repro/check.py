@@ -21,8 +21,8 @@ def leaves(measured: dict) -> Iterator[tuple[str, float]]:
             if isinstance(v, list):
                 for i, x in enumerate(v):
                     yield f"{name}.{f}[{i}]", x
-            elif v is not None and not isinstance(v, str):
-                yield f"{name}.{f}", v
+            elif v is not None and not isinstance(v, str) and not (isinstance(v, float) and math.isnan(v)):
+                yield f"{name}.{f}", v  # NaN is stored as null in result.json: both mean "no number"
 
 
 def compare(committed: dict, rerun: dict) -> list[str]:

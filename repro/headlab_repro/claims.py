@@ -30,13 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Number = dict[str, Any]
+#: ``exact`` tolerance: float32 rounding (seen between machines: 2e-8 to 2e-7 relative on the lab smoke runs)
+EXACT_RTOL = 1e-6
 Conditions = list[tuple[str, bool]]
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """How far a rerun's number may move: ``exact`` (float rounding only), ``abs`` (|new − old| ≤ value) or
-    ``ratio`` (new/old within [1/(1+value), 1+value], for timings)."""
+    """How far a rerun's number may move: ``exact`` (float rounding only: |new − old| ≤ 1e-6 · max(1, |old|), a
+    few float32 ulps, which is what another CPU's BLAS or thread count changes in a float32 computation),
+    ``abs`` (|new − old| ≤ value) or ``ratio`` (new/old within [1/(1+value), 1+value], for timings)."""
 
     kind: str = "exact"
     value: float = 0.0
@@ -51,7 +54,7 @@ class Tolerance:
         if isinstance(old, float) and isinstance(new, float) and math.isnan(old) and math.isnan(new):
             return True
         if self.kind == "exact":
-            return old == new or abs(new - old) <= 1e-9 * max(1.0, abs(old))
+            return old == new or abs(new - old) <= EXACT_RTOL * max(1.0, abs(old))
         if self.kind == "abs":
             return abs(new - old) <= self.value
         if old == 0 or new == 0:

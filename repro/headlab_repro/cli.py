@@ -40,10 +40,18 @@ def reproduce(
         help="a finished run folder made by NAME's registered command (long runs continued with --resume): "
         "judge it and write --out without rerunning",
     ),
+    allow_dirty: bool = typer.Option(
+        False,
+        "--allow-dirty",
+        help="run a full-size claim from a tree with uncommitted changes (the diff is stored beside the result, "
+        "which is then exploratory)",
+    ),
 ) -> None:
     """Rerun a published result from its registered command, check it, or render the tables from results/."""
     from .claims import all_claims
+    from .evidence import label, registrations
     from .record import read_result, repo_root, results_root
+    from .render import outcome_word
 
     root = results or results_root()
     if sum([list_, render, name is not None]) != 1:
@@ -51,13 +59,26 @@ def reproduce(
         raise typer.Exit(2)
     if list_:
         t = Table(title=f"registered results ({root})")
-        for c in ("name", "table", "cost", "smoke", "committed outcome", "command"):
+        t.add_column("name", no_wrap=True)
+        for c in ("table", "cost", "smoke", "committed outcome", "evidence", "registered", "command"):
             t.add_column(c, overflow="fold")
         for c in all_claims().values():
             p = root / c.name / "result.json"
-            state = ("rule met" if read_result(p.parent)["rule_met"] else "rule not met") if p.exists() else "not run"
+            if p.exists():
+                res = read_result(p.parent)
+                state, lab = outcome_word(res), label(res)
+                ev, reg = lab["evidence"], (lab["registered_commit"] or "?")[:10]
+            else:
+                state, ev, reg = "not run", "–", (registrations().get(c.name) or "?")[:10]
             t.add_row(
-                c.name, c.table, f"~{c.cost_s:.0f} s", f"~{c.smoke_cost_s:.0f} s" if c.smoke else "–", state, "\n".join(c.command)
+                c.name,
+                c.table,
+                f"~{c.cost_s:.0f} s",
+                f"~{c.smoke_cost_s:.0f} s" if c.smoke else "–",
+                state,
+                ev,
+                reg,
+                "\n".join(c.command),
             )
         console.print(t)
         return
@@ -83,12 +104,23 @@ def reproduce(
         if from_ is not None:
             res, problems = adopt(name, from_, out, root=root)
         else:
-            res, problems = run(name, out, smoke=smoke, check=check, root=root, log=lambda s: console.print(s, markup=False))
+            res, problems = run(
+                name,
+                out,
+                smoke=smoke,
+                check=check,
+                root=root,
+                log=lambda s: console.print(s, markup=False),
+                allow_dirty=allow_dirty,
+            )
     except (ValueError, RuntimeError) as exc:
         console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
-    color = "green" if res["rule_met"] else "yellow"
+    color = {True: "green", False: "yellow", None: "red"}[res["rule_met"]]
     console.print(f"[{color}]{res['verdict']}[/{color}]", soft_wrap=True, highlight=False)
+    console.print(
+        f"evidence: {res.get('evidence')}" + (f" ({'; '.join(res['evidence_why'])})" if res.get("evidence_why") else "")
+    )
     console.print(f"wrote {out or 'headlab-report/reproduce/' + name}/result.json in {res['seconds']} s")
     if check:
         if problems:

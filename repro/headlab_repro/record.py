@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +11,8 @@ from headlab.io import atomic_write_json
 from headlab.timing import machine, versions
 
 FORMAT = "headlab-result/1"
-KEYS = (
+#: keys every result.json has (those written before provenance was recorded at the start included)
+REQUIRED = (
     "format",
     "name",
     "claim",
@@ -35,6 +35,8 @@ KEYS = (
     "created",
     "files",
 )
+#: keys a run written now has: the start-of-run provenance and the computed evidence label besides
+KEYS = (*REQUIRED, "started_commit", "registered_commit", "evidence", "evidence_why", "tree", "started", "cpu")
 
 
 def repo_root() -> Path | None:
@@ -53,24 +55,10 @@ def results_root() -> Path:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout, with ``+dirty`` when tracked source files differ from it."""
-    root = repo_root()
-    if root is None:
-        return None
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        if head.returncode:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "repro"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """HEAD of the checkout, with ``+dirty`` when the tree differs from it (untracked code included)."""
+    from .provenance import commit_label, tree_state
+
+    return commit_label(tree_state())
 
 
 def write_result(
@@ -83,8 +71,14 @@ def write_result(
     seconds: float,
     smoke: bool,
     files: dict,
+    start: dict | None = None,
 ) -> dict:
-    """Write ``folder/result.json`` atomically and return its content."""
+    """Write ``folder/result.json`` atomically and return its content. ``start``: the provenance recorded when
+    the run began (``tree`` state, ``started`` time, ``cpu`` watch result), see :mod:`headlab_repro.provenance`."""
+    from .provenance import commit_label, tree_state
+
+    start = start or {}
+    end_tree = tree_state()
     res = {
         "format": FORMAT,
         "name": claim.name,
@@ -101,13 +95,25 @@ def write_result(
         "tolerance": claim.tolerance.to_dict(),
         "seeds": list(claim.seeds),
         "smoke": smoke,
-        "git_commit": git_commit(),
+        "git_commit": commit_label(end_tree),
+        "started_commit": commit_label(start["tree"]) if "tree" in start else None,
+        "tree": {
+            "changed_at_start": start["tree"]["changed"] if "tree" in start else None,
+            "changed_at_end": end_tree["changed"],
+            "same_commit": ("tree" in start and start["tree"]["commit"] == end_tree["commit"]) or None,
+        },
         "versions": versions(),
         "machine": machine(),
         "seconds": round(seconds, 1),
+        "started": start.get("started"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": start.get("cpu"),
         "files": files,
     }
+    from .evidence import label
+
+    lab = label(res)
+    res["evidence"], res["registered_commit"], res["evidence_why"] = lab["evidence"], lab["registered_commit"], lab["why"]
     atomic_write_json(folder / "result.json", json.loads(json.dumps(res, default=float).replace("NaN", "null")))
     return res
 

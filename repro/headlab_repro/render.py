@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .claims import all_claims
+from .evidence import label as evidence_label
 from .record import results_root
 
 MARK = re.compile(r"(<!-- results:(?P<name>[\w:.-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
@@ -68,11 +69,19 @@ def _cost(s: float) -> str:
     return f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
 
 
+def outcome_word(res: dict) -> str:
+    """'rule met' | 'rule not met' | 'invalid' (a timing run on a busy machine)."""
+    if res.get("rule_met") is None:
+        return "invalid"
+    return "rule met" if res["rule_met"] else "rule not met"
+
+
 def _outcome(res: dict) -> str:
-    return (
-        ("**rule met**" if res["rule_met"] else "**rule not met**")
-        + ": "
-        + "; ".join(c["text"] + ("" if c["passed"] else " — **fails**") for c in res["conditions"])
+    """'*exploratory* · **rule met**: conditions' — the evidence label (computed from the history, see
+    :mod:`headlab_repro.evidence`) before every outcome."""
+    ev = evidence_label(res)["evidence"]
+    return f"*{ev}* · **{outcome_word(res)}**: " + "; ".join(
+        c["text"] + ("" if c["passed"] else " — **fails**") for c in res["conditions"]
     )
 
 
@@ -153,7 +162,7 @@ def runs_table(root: Path, table: str) -> str:
         res = _load(root, c.name)
         if res is None:
             rows.append(
-                [f"`{c.name}`", f"`{c.command[0].format(out='results/' + c.name, results='results')}`", "–", "not run", "–"]
+                [f"`{c.name}`", f"`{c.command[0].format(out='results/' + c.name, results='results')}`", "–", "not run", "–", "–"]
             )
             continue
         rows.append(
@@ -162,10 +171,11 @@ def runs_table(root: Path, table: str) -> str:
                 "<br>".join(f"`{x}`" for x in res["command"]),
                 f"{res['seconds']:.0f} s",
                 f"{res['machine']['cpu']}, {res['machine']['torch_threads']} threads",
-                "rule met" if res["rule_met"] else "rule not met",
+                outcome_word(res),
+                evidence_label(res)["evidence"],
             ]
         )
-    return _table(["result", "command", "wall", "machine", "outcome"], rows)
+    return _table(["result", "command", "wall", "machine", "outcome", "evidence"], rows)
 
 
 def detail(root: Path, name: str) -> str:
@@ -173,9 +183,12 @@ def detail(root: Path, name: str) -> str:
     if res is None:
         return f"No committed result: `headlab reproduce {name}`.\n"
     rows = [[k, num(v)] for k, v in res["measured"].items() if isinstance(v, dict) and "value" in v]
+    lab = evidence_label(res)
+    why = f" ({'; '.join(lab['why'])})" if lab["why"] else ""
     return (
         f"Command: {'; '.join(f'`{c}`' for c in res['command'])} ({res['seconds']:.0f} s, commit "
-        f"`{(res['git_commit'] or '?')[:12]}`).\n\nRule: {res['rule']['text']}\n\n{_outcome(res)}.\n\n"
+        f"`{(res['git_commit'] or '?')[:12]}`; rule registered in `{(lab['registered_commit'] or '?')[:12]}`).\n\n"
+        f"Evidence: **{lab['evidence']}**{why}.\n\nRule: {res['rule']['text']}\n\n{_outcome(res)}.\n\n"
         + _table(["number", "value [95% interval] (items)"], rows)
     )
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import time
 from pathlib import Path
 
-from headlab.io import atomic_dir
+from headlab.io import atomic_dir, atomic_write_json
 
 from .check import compare
 from .claims import Claim, get
+from .provenance import BUSY_SHARE, CpuWatch, tree_state
 from .record import read_result, results_root, write_result
 
 
@@ -66,23 +68,68 @@ def check_size(claim: Claim, raw: dict, smoke: bool) -> None:
                 )
 
 
-def _judge_into(claim: Claim, stage: Path, shown: list[str], again: str, smoke: bool, seconds: float | None) -> dict:
+def is_timing(claim: Claim) -> bool:
+    """Timing claims are judged with a ratio tolerance; their runs need an otherwise idle machine."""
+    return claim.tolerance.kind == "ratio"
+
+
+def _judge_into(
+    claim: Claim, stage: Path, shown: list[str], again: str, smoke: bool, seconds: float | None, start: dict | None = None
+) -> dict:
     """Collect the run in ``stage``, check its size, judge it and write ``stage/result.json``; ``seconds``
-    None = the sum of the run's per-record seconds (an adopted run)."""
+    None = the sum of the run's per-record seconds (an adopted run). A full timing run during which other
+    processes used the CPU is judged ``invalid: machine busy`` (``rule_met`` None), never met or unmet."""
     raw, records, files = claim.collect(stage)
     check_size(claim, raw, smoke)
     numbers = claim.summarize(raw)
     if seconds is None:
         seconds = sum(float(r.get("seconds") or 0) for r in records)
-    return write_result(stage, claim, numbers, claim.judge(numbers), shown, again, seconds, smoke, files)
+    judgement = claim.judge(numbers)
+    cpu = (start or {}).get("cpu") or {}
+    if is_timing(claim) and not smoke and cpu.get("busy"):
+        why = (
+            f"invalid: machine busy — other processes used {cpu['other_share']:.2f} cores on average during the run "
+            f"(limit {BUSY_SHARE}); rerun on an idle machine"
+        )
+        judgement = {
+            "rule_met": None,
+            "verdict": why + " (the rule would say: " + judgement["verdict"] + ")",
+            "conditions": judgement["conditions"],
+        }
+    res = write_result(stage, claim, numbers, judgement, shown, again, seconds, smoke, files, start=start)
+    if judgement["rule_met"] is None:
+        res["invalid"] = judgement["verdict"].split(" (the rule")[0]
+        from .evidence import label
+
+        lab = label(res)
+        res["evidence"], res["evidence_why"] = lab["evidence"], lab["why"]
+        atomic_write_json(stage / "result.json", json.loads(json.dumps(res, default=float).replace("NaN", "null")))
+    return res
 
 
 def reproduce(
-    name: str, out: str | os.PathLike | None = None, smoke: bool = False, check: bool = False, root: Path | None = None, log=print
+    name: str,
+    out: str | os.PathLike | None = None,
+    smoke: bool = False,
+    check: bool = False,
+    root: Path | None = None,
+    log=print,
+    allow_dirty: bool = False,
 ) -> tuple[dict, list[str]]:
     """Run claim ``name`` into ``out`` (default ``headlab-report/reproduce/NAME``); with ``check`` compare it to
-    the committed result.  Returns (result, problems)."""
+    the committed result.  Returns (result, problems).
+
+    Provenance: the tree is read when the run starts and again when it ends. A full-size run refuses a tree
+    with uncommitted changes (untracked code under src/, repro/, scripts/ included) unless ``allow_dirty``,
+    and then stores the diff as ``tree.diff`` beside the result (whose label is then exploratory)."""
     claim = get(name)
+    tree = tree_state()
+    if tree["dirty"] and not smoke and not allow_dirty:
+        shown_files = ", ".join(tree["changed"][:8]) + (" …" if len(tree["changed"]) > 8 else "")
+        raise ValueError(
+            f"{name}: the tree has uncommitted changes ({shown_files}); commit them first so the result names the code "
+            "that ran, or pass --allow-dirty (the diff is stored beside the result and the result is exploratory)"
+        )
     root = Path(root) if root is not None else results_root()
     committed = committed_folder(name, smoke, root)
     if check and not (committed / "result.json").exists():
@@ -95,6 +142,8 @@ def reproduce(
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
     cmds = claim.commands(smoke)
     t0 = time.time()
+    start = {"tree": tree, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    watch = CpuWatch()
     with atomic_dir(out) as stage:
         shown = []
         for line in cmds:
@@ -103,7 +152,10 @@ def reproduce(
             log(f"$ {shown[-1]}")
             run_command(actual)
         again = f"headlab reproduce {name}" + (" --smoke" if smoke else "") + f" --out {_show(out)}"
-        res = _judge_into(claim, stage, shown, again, smoke, seconds=time.time() - t0)
+        start["cpu"] = watch.stop()
+        if tree["dirty"]:
+            (stage / "tree.diff").write_text(tree["diff"])
+        res = _judge_into(claim, stage, shown, again, smoke, seconds=time.time() - t0, start=start)
     problems = compare(read_result(committed), res) if check else []
     return res, problems
 

@@ -13,7 +13,7 @@ import pytest
 from headlab.stats import paired_difference, proportion
 from headlab_repro import claims as C
 from headlab_repro.check import compare
-from headlab_repro.record import KEYS
+from headlab_repro.record import KEYS, REQUIRED
 from headlab_repro.render import NOTE, render_text, stale_blocks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -204,7 +204,7 @@ def test_committed_results_have_every_key_and_a_computed_verdict():
     assert len(folders) >= 6
     for f in folders:
         res = json.loads((f / "result.json").read_text())
-        assert set(KEYS) <= set(res), f
+        assert set(REQUIRED) <= set(res), f
         claim = C.get(res["name"])
         j = claim.judge(res["measured"])  # the verdict follows from the numbers
         assert (j["rule_met"], j["verdict"]) == (res["rule_met"], res["verdict"]), f
@@ -222,6 +222,7 @@ def test_reproduce_smoke_check_passes_and_detects_a_moved_number(tmp_path):
 
     res, problems = reproduce("memory-capacity", tmp_path / "run", smoke=True, check=True, root=RESULTS, log=lambda s: None)
     assert problems == [], problems
+    assert set(KEYS) <= set(res) and res["evidence"] == "smoke" and res["started_commit"] and res["cpu"]["wall_s"] > 0
     assert (tmp_path / "run" / "result.json").exists() and (tmp_path / "run" / "memory-capacity.png").exists()
     fake = tmp_path / "results"
     shutil.copytree(RESULTS / "memory-capacity" / "smoke", fake / "memory-capacity" / "smoke")

@@ -8,8 +8,8 @@
   second looks, runs from a dirty tree or with no recorded start.
 
 The history is read from git (one ``git log`` for the registrations, one for the outputs): the registration
-commit of claim NAME is the first commit that adds ``name="NAME"`` to a claims module (``repro/headlab_repro``
-or its former home ``src/headlab/results``); the first output commit is the first one that adds a file under
+commit of claim NAME is the first commit that adds ``"NAME"`` to a claims module (``repro/headlab_repro`` or its
+former home ``src/headlab/results``), or for a name built in code, the commit that added its module; the first output commit is the first one that adds a file under
 ``results/NAME/`` (smoke folders aside). :data:`SEEN_BEFORE` holds what git cannot show: numbers of a design
 published (README, an unregistered run) before its rule, from an audit of the history; an entry there can
 only make a result exploratory, never confirmatory.
@@ -105,6 +105,23 @@ def registrations() -> dict[str, str]:
             for name in _QUOTED.findall(line):
                 if name in names and name not in out:
                     out[name] = commit
+    # a name built in code (e.g. f"{base}-rep") never appears quoted: its registration is the commit that added
+    # the module registering it (under its present or former path). A claim can only run once its code exists,
+    # so a run's start commit is never earlier than its real registration; a name that is quoted in its module
+    # but in no commit is simply not registered yet (uncommitted).
+    from .claims import _ORDER
+
+    import importlib
+    import inspect
+
+    for name in names - set(out):
+        modname = _ORDER.get(name, ("", 0))[0]
+        module = modname.rsplit(".", 1)[-1]
+        if module and f'"{name}"' not in inspect.getsource(importlib.import_module(modname)):
+            paths = [f"{p}/{module}.py" for p in CLAIM_PATHS]
+            added = _git("log", "--reverse", "--diff-filter=A", "--format=%H", "--", *paths).split()
+            if added:
+                out[name] = added[0]
     return out
 
 

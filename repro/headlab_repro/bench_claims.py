@@ -225,6 +225,101 @@ register(
 )
 
 
+# --- the cost of the default scan's probes, every one map-free (``headlab bench capture --metrics default``) ---
+
+#: rule of ``bench-capture-default``, fixed before any run: median time ratio per length (lengths below 8192 use
+#: the 2048 bound) and peak-RSS ratio, with the probes attached / plain SDPA forward
+DEFAULT_CAPTURE_TARGET = {2048: 1.2, 8192: 1.3}
+DEFAULT_CAPTURE_RSS = 1.05
+#: the per-text probes of the default scan (``headlab.probes.default_query_metrics()`` when registered)
+DEFAULT_SCAN_PROBES = "sink,sink_rate,prev_token,distance,waad,fai,magnet"
+
+
+def _summary_capture_default(raw: dict) -> dict:
+    out = _summary_capture(raw)
+    for n, r in raw["lengths"].items():
+        m = r.get("rss")
+        if m:
+            out[f"rss_ratio@{n}"] = number(m["ratio"], n=1, dense_mb=m["dense"], probes_mb=m["probes"], method=m["method"])
+    return out
+
+
+def _target_time(n: int) -> float:
+    return DEFAULT_CAPTURE_TARGET[8192] if n >= 8192 else DEFAULT_CAPTURE_TARGET[2048]
+
+
+def _rule_capture_default(x: dict) -> list:
+    conds = []
+    lengths = sorted({int(k.split("@")[1]) for k in x if k.startswith("ratio@")})
+    for n in lengths:
+        v, bound = x[f"ratio@{n}"], _target_time(n)
+        lo, hi = v["range"]
+        conds.append(
+            (
+                f"{n} tokens: a forward with the default scan's probes takes {v['value']:.2f}x the plain SDPA forward "
+                f"(median of {v['n']} alternating pairs, range {lo:.2f}-{hi:.2f}x; <= {bound}x)",
+                not math.isnan(v["value"]) and v["value"] <= bound,
+            )
+        )
+        m = x.get(f"rss_ratio@{n}")
+        ok = m is not None and m["value"] is not None and not math.isnan(m["value"]) and m["value"] <= DEFAULT_CAPTURE_RSS
+        text = (
+            "no peak RSS measured"
+            if m is None
+            else f"peak RSS {m['probes_mb']:.0f} MiB vs {m['dense_mb']:.0f} MiB = {m['value']:.3f}x"
+        )
+        conds.append((f"{n} tokens: {text} (<= {DEFAULT_CAPTURE_RSS}x)", ok))
+    return conds
+
+
+register(
+    Claim(
+        name="bench-capture-default",
+        table=BENCH,
+        short="Cost of the default scan's map-free probes: forward time and peak RSS / plain SDPA forward, SmolLM2, 2048 and 8192 tokens",
+        claim=(
+            "Every per-text probe of the default scan (sink, sink rate, previous-token, distance, WAAD, FAI, magnet "
+            f"share) is computed next to SDPA without attention maps, in at most {DEFAULT_CAPTURE_TARGET[2048]}x the "
+            f"time of a plain SDPA forward at 2048 tokens and {DEFAULT_CAPTURE_TARGET[8192]}x at 8192, with at most "
+            f"{DEFAULT_CAPTURE_RSS}x its peak resident memory."
+        ),
+        paper=(
+            "headlab's target for map-free head statistics; WAAD/FAI arXiv 2510.13554, magnets arXiv 2509.22650, "
+            "sinks arXiv 2410.10781"
+        ),
+        command=(
+            "headlab bench capture --lengths 2048,8192 --repeats 5 --metrics default --model smollm2-135m "
+            "--threads 2 --out {out}",
+        ),
+        size={"lengths": [2048, 8192], "repeats": 5, "probes": DEFAULT_SCAN_PROBES.split(","), "threads": 2, "rss": True},
+        smoke=(
+            "headlab bench capture --lengths 256,512 --repeats 2 --metrics default --model smollm2-135m --threads 2 --out {out}",
+        ),
+        smoke_size={"lengths": [256, 512], "repeats": 2, "probes": DEFAULT_SCAN_PROBES.split(","), "threads": 2, "rss": True},
+        rule=(
+            f"At 2048 tokens the median over 5 alternating (plain, probes) pairs of time with probes / plain time is <= "
+            f"{DEFAULT_CAPTURE_TARGET[2048]} and at 8192 tokens <= {DEFAULT_CAPTURE_TARGET[8192]}; at both lengths the "
+            f"peak RSS of one forward with the probes / without them (each in a fresh process, peak reset after loading "
+            f"the model) is <= {DEFAULT_CAPTURE_RSS}. SmolLM2-135M-Instruct, fp32, 2 threads, base model without the "
+            "vocabulary projection, as scan runs it; every probe must have seen every layer; the probes are the "
+            "default scan's per-text metrics."
+        ),
+        conditions=_rule_capture_default,
+        summarize=_summary_capture_default,
+        collect=_collect_capture,
+        cost_s=1500,
+        smoke_cost_s=60,
+        tolerance=Tolerance("ratio", 0.25),
+        show=("ratio@2048", "ratio@8192", "rss_ratio@2048", "rss_ratio@8192"),
+        notes=(
+            "Timings on a shared 2-core CPU: run alone, when the machine is otherwise idle (load < 1.5). The smoke size "
+            "(256 and 512 tokens, 2 pairs) only checks that the command runs: its numbers carry no meaning. The "
+            "opt-in metrics (entropy, global_sink) are not attached."
+        ),
+    )
+)
+
+
 # --- whole-model pattern swaps on SmolLM2 (``headlab sparsify eval -p ...``), training-free ---
 
 SWAP_PATTERNS = ("power", "strided", "moa")

@@ -71,7 +71,7 @@ def test_capture_out_folder_alternates_and_checks_the_probes(tmp_path, tiny_fold
 
     out = tmp_path / "cap"
     args = ["bench", "capture", "--model", str(tiny_folder), "--lengths", "24,40", "--repeats", "3"]
-    r = CliRunner().invoke(app, [*args, "--probes", "sink,entropy", "--threads", "1", "--out", str(out)])
+    r = CliRunner().invoke(app, [*args, "--probes", "sink,entropy", "--threads", "1", "--no-rss", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == ["capture.json", "capture.png", "capture.records.jsonl", "table.md"]
     raw = json.loads((out / "capture.json").read_text())

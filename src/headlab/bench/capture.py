@@ -9,14 +9,29 @@ same machine load; the reported ratio is the median of the per-repeat ratios pro
 their range, beside the ratio of the medians and the same by process CPU time. Absolute seconds on
 a shared machine move with its load; the ratios much less.
 
-The model and tokenizer come from the caller (the CLI loads them), so this module never loads one.
+The probes default to the per-text metrics of the default scan (``headlab.probes.default_query_metrics``:
+every one with a map-free form next to SDPA); ``magnet`` gets the token state a scan gives it.
+
+Peak memory (``rss=True``): per length, each mode runs once more in a fresh Python process
+(:func:`rss_child`) that loads the model, resets the peak resident set size after loading
+(``/proc/self/clear_refs``, Linux) and reports ``VmHWM`` after one forward: the peak RSS of the process
+while the forward runs, weights included; the ratio probes / dense is what the probes add. Both modes run
+with glibc's mmap threshold fixed (:data:`RSS_ENV`), so that freed tensors leave the resident set and the
+peak measures live memory rather than heap fragmentation. Where the reset is not available, ``ru_maxrss``
+(which includes the load) is reported and ``method`` says so.
+
+The model and tokenizer for the timings come from the caller (the CLI loads them); the RSS children load
+the model by its name (``headlab.models.load``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +40,7 @@ import torch
 
 from ..data import prose
 from ..engine.hf import attach
+from ..probes.magnet import magnet_state
 from .paired import spread, write_run
 
 MODES = ("dense", "probes")
@@ -55,8 +71,14 @@ def _timed(fn: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
-def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int, tick=None) -> dict:
-    """Alternating timings at one length: samples, medians, per-repeat ratios (probes / dense)."""
+def probe_state(tok, ids: torch.Tensor, probes: Sequence[str]) -> dict:
+    """The ``attach`` state the probes need as a scan gives it (``magnet``: each key's token, the magnet ids)."""
+    return magnet_state(tok, ids) if "magnet" in probes else {}
+
+
+def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int, tick=None, state=None) -> dict:
+    """Alternating timings at one length: samples, medians, per-repeat ratios (probes / dense).
+    ``state``: the ``attach`` state of the probes (:func:`probe_state`)."""
     tick = tick or (lambda msg: None)
     names = list(probes)
 
@@ -67,7 +89,7 @@ def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int
 
     def with_probes() -> tuple[float, float]:
         # attach's setup (patching, probe objects) is not timed: a scan enters it once for all its texts
-        with attach(model, probes=names) as run:
+        with attach(model, probes=names, state=dict(state or {})) as run:
             t = _timed(lambda: base_forward(model, ids))
         # every probe must have seen every layer, else the timing measured less than a scan does
         seen.append(min(int((p.state_dict()["count"] > 0).any(1).sum()) for p in run.probes))
@@ -99,6 +121,82 @@ def measure_length(model, ids: torch.Tensor, probes: Sequence[str], repeats: int
     }
 
 
+#: environment of the peak-RSS processes: glibc serves every block over 128 KiB by mmap and returns it on free
+#: (a fixed threshold: by default it adapts, and the heap then keeps freed tensors, which made repeated runs of
+#: the same forward differ by about 6 % at 4096 tokens); both modes run with it
+RSS_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def _peak_kb() -> tuple[int, str]:
+    """(peak resident set size in KiB, method) of this process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]), "VmHWM"
+    except OSError:
+        pass
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (kb // 1024 if sys.platform == "darwin" else kb), "ru_maxrss"
+
+
+def rss_child(spec: dict) -> dict:
+    """In a fresh process: load ``spec["model"]``, reset the peak RSS, run one forward of ``spec["length"]``
+    prose tokens (``spec["mode"]``: "dense", or "probes" with ``spec["probes"]`` attached) and return
+    ``{"peak_mb", "after_load_mb", "method"}`` (method: "VmHWM after reset", or "ru_maxrss" including the load)."""
+    from ..models import load
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    model, tok = load(spec["model"])
+    ids = prose_ids(tok, int(spec["length"]))
+    names = list(spec.get("probes") or [])
+    state = probe_state(tok, ids, names) if spec["mode"] == "probes" else {}
+    import gc
+
+    gc.collect()
+    after, _ = _peak_kb()
+    method = "ru_maxrss (includes the load)"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS (Linux >= 4.0)
+        after, method = _peak_kb()[0], "VmHWM after reset"
+    except OSError:
+        pass
+    if spec["mode"] == "probes":
+        with attach(model, probes=names, state=state):
+            base_forward(model, ids)
+    else:
+        base_forward(model, ids)
+    peak, _ = _peak_kb()
+    return {"peak_mb": peak / 1024, "after_load_mb": after / 1024, "method": method}
+
+
+def measure_rss(model_name: str, length: int, probes: Sequence[str], threads: int | None = None) -> dict:
+    """Peak RSS of one forward with and without the probes, each in a fresh process (:func:`rss_child`):
+    ``{"dense", "probes"}`` (MiB), ``"ratio"`` = probes / dense, ``"method"``."""
+    if not model_name:
+        raise ValueError("rss needs a model name or folder that headlab.models.load can load in a fresh process")
+    out: dict = {}
+    for mode in ("dense", "probes"):
+        spec = {"model": model_name, "length": int(length), "mode": mode, "probes": list(probes), "threads": threads}
+        code = (
+            "import json, sys; from headlab.bench.capture import rss_child; print(json.dumps(rss_child(json.loads(sys.argv[1]))))"
+        )
+        env = {**os.environ, **RSS_ENV}
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"peak-RSS run ({mode}, T={length}) failed: {proc.stderr.strip()[-2000:]}")
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {
+        "dense": out["dense"]["peak_mb"],
+        "probes": out["probes"]["peak_mb"],
+        "ratio": out["probes"]["peak_mb"] / out["dense"]["peak_mb"],
+        "after_load": {m: out[m]["after_load_mb"] for m in out},
+        "method": out["dense"]["method"] + ", " + " ".join(f"{k}={v}" for k, v in RSS_ENV.items()),
+    }
+
+
 def run(
     model,
     tok,
@@ -108,22 +206,31 @@ def run(
     threads: int | None = None,
     model_name: str = "",
     tick=None,
+    rss: bool = False,
 ) -> dict:
-    """{"config", "lengths": {str(T): measure_length(...)}} for every length, in the given order."""
+    """{"config", "lengths": {str(T): measure_length(...)}} for every length, in the given order; ``rss``: also the
+    peak RSS of each mode at each length, in fresh processes that load ``model_name`` (:func:`measure_rss`)."""
     if not lengths or any(not isinstance(n, int) or n < 2 for n in lengths):
         raise ValueError(f"lengths must be ints >= 2, got {list(lengths)!r}")
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     if not probes:
         raise ValueError("probes must name at least one probe (e.g. sink,entropy)")
+    if rss and not model_name:
+        raise ValueError("rss=True needs model_name: the fresh processes load the model by its name or folder")
     if threads:
         torch.set_num_threads(threads)
+    tick = tick or (lambda msg: None)
     n_layers = int(getattr(model.config, "num_hidden_layers", 0))
     out = {}
     for n in lengths:
-        res = measure_length(model, prose_ids(tok, n), probes, repeats, tick)
+        ids = prose_ids(tok, n)
+        res = measure_length(model, ids, probes, repeats, tick, state=probe_state(tok, ids, probes))
         if n_layers and res["layers_seen"] != n_layers:
             raise RuntimeError(f"the probes saw {res['layers_seen']} of {n_layers} layers at T={n}; the timing is not a scan's")
+        if rss:
+            tick(f"peak RSS at {n} tokens (fresh processes)")
+            res["rss"] = measure_rss(model_name, n, probes, threads=torch.get_num_threads())
         out[str(n)] = res
     return {
         "config": {
@@ -131,6 +238,7 @@ def run(
             "lengths": list(lengths),
             "repeats": repeats,
             "probes": list(probes),
+            "rss": bool(rss),
             "threads": torch.get_num_threads(),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
@@ -147,17 +255,23 @@ def table(res: dict) -> str:
         f"{c['model']}, {c['dtype']}, {c['threads']} threads, probes {', '.join(c['probes'])}; "
         f"{c['repeats']} alternating repeats after one warm-up each (median [min–max]).",
         "",
-        "| tokens | dense s | with probes s | ratio (median of pairs) | ratio range | ratio of medians | CPU-time ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| tokens | dense s | with probes s | ratio (median of pairs) | ratio range | ratio of medians | CPU-time ratio "
+        "| peak RSS dense / probes MiB | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in res["lengths"].items():
         s, q = r["seconds"], r["ratio"]
         cpu = "–" if r["cpu_ratio"] is None else f"{r['cpu_ratio']['median']:.2f}x"
+        m = r.get("rss")
+        mem = "– | –" if m is None else f"{m['dense']:.0f} / {m['probes']:.0f} | {m['ratio']:.3f}x"
         lines.append(
             f"| {n} | {s['dense']['median']:.2f} [{s['dense']['min']:.2f}–{s['dense']['max']:.2f}] | "
             f"{s['probes']['median']:.2f} [{s['probes']['min']:.2f}–{s['probes']['max']:.2f}] | {q['median']:.2f}x | "
-            f"{q['min']:.2f}–{q['max']:.2f}x | {r['ratio_of_medians']:.2f}x | {cpu} |"
+            f"{q['min']:.2f}–{q['max']:.2f}x | {r['ratio_of_medians']:.2f}x | {cpu} | {mem} |"
         )
+    if any(r.get("rss") for r in res["lengths"].values()):
+        method = next(r["rss"]["method"] for r in res["lengths"].values() if r.get("rss"))
+        lines += ["", f"Peak RSS: one forward per mode in a fresh process ({method}), model weights included."]
     return "\n".join(lines) + "\n"
 
 

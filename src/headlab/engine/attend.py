@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .context import AttnContext
-from .lse import attention_lse, check_backend, default_backend, structural_mask
+from .fast import FastCall, run_band
+from .lse import attention_lse, attention_lse_cols, check_backend, default_backend, structural_mask
 from .masks import check_qkv, expand_kv, pattern_rows, positions_from_mask, to_bool_mask
 from .plugins import make_probe, sparse_attend
 from .scores import cap, check_variant, sink_share, softmax_with_sinks, window_rows
@@ -140,9 +142,9 @@ def _sdpa(q, k, v, scale, causal, bmask, *, window=None, softcap=None, sinks=Non
         )
         _, r = sink_share(lse, sinks)
         return (o.float() * r[..., None]).to(q.dtype)
-    structural = structural_mask(T, S, q.device, causal, window)
     if bmask is None and causal and T > 1 and T == S and window is None:
         return F.scaled_dot_product_attention(q, ke, ve, is_causal=True, scale=scale)
+    structural = structural_mask(T, S, q.device, causal, window)
     if structural is not None:
         bmask = structural[None, None] if bmask is None else bmask & structural
     return F.scaled_dot_product_attention(q, ke, ve, attn_mask=bmask, scale=scale)
@@ -154,54 +156,83 @@ def stats_path(q, k, v, scale, causal, bmask, probes, ctx, *, window=None, sinks
     With lse_i = log Σ_j exp(s_ij), A_ij = exp(s_ij − lse_i), so
       sink_i    = exp(s_i,first − lse_i),     prev_i = exp(s_i,i−1 − lse_i)
       entropy_i = lse_i − Σ_j A_ij s_ij  = lse_i − scale · q_i·(Σ_j A_ij k_j)
-      distance_i = pos_i − Σ_j A_ij pos_j
-    The weighted sums come from the same attention call with keys and positions appended to the
-    values. With sink logits (lse' = logaddexp(lse, sink), r = exp(lse − lse')) the weights are
-    A'_ij = r·A_ij: sink/prev use lse', entropy_i = r·(lse' − Σ_j A_ij s_ij), distance_i =
-    r·(pos_i − Σ_j A_ij pos_j). Statistics are computed in float32 (or wider) whatever the model's
-    dtype. The log-sum-exp comes from ``headlab.engine.lse`` (``lse_backend``: chosen by device).
+      distance_i = pos_i − Σ_j A_ij pos_j,    keys:<probe>_i = Σ_j A_ij w_j (a probe's key weights w)
+    The weighted sums come from the same attention call with keys, positions and key weights appended
+    to the values (``headlab.engine.lse.attention_lse_cols``: grouped-query attention stays grouped,
+    padded copies one block of heads at a time). With sink logits (lse' = logaddexp(lse, sink),
+    r = exp(lse − lse')) the weights are A'_ij = r·A_ij: sink/prev use lse', entropy_i =
+    r·(lse' − Σ_j A_ij s_ij), distance_i = r·(pos_i − Σ_j A_ij pos_j), keys_i = r·Σ_j A_ij w_j.
+    Probes that need weights of chosen pairs get them recomputed from q, k and lse'
+    (``headlab.engine.fast``): ``stats["scores"]`` (a :class:`~headlab.engine.fast.FastCall`) and, for
+    ``"band"`` probes, ``update_band`` chunk by chunk. Statistics are computed in float32 (or wider)
+    whatever the model's dtype. The log-sum-exp backend (``lse_backend``) is chosen by device.
     """
     B, H, T, d = q.shape
-    S = k.shape[2]
+    Hkv, S = k.shape[1], k.shape[2]
+    G = H // Hkv
     need = set().union(*(p.fast_needs for p in probes))
     sd = torch.promote_types(q.dtype, torch.float32)
-    ke, ve = expand_kv(k, H), expand_kv(v, H)
-    dv = ve.shape[-1]
-    parts = [ve.to(sd)]
+    qf, kf, vf = q.to(sd), k.to(sd), v.to(sd)
+    cols: list[torch.Tensor] = []  # extra per-key value columns, (B, Hkv, S, w) each
+    names: list[tuple[str, int]] = []
     if "entropy" in need:
-        parts.append(ke.to(sd))
+        cols.append(kf)
+        names.append(("entropy", d))
     if "distance" in need:
-        parts.append(ctx.key_pos.clamp(min=0).to(sd)[:, None, :, None].expand(B, H, S, 1))
-    vaug = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-    qf, kf = q.to(sd), ke.to(sd)
-    o, lse = attention_lse(qf, kf, vaug, scale, causal=causal, window=window, bmask=bmask, backend=lse_backend)
+        cols.append(ctx.key_pos.clamp(min=0).to(sd)[:, None, :, None].expand(B, Hkv, S, 1))
+        names.append(("distance", 1))
+    for p in probes:
+        if "keys" in p.fast_needs:
+            w = p.key_weights(ctx).to(device=q.device, dtype=sd)  # (B, S)
+            cols.append(w[:, None, :, None].expand(B, Hkv, S, 1))
+            names.append((p.key_stat, 1))
+    sums = {name: torch.empty(B, H, T, dtype=sd, device=q.device) for name, _ in names}
+
+    def take(h0: int, h1: int, x: torch.Tensor) -> None:  # x (B, h1 - h0, T, ne): Σ_j A_ij cols_j
+        c = 0
+        for name, w in names:
+            if name == "entropy":
+                sums[name][:, h0:h1] = (qf[:, h0:h1] * x[..., c : c + w]).sum(-1)  # q_i·Σ_j A_ij k_j
+            else:
+                sums[name][:, h0:h1] = x[..., c]
+            c += w
+
+    extra = torch.cat(cols, dim=-1) if cols else None
+    o, lse = attention_lse_cols(
+        qf, kf, vf, extra, scale, causal=causal, window=window, bmask=bmask, backend=lse_backend, on_heads=take
+    )
     lse_full, r = sink_share(lse, sinks)  # (B, H, T) each
-    stats: dict[str, torch.Tensor] = {}
+    stats: dict[str, Any] = {}
     qabs = torch.arange(S - T, S, device=q.device)
     bidx = torch.arange(B, device=q.device)
+    kvh = torch.arange(H, device=q.device) // G  # KV head of each query head
     if "sink" in need:
         first = (ctx.key_pos == 0).float().argmax(dim=-1)  # (B,) index of each row's first real key
-        k0 = kf[bidx, :, first]  # (B, H, d)
+        k0 = kf[bidx, :, first][:, kvh]  # (B, H, d)
         s0 = torch.einsum("bhtd,bhd->bht", qf, k0) * scale
         vis0 = _visible(first[:, None].expand(B, T), qabs, causal, window, bmask, bidx)  # (B, 1|H, T)
         vis0 = vis0 & (ctx.key_pos == 0).any(-1)[:, None, None]  # the first token may have left a sliding cache
         stats["sink"] = torch.where(vis0, torch.exp(s0 - lse_full), torch.zeros_like(s0))
     if "prev" in need:
         pidx = (qabs - 1).clamp(min=0)  # (T,)
-        sp = (qf * kf[:, :, pidx]).sum(-1) * scale
+        kp = kf[:, :, pidx] if S == T else kf[:, :, S - T - 1 : S - 1]  # (B, Hkv, T, d): the key before each query
+        sp = (qf.unflatten(1, (Hkv, G)) * kp[:, :, None]).sum(-1).flatten(1, 2) * scale
         ok = (ctx.query_pos >= 1)[:, None, :] & _visible(pidx.expand(B, T), qabs, causal, window, bmask, bidx)
         stats["prev"] = torch.where(ok, torch.exp(sp - lse_full), torch.zeros_like(sp))
-    col = dv
     if "entropy" in need:
-        ak = o[..., col : col + d]
-        col += d
-        ent = lse_full - scale * (qf * ak).sum(-1) if sinks is None else r * (lse_full - scale * (qf * ak).sum(-1))
-        stats["entropy"] = ent.clamp(min=0)
+        ent = lse_full - scale * sums["entropy"]
+        stats["entropy"] = (ent if sinks is None else r * ent).clamp(min=0)
     if "distance" in need:
-        stats["distance"] = r * (ctx.query_pos.to(sd)[:, None, :] - o[..., col])
+        stats["distance"] = r * (ctx.query_pos.to(sd)[:, None, :] - sums["distance"])
+    for name, _ in names:
+        if name.startswith("keys:"):
+            stats[name] = sums[name] if sinks is None else r * sums[name]
+    call = FastCall(qf, kf, lse_full, r, scale, causal, window, bmask, ctx)
+    stats["scores"] = call
     for p in probes:
         p.update_fast(stats, ctx)
-    out = o[..., :dv] if sinks is None else o[..., :dv] * r[..., None]
+    run_band(call, [p for p in probes if "band" in p.fast_needs], ctx)
+    out = o if sinks is None else o * r[..., None]
     return out.to(q.dtype)
 
 

@@ -35,6 +35,20 @@ for _cls in (WaadProbe, FaiProbe, MagnetProbe, GlobalSinkProbe):
 del _cls
 
 
+#: the metrics ``headlab scan`` and :func:`headlab.scan` compute when none are named, in registry order.
+#: Every per-text probe among them has an exact form next to SDPA (``fast_needs``), so a default scan never
+#: builds attention maps. Opt-in (``--metrics default,entropy`` or a list): ``entropy``, exact only with
+#: Σ_j A_ij k_j, i.e. d more value columns in the attention call (about 1.8x its time on the CPU kernel, which
+#: pads q and k to the value width); ``global_sink``, whose detection counts every weight >= tau (a blocked
+#: pass over about 1/8 of the scores, arXiv 2509.22650).
+DEFAULT_METRICS = ("sink", "sink_rate", "prev_token", "distance", "induction", "retrieval", "waad", "fai", "magnet")
+
+
+def default_query_metrics() -> list[str]:
+    """The per-text probes of :data:`DEFAULT_METRICS` (those that run on any text), in registry order."""
+    return [m for m in query_probe_names() if m in DEFAULT_METRICS]
+
+
 def metric_info(name: str) -> type[Probe]:
     """The probe class of a head metric (its ``formula``, ``paper``, ``role``, ``protocol``)."""
     return REGISTRY.get(name)
@@ -51,6 +65,8 @@ def role_rules() -> dict[str, tuple[str, RoleRule]]:
 
 
 __all__ = [
+    "DEFAULT_METRICS",
+    "default_query_metrics",
     "FAST_STATS",
     "Probe",
     "RoleRule",

@@ -9,6 +9,13 @@ queries are included; use ``ctx.query_valid()``), or — when every attached pro
     stats["prev"]      (B, H, T)  A[i, i-1]   (0 where i has no previous real key)
     stats["entropy"]   (B, H, T)  -Σ_j A_ij ln A_ij   (nats)
     stats["distance"]  (B, H, T)  Σ_j A_ij (pos_i - pos_j)
+    stats[p.key_stat]  (B, H, T)  Σ_j A_ij w_j   ("keys": w = ``p.key_weights(ctx)`` (B, S), e.g. stop words)
+    stats["scores"]    a :class:`~headlab.engine.fast.FastCall`: exact weights of chosen (query, key)
+                       pairs from q, k and the log-sum-exp (a probe's own blocked pass, e.g. global sinks)
+
+and, for ``"band"`` probes, ``update_band(band, ctx)`` per query chunk with the weights on a band of
+position gaps ``p.band_range(ctx)`` (:class:`~headlab.engine.fast.Band`; WAAD and FAI read near-diagonal
+bands, arXiv 2510.13554). Every fast form is checked against the probe's ``update`` on the same maps.
 
 Averages are pooled over every valid query of every row and every call (a decode step adds
 one query per row), so ``result()`` is (sum over queries) / (number of queries).
@@ -23,12 +30,15 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..engine.context import AttnContext
+from ..engine.fast import Band
 
-FAST_STATS = ("sink", "prev", "entropy", "distance")
+#: what ``fast_needs`` may name: per-query statistics, per-key weighted sums, bands of weights, the scores
+FAST_STATS = ("sink", "prev", "entropy", "distance", "keys", "band", "scores")
 
 
 def acc_dtype(device: torch.device) -> torch.dtype:
@@ -149,7 +159,24 @@ class Probe:
     def update(self, a: torch.Tensor, ctx: AttnContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def update_fast(self, stats: dict[str, torch.Tensor], ctx: AttnContext) -> None:  # pragma: no cover
+    def update_fast(self, stats: dict[str, Any], ctx: AttnContext) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def key_stat(self) -> str:
+        """The name under which a ``"keys"`` probe finds Σ_j A_ij w_j in the statistics (one per probe object)."""
+        return f"keys:{id(self)}"
+
+    def key_weights(self, ctx: AttnContext) -> torch.Tensor:  # pragma: no cover - for "keys" probes
+        """(B, S) per-key weights w_j whose attention-weighted sum the engine computes next to attention."""
+        raise NotImplementedError
+
+    def band_range(self, ctx: AttnContext) -> tuple[int, int]:  # pragma: no cover - for "band" probes
+        """(d0, d1): the position gaps pos_i − pos_j (d0 <= d1) whose weights ``update_band`` reads."""
+        raise NotImplementedError
+
+    def update_band(self, band: Band, ctx: AttnContext) -> None:  # pragma: no cover - for "band" probes
+        """The weights on the band for the query chunk ``ctx.q_index`` (``band.a`` (B, H, Tc, n))."""
         raise NotImplementedError
 
     def result(self) -> torch.Tensor:

@@ -15,6 +15,10 @@ The probe needs each key's token: ``ctx.state["input_ids"]`` (B, S), and the mag
 with ``attach`` pass ``state=magnet_state(tokenizer, input_ids)`` and set ``run.state["input_ids"]``
 to each batch. Read it against the magnet tokens' share of the text (:func:`magnet_fraction`): a head
 whose magnet share is well above that fraction is drawn to function words.
+
+Fast form (no map): the share is Σ_j A[i, j] m_j with the key indicator m (B, S), a weighted sum over
+keys like the output itself, so the engine appends m as one more value column of the SDPA call
+(``"keys"``: :meth:`MagnetProbe.key_weights`) and reads Σ_j A_ij m_j back per query, exactly.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ def magnet_fraction(input_ids: torch.Tensor, mids: torch.Tensor, attention_mask:
 
 class MagnetProbe(Probe):
     name = "magnet"
+    fast_needs = ("keys",)
     formula = "mean over queries i of sum_j A[i, j] over keys j > 0 whose token is a stop word, punctuation or blank"
     paper = 'Kukleva et al., "RefAM: Attention Magnets for Zero-Shot Referral Segmentation", arXiv 2509.22650'
     role = None  # the paper gives no head threshold
@@ -107,6 +112,13 @@ class MagnetProbe(Probe):
             )
         dev = ctx.key_pos.device
         return torch.isin(ids.to(dev), torch.as_tensor(mids).to(dev)) & (ctx.key_pos > 0)
+
+    def key_weights(self, ctx: AttnContext) -> torch.Tensor:
+        """(B, S) float: 1 on magnet keys after each row's first real token (the fast form's value column)."""
+        return self.key_is_magnet(ctx).float()
+
+    def update_fast(self, stats, ctx: AttnContext) -> None:
+        self.add(ctx, stats[self.key_stat], ctx.query_valid())  # (B, H, T) Σ_j A_ij m_j
 
     def update(self, a: torch.Tensor, ctx: AttnContext) -> None:
         # a (B, H, Tc, S)

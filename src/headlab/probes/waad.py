@@ -12,6 +12,14 @@ WAAD_t over all valid queries; ``profile=True`` also keeps the mean WAAD_t per q
 *local* heads (the 30% with the smallest mean distance ``d``); WAAD_t is linear in the map, so that
 signal is the mean of the local heads' profiles (:func:`head_groups`, :func:`token_signal`).
 Positions count from each row's first real token; bidirectional models use |t − s|.
+
+Fast form (no map): with min(g, W) = W − (W − g)⁺ for a gap g ≥ 0,
+
+    WAAD_t = W · Σ_s A[t, s]  −  Σ_{|t − s| < W} A[t, s] · (W − |t − s|)
+
+the first term is the row's mass (1, or the real keys' share r with sink logits), the second reads only
+the W nearest diagonals (2W − 1 in bidirectional models): a band of weights recomputed from q, k and
+the log-sum-exp next to SDPA (:class:`headlab.engine.fast.Band`), O(T · W) per head.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from ..engine.context import AttnContext
+from ..engine.fast import Band
 from .base import Probe, acc_dtype
 
 
@@ -51,6 +60,7 @@ class PositionProfile:
 
 class WaadProbe(Probe):
     name = "waad"
+    fast_needs = ("band",)
     formula = "mean over queries i of sum_j A[i, j] min(i - j, W), W = 10 (|i - j| in bidirectional models; tokens)"
     paper = 'Li et al., "Attention Illuminates LLM Reasoning: The Preplan-and-Anchor Rhythm", arXiv 2510.13554'
     role = None  # the paper sorts heads by the unclipped distance (``distance``, role "local")
@@ -80,6 +90,23 @@ class WaadProbe(Probe):
         self.add(ctx, waad, valid)
         if self._profile is not None:
             self._profile.add(ctx.layer, qp, waad, valid.to(acc_dtype(a.device)))
+
+    def band_range(self, ctx: AttnContext) -> tuple[int, int]:
+        w = self.window - 1
+        return (0, w) if ctx.causal else (-w, w)
+
+    def update_fast(self, stats, ctx: AttnContext) -> None:
+        pass  # everything arrives with the band
+
+    def update_band(self, band: Band, ctx: AttnContext) -> None:
+        # band.a (B, H, Tc, n) on gaps band.delta (n,); band.mass (B, H, Tc)
+        self._ensure(ctx)
+        near = (self.window - band.delta.abs()).clamp(min=0).to(band.a.dtype)  # (n,) W − |g| inside the window
+        waad = (self.window * band.mass - torch.matmul(band.a, near)).clamp(min=0)  # (B, H, Tc); >= 0 up to rounding
+        valid = ctx.query_valid()
+        self.add(ctx, waad, valid)
+        if self._profile is not None:
+            self._profile.add(ctx.layer, ctx.chunk_query_pos(), waad, valid.to(acc_dtype(band.a.device)))
 
     def profile(self) -> torch.Tensor:
         """(layers, heads, positions) mean WAAD_t per query position t (needs ``profile=True``)."""

@@ -9,8 +9,6 @@ alternate ``--repeats`` times (median and range). The backend that ran is ``last
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 
@@ -19,10 +17,12 @@ import torch.nn.functional as F  # noqa: E402
 from headlab import patterns as P  # noqa: E402
 from headlab.bench.inputs import random_qkv, script_args  # noqa: E402
 from headlab.kernels import autotune, last_backend, sparse_attend  # noqa: E402
+from headlab.timing import alternate, spread, timed  # noqa: E402
 
 
 def _fmt(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.3f} s [{min(xs):.3f}–{max(xs):.3f}]"
+    s = spread(xs)
+    return f"{s['median']:.3f} s [{s['min']:.3f}–{s['max']:.3f}]"
 
 
 def main() -> None:
@@ -38,23 +38,23 @@ def main() -> None:
         ("sink_window(64,256)", P.sink_window(64, 256)),
         ("power(64,4,1)", P.power(64, 4, 1)),
     ]:
-        t0 = time.perf_counter()
-        sparse_attend(q, k, v, p)
-        first = time.perf_counter() - t0
+        first = timed(lambda p=p: sparse_attend(q, k, v, p))[0]
         dec = next(d for key, d in autotune.DECISIONS.items() if key[0] == p.describe() and key[1] == T)
         meds = ", ".join(f"{n} {dec.median(n):.3f} s" for n in dec.samples)
-        td, ta = [], []
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            F.scaled_dot_product_attention(q, ke, ve, is_causal=True)
-            td.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            sparse_attend(q, k, v, p)
-            ta.append(time.perf_counter() - t0)
+        t = alternate(
+            {
+                "dense": lambda: F.scaled_dot_product_attention(q, ke, ve, is_causal=True),
+                "auto": lambda p=p: sparse_attend(q, k, v, p),
+            },
+            a.repeats,
+            warmup=0,
+            reverse=False,
+        )
+        td, ta = t.wall["dense"], t.wall["auto"]
         print(
             f"{name}: auto chose {dec.backend} (medians: {meds}{'; failed: ' + str(dec.failed) if dec.failed else ''}), "
             f"first call incl. measurement {first:.1f} s; dense {_fmt(td)}, auto ({last_backend()}) {_fmt(ta)}, "
-            f"speedup {statistics.median(td) / statistics.median(ta):.2f}x"
+            f"speedup {t.median('dense') / t.median('auto'):.2f}x"
         )
 
 

@@ -26,14 +26,16 @@ from transformers import DynamicCache
 
 import headlab
 from headlab.engine.hf import model_shape
+from headlab.models import DEFAULT_MODEL
 from headlab.patterns import causal, sink_window
 from headlab.patterns.headplan import load_plan, plan_from_entries
 from headlab.sparsify.kvcache.cache import full_kv_nbytes
+from headlab.timing import order
 
 
 def args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--tokens", type=int, default=8192, help="prompt length (default 8192)")
     ap.add_argument("--steps", type=int, default=64, help="decode steps timed per repeat")
     ap.add_argument("--repeats", type=int, default=5)
@@ -154,7 +156,7 @@ def main() -> None:
     rates = {"dense": [], "plan": []}
     bytes_ = {}
     for r in range(a.repeats):
-        for name in ("dense", "plan") if r % 2 == 0 else ("plan", "dense"):
+        for name in order(("dense", "plan"), r):
             if name == "dense":
                 c = copy.deepcopy(dense)
                 s, _, _ = decode(model, c, first_d, T, a.steps)

@@ -7,12 +7,11 @@ with the number of key blocks each way computes. 8192 tokens, 9 query / 3 KV hea
 
 from __future__ import annotations
 
-import time
-
 from headlab import patterns as P
 from headlab.bench.inputs import random_qkv, script_args
 from headlab.kernels import build_plan, reference_sparse_attend
 from headlab.kernels.gather import _head_work, gather_static
+from headlab.timing import alternate
 
 
 def main() -> None:
@@ -32,14 +31,13 @@ def main() -> None:
     for name, p in cases:
         plan = build_plan(p, T, T, 9, 3, 64, True)
         joint_blocks, split_blocks = _head_work(plan)
-        best = {False: float("inf"), True: float("inf")}
-        outs = {}
-        for _ in range(a.repeats):
-            for split in (False, True):
-                t0 = time.perf_counter()
-                outs[split] = gather_static(q, k, v, plan, 0.125, split_heads=split)
-                best[split] = min(best[split], time.perf_counter() - t0)
-        err = (outs[True] - outs[False]).abs().max().item()
+        calls = {
+            "joint": lambda plan=plan: gather_static(q, k, v, plan, 0.125, split_heads=False),
+            "split": lambda plan=plan: gather_static(q, k, v, plan, 0.125, split_heads=True),
+        }
+        t = alternate(calls, a.repeats, warmup=0, reverse=False)
+        best = {False: min(t.wall["joint"]), True: min(t.wall["split"])}
+        err = (t.last["split"] - t.last["joint"]).abs().max().item()
         print(
             f"| {name} | {joint_blocks} | {split_blocks} | {best[False]:.3f} | {best[True]:.3f} | "
             f"{best[False] / best[True]:.2f}x | {err:.1e} |"

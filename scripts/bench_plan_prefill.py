@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts
 
@@ -51,6 +49,7 @@ def main() -> None:
     import headlab.kernels as K
     from headlab import attach
     from headlab.kernels import autotune, last_backend
+    from headlab.timing import alternate, load_text, timed
 
     model, _ = headlab.load()
     n_layers = model.config.num_hidden_layers
@@ -81,21 +80,21 @@ def main() -> None:
     runs = {"dense": dense, "plan": planned()}
     if a.gather:
         runs["plan (gather)"] = planned("gather")
-    times: dict[str, list[float]] = {n: [] for n in runs}
     with torch.no_grad():
         outs = {}
-        for n, fn in runs.items():
-            t0 = time.perf_counter()
-            outs[n] = fn()
-            print(f"warm-up {n}: {time.perf_counter() - t0:.1f} s", flush=True)
-        for rep in range(a.repeats):
-            for n, fn in runs.items():
-                t0 = time.perf_counter()
-                fn()
-                times[n].append(time.perf_counter() - t0)
-            print(f"repeat {rep + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
-    d = statistics.median(times["dense"])
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+        for n, fn in runs.items():  # the warm-up, timed for the log
+            wall, _, outs[n] = timed(fn)
+            print(f"warm-up {n}: {wall:.1f} s", flush=True)
+        t = alternate(
+            runs,
+            a.repeats,
+            warmup=0,
+            reverse=False,
+            on_sample=lambda r, n, w, _: print(f"repeat {r + 1} {n}: {w:.2f} s", flush=True),
+        )
+    times = t.wall
+    d = t.median("dense")
+    load = load_text()
     print(
         f"\nSmolLM2-135M, {a.tokens} tokens, logits_to_keep=1, {a.threads} threads, {a.repeats} alternating repeats; "
         f"plan: 1 of 3 KV heads causal, 2 sink_window(64, {a.window}), every layer; load average {load}"
@@ -110,9 +109,9 @@ def main() -> None:
             f"auto measured {key[0]}: chose {dec.backend} (" + ", ".join(f"{n} {dec.median(n):.3f} s" for n in dec.samples) + ")"
         )
     print("| run | median s | range s | speedup vs dense |\n|---|---|---|---|")
-    for n, t in times.items():
-        m = statistics.median(t)
-        print(f"| {n} | {m:.2f} | {min(t):.2f}–{max(t):.2f} | {d / m:.2f}x |")
+    for n in times:
+        s = t.spread(n)
+        print(f"| {n} | {s['median']:.2f} | {s['min']:.2f}–{s['max']:.2f} | {d / s['median']:.2f}x |")
 
 
 if __name__ == "__main__":

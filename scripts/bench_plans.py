@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--model", default=models.DEFAULT_MODEL)
     a = ap.parse_args()
     if a.tokens < 256 or a.repeats < 1 or a.new_tokens < 2:
         ap.error(f"need --tokens >= 256, --repeats >= 1, --new-tokens >= 2; got {a.tokens}, {a.repeats}, {a.new_tokens}")

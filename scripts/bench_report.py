@@ -103,18 +103,18 @@ def main() -> None:
     from headlab.data import prose
     from headlab.measure.maps import write_html_report
     from headlab.measure.scan import run_scan
-    from headlab.models import load
+    from headlab.models import DEFAULT_MODEL, load
 
     out = args.out or Path(tempfile.mkdtemp(prefix="headlab-report-bench-"))
     t0 = time.perf_counter()
-    model, tok = load("smollm2-135m")
+    model, tok = load(DEFAULT_MODEL)
     print(f"load model: {time.perf_counter() - t0:.1f} s")
     text = prose.haystack(tok, args.tokens, seed=0)
     t0 = time.perf_counter()
     res = run_scan(
         model,
         tok,
-        "smollm2-135m",
+        DEFAULT_MODEL,
         [text],
         ["sink", "sink_rate", "entropy", "prev_token", "distance", "induction"],
         max_tokens=args.tokens,

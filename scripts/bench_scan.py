@@ -19,11 +19,11 @@ CHILD = r"""
 import json, resource, sys, time, torch
 torch.set_num_threads(int(sys.argv[3]))
 import headlab
-from headlab.models import load
+from headlab.models import DEFAULT_MODEL, load
 from headlab.data import prose
 from headlab.measure.stats import forward_for_attention
 mode, n = sys.argv[1], int(sys.argv[2])
-model, tok = load("smollm2-135m")
+model, tok = load(DEFAULT_MODEL)
 text = " ".join(prose.texts())
 ids = tok(text, return_tensors="pt")["input_ids"][:, :n]
 assert ids.shape[1] == n

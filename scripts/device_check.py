@@ -35,6 +35,7 @@ import headlab
 from headlab.engine.hf import attach
 from headlab.io import atomic_write_json
 from headlab.measure.stats import head_stats
+from headlab.models import DEFAULT_MODEL
 
 METRICS = ("sink", "entropy", "prev_token", "distance")
 #: bf16 vs fp32 tolerance (docs/devices.md; tests/test_devices.py uses the same): sink and prev_token
@@ -201,14 +202,14 @@ def run(cpu: bool, length: int | None, window_tokens: int | None) -> dict:
     }
     t0 = time.perf_counter()
     if cuda:
-        model, tok = headlab.load("smollm2-135m", device="cuda", dtype="float32")
+        model, tok = headlab.load(DEFAULT_MODEL, device="cuda", dtype="float32")
         from headlab.data import prose
 
         n = length or int(model.config.max_position_embeddings)
         ids = tok(prose.haystack(tok, n + 64), return_tensors="pt")["input_ids"][:, :n]
         if ids.shape[1] < n:  # repeat the text up to the full context
             ids = ids.repeat(1, math.ceil(n / ids.shape[1]))[:, :n]
-        out["model"] = "smollm2-135m"
+        out["model"] = DEFAULT_MODEL
         out["head_stats"] = check_head_stats(model, ids, dev)
         out["generate"] = check_generate(model, ids[:, :256], dev, new_tokens=32)
         out["window"] = check_window(window_tokens or 32768, 9, 3, 64, 1024, dev, torch.bfloat16)

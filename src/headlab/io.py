@@ -7,11 +7,12 @@ renames it over the target with ``os.replace`` (atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table: the header, the separator and one line per row (cells as ``str``), no final newline."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def png_bytes(fig: Any, dpi: float = 110, **savefig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed afterwards (pyplot forgets it)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, **savefig)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def atomic_write_png(path: str | os.PathLike, fig: Any, dpi: float = 110, **savefig: Any) -> Path:
+    """Write a matplotlib figure to ``path`` as PNG, atomically, and close it (:func:`png_bytes`)."""
+    return atomic_write_bytes(path, png_bytes(fig, dpi, **savefig))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

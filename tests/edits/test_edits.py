@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import llama
 
 import headlab
 from headlab import edits as E
@@ -254,19 +255,14 @@ def test_mean_ablation_uses_given_means_and_requires_them():
 # ---------------------------------------------------------------- tiny model through attach
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
+    m = llama(
         vocab_size=61,
         hidden_size=60,
-        intermediate_size=64,
         num_hidden_layers=3,
         num_attention_heads=6,
         num_key_value_heads=2,
         max_position_embeddings=64,
     )
-    m = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 61, (2, 17))
     am = torch.ones_like(ids)
     am[1, :4] = 0

@@ -224,6 +224,7 @@ def test_heterogeneous_heads_run_one_by_one_exactly(shape):
                 assert err < 1e-5, f"{p.describe()} block={block} split={forced}: max err {err}"
 
 
+@pytest.mark.slow
 def test_cli_bench_kernels_small(tmp_path, monkeypatch):
     """`headlab bench kernels` end to end at a small size: by default a headlab-report/bench-kernels/ folder
     (markdown, JSON, records, plot; never BENCHMARKS_SPARSE.md nor the committed results/bench-kernels/), a .md
@@ -391,21 +392,12 @@ def test_head_bands_decomposition():
 
 
 # ---------------------------------------------------------------- fair auto choice
-class _Clock:
-    def __init__(self):
-        self.t = 0.0
-
-    def perf_counter(self):
-        return self.t
-
-
-def test_autotune_fair_warm_median(monkeypatch):
+def test_autotune_fair_warm_median(monkeypatch, fake_clock):
     """Each candidate: one untimed warm-up, then SAMPLES alternating timed calls; the lowest median wins
     (a slow first call does not decide); cached per key; a failing candidate is dropped."""
     from headlab.kernels import autotune
 
-    clock = _Clock()
-    monkeypatch.setattr(autotune, "time", clock)
+    clock = fake_clock  # autotune times by headlab.timing's protocol
     monkeypatch.setattr(autotune, "DECISIONS", {})
     monkeypatch.setattr(autotune, "FLEX_MIN_T", 10)
     monkeypatch.delenv("HEADLAB_FLEX", raising=False)

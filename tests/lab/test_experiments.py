@@ -9,23 +9,13 @@ import math
 import pytest
 import torch
 
-from headlab.lab import EXPERIMENTS, FIELDS, LabResult, TextData, eval_loss, tiny_lm, train_lm
+from headlab.lab import EXPERIMENTS, FIELDS, SMOKE, LabResult, TextData, eval_loss, tiny_lm, train_lm
 from headlab.lab.induction import BurstyTask, abrupt_window, abruptness
 from headlab.lab.memory_capacity import crossing, predicted_n50, predicted_recall, recall
 from headlab.lab.sinks import sink_metrics
 from headlab.lab.text import BOS
 
 torch.set_num_threads(1)
-
-SMOKE = {
-    "sinks": dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2),
-    "induction": dict(steps=6, K=16, D=15, batch=8, eval_every=2),
-    "icl-regression": dict(steps=5, batch=16, test_lengths=(20,)),
-    "memory-capacity": dict(d_ks=(8, 16), trials=1),
-    "moh": dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16),
-    "deconstruct": dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1),
-    "rf-mean": dict(heads=4, sizes=(16, 32), seeds=1, n_val=32, n_test=64),
-}
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -111,25 +101,6 @@ def test_lab_rules_on_synthetic_numbers():
         "final_induction_score": {"value": 0.84},
     }
     assert not ind.judge(x)["rule_met"] and ind.judge(dict(x, abruptness={"value": 4.1}))["rule_met"]
-
-
-def test_cli_defaults_equal_run_defaults():
-    import inspect
-
-    import typer
-
-    from headlab.cli import lab as cli_lab
-
-    rename = {"classes": "K", "pairs": "N", "dim": {"induction": "D", "icl-regression": "d"}, "context": "n"}
-    for cmd in cli_lab.app.registered_commands:
-        name = cmd.name or cmd.callback.__name__
-        run = inspect.signature(EXPERIMENTS[name].run).parameters
-        for p, v in inspect.signature(cmd.callback).parameters.items():
-            if p in ("out", "smoke") or not isinstance(v.default, typer.models.OptionInfo):
-                continue
-            key = rename.get(p, p)
-            key = key[name] if isinstance(key, dict) else key
-            assert run[key].default == v.default.default, f"{name}: CLI --{p}={v.default.default} vs run({key}=...)"
 
 
 def test_sink_metrics_on_synthetic_weights():

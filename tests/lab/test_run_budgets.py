@@ -3,13 +3,11 @@ budget, the claim selection of sinks / moh / deconstruct, and the claims registe
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from headlab.cli.lab import app
@@ -165,24 +163,6 @@ def test_moh_converge_gives_every_model_the_mha_budget():
 
 # ---------------------------------------------------------------- claims and CLI
 @pytest.mark.parametrize("name", sorted(EXPS))
-def test_run_defaults_equal_cli_defaults(name):
-    callbacks = {c.name or getattr(c.callback, "__name__", ""): c.callback for c in app.registered_commands}
-    callback = callbacks[name]
-    assert callback is not None
-    run = inspect.signature(EXPS[name].run).parameters
-    opts = {
-        p: v.default.default
-        for p, v in inspect.signature(callback).parameters.items()
-        if isinstance(v.default, typer.models.OptionInfo)
-    }
-    opts.pop("out")
-    opts.pop("smoke")
-    assert "name" in opts and opts["name"] == name
-    for p, default in opts.items():
-        assert run[p].default == default, f"{name}: --{p.replace('_', '-')}={default} vs run({p}={run[p].default})"
-
-
-@pytest.mark.parametrize("name", sorted(EXPS))
 def test_a_run_named_after_another_experiment_is_refused_before_training(name):
     other = "moh" if name != "moh" else "sinks"
     with pytest.raises(ValueError, match="name="):
@@ -206,11 +186,6 @@ NEW = ("moh-converged", "deconstruct-1000")
 
 
 @pytest.mark.parametrize("name", NEW)
-def test_new_claims_name_their_claim_and_size_in_the_command(name):
+def test_new_claims_name_their_claim_in_the_command(name):
     c = C.get(name)
-    assert all(f"--claim {name}" in line for line in c.command + c.smoke)
-    for k, v in c.size.items():
-        flag = "--" + k.replace("_", "-")
-        if flag in c.command[0]:
-            got = c.command[0].split(flag + " ")[1].split()[0]
-            assert float(got) == float(v), f"{name}: {flag} {got} vs size {k}={v}"
+    assert all(f"--claim {name}" in line for line in c.command + c.smoke)  # sizes: tests/lab/test_config.py

@@ -74,11 +74,14 @@ def test_sha256_is_remembered(monkeypatch, tmp_path):
 
 
 def test_load_restores_the_progress_bar_setting(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
     from transformers.utils import logging as hf_logging
 
-    monkeypatch.setattr(models, "_load_folder", lambda *a, **k: ("model", "tok"))
+    fake = SimpleNamespace()
+    monkeypatch.setattr(models, "_load_folder", lambda *a, **k: (fake, "tok"))
     folder = tmp_path / "m"
     folder.mkdir()
     hf_logging.enable_progress_bar()
-    assert models.load(str(folder)) == ("model", "tok")
+    assert models.load(str(folder)) == (fake, "tok") and fake.headlab_name == str(folder)
     assert hf_logging.is_progress_bar_enabled(), "load() must not switch off the user's download bars"

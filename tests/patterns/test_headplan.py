@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import _tiny_llama
+from conftest import _tiny_llama, llama
 
 import headlab
 from headlab import patterns as P
@@ -300,10 +300,7 @@ def _byte_tokenizer():
 
 
 def _tiny_lm(layers=3, heads=6, kv=3, d=16):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
+    return llama(
         vocab_size=260,
         hidden_size=heads * d,
         intermediate_size=48,
@@ -314,7 +311,6 @@ def _tiny_lm(layers=3, heads=6, kv=3, d=16):
         eos_token_id=256,
         bos_token_id=256,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.mark.parametrize("N", [1, 3, 90])

@@ -42,6 +42,17 @@ def _generate(model, ids, plan, cache, steps):
     return out.sequences, torch.stack(out.logits)
 
 
+def _decodes_like_full_cache(model, ids, plan, steps):
+    """Greedy decoding with ``headlab.kv_cache`` gives the tokens, and the logits to 1e-5, of a full
+    DynamicCache; returns the compressed cache."""
+    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), steps)
+    cache = headlab.kv_cache(model, plan)
+    seq, logits = _generate(model, ids, plan, cache, steps)
+    assert torch.equal(seq, ref_seq)
+    assert (logits - ref_logits).abs().max().item() < 1e-5
+    return cache
+
+
 def _count_attend(monkeypatch):
     calls = []
     orig = HeadKVLayer.attend
@@ -137,11 +148,7 @@ def test_moa_elastic_span_grows_with_length():
     model = _tiny_llama(heads=6, kv=2, d=40, layers=2)
     plan = {i: per_head([moa([[5, 0.5]], sink=2), sink_window(3, 10)], kv_per_head=True) for i in range(2)}
     ids = torch.randint(1, 101, (1, 64))
-    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 22)
-    cache = headlab.kv_cache(model, plan)
-    seq, logits = _generate(model, ids, plan, cache, 22)
-    assert torch.equal(seq, ref_seq)
-    assert (logits - ref_logits).abs().max().item() < 1e-5
+    cache = _decodes_like_full_cache(model, ids, plan, 22)
     n = 64 + 21
     assert cache.kept()[0] == [2 + round(5 + 0.5 * n), 13]  # the MoA band widened during decoding
 
@@ -150,10 +157,7 @@ def test_batch_of_unpadded_rows_matches_full_cache():
     model = _tiny_llama(heads=6, kv=3, d=40, layers=2)
     plan = _plan(3)
     ids = torch.randint(1, 101, (2, 66))
-    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 20)
-    seq, logits = _generate(model, ids, plan, headlab.kv_cache(model, plan), 20)
-    assert torch.equal(seq, ref_seq)
-    assert (logits - ref_logits).abs().max().item() < 1e-5
+    _decodes_like_full_cache(model, ids, plan, 20)
 
 
 def test_decode_step_writes_in_place():
@@ -179,11 +183,7 @@ def test_query_head_plan_keeps_the_union_and_masks_per_query_head():
     ]
     plan = plan_from_entries(rows, model, length=128, granularity="query_head")
     ids = torch.randint(1, 101, (1, 71))
-    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 22)
-    cache = headlab.kv_cache(model, plan)
-    seq, logits = _generate(model, ids, plan, cache, 22)
-    assert torch.equal(seq, ref_seq)
-    assert (logits - ref_logits).abs().max().item() < 1e-5
+    cache = _decodes_like_full_cache(model, ids, plan, 22)
     n = 71 + 21
     assert cache.kept() == plan.kept_keys(n)
     assert cache.kept()[0][1] == 5 + round(6 + 0.25 * n)  # largest sink + the widest band of its query heads
@@ -197,11 +197,7 @@ def test_head_plan_from_entries_matches_full_cache_and_plan_budget():
     ]
     plan = plan_from_entries(rows, model, length=100)
     ids = torch.randint(1, 101, (1, 80))
-    ref_seq, ref_logits = _generate(model, ids, plan, DynamicCache(), 21)
-    cache = headlab.kv_cache(model, plan)
-    seq, logits = _generate(model, ids, plan, cache, 21)
-    assert torch.equal(seq, ref_seq)
-    assert (logits - ref_logits).abs().max().item() < 1e-5
+    cache = _decodes_like_full_cache(model, ids, plan, 21)
     assert cache.kept() == plan.kept_keys(100)
     assert cache.nbytes() == sum(map(sum, plan.kept_keys(100))) * 40 * 2 * 4
     other = _tiny_llama(heads=6, kv=3, d=40, layers=3)

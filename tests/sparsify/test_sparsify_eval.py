@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import llama
 
 from headlab import patterns as P
 from headlab import sparsify
@@ -115,19 +116,10 @@ def test_matched_window_density():
         sparsify.cli_pattern("nope")
 
 
-def _tiny_llama():
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=3,
-        max_position_embeddings=2048,
+def _tiny_llama(max_positions: int = 2048, seed: int | None = 0):
+    return llama(
+        seed, vocab_size=256, hidden_size=48, num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=max_positions
     )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(cfg).eval()
 
 
 def test_evaluate_pipeline_tiny_model(tmp_path):
@@ -356,6 +348,7 @@ def plan_cli(tmp_path, monkeypatch):
     return model, calls, (lambda args: runner.invoke(app, ["eval", *args]))
 
 
+@pytest.mark.slow
 def test_cli_eval_plans_end_to_end_and_resume(tmp_path, plan_cli):
     model, calls, invoke = plan_cli
     duo = _tiny_plan(model, 300, (16, 8), "duo", 0.5, tmp_path / "duo.json")
@@ -457,23 +450,13 @@ def test_cli_eval_plan_mixed_with_pattern_and_baseline(tmp_path, plan_cli):
 
 
 def test_cli_eval_plan_bad_path_and_other_model(tmp_path, plan_cli):
-    transformers = pytest.importorskip("transformers")
     model, calls, invoke = plan_cli
     res = invoke(["--plan", str(tmp_path / "missing.json"), "--lengths", "300"])
     assert res.exit_code == 2 and "missing.json" in res.output and "does not exist" in res.output
     (tmp_path / "bad.json").write_text("{not json")
     res = invoke(["--plan", str(tmp_path / "bad.json"), "--lengths", "300"])
     assert res.exit_code == 2 and "bad.json" in res.output and "not valid JSON" in res.output
-    cfg = transformers.LlamaConfig(
-        vocab_size=256,
-        hidden_size=48,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=3,
-        max_position_embeddings=4096,
-    )
-    other = transformers.LlamaForCausalLM(cfg).eval()  # same heads, other context: another fingerprint
+    other = _tiny_llama(4096, seed=None)  # same heads, other context: another fingerprint
     _tiny_plan(other, 300, (16, 8), "duo", 0.5, tmp_path / "other.json")
     res = invoke(["--plan", str(tmp_path / "other.json"), "--lengths", "300", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "other.json" in res.output and "fingerprint" in res.output

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from .. import patterns as P
 from ..kernels import build_plan, head_bands, last_backend, pattern_block, sparse_attend
+from ..timing import Timings, alternate, load_text
 from .inputs import random_qkv
 
 
@@ -73,22 +74,9 @@ class KernelRow:
         return self.achieved / self.theoretical
 
 
-def _timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t0, time.process_time() - c0
-
-
-def alternating(fns: dict, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """{name: {"wall": [...], "cpu": [...]}}: the calls alternate, ``repeats`` rounds, so all see the same load."""
-    out = {n: {"wall": [], "cpu": []} for n in fns}
-    for _ in range(repeats):
-        for n, fn in fns.items():
-            w, c = _timed(fn)
-            out[n]["wall"].append(w)
-            out[n]["cpu"].append(c)
-    return out
+def alternating(fns: dict, repeats: int) -> Timings:
+    """Dense and kernel calls alternating in one order, ``repeats`` rounds (warmed up before: :mod:`headlab.timing`)."""
+    return alternate(fns, repeats, warmup=0, reverse=False)
 
 
 def measured_density(p, q, k, T: int) -> float:
@@ -145,22 +133,21 @@ def run(
             from ..kernels import reference_sparse_attend
 
             err = float((fn() - reference_sparse_attend(q, k, v, p)).abs().max())
-        med = {n: statistics.median(t[n]["wall"]) for n in t}
-        cpu = {n: statistics.median(t[n]["cpu"]) for n in t}
+        cpu = {n: statistics.median(t.cpu[n]) for n in t.cpu}
         row = KernelRow(
             name,
             backend,
             ran,
             dens,
             1 / dens,
-            med["kernel"],
-            med["dense"],
-            (min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
-            (min(t["dense"]["wall"]), max(t["dense"]["wall"])),
+            t.median("kernel"),
+            t.median("dense"),
+            t.range("kernel"),
+            t.range("dense"),
             plan_s,
             cpu["dense"] / cpu["kernel"] if cpu["kernel"] > 0 else math.nan,
             err,
-            t,
+            t.as_dict(),
         )
         rows.append(row)
         log(
@@ -179,7 +166,7 @@ def run(
                 break
             first = time.perf_counter() - t0
             t = alternating({"dense": dense, "kernel": lambda p=p: sparse_attend(q, k, v, p, backend="flex")}, repeats)
-            td, ts = statistics.median(t["dense"]["wall"]), statistics.median(t["kernel"]["wall"])
+            td, ts = t.median("dense"), t.median("kernel")
             dens = p.density(T, T)
             flex_rows.append(
                 dict(
@@ -188,10 +175,10 @@ def run(
                     seconds=ts,
                     dense=td,
                     achieved=td / ts,
-                    kernel_range=(min(t["kernel"]["wall"]), max(t["kernel"]["wall"])),
+                    kernel_range=t.range("kernel"),
                     theoretical=1 / dens,
                     first_call_s=first,
-                    samples=t,
+                    samples=t.as_dict(),
                 )
             )
             log(
@@ -211,9 +198,8 @@ def run(
         )
         for key, dec in autotune.DECISIONS.items()
     ]
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return dict(
-        load=load,
+        load=load_text(),
         T=T,
         H=H,
         Hkv=Hkv,

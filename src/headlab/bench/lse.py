@@ -17,23 +17,23 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from ..engine.lse import attention_lse, default_backend
+from ..timing import alternate, load_text, spread
 from .inputs import random_qkv
-from .paired import spread, write_run
+from .paired import write_run
 
 BACKENDS = ("cpu_flash", "flex")
 FORMAT = "headlab-bench-lse/1"
 
 
-def _one(q, k, v, backend: str) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    """(wall s, process CPU s, output, lse) of one causal call."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    o, lse = attention_lse(q, k, v, q.shape[-1] ** -0.5, causal=True, backend=backend)
-    return time.perf_counter() - t0, time.process_time() - c0, o, lse
+def _one(q, k, v, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, lse) of one causal call."""
+    return attention_lse(q, k, v, q.shape[-1] ** -0.5, causal=True, backend=backend)
 
 
 def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads: int = 3, dim: int = 64, log=print) -> dict:
@@ -52,22 +52,16 @@ def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads
             q, k, v = random_qkv(n, heads, kv_heads, dim)
             k, v = k.repeat_interleave(heads // kv_heads, 1), v.repeat_interleave(heads // kv_heads, 1)
             res = {b: _one(q, k, v, b) for b in BACKENDS}  # untimed warm-up (and the outputs compared)
-            max_o = float((res["flex"][2] - res["cpu_flash"][2]).abs().max())
-            max_lse = float((res["flex"][3] - res["cpu_flash"][3]).abs().max())
-            wall: dict[str, list[float]] = {b: [] for b in BACKENDS}
-            cpu: dict[str, list[float]] = {b: [] for b in BACKENDS}
-            samples = []
-            for r in range(repeats):
-                order = BACKENDS if r % 2 == 0 else BACKENDS[::-1]
-                for b in order:
-                    w, c, _, _ = _one(q, k, v, b)
-                    wall[b].append(w)
-                    cpu[b].append(c)
-                    samples.append({"length": n, "repeat": r, "backend": b, "seconds": w, "cpu_seconds": c})
-            ratios = [f / c for f, c in zip(wall["flex"], wall["cpu_flash"])]
+            max_o = float((res["flex"][0] - res["cpu_flash"][0]).abs().max())
+            max_lse = float((res["flex"][1] - res["cpu_flash"][1]).abs().max())
+            t = alternate({b: partial(_one, q, k, v, b) for b in BACKENDS}, repeats, warmup=0)  # warmed up above
+            samples = [
+                {"length": n, "repeat": r, "backend": b, "seconds": t.wall[b][r], "cpu_seconds": t.cpu[b][r]} for r, b in t.runs
+            ]
+            ratios = t.ratios("flex", "cpu_flash")
             out[str(n)] = {
-                "seconds": {b: spread(wall[b]) for b in BACKENDS},
-                "cpu_seconds": {b: spread(cpu[b]) for b in BACKENDS},
+                "seconds": {b: t.spread(b) for b in BACKENDS},
+                "cpu_seconds": {b: spread(t.cpu[b]) for b in BACKENDS},
                 "ratio": spread(ratios),
                 "pair_ratios": ratios,
                 "max_abs_diff_output": max_o,
@@ -75,10 +69,9 @@ def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads
                 "samples": samples,
             }
             log(
-                f"{n} tokens: cpu_flash {statistics.median(wall['cpu_flash']):.3f} s, flex {statistics.median(wall['flex']):.3f} s, "
+                f"{n} tokens: cpu_flash {t.median('cpu_flash'):.3f} s, flex {t.median('flex'):.3f} s, "
                 f"flex / cpu_flash {statistics.median(ratios):.2f}x; max |diff| output {max_o:.2g}, lse {max_lse:.2g}"
             )
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return {
         "format": FORMAT,
         "config": {
@@ -94,7 +87,7 @@ def run(lengths: list[int], repeats: int, threads: int, heads: int = 9, kv_heads
         "default_backend": default_backend(torch.device("cpu")),
         "torch": torch.__version__,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
-        "load": load,
+        "load": load_text(),
         "lengths": out,
         "seconds": round(time.perf_counter() - t_start, 1),
     }

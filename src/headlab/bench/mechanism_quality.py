@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..modules import training
 from .tasks_synthetic import mqar, selective_copy
 
 MakeModel = Callable[[str, int, int, int], nn.Module]
@@ -79,23 +80,13 @@ def prose_batches(train: torch.Tensor, seq_len: int):
 def train(model: nn.Module, batch_fn, b: Budget, seed: int) -> list[float]:
     """AdamW (warm-up 5%, cosine), masked cross-entropy, gradient clip 1; returns the loss history."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=b.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warm = max(1, b.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, b.steps) / b.steps))
-    )
+    opt, sched = training.adamw(model, b.steps, b.lr)
     model.train()
     hist = []
     for _ in range(b.steps):
         x, y, m = batch_fn(b.batch, gen)
         loss = F.cross_entropy(model(x)[m], y[m])
-        aux = getattr(model, "aux_loss", None)
-        total = loss + 0.01 * aux() if callable(aux) else loss
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        training.step(model, opt, sched, loss)
         hist.append(loss.item())
     return hist
 

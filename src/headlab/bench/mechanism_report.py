@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import asdict
@@ -21,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..io import atomic_dir  # noqa: E402
+from ..io import atomic_dir, markdown_table, png_bytes  # noqa: E402
 from .mechanisms import PATTERNS, Entry, Point, stop_key  # noqa: E402
 
 
@@ -53,19 +52,20 @@ def grid_table(
 
 
 def efficiency_table(rows: list[dict]) -> str:
-    lines = [
-        "| entry | level | pattern | baseline | measured efficiency length | fitted efficiency length | "
-        "slope (log t / log L) | baseline slope | note |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['entry']} | {r['level']} | {r['pattern']} | {r['baseline']} | "
-            f"{r['measured'] if r['measured'] is not None else 'not within the lengths run'} | "
-            f"{_fmt(r['fitted'], 1, 0)} | {_fmt(r['slope'], 1, 2)} | {_fmt(r['baseline_slope'], 1, 2)} | "
-            f"{r['note']} |"
-        )
-    return "\n".join(lines) + "\n"
+    columns = ["entry", "level", "pattern", "baseline", "measured efficiency length", "fitted efficiency length"]
+    columns += ["slope (log t / log L)", "baseline slope", "note"]
+    body = (
+        [
+            *(r[k] for k in ("entry", "level", "pattern", "baseline")),
+            r["measured"] if r["measured"] is not None else "not within the lengths run",
+            _fmt(r["fitted"], 1, 0),
+            _fmt(r["slope"], 1, 2),
+            _fmt(r["baseline_slope"], 1, 2),
+            r["note"],
+        ]
+        for r in rows
+    )
+    return markdown_table(columns, body) + "\n"
 
 
 def quality_table(rows: list[dict]) -> str:
@@ -90,10 +90,7 @@ def quality_table(rows: list[dict]) -> str:
 
 def _png(fig) -> bytes:
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100, metadata={"Software": None})
 
 
 def curve_plot(points: list[Point], value: str, ylabel: str, scale: float, effs: list[dict] | None = None) -> bytes:

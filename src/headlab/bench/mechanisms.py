@@ -30,7 +30,6 @@ from __future__ import annotations
 import ctypes
 import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from ..modules.miras import miras_chunked
 from ..modules.sigmoid import sigmoid_attention
 from ..modules.softmax import softmax_weights
 from ..modules.ssm import linear_chunked, ssm_recurrent
+from ..timing import alternate
 
 PATTERNS = ("noncausal-self", "causal-self", "noncausal-cross", "causal-cross")
 H, D_HEAD, D_MODEL = 4, 64, 256
@@ -325,14 +325,9 @@ def peak_bytes(call: Call) -> float:
 
 
 def time_call(call: Call, repeats: int) -> list[float]:
+    """Wall seconds of ``repeats`` calls after one untimed warm-up (:func:`headlab.timing.alternate`)."""
     with torch.no_grad():
-        call()
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            call()
-            out.append(time.perf_counter() - t0)
-    return out
+        return alternate({"call": call}, repeats).wall["call"]
 
 
 @dataclass

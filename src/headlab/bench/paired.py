@@ -1,21 +1,19 @@
-"""What the paired-timing benchmarks (``headlab bench capture``, ``headlab bench lse``) share: the median and
-range of a list of samples, and the atomic writing of a run folder — STEM.json (the command, config,
-summaries and every sample), STEM.records.jsonl (one line per sample), table.md and STEM.png."""
+"""What the paired-timing benchmarks (``headlab bench capture``, ``headlab bench lse``) share: the atomic writing
+of a run folder — STEM.json (the command, config, summaries and every sample), STEM.records.jsonl (one line per
+sample), table.md and STEM.png. Their timing protocol (and :func:`spread`, the median and range of samples) is
+:mod:`headlab.timing`'s."""
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
 from ..io import atomic_dir, atomic_write_json, atomic_write_text
+from ..timing import spread
 
-
-def spread(xs: list[float]) -> dict:
-    """{"median", "min", "max"} of a non-empty list of samples."""
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs)}
+__all__ = ["spread", "write_run"]
 
 
 def write_run(

@@ -26,8 +26,18 @@ from collections.abc import Mapping
 import torch
 
 from ..engine.sites import format_site
+from ..probes import role_rules
 
-THRESHOLDS = {"effect": 0.05, "direct": 0.05, "attend": 0.2, "path": 0.03, "prev_token": 0.4, "induction": 0.3}
+#: the circuit thresholds; ``prev_token`` and ``induction`` are the probes' role thresholds (``Probe.role``,
+#: their one home: :func:`headlab.probes.role_rules`)
+THRESHOLDS = {
+    "effect": 0.05,
+    "direct": 0.05,
+    "attend": 0.2,
+    "path": 0.03,
+    "prev_token": role_rules()["previous-token"][1].threshold,
+    "induction": role_rules()["induction"][1].threshold,
+}
 
 
 def _v(t: torch.Tensor | None, l: int, h: int) -> float:

@@ -27,25 +27,26 @@ from .scale import site_vectors
 MODES = ("zero", "mean", "uniform")
 
 
-@register
-class ZeroAblate(SiteEdit):
-    name = "ablate_zero"
-    summary = "zero the head output before W_O"
+class _Plain(SiteEdit):
+    """An ablation with no parameters but its sites."""
 
     def __init__(self, sites: Any, atlas: Any = None) -> None:
         super().__init__(sites=sites, atlas=atlas)
+
+
+@register
+class ZeroAblate(_Plain):
+    name = "ablate_zero"
+    summary = "zero the head output before W_O"
 
     def output(self, o: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         return on_heads(o, self.heads_in(ctx), torch.zeros_like)
 
 
 @register
-class UniformAblate(SiteEdit):
+class UniformAblate(_Plain):
     name = "ablate_uniform"
     summary = "logits set to 0 over visible keys: the head attends uniformly"
-
-    def __init__(self, sites: Any, atlas: Any = None) -> None:
-        super().__init__(sites=sites, atlas=atlas)
 
     def scores(self, s: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         return on_heads(s, self.heads_in(ctx), lambda x: torch.where(x == float("-inf"), x, torch.zeros_like(x)))

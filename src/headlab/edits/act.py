@@ -22,7 +22,7 @@ import torch
 
 from ..engine.context import AttnContext
 from ._util import check_finite, visibility
-from .core import SiteEdit, _pairs, register
+from .core import SiteEdit, register
 
 
 def hidden_sinks(a: torch.Tensor, ctx: AttnContext, thr: float) -> torch.Tensor:
@@ -48,6 +48,8 @@ def calibrate_rows(a: torch.Tensor, sink: torch.Tensor, beta: float) -> torch.Te
 
 @register
 class ACT(SiteEdit):
+    """ACT calibration on ``sites``; beta = 1 is the identity."""
+
     name = "act"
     summary = "hidden sinks (alpha > thr, position > 0) keep beta of their attention; the rest goes to other keys"
     paper = "Yu et al., ICML 2024, arXiv 2406.15765"
@@ -58,10 +60,6 @@ class ACT(SiteEdit):
         thr = check_finite("act thr", thr, 0.0, 1.0)
         super().__init__(sites=sites, atlas=atlas, beta=beta, thr=thr)
         self.beta, self.thr = beta, thr
-
-    @classmethod
-    def from_params(cls, sites: Any, params: dict) -> ACT:
-        return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         heads = self.heads_in(ctx)
@@ -74,6 +72,5 @@ class ACT(SiteEdit):
         return out
 
 
-def act(sites: Any = "all", beta: float = 0.4, thr: float = 0.1, atlas: Any = None) -> ACT:
-    """ACT calibration on ``sites``; beta = 1 is the identity."""
-    return ACT(sites, beta=beta, thr=thr, atlas=atlas)
+#: the factory is the class: one signature and one set of defaults
+act = ACT

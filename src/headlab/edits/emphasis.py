@@ -17,11 +17,13 @@ import torch
 from ..engine.context import AttnContext
 from ..engine.sites import format_site
 from ._util import check_finite, group_mask, site_values
-from .core import SiteEdit, _pairs, register
+from .core import SiteEdit, register
 
 
 @register
 class Emphasis(SiteEdit):
+    """Emphasise a token group in the logits of the generating row; alpha = 0 (and no sinks) = identity."""
+
     name = "emphasis"
     summary = "S += alpha|S| on emphasised keys (and beta|S| on sinks) for the generating row"
     paper = "Arif et al. 2025, arXiv 2501.12206"
@@ -66,10 +68,6 @@ class Emphasis(SiteEdit):
         super().bind(n_layers, n_heads)
         return self
 
-    @classmethod
-    def from_params(cls, sites: Any, params: dict) -> Emphasis:
-        return cls(sites=_pairs(sites), **params)
-
     def _json_params(self) -> dict:
         return {k: v for k, v in self.params.items() if not (k == "head_weights" and v is None)}
 
@@ -97,15 +95,5 @@ class Emphasis(SiteEdit):
         return out
 
 
-def emphasis(
-    group: Any = "emphasis",
-    sites: Any = "from-layer-2",
-    alpha: float = 0.7,
-    sinks: Any = None,
-    beta: float = 0.3,
-    rows: str = "last",
-    head_weights: dict | None = None,
-    atlas: Any = None,
-) -> Emphasis:
-    """Emphasise a token group in the logits of the generating row; alpha = 0 (and no sinks) = identity."""
-    return Emphasis(group, sites, alpha, sinks, beta, rows, head_weights, atlas)
+#: the factory is the class: one signature and one set of defaults
+emphasis = Emphasis

@@ -14,11 +14,13 @@ import torch
 
 from ..engine.context import AttnContext
 from ._util import check_finite
-from .core import SiteEdit, _pairs, register
+from .core import SiteEdit, register
 
 
 @register
 class IdentityBlend(SiteEdit):
+    """SoftPAG: Ã = (1-u) A + u I on ``sites``; u in [0, 1]."""
+
     name = "identity_blend"
     summary = "blend the attention map with the identity: (1-u) A + u I"
     paper = "Ahn et al. 2025, Fine-Grained Perturbation Guidance via Attention Head Selection"
@@ -27,10 +29,6 @@ class IdentityBlend(SiteEdit):
         u = check_finite("identity_blend u", u, 0.0, 1.0)
         super().__init__(sites=sites, atlas=atlas, u=u)
         self.u = u
-
-    @classmethod
-    def from_params(cls, sites: Any, params: dict) -> IdentityBlend:
-        return cls(_pairs(sites), **params)
 
     def weights(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         heads = self.heads_in(ctx)
@@ -45,6 +43,5 @@ class IdentityBlend(SiteEdit):
         return out
 
 
-def identity_blend(sites: Any = "all", u: float = 1.0, atlas: Any = None) -> IdentityBlend:
-    """SoftPAG: Ã = (1-u) A + u I on ``sites``; u in [0, 1]."""
-    return IdentityBlend(sites, u, atlas)
+#: the factory is the class: one signature and one set of defaults
+identity_blend = IdentityBlend

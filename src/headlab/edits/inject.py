@@ -25,6 +25,8 @@ from .scale import site_vectors
 
 @register
 class Inject(SiteEdit):
+    """Soft injection of task embeddings ``means`` ({site: (d,)}) with mixing α = sigmoid(θ)."""
+
     name = "inject"
     summary = "o <- (1-a) o + a mu at the last prompt token, a = sigmoid(theta) per head"
 
@@ -88,6 +90,5 @@ class Inject(SiteEdit):
         return out
 
 
-def inject(means: dict, theta: Any = -2.0) -> Inject:
-    """Soft injection of task embeddings ``means`` ({site: (d,)}) with mixing α = sigmoid(θ)."""
-    return Inject(means, theta)
+#: the factory is the class: one signature and one set of defaults
+inject = Inject

@@ -86,7 +86,12 @@ def _row_sites(sel: Any, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[i
 
 
 class Patch(Edit):
-    """Write recorded values into the run at ``sites`` (see the module docstring)."""
+    """Patch recorded ``src`` values (``headlab.patching.record``) into a run at ``sites``.
+
+    positions: None (every query) or query positions counted from each row's first real token
+    (negative: from its last, ``[-1]`` = the final token). rows / src_rows: per-row sites and
+    recording rows (module docstring). Sites may be atlas selectors (``atlas=``).
+    """
 
     name = "patch"
 
@@ -246,21 +251,8 @@ class Patch(Edit):
         return f"patch({self.src.what}) on {where}{pos}"
 
 
-def patch(
-    src: Recording,
-    sites: Any = "all",
-    positions: Sequence[int] | None = None,
-    rows: Sequence[Any] | None = None,
-    src_rows: Sequence[int] | None = None,
-    atlas: Any = None,
-) -> Patch:
-    """Patch recorded ``src`` values (``headlab.patching.record``) into a run at ``sites``.
-
-    positions: None (every query) or query positions counted from each row's first real token
-    (negative: from its last, ``[-1]`` = the final token). rows / src_rows: per-row sites and
-    recording rows (module docstring). Sites may be atlas selectors (``atlas=``).
-    """
-    return Patch(src, sites=sites, positions=positions, rows=rows, src_rows=src_rows, atlas=atlas)
+#: the factory is the class: one signature and one set of defaults
+patch = Patch
 
 
 __all__ = ["Recording", "Patch", "patch"]

@@ -25,11 +25,13 @@ import torch
 
 from ..engine.context import AttnContext
 from ._util import check_finite, group_mask, visibility
-from .core import SiteEdit, _pairs, register
+from .core import SiteEdit, register
 
 
 @register
 class Redistribute(SiteEdit):
+    """VAR-style redistribution of sink attention to ``group``; p = 1 is the identity."""
+
     name = "redistribute"
     summary = "sink attention above p moves to the token group in heads that look at the group"
     paper = "Kang et al., ICLR 2025, arXiv 2503.03321"
@@ -69,10 +71,6 @@ class Redistribute(SiteEdit):
             self._sel = {l: "all" for l in range(max(n_layers - 1, 1))}
         super().bind(n_layers, n_heads)
         return self
-
-    @classmethod
-    def from_params(cls, sites: Any, params: dict) -> Redistribute:
-        return cls(sites=_pairs(sites), **params)
 
     def _sink_mask(self, a: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         kp = ctx.key_pos
@@ -118,15 +116,5 @@ class Redistribute(SiteEdit):
         return out
 
 
-def redistribute(
-    group: Any = "context",
-    sites: Any = "all-but-last",
-    p: float = 0.6,
-    sinks: Any = "first",
-    rho: float = 0.5,
-    min_share: float = 0.2,
-    sink_thr: float = 0.1,
-    atlas: Any = None,
-) -> Redistribute:
-    """VAR-style redistribution of sink attention to ``group``; p = 1 is the identity."""
-    return Redistribute(group, sites, p, sinks, rho, min_share, sink_thr, atlas)
+#: the factory is the class: one signature and one set of defaults
+redistribute = Redistribute

@@ -15,11 +15,13 @@ import torch
 
 from ..engine.context import AttnContext
 from ._util import group_mask
-from .core import SiteEdit, _pairs, register
+from .core import SiteEdit, register
 
 
 @register
 class SpanExit(SiteEdit):
+    """Drop the keys of ``group`` in every layer after ``after_layer``."""
+
     name = "span_exit"
     summary = "keys of the group are masked out in every layer after after_layer"
 
@@ -38,10 +40,6 @@ class SpanExit(SiteEdit):
         super().bind(n_layers, n_heads)
         return self
 
-    @classmethod
-    def from_params(cls, sites: Any, params: dict) -> SpanExit:
-        return cls(sites=_pairs(sites), **params)
-
     def scores(self, s: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
         heads = self.heads_in(ctx)
         if len(heads) == 0 or ctx.layer <= self.params["after_layer"]:
@@ -54,6 +52,5 @@ class SpanExit(SiteEdit):
         return out
 
 
-def span_exit(group: Any = "context", after_layer: int = 0, sites: Any = None) -> SpanExit:
-    """Drop the keys of ``group`` in every layer after ``after_layer``."""
-    return SpanExit(group, after_layer, sites)
+#: the factory is the class: one signature and one set of defaults
+span_exit = SpanExit

@@ -25,6 +25,8 @@ from .core import SiteEdit, _pairs, register
 
 @register
 class ZeroTuning(SiteEdit):
+    """``zerotuning(gamma={(l, h): g})`` or ``zerotuning(1.5, sites="L0,L1")``; γ > 0, 1 = no change."""
+
     name = "zerotuning"
     summary = "scale the initial token's attention by gamma and renormalise"
     paper = "Han et al. 2025, arXiv 2505.11739"
@@ -74,6 +76,5 @@ class ZeroTuning(SiteEdit):
         return out
 
 
-def zerotuning(gamma: Any, sites: Any = None, span: tuple[int, int] = (0, 1), atlas: Any = None) -> ZeroTuning:
-    """``zerotuning(gamma={(l, h): g})`` or ``zerotuning(1.5, sites="L0,L1")``; γ > 0, 1 = no change."""
-    return ZeroTuning(gamma, sites=sites, span=span, atlas=atlas)
+#: the factory is the class: one signature and one set of defaults
+zerotuning = ZeroTuning

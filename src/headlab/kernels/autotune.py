@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+
+from ..timing import alternate
 
 FLEX_MIN_T = 4096
 MAX_MEASURED = 4
@@ -71,12 +72,8 @@ def choose(key: tuple, T: int, candidates: dict[str, Callable[[], torch.Tensor]]
             if name == default:
                 raise
             dec.failed[name] = f"{type(exc).__name__}: {exc}"
-    outs = {}
-    for _ in range(SAMPLES):
-        for name in live:
-            t0 = time.perf_counter()
-            outs[name] = candidates[name]()
-            dec.samples.setdefault(name, []).append(time.perf_counter() - t0)
+    t = alternate({name: candidates[name] for name in live}, SAMPLES, warmup=0, reverse=False)  # warmed up above
+    dec.samples = t.wall
     dec.backend = min(live, key=dec.median)
     DECISIONS[key] = dec
-    return dec.backend, outs[dec.backend]
+    return dec.backend, t.last[dec.backend]

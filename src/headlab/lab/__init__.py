@@ -1,24 +1,69 @@
 """Small CPU experiments that reproduce (or fail to reproduce, honestly) attention papers' phenomena.
 
-Each experiment module ``headlab.lab.<name>`` has ``run(..., seed, quiet) -> LabResult`` and
-``plot(result, fig)``; :data:`EXPERIMENTS` maps CLI names to those modules.  ``tiny_lm`` builds the
-small decoder-only LM used by ``sinks`` and ``moh``.
+Each experiment module ``headlab.lab.<name>`` has ``run(config=None, *, quiet=False, **overrides) -> LabResult``
+and ``plot(result, fig)``; its sizes and knobs are the fields of its configuration dataclass in
+:mod:`headlab.lab.config` (:data:`CONFIGS`; ``--smoke`` sizes in :data:`SMOKE`). :data:`EXPERIMENTS` maps CLI
+names to the modules. ``tiny_lm`` builds the small decoder-only LM used by ``sinks``, ``moh`` and
+``deconstruct``. Importing this package loads no torch: the modules load on first use of a name below.
 """
 
-from . import deconstruct, icl_regression, induction, memory_capacity, moh, rf_mean, sinks
-from .lm import TinyLM, eval_loss, tiny_lm, train_lm
-from .result import FIELDS, LabResult
-from .text import TextData
+from __future__ import annotations
 
-#: CLI name -> experiment module (with ``run`` and ``plot``)
-EXPERIMENTS = {
-    "sinks": sinks,
-    "induction": induction,
-    "icl-regression": icl_regression,
-    "memory-capacity": memory_capacity,
-    "moh": moh,
-    "deconstruct": deconstruct,
-    "rf-mean": rf_mean,
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .config import CONFIGS, SMOKE, LabConfig
+
+#: CLI name -> experiment module (in ``headlab.lab``)
+_MODULES = {
+    "sinks": "sinks",
+    "induction": "induction",
+    "icl-regression": "icl_regression",
+    "memory-capacity": "memory_capacity",
+    "moh": "moh",
+    "deconstruct": "deconstruct",
+    "rf-mean": "rf_mean",
+}
+_API = {
+    "TinyLM": "lm",
+    "eval_loss": "lm",
+    "tiny_lm": "lm",
+    "train_lm": "lm",
+    "FIELDS": "result",
+    "LabResult": "result",
+    "TextData": "text",
 }
 
-__all__ = ["EXPERIMENTS", "FIELDS", "LabResult", "TextData", "TinyLM", "eval_loss", "tiny_lm", "train_lm"]
+if TYPE_CHECKING:
+    from .lm import TinyLM, eval_loss, tiny_lm, train_lm
+    from .result import FIELDS, LabResult
+    from .text import TextData
+
+    EXPERIMENTS: dict[str, ModuleType]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EXPERIMENTS":
+        value: Any = {cli: importlib.import_module(f"{__name__}.{mod}") for cli, mod in _MODULES.items()}
+    elif name in _API:
+        value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "CONFIGS",
+    "EXPERIMENTS",
+    "FIELDS",
+    "SMOKE",
+    "LabConfig",
+    "LabResult",
+    "TextData",
+    "TinyLM",
+    "eval_loss",
+    "tiny_lm",
+    "train_lm",
+]

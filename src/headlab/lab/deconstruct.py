@@ -22,11 +22,12 @@ import torch
 
 from headlab.modules.deconstruct import EmbeddingTap, layer_stack
 
+from .config import DeconstructConfig
 from .lm import eval_loss, tiny_lm, train_lm
 from .result import LabResult, lab_result, print_table
 from .text import VOCAB, TextData
 
-NAME = "deconstruct"
+NAME = DeconstructConfig.NAME
 RELAXED = ("no-mix", "fixed-seq", "static-emb", "rnd-emb", "taylor", "relu-len")
 
 
@@ -40,20 +41,11 @@ def stacks(layers: int) -> dict[str, list[str]]:
     return out
 
 
-def run(
-    steps: int = 300,
-    layers: int = 4,
-    d_model: int = 64,
-    heads: int = 4,
-    batch: int = 16,
-    seq_len: int = 64,
-    lr: float = 3e-3,
-    eval_batches: int = 8,
-    seed: int = 0,
-    quiet: bool = False,
-    name: str = NAME,
-) -> LabResult:
-    """Train every uniform and hybrid stack at one budget; the harness judges the run by its ``name``."""
+def run(config: DeconstructConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
+    """Train every uniform and hybrid stack at one budget; the harness judges the run by its ``name``.
+    Settings: :class:`DeconstructConfig`."""
+    cfg = DeconstructConfig.make(config, **overrides)
+    steps, layers, batch, seq_len, eval_batches, name = cfg.steps, cfg.layers, cfg.batch, cfg.seq_len, cfg.eval_batches, cfg.name
     if not name.startswith(NAME):
         raise ValueError(f"name={name!r} is not a deconstruct run name (valid: 'deconstruct' or 'deconstruct-...')")
     if steps < 1 or eval_batches < 1:
@@ -65,9 +57,11 @@ def run(
     models, records = {}, []
     for model_name, names in stacks(layers).items():
         tap = EmbeddingTap()
-        model = tiny_lm(layer_stack(names, tap), layers, d_model, heads, max_len=seq_len, seed=seed)
+        model = tiny_lm(layer_stack(names, tap), layers, cfg.d_model, cfg.heads, max_len=seq_len, seed=cfg.seed)
         handle = tap.attach(model.tok)
-        hist = train_lm(model, data, steps, batch, seq_len, lr, seed, quiet=quiet, description=f"deconstruct: {model_name}")
+        hist = train_lm(
+            model, data, steps, batch, seq_len, cfg.lr, cfg.seed, quiet=quiet, description=f"deconstruct: {model_name}"
+        )
         loss = eval_loss(model, data, batch, seq_len, eval_batches)
         handle.remove()
         every = max(1, steps // 25)
@@ -83,19 +77,7 @@ def run(
         "uniform_loss": math.log(VOCAB),
         "val_tokens": eval_batches * batch * seq_len,
     }
-    config = dict(
-        steps=steps,
-        layers=layers,
-        d_model=d_model,
-        heads=heads,
-        batch=batch,
-        seq_len=seq_len,
-        lr=lr,
-        eval_batches=eval_batches,
-        seed=seed,
-        variants=list(RELAXED),
-    )
-    res = lab_result(name, measured, config, records)
+    res = lab_result(name, measured, cfg.record(variants=list(RELAXED)), records)
     if not quiet:
         rows = [
             [

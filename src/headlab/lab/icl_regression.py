@@ -23,10 +23,12 @@ import math
 import torch
 from torch import nn
 
-from .progress import progress_bar
+from headlab.progress import progress_bar
+
+from .config import IclRegressionConfig
 from .result import LabResult, lab_result, print_table
 
-NAME = "icl-regression"
+NAME = IclRegressionConfig.NAME
 TEST_SEQUENCES = 4096
 
 
@@ -79,20 +81,11 @@ def structure(model: ICLAttention, d: int) -> dict[str, float]:
     }
 
 
-def run(
-    steps: int = 6000,
-    d: int = 5,
-    n: int = 20,
-    heads: tuple[int, ...] = (1, 2, 4),
-    batch: int = 256,
-    lr: float = 1e-3,
-    noise: float = 0.5,
-    test_lengths: tuple[int, ...] = (20, 40, 80),
-    seed: int = 0,
-    quiet: bool = False,
-) -> LabResult:
-    if n not in test_lengths:
-        test_lengths = (n, *test_lengths)
+def run(config: IclRegressionConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
+    """Train one model per head count in ``heads`` against the baselines. Settings: :class:`IclRegressionConfig`."""
+    cfg = IclRegressionConfig.make(config, **overrides)
+    steps, d, n, heads, noise, seed = cfg.steps, cfg.d, cfg.n, cfg.heads, cfg.noise, cfg.seed
+    test_lengths = cfg.test_lengths if n in cfg.test_lengths else (n, *cfg.test_lengths)
     tests = {m: sample(TEST_SEQUENCES, m, d, noise, torch.Generator().manual_seed(seed + 100 + m)) for m in test_lengths}
     fit = sample(4096, n, d, noise, torch.Generator().manual_seed(seed + 99))
     f = gd_feature(*fit[:3])
@@ -115,13 +108,13 @@ def run(
     for h in heads:
         torch.manual_seed(seed)
         model = ICLAttention(d, h)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(seed + h)
         curve = {"step": [], "mse": []}
         x0, y0, xq0, yq0, _ = tests[n]
-        with progress_bar(f"icl-regression: H={h}", steps, quiet) as advance:
+        with progress_bar(f"icl-regression: H={h}", steps, quiet=quiet) as advance:
             for step in range(1, steps + 1):
-                x, y, xq, yq, _ = sample(batch, n, d, noise, gen)
+                x, y, xq, yq, _ = sample(cfg.batch, n, d, noise, gen)
                 loss = ((model(x, y, xq) - yq) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()
@@ -145,23 +138,7 @@ def run(
     multi = [h for h in heads if h >= 2]
     if multi:
         measured["best_multi_head"] = min(multi, key=lambda h: measured["models"][str(h)]["test_mse"][str(n)])
-    res = lab_result(
-        NAME,
-        measured,
-        dict(
-            steps=steps,
-            d=d,
-            n=n,
-            heads=list(heads),
-            batch=batch,
-            lr=lr,
-            noise=noise,
-            test_lengths=list(test_lengths),
-            seed=seed,
-            optimizer="Adam",
-        ),
-        records,
-    )
+    res = lab_result(NAME, measured, cfg.record(test_lengths=list(test_lengths), optimizer="Adam"), records)
     if not quiet:
         rows = [
             [

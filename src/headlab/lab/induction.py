@@ -33,10 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .progress import progress_bar
+from headlab.progress import progress_bar
+
+from .config import InductionConfig
 from .result import LabResult, lab_result, print_table
 
-NAME = "induction"
+NAME = InductionConfig.NAME
 EVAL_SEQUENCES = 1024
 
 
@@ -171,28 +173,17 @@ def abruptness(steps: list[int], acc: list[float], chance: float) -> tuple[float
     return (steep / mean if mean > 0 else float("nan")), t90, at
 
 
-def run(
-    steps: int = 5000,
-    K: int = 16384,
-    L: int = 32,
-    D: int = 31,
-    N: int = 4,
-    B: int = 2,
-    p_bursty: float = 0.9,
-    alpha: float = 0.0,
-    eps: float = 0.1,
-    batch: int = 128,
-    lr: float = 3e-3,
-    eval_every: int = 100,
-    seed: int = 0,
-    quiet: bool = False,
-) -> LabResult:
+def run(config: InductionConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
+    """Train Reddy's network on the bursty task, evaluating ICL / IWL accuracy and the head scores every
+    ``eval_every`` steps. Settings: :class:`InductionConfig`."""
+    cfg = InductionConfig.make(config, **overrides)
+    steps, N, B, seed, eval_every = cfg.steps, cfg.N, cfg.B, cfg.seed, cfg.eval_every
     if eval_every < 1:
         raise ValueError(f"eval_every={eval_every} must be >= 1")
-    task = BurstyTask(K, L, D, N, B, p_bursty, alpha, eps, seed)
+    task = BurstyTask(cfg.K, cfg.L, cfg.D, N, B, cfg.p_bursty, cfg.alpha, cfg.eps, seed)
     torch.manual_seed(seed)
-    net = InductionNet(task.dim, L)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net = InductionNet(task.dim, cfg.L)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed + 1)
     eg = torch.Generator().manual_seed(seed + 2)
     icl, iwl = task.icl_batch(EVAL_SEQUENCES, eg), task.iwl_batch(EVAL_SEQUENCES, eg)
@@ -205,9 +196,9 @@ def run(
             curve[k].append(v)
 
     log(0)
-    with progress_bar("induction", steps, quiet) as advance:
+    with progress_bar("induction", steps, quiet=quiet) as advance:
         for step in range(1, steps + 1):
-            x, y = task.train_batch(batch, gen)
+            x, y = task.train_batch(cfg.batch, gen)
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
@@ -231,27 +222,7 @@ def run(
         "eval_sequences": EVAL_SEQUENCES,
     }
     records = [dict(zip(curve, vals)) for vals in zip(*curve.values())]
-    res = lab_result(
-        NAME,
-        measured,
-        dict(
-            steps=steps,
-            K=K,
-            L=L,
-            D=D,
-            N=N,
-            B=B,
-            p_bursty=p_bursty,
-            alpha=alpha,
-            eps=eps,
-            batch=batch,
-            lr=lr,
-            eval_every=eval_every,
-            seed=seed,
-            optimizer="Adam",
-        ),
-        records,
-    )
+    res = lab_result(NAME, measured, cfg.record(optimizer="Adam"), records)
     if not quiet:
         rows = [
             [s, a, w, i, p]

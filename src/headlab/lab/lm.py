@@ -11,27 +11,25 @@ Pre-LayerNorm blocks (x + mix(LN x); x + MLP(LN x), GELU ×4), learned absolute 
 embeddings.  ``mlp=False`` drops the MLPs (an attention-only model: every block is x + mix(LN x)) and
 ``tied=False`` gives the read-out its own (V, d_model) weight and bias — the setting in which an idle head
 has no later layer that could ignore its output (used by the ``sinks`` experiment).  ``forward(idx (B,T), return_weights=True)`` also returns one (B,H,T,T) weight tensor per layer.
-:func:`train_lm` trains it with AdamW (warm-up + cosine) on :class:`~headlab.lab.text.TextData`, adding
-β·aux_loss of mechanisms that expose one (MoH load balancing, β = 0.01).
+:func:`train_lm` trains it on :class:`~headlab.lab.text.TextData` by :mod:`headlab.modules.training`'s recipe
+(AdamW, warm-up + cosine, β·aux_loss of mechanisms that expose one: MoH load balancing, β = 0.01).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from typing import Protocol, Union
+from typing import Any, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from headlab.modules import training
 from headlab.modules.registry import make_mechanism
+from headlab.progress import progress_bar
 
-from .progress import progress_bar
 from .text import VOCAB
 
-AUX_WEIGHT = 0.01
-SCHEDULES = ("cosine", "constant")
 #: a registry name, or a factory with the registry signature ``factory(d_model, n_heads) -> nn.Module``
 Mechanism = Union[str, Callable[[int, int], nn.Module]]  # noqa: UP007  (a runtime alias on Python 3.10)
 
@@ -118,20 +116,10 @@ class TinyLM(nn.Module):
         return total
 
 
-def tiny_lm(
-    mechanism: Mechanism = "softmax",
-    layers: int = 4,
-    d_model: int = 128,
-    heads: int = 4,
-    vocab: int = VOCAB,
-    max_len: int = 256,
-    seed: int = 0,
-    mlp: bool = True,
-    tied: bool = True,
-) -> TinyLM:
-    """Build a seeded :class:`TinyLM` (same seed -> same weights)."""
+def tiny_lm(*args: Any, seed: int = 0, **kw: Any) -> TinyLM:
+    """A :class:`TinyLM` (``TinyLM``'s arguments) built after ``torch.manual_seed(seed)``: same seed, same weights."""
     torch.manual_seed(seed)
-    return TinyLM(mechanism, layers, d_model, heads, vocab, max_len, mlp, tied)
+    return TinyLM(*args, **kw)
 
 
 @torch.no_grad()
@@ -168,33 +156,17 @@ def train_lm(
     the end; an ``on_eval`` that returns True stops training there (early stopping).  ``schedule``: linear
     warm-up over ``warm_steps`` (default steps/20), then "cosine" decay to 0 at ``steps`` or "constant".  Returns the training-loss
     history (one entry per step taken)."""
-    if steps < 1:
-        raise ValueError(f"steps={steps} must be >= 1")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
+    opt, sched = training.adamw(model, steps, lr, weight_decay=weight_decay, schedule=schedule, warm_steps=warm_steps)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    warm = max(1, steps // 20) if warm_steps is None else warm_steps
-    if warm < 1:
-        raise ValueError(f"warm_steps={warm_steps} must be >= 1")
-    decay = (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))) if schedule == "cosine" else (lambda s: 1.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * decay(s))
     hist = []
     model.train()
     if on_eval and on_eval(0, model) is True:
         return hist
-    with progress_bar(description, steps, quiet) as advance:
+    with progress_bar(description, steps, quiet=quiet) as advance:
         for step in range(1, steps + 1):
             x, y = data.batch("train", batch, seq_len, gen)
             loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-            total = loss + AUX_WEIGHT * model.aux_loss()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            training.step(model, opt, sched, loss)
             hist.append(loss.item())
             advance()
             if on_eval and ((every and step % every == 0) or step == steps) and on_eval(step, model) is True:

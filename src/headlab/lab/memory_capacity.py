@@ -26,11 +26,12 @@ import torch.nn.functional as F
 from scipy import stats
 
 from headlab.modules.linear import hebbian_read, hebbian_write
+from headlab.progress import progress_bar
 
-from .progress import progress_bar
+from .config import MemoryCapacityConfig
 from .result import LabResult, lab_result, print_table
 
-NAME = "memory-capacity"
+NAME = MemoryCapacityConfig.NAME
 MULTIPLES = (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
 
 
@@ -76,18 +77,15 @@ def crossing(ns: list[int], acc: list[float], level: float = 0.5) -> float:
     return float("inf") if acc[-1] >= level else float(ns[0])
 
 
-def run(
-    d_ks: tuple[int, ...] = (16, 32, 64, 128),
-    d_v: int = 64,
-    trials: int = 5,
-    beta: float = 16.0,
-    seed: int = 0,
-    quiet: bool = False,
-) -> LabResult:
+def run(config: MemoryCapacityConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
+    """Recall of random Hebbian memories (and softmax attention) against the load, per key width.
+    Settings: :class:`MemoryCapacityConfig`."""
+    cfg = MemoryCapacityConfig.make(config, **overrides)
+    d_ks, d_v, trials, beta, seed = cfg.d_ks, cfg.d_v, cfg.trials, cfg.beta, cfg.seed
     gen = torch.Generator().manual_seed(seed)
     measured: dict = {"by_dk": {}}
     records: list[dict] = []
-    with progress_bar("memory-capacity", len(d_ks) * len(MULTIPLES), quiet) as advance:
+    with progress_bar("memory-capacity", len(d_ks) * len(MULTIPLES), quiet=quiet) as advance:
         for d_k in d_ks:
             ns = sorted({max(2, round(m * d_k)) for m in MULTIPLES})
             lin_acc, soft_acc = [], []
@@ -117,9 +115,7 @@ def run(
         slope = float("nan")
     measured["n50_slope"] = slope
     measured["n50_over_dk"] = [v / d for v, d in zip(n50, d_ks)]
-    res = lab_result(
-        NAME, measured, dict(d_ks=list(d_ks), d_v=d_v, trials=trials, beta=beta, multiples=list(MULTIPLES), seed=seed), records
-    )
+    res = lab_result(NAME, measured, cfg.record(multiples=list(MULTIPLES)), records)
     if not quiet:
         rows = [
             [

@@ -28,13 +28,15 @@ from collections.abc import Callable
 import torch
 
 from headlab.modules.moh import MoHAttention
+from headlab.modules.training import AUX_WEIGHT
 
+from .config import MohConfig
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, lab_result, print_table
 from .text import TextData
 
-NAME = "moh"
-FRACTIONS = (0.5, 0.75, 0.9)
+NAME = MohConfig.NAME
+FRACTIONS = MohConfig.fractions
 VAL_BATCHES = 4  # eval_loss default: 4 fixed validation batches
 WINDOW = 0.2  # convergence: improvement over the last 20% of the steps
 MIN_CHECKS = 5  # convergence is not tested before 5 checks
@@ -112,27 +114,23 @@ class _FixedHeads(torch.nn.Module):
         return (y, a) if return_weights else y
 
 
-def run(
-    steps: int = 800,
-    layers: int = 2,
-    d_model: int = 64,
-    heads: int = 8,
-    batch: int = 32,
-    seq_len: int = 64,
-    lr: float = 3e-3,
-    fractions: tuple[float, ...] = FRACTIONS,
-    seed: int = 0,
-    quiet: bool = False,
-    converge: float = 0.0,
-    check_every: int = 200,
-    name: str = NAME,
-) -> LabResult:
+def run(config: MohConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
     """Train MHA and MoH TinyLMs at one budget (``steps``, or set by the converged MHA: module docstring);
-    the harness judges the run by its ``name``."""
+    the harness judges the run by its ``name``. Settings: :class:`MohConfig`."""
+    cfg = MohConfig.make(config, **overrides)
+    steps, heads, batch, seq_len, seed, converge, name = (
+        cfg.steps,
+        cfg.heads,
+        cfg.batch,
+        cfg.seq_len,
+        cfg.seed,
+        cfg.converge,
+        cfg.name,
+    )
     if not name.startswith(NAME):
         raise ValueError(f"name={name!r} is not a moh run name (valid: 'moh' or a name starting with 'moh-')")
-    if converge < 0 or check_every < 1:
-        raise ValueError(f"need converge >= 0 and check_every >= 1; got converge={converge}, check_every={check_every}")
+    if converge < 0 or cfg.check_every < 1:
+        raise ValueError(f"need converge >= 0 and check_every >= 1; got converge={converge}, check_every={cfg.check_every}")
     data = TextData.load()
     from headlab.modules.registry import MECHANISMS, moh_factory
 
@@ -141,8 +139,8 @@ def run(
     mha = None
     schedule = "constant" if converge > 0 else "cosine"
     budget = steps  # the MHA run sets it when converge > 0
-    for model_name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in fractions]:
-        model = tiny_lm(factory, layers, d_model, heads, max_len=seq_len, seed=seed)
+    for model_name, factory in [("mha", MECHANISMS["softmax"])] + [(_moh_name(f), moh_factory(f)) for f in cfg.fractions]:
+        model = tiny_lm(factory, cfg.layers, cfg.d_model, heads, max_len=seq_len, seed=seed)
         check: dict[str, list] = {"step": [], "val_loss": []}
         stop: Callable[[int, TinyLM], bool] | None = None
         if converge > 0 and model_name == "mha":
@@ -160,9 +158,9 @@ def run(
             budget,
             batch,
             seq_len,
-            lr,
+            cfg.lr,
             seed,
-            check_every if stop else 0,
+            cfg.check_every if stop else 0,
             stop,
             quiet,
             f"moh: {model_name}",
@@ -195,26 +193,7 @@ def run(
             mha = model
     measured["training_free_75"] = training_free(mha, data, 0.75, batch, seq_len, seed)
     base = measured["models"]["mha"]["val_loss"]
-    res = lab_result(
-        name,
-        measured,
-        dict(
-            steps=steps,
-            layers=layers,
-            d_model=d_model,
-            heads=heads,
-            batch=batch,
-            seq_len=seq_len,
-            lr=lr,
-            fractions=list(fractions),
-            seed=seed,
-            aux_weight=0.01,
-            converge=converge,
-            check_every=check_every,
-            schedule=schedule,
-        ),
-        records,
-    )
+    res = lab_result(name, measured, cfg.record(aux_weight=AUX_WEIGHT, schedule=schedule), records)
     if not quiet:
         rows = [
             [k, v["active_fraction"], v["val_loss"], v["val_ppl"], v["val_loss"] / base] for k, v in measured["models"].items()

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from .progress import progress_bar
+from headlab.progress import progress_bar
+
+from .config import RfMeanConfig
 from .result import LabResult, lab_result, print_table
 
-NAME = "rf-mean"
+NAME = RfMeanConfig.NAME
 RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 TARGETS = ("similarity", "mean-key")
 
@@ -62,20 +64,20 @@ def fit_and_test(ftr, ytr, fva, yva, fte, yte) -> tuple[float, float]:
     return float(((fte @ a - yte) ** 2).mean()), best
 
 
-def run(
-    d: int = 8,
-    keys: int = 16,
-    heads: int = 128,
-    sizes: tuple[int, ...] = (128, 512, 2048),
-    means: tuple[float, ...] = (0.0, 4.0),
-    sigma: float = 2.0,
-    gamma: float = 4.0,
-    seeds: int = 5,
-    n_val: int = 512,
-    n_test: int = 2048,
-    seed: int = 0,
-    quiet: bool = False,
-) -> LabResult:
+def run(config: RfMeanConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
+    """Ridge-fit random-feature attention with zero- and non-zero-mean QK weights on both targets, per training
+    size and seed. Settings: :class:`RfMeanConfig`."""
+    cfg = RfMeanConfig.make(config, **overrides)
+    d, keys, heads, sizes, means, seeds, n_val, n_test = (
+        cfg.d,
+        cfg.keys,
+        cfg.heads,
+        cfg.sizes,
+        cfg.means,
+        cfg.seeds,
+        cfg.n_val,
+        cfg.n_test,
+    )
     if min(d, keys, heads, seeds, n_val, n_test, *sizes) < 1 or len(means) < 2 or means[0] != 0.0:
         raise ValueError(
             f"need positive sizes and means starting with 0.0; got d={d}, keys={keys}, heads={heads}, "
@@ -83,18 +85,18 @@ def run(
         )
     results: dict = {t: {str(m): {str(n): [] for n in sizes} for m in means} for t in TARGETS}
     records = []
-    with progress_bar("rf-mean", seeds * len(means), quiet) as advance:
+    with progress_bar("rf-mean", seeds * len(means), quiet=quiet) as advance:
         for s in range(seeds):
-            g = torch.Generator().manual_seed(seed * 1000 + s)
+            g = torch.Generator().manual_seed(cfg.seed * 1000 + s)
             beta = sphere((d,), g)
             n_all = max(sizes) + n_val + n_test
             x0, xs = sphere((n_all, d), g), sphere((n_all, keys, d), g)
-            noise = torch.randn(heads, d, d, generator=g, dtype=torch.float64) * sigma  # shared across means
+            noise = torch.randn(heads, d, d, generator=g, dtype=torch.float64) * cfg.sigma  # shared across means
             for mu in means:
                 w = mu * torch.eye(d, dtype=torch.float64) + noise
                 f = features(x0, xs, w)
                 for kind in TARGETS:
-                    y = target(kind, x0, xs, beta, gamma)
+                    y = target(kind, x0, xs, beta, cfg.gamma)
                     y = (y - y.mean()) / y.std()
                     va, te = slice(max(sizes), max(sizes) + n_val), slice(max(sizes) + n_val, n_all)
                     for n in sizes:
@@ -104,20 +106,7 @@ def run(
                 advance()
     summary = {k: {m: {n: sum(v) / len(v) for n, v in by_n.items()} for m, by_n in by_m.items()} for k, by_m in results.items()}
     measured = {"test_mse": summary, "per_seed": results, "sizes": list(sizes), "means": list(means), "test_items": n_test}
-    config = dict(
-        d=d,
-        keys=keys,
-        heads=heads,
-        sizes=list(sizes),
-        means=list(means),
-        sigma=sigma,
-        gamma=gamma,
-        seeds=seeds,
-        n_val=n_val,
-        n_test=n_test,
-        seed=seed,
-    )
-    res = lab_result(NAME, measured, config, records)
+    res = lab_result(NAME, measured, cfg.record(), records)
     if not quiet:
         rows = [[k, n] + [summary[k][str(m)][str(n)] for m in means] for k in TARGETS for n in sizes]
         print_table(

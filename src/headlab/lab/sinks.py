@@ -10,7 +10,7 @@ Metric (Gu et al.'s Sink_1^ε, on 64 validation windows of min(64, seq_len) posi
 probe): for each sample, layer and head, α_0 = mean over queries i ≥ 0 of the weight share
 that key 0 gets, A_i0 / Σ_j A_ij (softmax rows already sum to one; σ weights of unnormalised sigmoid
 attention are turned into shares so that all mechanisms are compared on one scale; the raw σ mean is
-also reported).  ``first_token`` = mean α_0; ``sink_rate`` = Sink_1^ε = 100 · mean 1[α_0 > ε], ε = 0.3.
+also reported).  ``first_token`` = mean α_0; ``sink_rate`` = Sink_1^ε = 100 · mean 1[α_0 > ε], ε = 0.3 (:data:`EPS`, the sink-rate probe's).
 Every training and probe window starts with the same BOS token (id 256, :data:`headlab.lab.text.BOS`) at
 position 0, which is key 0 — the fixed first token under which Gu et al. see sinks form.
 
@@ -44,13 +44,16 @@ import math
 
 import torch
 
+from headlab.probes.sink import SinkRateProbe
+
 from .backcopy import BackcopyData
+from .config import SinksConfig
 from .lm import TinyLM, eval_loss, tiny_lm, train_lm
 from .result import LabResult, lab_result, print_table
 from .text import TextData
 
-NAME = "sinks"
-EPS = 0.3
+NAME = SinksConfig.NAME
+EPS = SinkRateProbe().eps  # Gu et al.'s ε of Sink_1^ε: the sink-rate probe's default (its one home)
 MECHS = ("softmax", "sigmoid", "gated")
 PROBE_SAMPLES = 64
 PROBE_LEN = 64  # Gu et al. measure Sink_1 on the first 64 tokens
@@ -138,26 +141,12 @@ def _pool(runs: list[dict]) -> dict:
     return out
 
 
-def run(
-    steps: int = 1200,
-    layers: int = 2,
-    d_model: int = 64,
-    heads: int = 4,
-    batch: int = 32,
-    seq_len: int = 64,
-    lr: float = 3e-3,
-    evals: int = 8,
-    seed: int = 0,
-    quiet: bool = False,
-    weight_decay: float = 0.01,
-    name: str = NAME,
-    data: str = "text",
-    mlp: bool = True,
-    tied: bool = True,
-    repeats: int = 1,
-) -> LabResult:
+def run(config: SinksConfig | None = None, *, quiet: bool = False, **overrides) -> LabResult:
     """Train softmax / sigmoid / gated TinyLMs on the same data and budget (``repeats`` seeds each); track
-    sinks over training; the harness judges the run by its ``name``."""
+    sinks over training; the harness judges the run by its ``name``. Settings: :class:`SinksConfig`."""
+    cfg = SinksConfig.make(config, **overrides)
+    steps, layers, d_model, heads, batch, seq_len = cfg.steps, cfg.layers, cfg.d_model, cfg.heads, cfg.batch, cfg.seq_len
+    seed, data, repeats, name = cfg.seed, cfg.data, cfg.repeats, cfg.name
     if not name.startswith(NAME):
         raise ValueError(f"name={name!r} is not a sinks run name (valid: 'sinks' or a name starting with 'sinks-')")
     if data not in DATA:
@@ -168,13 +157,13 @@ def run(
     probe_x, _ = corpus.batch("val", PROBE_SAMPLES, probe_len(seq_len), torch.Generator().manual_seed(seed + 7))
     # backcopy: the query at a trigger token must copy (active); every other query has nothing to do
     active = probe_x < corpus.triggers if isinstance(corpus, BackcopyData) else None
-    every = max(1, steps // evals)
+    every = max(1, steps // cfg.evals)
     measured: dict[str, dict] = {}
     records = []
     for mech in MECHS:
         runs = []
         for s_ in range(seed, seed + repeats):
-            model = tiny_lm(mech, layers, d_model, heads, max_len=seq_len, seed=s_, mlp=mlp, tied=tied)
+            model = tiny_lm(mech, layers, d_model, heads, max_len=seq_len, seed=s_, mlp=cfg.mlp, tied=cfg.tied)
             curve: dict[str, list] = {"step": [], "first_token": [], "sink_rate": [], "raw_first_token": []}
 
             def on_eval(step, m, curve=curve):
@@ -184,7 +173,9 @@ def run(
                     curve[k].append(st[k])
 
             label = f"sinks: {mech}" + (f" seed {s_}" if repeats > 1 else "")
-            train_lm(model, corpus, steps, batch, seq_len, lr, s_, every, on_eval, quiet, label, weight_decay=weight_decay)
+            train_lm(
+                model, corpus, steps, batch, seq_len, cfg.lr, s_, every, on_eval, quiet, label, weight_decay=cfg.weight_decay
+            )
             final = sink_stats(model, probe_x, active=active)
             loss = eval_loss(model, corpus, batch, seq_len)
             run_ = {
@@ -205,35 +196,13 @@ def run(
                 for vals in zip(*(curve[c] for c in ("step",) + CURVES))
             ]
         measured[mech] = _pool(runs)
-    res = lab_result(
-        name,
-        measured,
-        dict(
-            steps=steps,
-            layers=layers,
-            d_model=d_model,
-            heads=heads,
-            batch=batch,
-            seq_len=seq_len,
-            lr=lr,
-            weight_decay=weight_decay,
-            seed=seed,
-            eps=EPS,
-            probe_samples=PROBE_SAMPLES,
-            probe_len=probe_len(seq_len),
-            data=data,
-            corpus=DATA[data],
-            mlp=mlp,
-            tied=tied,
-            repeats=repeats,
-        ),
-        records,
-    )
+    config = cfg.record(eps=EPS, probe_samples=PROBE_SAMPLES, probe_len=probe_len(seq_len), corpus=DATA[data])
+    res = lab_result(name, measured, config, records)
     if not quiet:
         split = active is not None
         print_table(
             "attention sinks at the end of training" + (f" (mean of {repeats} seeds)" if repeats > 1 else ""),
-            ["mechanism", "Sink_1^0.3 (%)", "first-token share", "raw first-token weight", "val bits/byte"]
+            ["mechanism", f"Sink_1^{EPS:g} (%)", "first-token share", "raw first-token weight", "val bits/byte"]
             + (["share, active queries", "share, dormant queries"] if split else []),
             [
                 [
@@ -258,7 +227,7 @@ def plot(res: LabResult, fig) -> None:
         ax2.plot(m["step"], m["first_token"], marker="o", label=mech)
     seeds = res.config.get("repeats", 1)
     mean = f" (mean of {seeds} seeds)" if seeds > 1 else ""
-    ax1.set(xlabel="training step", ylabel="Sink_1^0.3 (%)", title="ε-sink rate on key 0" + mean)
+    ax1.set(xlabel="training step", ylabel=f"Sink_1^{res.config.get('eps', EPS):g} (%)", title="ε-sink rate on key 0" + mean)
     ax2.set(xlabel="training step", ylabel="mean weight share on key 0", title="first-token attention")
     ax1.legend()
     ax2.legend()

@@ -5,13 +5,12 @@ saliency, mean and 95 % bootstrap interval)."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text, png_bytes
 from .attribution import SALIENCIES, VIEWS
 
 
@@ -64,10 +63,7 @@ def attribution_png(summary: dict, title: str) -> bytes:
             ax.set_title("Spearman ρ, mean and 95 % bootstrap interval")
         ax.title.set_fontsize(9)
     fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100)
 
 
 def write(out: str | Path, config: dict, records: list[dict], summary: dict, command: str) -> dict[str, Path]:

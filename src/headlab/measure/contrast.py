@@ -19,7 +19,6 @@ generated steps with weights t − t_start + 1; this text version reads only the
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 from ..engine.context import AttnContext
 from ..engine.hf import attach, model_shape
-from ..io import atomic_write_bytes
+from ..io import atomic_write_png
 from ..probes.base import Probe
 from .stats import forward_for_attention
 
@@ -184,7 +183,4 @@ def contrast_png(path: Path, c: Contrast, title: str = "CARVE contrast") -> Path
     fig.colorbar(im, ax=a2, fraction=0.03, label="task / (general + λ)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_png(path, fig)

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ..engine.hf import attach
-from ..io import atomic_write_bytes
+from ..io import atomic_write_png
 from ..probes import GroupShareProbe
 from .stats import forward_for_attention
 
@@ -298,7 +298,6 @@ def dilution_png(path: Path, rows: list[dict], title: str = "attention dilution"
     import matplotlib
 
     matplotlib.use("Agg")
-    import io
 
     import matplotlib.pyplot as plt
 
@@ -326,7 +325,4 @@ def dilution_png(path: Path, rows: list[dict], title: str = "attention dilution"
             ax.set_xscale("log")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_png(path, fig)

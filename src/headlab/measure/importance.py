@@ -206,9 +206,9 @@ __all__ = ["Importance", "head_importance", "importance_png"]
 
 def importance_png(records: list[dict], title: str = "head importance") -> bytes:
     """Scatter plots: KL vs |Taylor| (log-log) and measured ΔNLL vs its Taylor estimate, one dot per head."""
-    import io
-
     import matplotlib
+
+    from ..io import png_bytes
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -229,7 +229,4 @@ def importance_png(records: list[dict], title: str = "head importance") -> bytes
     axes[1].set_ylabel("measured ΔNLL (mean ablation)")
     axes[1].set_title(f"Pearson {stats.pearsonr(dn, ta).statistic:.2f}")
     fig.suptitle(title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 
 
@@ -12,6 +15,12 @@ def check_dims(d_model: int, n_heads: int) -> int:
     if d_model < 1 or d_model % n_heads:
         raise ValueError(f"d_model={d_model} must be a positive multiple of n_heads={n_heads}")
     return d_model // n_heads
+
+
+def check_choice(name: str, value: Any, valid: Iterable[str], what: str = "valid") -> None:
+    """ValueError naming ``value`` and the sorted ``valid`` names when ``value`` is not one of them."""
+    if value not in valid:
+        raise ValueError(f"{name}={value!r}; {what}: {sorted(valid)}")
 
 
 def check_input(x: torch.Tensor, d_model: int) -> None:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._heads import check_choice
+
 SQUASH = {"none": lambda c: c, "tanh": torch.tanh}
 
 
 class AttSets(nn.Module):
     def __init__(self, dim: int, squash: str = "none"):
         super().__init__()
-        if squash not in SQUASH:
-            raise ValueError(f"squash={squash!r}; valid: {sorted(SQUASH)}")
+        check_choice("squash", squash, SQUASH)
         self.dim, self.squash = dim, squash
         self.score = nn.Linear(dim, dim)
 

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._heads import causal_mask, check_dims, check_input, merge_heads, split_heads
-from .softmax import MultiHeadAttention, softmax_weights
+from ._heads import causal_mask, check_choice, check_dims, check_input, merge_heads, split_heads
+from .softmax import MultiHeadAttention, softmax_attend, softmax_weights
 
 
 class EmbeddingTap:
@@ -100,8 +100,7 @@ class FormAttention(MultiHeadAttention):
 
     def __init__(self, d_model: int, n_heads: int, form: str = "taylor", causal: bool = True):
         super().__init__(d_model, n_heads, causal)
-        if form not in FORMS:
-            raise ValueError(f"form={form!r}; valid: {sorted(FORMS)}")
+        check_choice("form", form, FORMS)
         self.form = form
 
     def forward(self, x, return_weights: bool = False):
@@ -145,12 +144,7 @@ class _QKFrom(nn.Module):
     def forward(self, x, return_weights: bool = False):
         check_input(x, self.d_model)
         q, k = (split_heads(z, self.n_heads) for z in self.qk(self.source(x)).chunk(2, -1))
-        v = split_heads(self.value(x), self.n_heads)
-        if return_weights:
-            a = softmax_weights(q, k, self.causal)
-            o = a @ v
-        else:
-            a, o = None, F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        o, a = softmax_attend(q, k, split_heads(self.value(x), self.n_heads), self.causal, return_weights)
         y = self.out(merge_heads(o))
         return (y, a) if return_weights else y
 

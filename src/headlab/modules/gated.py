@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._heads import merge_heads
+from ._heads import check_choice, merge_heads
 from .softmax import MultiHeadAttention
 
 #: gate kind -> factory(d_model, n_heads, d_head) -> Linear producing the gate logits
@@ -33,8 +33,7 @@ class GatedAttention(MultiHeadAttention):
 
     def __init__(self, d_model: int, n_heads: int, gate: str = "elementwise", causal: bool = True):
         super().__init__(d_model, n_heads, causal)
-        if gate not in GATES:
-            raise ValueError(f"gate={gate!r}; valid gates: {sorted(GATES)}")
+        check_choice("gate", gate, GATES, "valid gates")
         self.gate_kind = gate
         self.gate = GATES[gate](d_model, n_heads, self.d_head)
         self.last_gate: torch.Tensor | None = None

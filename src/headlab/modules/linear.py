@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ._heads import causal_mask, merge_heads
+from ._heads import causal_mask, check_choice, merge_heads
 from .softmax import MultiHeadAttention
 
 EPS = 1e-6
@@ -34,8 +34,7 @@ NORMALIZE = ("none", "sum")
 
 
 def _check(feature_map: str, normalize: str) -> None:
-    if feature_map not in FEATURE_MAPS:
-        raise ValueError(f"feature_map={feature_map!r}; valid: {sorted(FEATURE_MAPS)}")
+    check_choice("feature_map", feature_map, FEATURE_MAPS)
     if normalize not in NORMALIZE:
         raise ValueError(f"normalize={normalize!r}; valid: {list(NORMALIZE)}")
 

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._heads import check_dims, check_input, merge_heads, split_heads
+from ._heads import check_choice, check_dims, check_input, merge_heads, split_heads
 
 P_MONETA, Q_MONETA, DELTA_YAAD, C_MEMORA = 3.0, 4.0, 1.0, 1.0
 
@@ -82,10 +82,8 @@ VARIANTS: dict[str, tuple[str, str]] = {
 
 
 def _check(q, k, v, alpha, eta, bias, retention):
-    if bias not in BIASES:
-        raise ValueError(f"bias={bias!r}; valid: {sorted(BIASES)}")
-    if retention not in RETENTIONS:
-        raise ValueError(f"retention={retention!r}; valid: {sorted(RETENTIONS)}")
+    check_choice("bias", bias, BIASES)
+    check_choice("retention", retention, RETENTIONS)
     if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"expected q, k (B,H,T,d_k) and v (B,H,T,d_v); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if alpha.shape != q.shape[:3] or eta.shape != q.shape[:3]:
@@ -141,8 +139,7 @@ class MirasMemory(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, variant: str = "moneta", chunk: int = 16):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r}; valid: {sorted(VARIANTS)}")
+        check_choice("variant", variant, VARIANTS)
         if chunk < 1:
             raise ValueError(f"chunk={chunk} must be >= 1")
         self.d_head = check_dims(d_model, n_heads)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._heads import merge_heads
+from ._heads import check_choice, merge_heads
 from .softmax import MultiHeadAttention
 
 
@@ -84,8 +84,7 @@ class MoHAttention(MultiHeadAttention):
             raise ValueError(f"top_k={top_k} must be in [0, n_heads - n_shared = {n_heads - n_shared}]")
         if n_shared + top_k == 0:
             raise ValueError("n_shared + top_k must be >= 1 (at least one active head)")
-        if router not in ROUTERS:
-            raise ValueError(f"router={router!r}; valid routers: {sorted(ROUTERS)}")
+        check_choice("router", router, ROUTERS, "valid routers")
         self.n_shared, self.n_routed, self.top_k, self.router = n_shared, n_heads - n_shared, top_k, router
         if router == "trainable":
             self.w_shared = nn.Linear(d_model, max(n_shared, 1), bias=False)

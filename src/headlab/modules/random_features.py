@@ -12,11 +12,10 @@ Shapes: x (B, T, D) -> (B, T, D); ``return_weights`` gives A (B, H, T, T).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._heads import check_dims, check_input, merge_heads, split_heads
-from .softmax import softmax_weights
+from .softmax import softmax_attend
 
 
 class RandomFeatureAttention(nn.Module):
@@ -34,11 +33,6 @@ class RandomFeatureAttention(nn.Module):
         check_input(x, self.d_model)
         w_q, w_k = self.get_buffer("w_q"), self.get_buffer("w_k")
         q, k = split_heads(x @ w_q, self.n_heads), split_heads(x @ w_k, self.n_heads)
-        v = split_heads(self.value(x), self.n_heads)
-        if return_weights:
-            a = softmax_weights(q, k, self.causal)
-            o = a @ v
-        else:
-            a, o = None, F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        o, a = softmax_attend(q, k, split_heads(self.value(x), self.n_heads), self.causal, return_weights)
         y = self.out(merge_heads(o))
         return (y, a) if return_weights else y

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._heads import causal_mask, merge_heads
+from ._heads import causal_mask, check_choice, merge_heads
 from .softmax import MultiHeadAttention
 
 EPS = 1e-8
@@ -32,8 +32,7 @@ NORMALIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def sigmoid_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True, normalize: str = "none") -> torch.Tensor:
     """σ(q k^T/√d) with the causal mask multiplied in: q (B,H,T,d), k (B,H,S,d) -> (B,H,T,S)."""
-    if normalize not in NORMALIZERS:
-        raise ValueError(f"normalize={normalize!r}; valid: {sorted(NORMALIZERS)}")
+    check_choice("normalize", normalize, NORMALIZERS)
     t, s = q.shape[-2], k.shape[-2]
     w = torch.sigmoid(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]))
     if causal:
@@ -51,8 +50,7 @@ class SigmoidAttention(MultiHeadAttention):
 
     def __init__(self, d_model: int, n_heads: int, normalize: str = "none", causal: bool = True):
         super().__init__(d_model, n_heads, causal)
-        if normalize not in NORMALIZERS:
-            raise ValueError(f"normalize={normalize!r}; valid: {sorted(NORMALIZERS)}")
+        check_choice("normalize", normalize, NORMALIZERS)
         self.normalize = normalize
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):

@@ -25,6 +25,14 @@ def softmax_weights(q: torch.Tensor, k: torch.Tensor, causal: bool = True) -> to
     return scores.softmax(-1)
 
 
+def softmax_attend(q, k, v, causal: bool, return_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-head outputs o (B,H,T,d) and, with ``return_weights``, A (B,H,T,S) on the eager path (SDPA otherwise)."""
+    if return_weights:
+        a = softmax_weights(q, k, causal)
+        return a @ v, a
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal), None
+
+
 class MultiHeadAttention(nn.Module):
     """Causal (or bidirectional) multi-head softmax attention with fused q/k/v projection."""
 
@@ -43,10 +51,7 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q, k, v, return_weights: bool):
         """Per-head outputs o (B,H,T,d) and optionally A (B,H,T,T)."""
-        if return_weights:
-            a = softmax_weights(q, k, self.causal)
-            return a @ v, a
-        return F.scaled_dot_product_attention(q, k, v, is_causal=self.causal), None
+        return softmax_attend(q, k, v, self.causal, return_weights)
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         q, k, v = self.heads(x)

@@ -47,6 +47,8 @@ def heuristic_chunks(k: torch.Tensor, chunk_size: int, window: int = 4) -> torch
 
 
 class DHSA(DynamicPattern):
+    """DHSA training-free: chunk-level scores, length-normalised pooling, top-k token selection."""
+
     def __init__(
         self,
         block: int = 64,
@@ -119,14 +121,5 @@ class DHSA(DynamicPattern):
         )
 
 
-def dhsa(
-    block: int = 64,
-    topk_tokens: int = 1024,
-    local_tokens: int = 128,
-    global_tokens: int = 128,
-    chunks: str = "fixed",
-    chunk_size: int = 64,
-    instruction_tokens: int = 64,
-) -> DynamicPattern:
-    """DHSA training-free: chunk-level scores, length-normalised pooling, top-k token selection."""
-    return DHSA(block, topk_tokens, local_tokens, global_tokens, chunks, chunk_size, instruction_tokens)
+#: the factory is the class: one signature and one set of defaults
+dhsa = DHSA

@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from ..data.tasks.base import Item, Task, score_generation
 from ..measure.record import encode_left
+from ..progress import progress_bar
 
 
 @dataclass
 class Result:
+    """Per-item scores of :func:`evaluate`: label-word scoring for choice tasks (the likeliest choice by its
+    first token, the few-shot classification protocol of GPT-3, Brown et al., arXiv 2005.14165), greedy
+    generation scored by the task's metric otherwise."""
+
     correct: torch.Tensor  # (N,) float 0/1
     margin: torch.Tensor  # (N,) log-prob of the gold choice minus the best other (choice tasks), else 0
     outputs: list[str]
@@ -28,6 +32,19 @@ class Result:
     @property
     def accuracy(self) -> float:
         return float(self.correct.mean())
+
+    def to_frame(self):
+        """pandas DataFrame, one row per item: item, correct (0/1), margin, output (needs ``headlab[frames]``)."""
+        from ..engine.frames import pandas
+
+        return pandas().DataFrame(
+            {
+                "item": list(range(len(self.outputs))),
+                "correct": self.correct.tolist(),
+                "margin": self.margin.tolist(),
+                "output": list(self.outputs),
+            }
+        )
 
 
 def _groups(enc: dict, items: Sequence[Item]) -> dict[str, list[list[int]]]:
@@ -69,8 +86,11 @@ def evaluate(
 
     correct, margins, outputs = [], [], []
     gen = task.kind == "generate"
-    with torch.no_grad(), attach(model, edits=list(edits)) as run, Progress(transient=True, disable=not progress) as bar:
-        job = bar.add_task(desc or task.name, total=len(items))
+    with (
+        torch.no_grad(),
+        attach(model, edits=list(edits)) as run,
+        progress_bar(desc or task.name, len(items), quiet=not progress) as bar,
+    ):
         for i in range(0, len(items), batch_size):
             chunk = list(items[i : i + batch_size])
             enc = encode_left(tokenizer, [it.prompt for it in chunk], max_length, return_offsets=True)
@@ -100,5 +120,5 @@ def evaluate(
                     correct.append(float(pred == it.label))
                     margins.append(float(lp[it.label] - others.max()))
                     outputs.append(it.choices[pred])
-            bar.advance(job, len(chunk))
+            bar(len(chunk))
     return Result(torch.tensor(correct), torch.tensor(margins), outputs)

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
 
 from ..data.tasks.base import Item
 from ..engine.hf import model_shape
 from ..engine.sites import format_site
 from ..measure.record import encode_left
+from ..models import DEFAULT_MODEL
+from ..progress import Bar, progress_bar
 from .evaluate import choice_ids
 from .guidance import check_scale, check_u, forward_logits, guide, head_list, perturbed_last_logits
 
@@ -96,7 +97,7 @@ def _objective(plain: torch.Tensor, pert: torch.Tensor, scale: float, batch: Cho
     return float(choice_scores(guide(plain, pert, scale), batch)[0].mean())
 
 
-def _score_sets(model, batch, plain, sets, u, scale, max_rows, bar=None, job=None) -> list[float]:
+def _score_sets(model, batch, plain, sets, u, scale, max_rows, bar: Bar | None = None) -> list[float]:
     out = []
     per = max(1, max_rows // batch.ids.shape[0])
     for c0 in range(0, len(sets), per):
@@ -104,7 +105,7 @@ def _score_sets(model, batch, plain, sets, u, scale, max_rows, bar=None, job=Non
         pert = perturbed_last_logits(model, batch.ids, batch.mask, chunk, u, max_rows)
         out += [_objective(plain, pert[j], scale, batch) for j in range(len(chunk))]
         if bar is not None:
-            bar.advance(job, len(chunk))
+            bar(len(chunk))
     return out
 
 
@@ -146,19 +147,19 @@ def headhunt(
     n_pool = len(cand) if not prescreen_layers else sum(1 for l, _ in cand if l in layers[:prescreen_layers])
     if rounds * per_round > n_pool:
         raise ValueError(f"rounds x per_round = {rounds * per_round} heads, but the candidate pool has {n_pool} heads")
-    with Progress(transient=True, disable=not progress) as bar:
+    with progress_bar(quiet=not progress) as bar:
         if prescreen_layers:
-            job = bar.add_task("headhunt: layers", total=len(layers))
+            job = bar.task("headhunt: layers", total=len(layers))
             sets = [[p for p in cand if p[0] == l] for l in layers]
-            sc = _score_sets(model, batch, plain, sets, u, scale, max_rows, bar, job)
+            sc = _score_sets(model, batch, plain, sets, u, scale, max_rows, job)
             order = sorted(range(len(layers)), key=lambda i: (-sc[i], layers[i]))
             kept = sorted(layers[i] for i in order[:prescreen_layers])
             hunt.prescreen = {"scores": {f"L{l}": sc[i] for i, l in enumerate(layers)}, "kept": kept}
             cand = [p for p in cand if p[0] in kept]
         for r in range(rounds):
             rest = [p for p in cand if p not in hunt.heads]
-            job = bar.add_task(f"headhunt: round {r + 1}/{rounds}", total=len(rest))
-            sc = _score_sets(model, batch, plain, [[*hunt.heads, p] for p in rest], u, scale, max_rows, bar, job)
+            job = bar.task(f"headhunt: round {r + 1}/{rounds}", total=len(rest))
+            sc = _score_sets(model, batch, plain, [[*hunt.heads, p] for p in rest], u, scale, max_rows, job)
             order = sorted(range(len(rest)), key=lambda i: (-sc[i], rest[i]))
             added = [rest[i] for i in order[:per_round]]
             hunt.heads += added
@@ -205,8 +206,7 @@ def evaluate_guidance(
         check_u(u)
         check_scale(s)
     acc: dict[str, dict[str, list]] = {k: {"correct": [], "logp": []} for k in ["plain", *sets]}
-    with Progress(transient=True, disable=not progress) as bar:
-        job = bar.add_task("guided evaluation", total=len(items))
+    with progress_bar("guided evaluation", len(items), quiet=not progress) as bar:
         for i in range(0, len(items), batch_size):
             batch = choice_batch(tok, items[i : i + batch_size])
             plain = plain_logits(model, batch)
@@ -218,7 +218,7 @@ def evaluate_guidance(
                 lp, ok = choice_scores(guide(plain, pert, s), batch)
                 acc[name]["logp"].append(lp)
                 acc[name]["correct"].append(ok)
-            bar.advance(job, len(batch.labels))
+            bar(len(batch.labels))
     return {k: {m: torch.cat(v) for m, v in d.items()} for k, d in acc.items()}
 
 
@@ -249,7 +249,7 @@ def run_headhunt(
     batch_size: int = 16,
     max_rows: int = 64,
     save: str | Path | None = None,
-    model_name: str = "smollm2-135m",
+    model_name: str = DEFAULT_MODEL,
     model_tok: tuple | None = None,
     progress: bool = True,
 ) -> dict:
@@ -336,9 +336,9 @@ def run_headhunt(
 
 def hunt_png(out: dict, n_layers: int, n_heads: int) -> bytes:
     """Round-1 objective gain per candidate head (grid) and accuracy with 95% intervals per condition."""
-    import io
-
     import matplotlib
+
+    from ..io import png_bytes
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -361,10 +361,7 @@ def hunt_png(out: dict, n_layers: int, n_heads: int) -> bytes:
     axes[1].set_ylim(0, 1)
     axes[1].set_ylabel("accuracy (95% Wilson)")
     axes[1].set_title(f"held-out: {out['eval_on']} items; hunted {', '.join(search['heads'])}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 __all__ = [

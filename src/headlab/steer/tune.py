@@ -44,14 +44,15 @@ def tune_grid(
     batch_size: int = 8,
     log: list | None = None,
     base: Result | None = None,
+    progress: bool = True,
 ) -> tuple[list, dict]:
     """Best candidate (name, edits) by tuning score; the empty edit list (baseline) always competes."""
     log = [] if log is None else log
-    base = base or evaluate(model, tokenizer, task, items, (), batch_size, desc="tune: baseline")
+    base = base or evaluate(model, tokenizer, task, items, (), batch_size, desc="tune: baseline", progress=progress)
     best = ("baseline", [], score_of(base))
     log.append({"candidate": "baseline", "accuracy": base.accuracy, "score": score_of(base)})
     for name, eds in candidates:
-        r = evaluate(model, tokenizer, task, items, eds, batch_size, desc=f"tune: {name}")
+        r = evaluate(model, tokenizer, task, items, eds, batch_size, desc=f"tune: {name}", progress=progress)
         log.append({"candidate": name, "accuracy": r.accuracy, "score": score_of(r)})
         if score_of(r) > best[2]:
             best = (name, eds, score_of(r))
@@ -69,6 +70,7 @@ def tune_zerotuning(
     grid: dict[str, Sequence[float]] | None = None,
     batch_size: int = 8,
     per_head: bool = False,
+    progress: bool = True,
 ) -> tuple[list, dict]:
     """Profile layer blocks with γ > 1 and γ < 1, keep the dominant direction's helpful blocks, sweep γ.
 
@@ -78,7 +80,7 @@ def tune_zerotuning(
     L = model.config.num_hidden_layers
     layers = list(range(L)) if layers is None else list(layers)
     grid = grid or {"up": (1.25, 1.5, 2.0, 3.0), "down": (0.8, 0.67, 0.5, 0.33)}
-    base = evaluate(model, tokenizer, task, items, (), batch_size, desc="zerotuning: baseline")
+    base = evaluate(model, tokenizer, task, items, (), batch_size, desc="zerotuning: baseline", progress=progress)
     b0 = score_of(base)
     trials: list[dict] = [{"candidate": "baseline", "accuracy": base.accuracy, "score": b0}]
     gain = {"up": [], "down": []}
@@ -92,6 +94,7 @@ def tune_zerotuning(
                 [make_zt(g, sites={l: "all" for l in blk})],
                 batch_size,
                 desc=f"zerotuning: profile L{blk[0]}-{blk[-1]} gamma={g}",
+                progress=progress,
             )
             d = score_of(r) - b0
             gain[way].append((blk, d))
@@ -110,7 +113,14 @@ def tune_zerotuning(
         for l in chosen:
             for h in range(H):
                 r = evaluate(
-                    model, tokenizer, task, items, [make_zt(g, sites=[(l, h)])], batch_size, desc=f"zerotuning: profile L{l}H{h}"
+                    model,
+                    tokenizer,
+                    task,
+                    items,
+                    [make_zt(g, sites=[(l, h)])],
+                    batch_size,
+                    desc=f"zerotuning: profile L{l}H{h}",
+                    progress=progress,
                 )
                 trials.append({"candidate": f"profile L{l}H{h} gamma={g}", "accuracy": r.accuracy, "delta": score_of(r) - b0})
                 if score_of(r) > b0:
@@ -123,7 +133,7 @@ def tune_zerotuning(
     best, best_s = None, b0
     for g in grid[way]:
         e = make_zt(g, sites=sites)
-        r = evaluate(model, tokenizer, task, items, [e], batch_size, desc=f"zerotuning: gamma={g}")
+        r = evaluate(model, tokenizer, task, items, [e], batch_size, desc=f"zerotuning: gamma={g}", progress=progress)
         trials.append(
             {
                 "candidate": f"gamma={g} on {e.describe().split(' on ')[1].split(':')[0]}",
@@ -147,11 +157,12 @@ def search_act(
     beta: float = 0.4,
     thr: float = 0.1,
     batch_size: int = 8,
+    progress: bool = True,
 ) -> tuple[list, dict]:
     """ACT head search by layer block: keep blocks whose calibration improves the tuning score."""
     L = model.config.num_hidden_layers
     layers = list(range(2, max(L - 1, 3))) if layers is None else list(layers)
-    base = evaluate(model, tokenizer, task, items, (), batch_size, desc="act: baseline")
+    base = evaluate(model, tokenizer, task, items, (), batch_size, desc="act: baseline", progress=progress)
     b0 = score_of(base)
     trials: list[dict] = [{"candidate": "baseline", "accuracy": base.accuracy, "score": b0}]
     good = []
@@ -164,6 +175,7 @@ def search_act(
             [make_act({l: "all" for l in blk}, beta, thr)],
             batch_size,
             desc=f"act: L{blk[0]}-{blk[-1]}",
+            progress=progress,
         )
         d = score_of(r) - b0
         trials.append({"candidate": f"L{blk[0]}-{blk[-1]}", "accuracy": r.accuracy, "delta": d})
@@ -180,7 +192,7 @@ def search_act(
     best, best_s = make_act({l: "all" for l in good[0][1]}, beta, thr), b0 + good[0][0]
     if len(cands) > 1:
         e = make_act({l: "all" for l in cands[1][1]}, beta, thr)
-        r = evaluate(model, tokenizer, task, items, [e], batch_size, desc="act: union")
+        r = evaluate(model, tokenizer, task, items, [e], batch_size, desc="act: union", progress=progress)
         trials.append({"candidate": "union", "accuracy": r.accuracy, "score": score_of(r)})
         if score_of(r) > best_s:
             best, best_s = e, score_of(r)

@@ -10,7 +10,6 @@ work (arXiv 2404.15574), what matters is which method reaches dense quality at t
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 
@@ -52,7 +51,7 @@ def plot_pareto(rows, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...io import atomic_write_bytes
+    from ...io import atomic_write_png
 
     rows = [r for r in rows if r.kind in ("dense", "plan")]
     if not rows:
@@ -121,7 +120,4 @@ def plot_pareto(rows, path) -> None:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_png(path, fig, dpi=120)

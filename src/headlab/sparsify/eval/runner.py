@@ -29,9 +29,11 @@ import torch
 from ...patterns.base import Pattern
 from ...patterns.presets import matched_window
 from ...stats import mcnemar_exact, wilson_interval
+from ...timing import order
 from . import plan_id
 from .decode import decode_record, dense_kv_bytes
 from .log import TrialLog
+from .report import EvalResult
 
 NAN = float("nan")
 
@@ -124,7 +126,7 @@ def evaluate(
     decode_prompts: int = 3,
     decode_tokens: int = 32,
     baseline: str | None = None,
-) -> list[Row]:
+) -> EvalResult:
     """Dense + every config (+ a sink_window of matched density when ``matched``) at each length.
 
     A config is a Pattern (applied to every layer except ``dense_layers``) or a per-head plan
@@ -166,7 +168,7 @@ def evaluate(
             return attach(model, pattern=layer_map) if layer_map else contextlib.nullcontext()
 
         for idx, it in enumerate(items):
-            for label, p in runs if idx % 2 == 0 else runs[::-1]:
+            for label, p in order(runs, idx):
                 key = dict(
                     kind="passkey", length=n, label=label, seed=it.seed, depth=it.depth, **_setting(p, source, dense_layers)
                 )
@@ -180,7 +182,7 @@ def evaluate(
                     progress(f"{n} tok · {label}")
             if idx >= decode_prompts:
                 continue
-            for label, p in timed if idx % 2 == 0 else timed[::-1]:
+            for label, p in order(timed, idx):
                 key = dict(
                     kind="decode",
                     length=n,
@@ -217,7 +219,7 @@ def evaluate(
                 baseline=baseline,
             )
         )
-    return rows
+    return EvalResult(rows)
 
 
 def _setting(p, source: str, dense_layers: Sequence[int]) -> dict:

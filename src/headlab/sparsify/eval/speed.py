@@ -10,18 +10,18 @@ No quality is measured; ``headlab sparsify eval --plan`` does both.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from ...io import markdown_table
+from ...timing import order, timed
+
 
 @torch.no_grad()
 def _prefill_s(model, ids: torch.Tensor) -> float:
-    t0 = time.perf_counter()
-    model(input_ids=ids, use_cache=False, logits_to_keep=1)
-    return time.perf_counter() - t0
+    return timed(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1))[0]
 
 
 def bench_plans(
@@ -52,7 +52,7 @@ def bench_plans(
         label: {"prefill_s": [], "decode_s": [], "tok_s": [], "cache": set(), "note": set()} for label, _ in configs
     }
     for r in range(repeats):
-        for label, p in configs if r % 2 == 0 else configs[::-1]:
+        for label, p in order(configs, r):  # no warm-up round: the protocol of the committed speed results
             if p is None:
                 res[label]["prefill_s"].append(_prefill_s(model, ids))
             else:
@@ -94,17 +94,20 @@ def bench_plans(
 
 def format_speed(rows: Sequence[dict]) -> str:
     """Markdown table of ``bench_plans`` rows."""
-    lines = [
-        "| config | KV fraction | prefill s (median) | prefill speedup [range] | decode tok/s (median) | "
-        "decode speedup [range] | cache |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['label']} | {r['kv_fraction']:.3f} | {statistics.median(r['prefill_s']):.2f} | "
-            f"{r['prefill_speedup']:.2f}x [{r['prefill_range'][0]:.2f}–{r['prefill_range'][1]:.2f}] | "
-            f"{statistics.median(r['decode_tok_s']):.1f} | "
-            f"{r['decode_speedup']:.2f}x [{r['decode_range'][0]:.2f}–{r['decode_range'][1]:.2f}] | "
-            f"{r['cache']}{' (' + r['note'] + ')' if r['note'] else ''} |"
-        )
-    return "\n".join(lines)
+    columns = ["config", "KV fraction", "prefill s (median)", "prefill speedup [range]", "decode tok/s (median)"]
+    columns += ["decode speedup [range]", "cache"]
+    return markdown_table(
+        columns,
+        (
+            [
+                r["label"],
+                f"{r['kv_fraction']:.3f}",
+                f"{statistics.median(r['prefill_s']):.2f}",
+                f"{r['prefill_speedup']:.2f}x [{r['prefill_range'][0]:.2f}–{r['prefill_range'][1]:.2f}]",
+                f"{statistics.median(r['decode_tok_s']):.1f}",
+                f"{r['decode_speedup']:.2f}x [{r['decode_range'][0]:.2f}–{r['decode_range'][1]:.2f}]",
+                f"{r['cache']}{' (' + r['note'] + ')' if r['note'] else ''}",
+            ]
+            for r in rows
+        ),
+    )

@@ -93,8 +93,9 @@ def make_plan(
 ) -> HeadPlan:
     """Profile ``model`` and return a per-head plan with kv_fraction <= ``budget`` at ``length`` tokens.
 
-    opts: sink (64), min_window (64), full_share (0.6: the share of the budget spent on full
-    heads), model_name (recorded in the plan), and method-specific options (retrieval: reduce, lengths, depths, needles).
+    opts: the fields of the method's request dataclass, the one home of their defaults (:class:`SplitRequest`:
+    sink, min_window, full_share, the share of the budget spent on full heads; model_name, recorded in the
+    plan; :class:`RetrievalRequest`: reduce, lengths, depths, needles, max_new; moa's and duo's requests).
     """
     if method not in PLANNERS:
         raise ValueError(f"unknown plan method {method!r}; choose one of {list(PLANNERS)}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ...patterns.headplan import HeadPlan, model_info, plan_from_entries
-from .budget import FULL, check_budget, streaming
+from .budget import FULL, check_budget, split_budget, streaming
 
 Progress = Callable[[int, int, str], None]
 
@@ -96,12 +96,35 @@ class SplitRequest(PlanRequest):
         if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not 0 <= fs <= 1:
             raise ValueError(f"full_share must be in [0, 1], got {fs!r}")
 
+    def split(self, model, full_share: float | None = None) -> tuple[int, int]:
+        """(k full KV heads, streaming window w) of ``model`` within the budget at ``length`` tokens
+        (``budget.split_budget``; ``full_share`` overrides the request's); checks the length against the model."""
+        check_length(model, self.length)
+        L, _, Hkv = model_shape(model)
+        share = self.full_share if full_share is None else full_share
+        return split_budget(L * Hkv, self.budget, self.length, full_share=share, sink=self.sink, min_window=self.min_window)
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 def model_shape(model) -> tuple[int, int, int]:
     """(layers, query heads, KV heads) as the plan records them."""
     info = model_info(model)
     return info["n_layers"], info["n_heads"], info["n_kv_heads"]
+
+
+def keyword_planner(
+    plan: Callable[..., HeadPlan], request: Callable[..., PlanRequest], name: str, doc: str
+) -> Callable[..., HeadPlan]:
+    """``plan(model, tokenizer, request(**settings), progress=..., cache_dir=...)`` with the request's fields as
+    keywords (the signature of ``make_plan`` minus ``method``): the request dataclass stays the one home of a
+    planner's settings and their defaults."""
+
+    def run(model, tokenizer, *, progress: Progress | None = None, cache_dir=None, **settings) -> HeadPlan:
+        return plan(model, tokenizer, request(**settings), progress=progress, cache_dir=cache_dir)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
 
 
 def tick(progress: Progress | None, done: int, total: int, what: str) -> None:
@@ -129,8 +152,10 @@ def split_plan(
     calibration,
     scores=None,
     t0: float,
+    **options,
 ) -> HeadPlan:
-    """A plan whose KV heads in ``full`` are causal and the rest sink_window(request.sink, window)."""
+    """A plan whose KV heads in ``full`` are causal and the rest sink_window(request.sink, window); ``options``
+    are recorded after the split's own."""
     L, _, Hkv = model_shape(model)
     sink, min_window = request.sink, request.min_window
     entries = [[FULL if (li, h) in full else streaming(sink, window) for h in range(Hkv)] for li in range(L)]
@@ -144,6 +169,13 @@ def split_plan(
         calibration=calibration,
         scores=scores,
         model_name=request.model_name,
-        options={"sink": sink, "window": window, "full_share": full_share, "min_window": min_window, "full_heads": len(full)},
+        options={
+            "sink": sink,
+            "window": window,
+            "full_share": full_share,
+            "min_window": min_window,
+            "full_heads": len(full),
+            **options,
+        },
         seconds=round(time.time() - t0, 2),
     )

@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 
 from ...patterns.headplan import HeadPlan, model_fingerprint
-from .budget import split_budget
 from .common import (
     Progress,
     SplitRequest,
     as_tuple,
     check_int,
     check_ints,
-    check_length,
+    keyword_planner,
     model_shape,
     split_plan,
     tick,
@@ -139,17 +138,9 @@ def retrieval_head_scores(
 def plan(model, tokenizer, request: RetrievalRequest, *, progress: Progress | None = None, cache_dir=None) -> HeadPlan:
     """The k KV heads whose query heads score highest (``request.reduce``: "max" or "mean" over the
     group) stay full. Ties are broken by (layer, head) order, so the plan is deterministic for a seed."""
-    check_length(model, request.length)
     t0 = time.time()
+    k, w = request.split(model)
     L, H, Hkv = model_shape(model)
-    k, w = split_budget(
-        L * Hkv,
-        request.budget,
-        request.length,
-        full_share=request.full_share,
-        sink=request.sink,
-        min_window=request.min_window,
-    )
     res = retrieval_head_scores(
         model,
         tokenizer,
@@ -189,40 +180,12 @@ def plan(model, tokenizer, request: RetrievalRequest, *, progress: Progress | No
     )
 
 
-def plan_retrieval(
-    model,
-    tokenizer,
-    *,
-    budget,
-    length,
-    seed=0,
-    progress=None,
-    cache_dir=None,
-    sink: int = 64,
-    min_window: int = 64,
-    full_share: float = 0.6,
-    reduce: str = "max",
-    lengths=RETRIEVAL_LENGTHS,
-    depths=RETRIEVAL_DEPTHS,
-    needles=RETRIEVAL_NEEDLES,
-    max_new: int = 24,
-    model_name: str | None = None,
-) -> HeadPlan:
-    """The k KV heads whose query heads score highest (``reduce``: "max" or "mean" over the group) stay full.
+plan_retrieval = keyword_planner(
+    plan,
+    RetrievalRequest,
+    "plan_retrieval",
+    """The k KV heads whose query heads score highest (``reduce``: "max" or "mean" over the group) stay full;
+    keywords: the fields of :class:`RetrievalRequest`.
 
-    Ties are broken by (layer, head) order, so the plan is deterministic for a seed."""
-    request = RetrievalRequest(
-        budget=budget,
-        length=length,
-        seed=seed,
-        sink=sink,
-        min_window=min_window,
-        full_share=full_share,
-        reduce=reduce,
-        lengths=lengths,
-        depths=depths,
-        needles=needles,
-        max_new=max_new,
-        model_name=model_name,
-    )
-    return plan(model, tokenizer, request, progress=progress, cache_dir=cache_dir)
+    Ties are broken by (layer, head) order, so the plan is deterministic for a seed.""",
+)

@@ -20,17 +20,15 @@ second budget reuses them without retraining.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ....patterns.headplan import HeadPlan, model_fingerprint, model_info, plan_from_entries
-from ..budget import FULL, split_budget, streaming
-from ..common import Progress, SplitRequest, as_tuple, check_length, weights_digest
+from ....patterns.headplan import HeadPlan, model_fingerprint
+from ....progress import progress_bar
+from ..common import Progress, SplitRequest, as_tuple, keyword_planner, split_plan, weights_digest
 from .data import INTRO
 from .train import DuoSettings, GateProfile, train_gates
 
@@ -57,27 +55,6 @@ def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
     return folder / f"duo-{model_fingerprint(model)}-{key}.json", key_fields
-
-
-@contextlib.contextmanager
-def _rich_progress(total: int) -> Iterator[Progress]:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("duo gates"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        transient=False,
-    ) as bar:
-        task = bar.add_task("", total=total)
-
-        def tick(done: int, tot: int, what: str) -> None:
-            bar.update(task, completed=done, total=tot, description=what)
-
-        yield tick
 
 
 def gate_profile(
@@ -110,11 +87,8 @@ def gate_profile(
 
         return train_gates(model, tokenizer, settings, seed=seed, progress=cb)
 
-    if progress is None:
-        with _rich_progress(settings.steps) as tick:
-            prof = run(tick)
-    else:
-        prof = run(progress)
+    with progress_bar("duo gates", settings.steps, quiet=progress is not None, transient=False) as bar:
+        prof = run(progress or bar.update)
     from ....io import atomic_write_json
 
     atomic_write_json(
@@ -191,23 +165,11 @@ class DuoRequest(SplitRequest):
 def plan(model, tokenizer, request: DuoRequest, *, progress: Progress | None = None, cache_dir=None) -> HeadPlan:
     """A per-KV-head plan with kv_fraction <= ``request.budget`` at ``request.length`` tokens from
     trained DuoAttention gates (from the cache when the same training ran before)."""
-    length = check_length(model, request.length)
-    budget, seed, sink, min_window, full_share = (
-        request.budget,
-        request.seed,
-        request.sink,
-        request.min_window,
-        request.full_share,
-    )
     t0 = time.time()
-    settings = request.train
-    info = model_info(model)
-    L, Hkv = info["n_layers"], info["n_kv_heads"]
-    k, w = split_budget(L * Hkv, budget, length, full_share=full_share, sink=sink, min_window=min_window)
+    k, w = request.split(model)
+    seed, settings = request.seed, request.train
     prof, cached = gate_profile(model, tokenizer, settings, seed=seed, progress=progress, cache_dir=cache_dir)
-    order = rank_kv_heads(prof.gates, prof.pull)
-    full = set(order[:k])
-    entries = [[FULL if (li, h) in full else streaming(sink, w) for h in range(Hkv)] for li in range(L)]
+    full = set(rank_kv_heads(prof.gates, prof.pull)[:k])
     losses = prof.losses
     head = max(1, len(losses) // 10)
     calibration = {
@@ -235,64 +197,31 @@ def plan(model, tokenizer, request: DuoRequest, *, progress: Progress | None = N
             prof.gates,
             prof.losses,
             sorted(full),
-            title=f"duo gates, {len(full)} of {L * Hkv} KV heads full, sink_window({sink}, {w}) "
-            f"for the rest at {length} tokens (budget {budget})",
+            title=f"duo gates, {len(full)} of {len(prof.gates) * len(prof.gates[0])} KV heads full, "
+            f"sink_window({request.sink}, {w}) for the rest at {request.length} tokens (budget {request.budget})",
         )
-    return plan_from_entries(
-        entries,
+    return split_plan(
         model,
-        length=length,
+        full,
+        w,
+        request,
         method="duo",
-        budget=budget,
-        seed=seed,
+        full_share=request.full_share,
         calibration=calibration,
         scores=prof.gates,
-        model_name=request.model_name,
-        options={
-            "sink": sink,
-            "window": w,
-            "full_share": full_share,
-            "min_window": min_window,
-            "full_heads": len(full),
-            "rank": "gate, ties by accumulated distillation pull",
-        },
-        seconds=round(time.time() - t0, 2),
+        t0=t0,
+        rank="gate, ties by accumulated distillation pull",
     )
 
 
-def make_plan(
-    model,
-    tokenizer,
-    *,
-    budget: float,
-    length: int,
-    seed: int = 0,
-    progress: Progress | None = None,
-    cache_dir=None,
-    sink: int = 64,
-    min_window: int = 64,
-    full_share: float = 0.6,
-    model_name: str | None = None,
-    plot=None,
-    **opts,
-) -> HeadPlan:
+make_plan = keyword_planner(
+    plan,
+    DuoRequest.from_options,
+    "make_plan",
     """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
 
-    opts (training; part of the cache key): steps (36), items (12 distinct samples), train_lengths
-    ((1024,)), train_sink (64), train_window (128), lr (0.05), reg (0.05), init (1.0), n_facts (4).
-    ``full_share`` (0.6) of the budget goes to full heads, the rest to the streaming heads'
-    windows; ``sink`` and ``min_window`` are the streaming heads' sink and smallest window.
-    ``plot``: a path for a PNG of the gates (full heads outlined) and the loss curve.
-    """
-    request = DuoRequest.from_options(
-        budget=budget,
-        length=length,
-        seed=seed,
-        sink=sink,
-        min_window=min_window,
-        full_share=full_share,
-        model_name=model_name,
-        plot=plot,
-        **opts,
-    )
-    return plan(model, tokenizer, request, progress=progress, cache_dir=cache_dir)
+    Keywords (defaults: the dataclasses): the split of :class:`DuoRequest` (seed, sink, min_window, full_share of
+    the budget to full heads, model_name, ``plot``: a path for a PNG of the gates and the loss curve) and the
+    training of :class:`DuoSettings` (part of the cache key): steps, items, train_lengths, train_sink,
+    train_window, lr, reg, init, n_facts.""",
+)

@@ -3,7 +3,6 @@ the full heads of a plan outlined, next to the training loss curve."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ....io import atomic_write_bytes  # noqa: E402
+from ....io import atomic_write_png  # noqa: E402
 
 
 def plot_gates(path, gates, losses, full=None, title: str = "") -> Path:
@@ -41,7 +40,4 @@ def plot_gates(path, gates, losses, full=None, title: str = "") -> Path:
     b.set_title("gate training", fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write_png(path, fig)

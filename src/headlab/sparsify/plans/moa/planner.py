@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from ....patterns.headplan import HeadPlan, model_fingerprint, model_info, plan_from_entries
+from ....progress import progress_bar
 from ..budget import FULL
-from ..common import PlanRequest, Progress, as_tuple, check_int, check_ints, check_length, weights_digest
+from ..common import PlanRequest, Progress, as_tuple, check_int, check_ints, check_length, keyword_planner, weights_digest
 from .influence import capture, distance_histogram
 from .rules import DEFAULT_ALPHAS, DEFAULT_BETAS, FULL_RULE, candidate_rules, check_rules_grid, choose, kept_keys, rule_losses
 
@@ -131,14 +132,6 @@ def _profile_sequence(model, ids: torch.Tensor, response: int, sink: int, chunk:
     return torch.stack(hists), torch.stack(sinks), float(loss.detach())
 
 
-def _bar(total: int, what: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
-    task = prog.add_task(what, total=total)
-    return prog, lambda done, tot, desc: prog.update(task, completed=done, description=desc)
-
-
 def _weights_digest(model) -> str:
     return weights_digest(model)
 
@@ -218,18 +211,15 @@ def profile(
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed and replaced
             pass
     t0 = time.time()
-    bar = None
-    if progress is None:
-        bar, progress = _bar(total, "MoA profile")
-        bar.start()
-    try:
+    with progress_bar("MoA profile", total, quiet=progress is not None) as bar:
+        tick = progress or bar.update
         hist, sinks, losses = {}, {}, {}
         done = 0
         for n in lengths:
             acc_h = acc_s = None
             acc_l = 0.0
             for i in range(items):
-                progress(done, total, f"MoA profile: {n} tokens, item {i + 1}/{items}")
+                tick(done, total, f"MoA profile: {n} tokens, item {i + 1}/{items}")
                 ids = _continue(model, _prompt_ids(model, tokenizer, n - response, i, seed, data), response)
                 h, s, loss = _profile_sequence(model, ids, response, sink, chunk)
                 acc_h = h if acc_h is None else acc_h + h
@@ -237,10 +227,7 @@ def profile(
                 acc_l += loss
                 done += 1
             hist[n], sinks[n], losses[n] = acc_h / items, acc_s / items, acc_l / items
-        progress(total, total, "MoA profile done")
-    finally:
-        if bar is not None:
-            bar.stop()
+        tick(total, total, "MoA profile done")
     result = {
         "settings": settings,
         "fingerprint": fp,
@@ -384,46 +371,15 @@ def plan(model, tokenizer, request: MoaRequest, *, progress: Progress | None = N
     )
 
 
-def make_plan(
-    model,
-    tokenizer,
-    *,
-    budget,
-    length,
-    seed: int = 0,
-    progress: Progress | None = None,
-    cache_dir=None,
-    lengths=DEFAULT_LENGTHS,
-    items: int = 4,
-    response: int = 64,
-    sink: int = 64,
-    alphas=DEFAULT_ALPHAS,
-    betas=DEFAULT_BETAS,
-    data: str | None = None,
-    cache: bool = True,
-    chunk: int | None = None,
-    model_name: str | None = None,
-) -> HeadPlan:
+make_plan = keyword_planner(
+    plan,
+    MoaRequest,
+    "make_plan",
     """A MoA plan for ``model``: per KV head an elastic rule alpha + beta * N (plus ``sink``) or full,
-    with kv_fraction <= ``budget`` at ``length`` tokens.
+    with kv_fraction <= ``budget`` at ``length`` tokens; keywords: the fields of :class:`MoaRequest`.
 
-    Options: lengths (profiled lengths, default 1024 and 2048), items (sequences per length),
+    Options: lengths (profiled lengths), items (sequences per length),
     response (continuation tokens the loss is taken on), sink, alphas / betas (the candidate
     grid; the full rule is always a candidate), data ("prose" or "synthetic"), cache (reuse /
-    write the on-disk profile), chunk (query rows per influence block), model_name."""
-    request = MoaRequest(
-        budget=budget,
-        length=length,
-        seed=seed,
-        lengths=lengths,
-        items=items,
-        response=response,
-        sink=sink,
-        alphas=alphas,
-        betas=betas,
-        data=data,
-        cache=cache,
-        chunk=chunk,
-        model_name=model_name,
-    )
-    return plan(model, tokenizer, request, progress=progress, cache_dir=cache_dir)
+    write the on-disk profile), chunk (query rows per influence block), model_name.""",
+)

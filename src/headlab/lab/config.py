@@ -1,0 +1,187 @@
+"""The configuration of every lab experiment: one frozen dataclass per experiment whose fields are its sizes and
+knobs with their defaults, the one home of those numbers (this module imports no torch, so the command line
+reads it at once).
+
+- ``run(config=None, *, quiet=False, **overrides)`` of ``headlab.lab.<experiment>`` starts from the
+  dataclass (or ``config``) and replaces the fields named in ``overrides``;
+- the ``headlab lab <experiment>`` options take their defaults from the fields, and ``--smoke`` applies
+  the experiment's :data:`SMOKE` sizes;
+- the result records :meth:`LabConfig.record` as its ``config``;
+- the claims harness tests that every size it registers agrees with the fields it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="LabConfig")
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    """What every experiment takes: ``seed`` (data and initialisation)."""
+
+    NAME: ClassVar[str] = ""
+    seed: int = 0
+
+    @classmethod
+    def make(cls: type[C], config: C | None = None, **overrides: Any) -> C:
+        """``config`` (default: the defaults) with the fields in ``overrides`` replaced; TypeError naming an unknown one."""
+        if config is not None and not isinstance(config, cls):
+            raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+        valid = [f.name for f in fields(cls)]
+        bad = sorted(set(overrides) - set(valid))
+        if bad:
+            raise TypeError(f"{cls.NAME}: unknown setting(s) {bad}; valid: {valid}")
+        return replace(config if config is not None else cls(), **overrides)
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """The configuration as a result records it: every field but the run's name (tuples as lists), then ``extra``."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+        return {**{k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}, **extra}
+
+
+@dataclass(frozen=True)
+class TinyLMConfig(LabConfig):
+    """The tiny LMs of ``sinks``, ``moh`` and ``deconstruct`` (:func:`headlab.lab.tiny_lm`) and their budget:
+    ``steps`` of ``batch`` windows of ``seq_len`` tokens at peak learning rate ``lr``."""
+
+    steps: int = 1000
+    layers: int = 2
+    d_model: int = 64
+    heads: int = 4
+    batch: int = 32
+    seq_len: int = 64
+    lr: float = 3e-3
+
+
+@dataclass(frozen=True)
+class SinksConfig(TinyLMConfig):
+    """``sinks``: softmax / sigmoid / gated tiny LMs; ``evals`` sink probes over training; ``data`` "text" or
+    "backcopy"; ``mlp`` / ``tied`` the architecture; ``repeats`` seeds per mechanism; ``name`` the run's name."""
+
+    NAME: ClassVar[str] = "sinks"
+    steps: int = 1200
+    weight_decay: float = 0.01
+    evals: int = 8
+    data: str = "text"
+    mlp: bool = True
+    tied: bool = True
+    repeats: int = 1
+    name: str = NAME
+
+
+@dataclass(frozen=True)
+class InductionConfig(LabConfig):
+    """``induction``: Reddy's bursty task (K classes, L labels, item dimension D, N pairs in bursts of B, ...)."""
+
+    NAME: ClassVar[str] = "induction"
+    steps: int = 5000
+    K: int = 16384
+    L: int = 32
+    D: int = 31
+    N: int = 4
+    B: int = 2
+    p_bursty: float = 0.9
+    alpha: float = 0.0
+    eps: float = 0.1
+    batch: int = 128
+    lr: float = 3e-3
+    eval_every: int = 100
+
+
+@dataclass(frozen=True)
+class IclRegressionConfig(LabConfig):
+    """``icl-regression``: input dimension d, context length n, the head counts trained, test lengths."""
+
+    NAME: ClassVar[str] = "icl-regression"
+    steps: int = 6000
+    d: int = 5
+    n: int = 20
+    heads: tuple[int, ...] = (1, 2, 4)
+    batch: int = 256
+    lr: float = 1e-3
+    noise: float = 0.5
+    test_lengths: tuple[int, ...] = (20, 40, 80)
+
+
+@dataclass(frozen=True)
+class MemoryCapacityConfig(LabConfig):
+    """``memory-capacity``: key widths d_ks, value width d_v, random memories per point, softmax β."""
+
+    NAME: ClassVar[str] = "memory-capacity"
+    d_ks: tuple[int, ...] = (16, 32, 64, 128)
+    d_v: int = 64
+    trials: int = 5
+    beta: float = 16.0
+
+
+@dataclass(frozen=True)
+class MohConfig(TinyLMConfig):
+    """``moh``: tiny LMs with MoH at ``fractions`` of active heads vs MHA; ``converge`` > 0 sets the budget by
+    the converged MHA (checked every ``check_every`` steps, cap ``steps``); ``name`` the run's name."""
+
+    NAME: ClassVar[str] = "moh"
+    steps: int = 800
+    heads: int = 8
+    fractions: tuple[float, ...] = (0.5, 0.75, 0.9)
+    converge: float = 0.0
+    check_every: int = 200
+    name: str = NAME
+
+
+@dataclass(frozen=True)
+class DeconstructConfig(TinyLMConfig):
+    """``deconstruct``: 13 tiny LMs (uniform and hybrid stacks) at one budget; ``name`` the run's name."""
+
+    NAME: ClassVar[str] = "deconstruct"
+    steps: int = 300
+    layers: int = 4
+    batch: int = 16
+    eval_batches: int = 8
+    name: str = NAME
+
+
+@dataclass(frozen=True)
+class RfMeanConfig(LabConfig):
+    """``rf-mean``: input dimension d, keys per item, heads M, training sizes, QK means, noise σ, target γ,
+    seeds, validation and test items."""
+
+    NAME: ClassVar[str] = "rf-mean"
+    d: int = 8
+    keys: int = 16
+    heads: int = 128
+    sizes: tuple[int, ...] = (128, 512, 2048)
+    means: tuple[float, ...] = (0.0, 4.0)
+    sigma: float = 2.0
+    gamma: float = 4.0
+    seeds: int = 5
+    n_val: int = 512
+    n_test: int = 2048
+
+
+#: experiment name -> its configuration dataclass
+CONFIGS: dict[str, type[LabConfig]] = {
+    c.NAME: c
+    for c in (
+        SinksConfig,
+        InductionConfig,
+        IclRegressionConfig,
+        MemoryCapacityConfig,
+        MohConfig,
+        DeconstructConfig,
+        RfMeanConfig,
+    )
+}
+
+#: experiment name -> the sizes of ``--smoke`` (a seconds-long configuration for tests and CI)
+SMOKE: dict[str, dict[str, Any]] = {
+    "sinks": dict(steps=4, layers=1, d_model=16, heads=2, batch=4, seq_len=16, evals=2),
+    "induction": dict(steps=6, K=16, D=15, batch=8, eval_every=2),
+    "icl-regression": dict(steps=5, batch=16, test_lengths=(20,)),
+    "memory-capacity": dict(d_ks=(8, 16), trials=1),
+    "moh": dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, check_every=1),
+    "deconstruct": dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1),
+    "rf-mean": dict(heads=4, sizes=(16, 32), seeds=1, n_val=32, n_test=64),
+}

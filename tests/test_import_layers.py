@@ -5,6 +5,7 @@ of every ``import`` in src/headlab (including imports inside functions) against 
 so the direction is enforced even where import-linter is absent."""
 
 import ast
+import functools
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """{module: headlab modules it imports}, from every import statement (top level or not)."""
     files = {module_name(p): p for p in (SRC / "headlab").rglob("*.py")}

@@ -101,6 +101,7 @@ def test_quality_training_learns_a_trivial_copy():
     assert acc == 1.0 and n == 200
 
 
+@pytest.mark.slow
 def test_cli_runs_end_to_end_at_a_tiny_size(tmp_path):
     from headlab.cli import app
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
+from conftest import REVIEW_WORDS, llama, word_tokenizer
 from typer.testing import CliRunner
 
 import headlab.cli as cli
@@ -14,19 +14,7 @@ from headlab.cli import app
 from headlab.version import __version__
 
 WORDS = [
-    "the",
-    "a",
-    "film",
-    "movie",
-    "was",
-    "is",
-    "great",
-    "awful",
-    "good",
-    "bad",
-    "fun",
-    "dull",
-    "plot",
+    *REVIEW_WORDS,
     "no",
     "yes",
     "capital",
@@ -40,19 +28,11 @@ WORDS = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]"] + WORDS)}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
+    tok = word_tokenizer(WORDS, split="whitespace_split")
+    model = llama(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=48,
-        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
@@ -61,7 +41,7 @@ def model_dir(tmp_path_factory):
         bos_token_id=1,
     )
     d = tmp_path_factory.mktemp("tiny-model")
-    LlamaForCausalLM(cfg).eval().save_pretrained(d)
+    model.save_pretrained(d)
     tok.save_pretrained(d)
     return d
 
@@ -143,11 +123,14 @@ def test_steer_task_file_json(model_dir, tmp_path):
             6,
             "--model",
             model_dir,
+            "--out",
+            tmp_path / "mine.json",
             "--json",
             "--quiet",
         ]
     )
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "mine.json").is_file() and (tmp_path / "mine.items.jsonl").is_file()
     doc = json.loads(r.stdout)
     assert doc["task"] == "mine" and doc["eval_on"] == 6
     assert doc["results"]["stats"]["baseline"]["n"] == 6 and doc["edits"][0]["sites"] == [[1, 2]]
@@ -176,11 +159,14 @@ def test_steer_generation_task_from_csv_with_field_names(model_dir, tmp_path):
             3,
             "--model",
             model_dir,
+            "--save",
+            tmp_path / "qa.json",
             "--json",
             "--quiet",
         ]
     )
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "qa.json").is_file()  # --save: the older spelling of --out
     doc = json.loads(r.stdout)
     assert doc["task"] == "qa" and doc["results"]["stats"]["steered"]["n"] == 3
 
@@ -197,7 +183,23 @@ def test_steer_errors_go_to_stderr_with_exit_2(model_dir, tmp_path):
         '{"prompt": "a", "choices": [" no", " yes"], "label": 0}\n{"prompt": "b", "choices": [" no", " yes"], "label": 5}\n',
         encoding="utf-8",
     )
-    r = _steer(["ablate", "--sites", "L0", "--task", f, "--tune-on", 0, "--eval-on", 1, "--model", model_dir])
+    r = _steer(
+        [
+            "ablate",
+            "--sites",
+            "L0",
+            "--task",
+            f,
+            "--tune-on",
+            0,
+            "--eval-on",
+            1,
+            "--model",
+            model_dir,
+            "--out",
+            tmp_path / "x.json",
+        ]
+    )
     assert r.exit_code == 2 and "bad.jsonl, line 2" in r.stderr and r.stdout == ""
     r = _steer(["inject", "--icl-shots", "-1"])
     assert r.exit_code == 2 and "--icl-shots must be >= 0" in r.stderr and r.stdout == ""

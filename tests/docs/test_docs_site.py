@@ -234,6 +234,7 @@ def test_result_pages_are_render_targets():
         assert page in targets, page
 
 
+@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     mkdocs = Path(sys.executable).parent / "mkdocs"
     if not mkdocs.exists():

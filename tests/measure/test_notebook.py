@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 import torch
+from conftest import llama, word_tokenizer
 
 from headlab import head_stats
 from headlab.engine.hf import attach
@@ -20,30 +21,19 @@ WORDS = ["<script>", "alert(1)", "</script>", "&amp;", "the", "cat", "sat", "on"
 
 @pytest.fixture(scope="module")
 def tok():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]"] + WORDS)}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
+    return word_tokenizer(WORDS, split="whitespace_split")
 
 
 @pytest.fixture(scope="module")
 def model(tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
+    return llama(
         vocab_size=len(tok),
         hidden_size=40,
         intermediate_size=48,
         num_hidden_layers=3,
         num_attention_heads=5,
-        num_key_value_heads=1,
         max_position_embeddings=128,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 TEXT = 'the cat <script> alert(1) </script> sat on the mat &amp; "q" a b the cat sat'

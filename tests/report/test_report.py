@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import llama
 
 from headlab.engine.context import AttnContext
 from headlab.measure.maps import write_html_report
@@ -220,19 +221,7 @@ class _CharTokenizer:
 
 
 def test_maps_from_a_tiny_model_match_full_eager_attention(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    model = llama(vocab_size=97, hidden_size=32, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     text = "The <b>cat</b> & the dog sat on the mat, twice: the cat & the dog."  # 66 characters
     write_synthetic_scan(tmp_path, list(text), n_layers=2, n_heads=4)  # meta.json: text0 of 66 tokens
     out = write_html_report(
@@ -270,21 +259,17 @@ def test_maps_of_a_bidirectional_encoder(tmp_path, tiny_bert):
 
 
 def test_texts_are_cut_to_the_scanned_token_count(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
+    model = llama(
+        None,
         vocab_size=97,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
-        num_key_value_heads=1,
         max_position_embeddings=64,
     )
     write_synthetic_scan(tmp_path, ["a"] * 10, n_layers=1, n_heads=2)  # the scan kept 10 tokens
-    out = write_html_report(
-        tmp_path, model=LlamaForCausalLM(cfg).eval(), tokenizer=_CharTokenizer(), texts=["abcdefghijklmnopqrstuvwxyz"], topk=2
-    )
+    out = write_html_report(tmp_path, model=model, tokenizer=_CharTokenizer(), texts=["abcdefghijklmnopqrstuvwxyz"], topk=2)
     t = json.loads(re.search(r'id="headlab-data">(.*?)</script>', out.read_text(), re.S).group(1))["maps"]["texts"][0]
     assert t["name"] == "sample" and t["tokens"] == list("abcdefghij")
     assert t["heads"]["L0H1"]["rows"] == 10 and t["heads"]["L0H1"]["kind"] == "detail"

@@ -147,19 +147,14 @@ def test_every_claim_is_complete():
 
 
 def test_lab_run_defaults_equal_registered_sizes():
-    """The registered size is what `run()` does by default (and, tested in test_lab, what the CLI does)."""
-    import inspect
+    """The size registered under an experiment's own name is its configuration's defaults, what `run()` does by
+    default (every claim's command line against its size: tests/lab/test_config.py)."""
+    from headlab.lab import CONFIGS
 
-    from headlab.lab import EXPERIMENTS
-
-    rename = {"K": "K", "N": "N", "D": "D"}
-    for name, mod in EXPERIMENTS.items():
-        params = inspect.signature(mod.run).parameters
+    for name, cls in CONFIGS.items():
+        defaults = cls().record()
         for k, v in C.get(name).size.items():
-            k = rename.get(k, k)
-            if k in params:
-                d = params[k].default
-                assert (list(d) if isinstance(d, tuple) else d) == v, f"{name}: run({k}={d!r}) vs size {v!r}"
+            assert defaults[k] == v, f"{name}: {cls.__name__}.{k}={defaults[k]!r} vs size {v!r}"
 
 
 def test_size_check_refuses_another_size():

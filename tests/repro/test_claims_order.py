@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 CODE = """
 import importlib, sys
 first = sys.argv[1]
@@ -21,6 +23,7 @@ def _order(first: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_claim_order_does_not_depend_on_import_order():
     plain = _order("")
     assert len(plain) > 20 and len(set(plain)) == len(plain)

@@ -170,7 +170,7 @@ def test_cli_bench_lse_tiny(tmp_path):
         assert {s["backend"] for s in r["samples"]} == {"cpu_flash", "flex"} and len(r["samples"]) == 4
     raw, records, files = C.get("bench-lse").collect(out)
     assert len(records) == 8 and files["raw"] == "lse.json"
-    for bad, word in ((["--repeats", "0"], "--repeats"), (["--lengths", "1,x"], "--lengths"), (["--threads", "0"], "--threads")):
+    for bad, word in ((["--repeats", "0"], "--repeats"), (["--lengths", "1,x"], "--lengths"), (["--threads", "-1"], "--threads")):
         res = CliRunner().invoke(bench_app, ["lse", *bad, "--out", str(tmp_path / "bad")])
         assert res.exit_code != 0 and word in res.output
     assert not (tmp_path / "bad").exists()

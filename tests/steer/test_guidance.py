@@ -204,6 +204,7 @@ def test_cli_guide_and_headhunt(tmp_path):
     f.write_text("".join(json.dumps({"prompt": it.prompt, "choices": it.choices, "label": it.label}) + "\n" for it in _items(9)))
     run = CliRunner().invoke
     base = ["steer", "headhunt", "--task", str(f), "--tune-on", "3", "--eval-on", "5", "--model", str(folder), "--quiet"]
+    base += ["--out", str(tmp_path / "hunt.json")]
     r = run(app, [*base, "--rounds", "1", "--n-random", "1", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import REVIEW_WORDS, llama, word_tokenizer
 
 from headlab import edits as E
 from headlab.data.tasks import Item, Task, load_task, score_generation
@@ -16,19 +17,7 @@ from headlab.steer.tune import fit_inject, score_of, search_act, tune_grid, tune
 
 torch.set_num_threads(1)
 WORDS = [
-    "the",
-    "a",
-    "film",
-    "movie",
-    "was",
-    "is",
-    "great",
-    "awful",
-    "good",
-    "bad",
-    "fun",
-    "dull",
-    "plot",
+    *REVIEW_WORDS,
     "acting",
     "review",
     "sentiment",
@@ -45,30 +34,20 @@ WORDS = [
 
 @pytest.fixture(scope="module")
 def tok():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]"] + WORDS)}
-    t = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    t.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]", pad_token="[PAD]", eos_token="[PAD]")
+    return word_tokenizer(WORDS)
 
 
 @pytest.fixture(scope="module")
 def model(tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(1)
-    cfg = LlamaConfig(
+    return llama(
+        1,
         vocab_size=len(tok),
         hidden_size=48,
-        intermediate_size=64,
         num_hidden_layers=4,
         num_attention_heads=6,
         num_key_value_heads=3,
         max_position_embeddings=128,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def toy_task(n=12, seed=0):
@@ -359,8 +338,8 @@ def test_cli_rejects_unknown_method_before_loading():
 
     r = CliRunner().invoke(app, ["magic", "--task", "sst2"])
     assert r.exit_code == 2 and "unknown steering method 'magic'" in r.output
-    r = CliRunner().invoke(app, ["ablate", "--param", "0.6", "--task", "sst2"])
-    assert r.exit_code == 2 and "--param applies to redistribute" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--param", "0.6", "--task", "sst2"])  # --param: redistribute, reinforce
+    assert r.exit_code == 2 and "No such option: --param" in r.output
     r = CliRunner().invoke(app, ["inject", "--icl-shots", "-1"])
     assert r.exit_code == 2 and "--icl-shots must be >= 0" in r.output
 
@@ -439,17 +418,16 @@ def test_cli_on_smollm2_save_then_apply(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert json.loads(cfg.read_text())["edits"][0]["sites"] == [[3, 1]]
-    r = CliRunner().invoke(app, ["--config", str(cfg), "--task", "mmlu", "--eval-on", "3"])
+    r = CliRunner().invoke(app, ["--config", str(cfg), "--task", "mmlu", "--eval-on", "3", "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0 and "config on mmlu" in r.output, r.output
 
 
 @pytest.mark.model
-def test_smollm2_noop_zerotuning_is_exact():
+def test_smollm2_noop_zerotuning_is_exact(smollm2):
     import headlab
     from headlab.edits.base import Edit
-    from headlab.models import load
 
-    m, tok = load("smollm2-135m")
+    m, tok = smollm2
     ids = tok(["The cat sat on the mat."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         with headlab.attach(m, edits=[Edit("all")]):

@@ -22,10 +22,14 @@ import torch
 
 from ..engine.hf import model_shape
 from ..engine.sites import format_site, parse_site
+from ..engine.view import HtmlView
 from ..io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from ..measure import patching
 from ..measure.induction import induction_scores
 from ..measure.stats import head_stats
+from ..report.figure import PlotFigure, new_figure
+from ..report.inline import head_view
+from ..report.png import FigureT, choose_metrics
 from .classify import THRESHOLDS, attention_between, classify
 from .task import Task
 
@@ -48,6 +52,12 @@ ATTN_PAIRS = {
 
 @dataclass
 class CircuitResult:
+    """What :func:`find_circuit` returns for an IOI (Wang et al., arXiv 2211.00593) or Colored Objects
+    (Merullo et al., arXiv 2310.08744) task: per-head (layers, heads) tensors of total and direct effect,
+    attention between named positions, path patching into the name movers' queries, previous-token and
+    induction scores, and each head's roles. ``records()`` / ``to_frame()`` one row per head, ``plot()``
+    the heatmaps, ``show()`` the head grid in a notebook."""
+
     task: str
     model: str
     n: int
@@ -80,13 +90,54 @@ class CircuitResult:
                     "induction": _f(self.induction[l, h]),
                 }
                 for k, v in self.attn.items():
-                    r["attn_" + k.replace("->", "_to_").replace("+", "p")] = _f(v[l, h])
+                    r[attn_column(k)] = _f(v[l, h])
                 r["roles"] = self.roles[format_site(l, h)]
                 out.append(r)
         return out
 
     def in_circuit(self) -> set[tuple[int, int]]:
         return {(r["layer"], r["head"]) for r in self.records() if "in_circuit" in r["roles"]}
+
+    def grids(self) -> dict[str, torch.Tensor]:
+        """{column: (layers, heads) tensor} of every per-head value, named as in :meth:`records`."""
+        out = {
+            "effect": self.effect,
+            "direct": self.direct,
+            "path_q": self.path_q,
+            "prev_token": self.prev_token,
+            "induction": self.induction,
+        }
+        out.update({attn_column(k): v for k, v in self.attn.items()})
+        return out
+
+    def to_frame(self):
+        """pandas DataFrame, one row per head: layer, head, site, effect, direct, path_q, prev_token,
+        induction, attn_* and roles (space-separated), as heads.csv (needs ``headlab[frames]``)."""
+        from ..engine.frames import pandas
+
+        recs = self.records()
+        return pandas().DataFrame([r | {"roles": " ".join(r["roles"])} for r in recs], columns=list(recs[0]))
+
+    def plot(self, metric: str | list[str] | None = None) -> PlotFigure:
+        """Per-head heatmaps (rows: layers, columns: heads) of ``metric`` (a name, a comma list or a list of
+        :meth:`grids`' names; default total and direct effect), role letters on the first, as effects.png.
+        Total effect: activation patching of each head's clean output into the corrupted run (Wang et al.,
+        arXiv 2211.00593; Heimersheim & Nanda, arXiv 2404.15255); a ``matplotlib.figure.Figure`` (no pyplot)."""
+        metrics = choose_metrics(metric if metric is not None else ["effect", "direct"], list(self.grids()), "this circuit")
+        return draw_heads(new_figure(4.5 * len(metrics), 7), self, metrics)
+
+    def show(self, head=None, metric: str = "effect") -> HtmlView:
+        """The head grid coloured by ``metric`` (default the total effect) with each head's roles, and one head
+        (``"L9H1"`` or (9, 1)) up close with all its values, as an :class:`~headlab.engine.view.HtmlView`."""
+        roles = {parse_site(k): list(v) for k, v in self.roles.items()}
+        return HtmlView(
+            head_view(self.grids(), title=f"{self.model}: {self.task} circuit", metric=metric, head=head, roles=roles)
+        )
+
+
+def attn_column(pair: str) -> str:
+    """The record column of an attention pair: "END->IO" -> "attn_END_to_IO", "S2->S1+1" -> "attn_S2_to_S1p1"."""
+    return "attn_" + pair.replace("->", "_to_").replace("+", "p")
 
 
 def _f(x) -> float | None:
@@ -196,18 +247,24 @@ def find_circuit(
     )
 
 
-def heatmap_png(result: CircuitResult) -> bytes:
-    import matplotlib
+#: per-head values with a sign (diverging colours centred on 0); the rest are shares in [0, 1]
+SIGNED = ("effect", "direct", "path_q")
+TITLES = {"effect": "total effect (patching)", "direct": "direct effect", "path_q": "path patching (queries)"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 7), constrained_layout=True)
-    for ax, (name, t) in zip(axes, (("total effect (patching)", result.effect), ("direct effect", result.direct))):
-        x = t.numpy()
-        m = max(float(abs(torch.nan_to_num(t)).max()), 1e-6)
-        im = ax.imshow(x, cmap="RdBu", vmin=-m, vmax=m, aspect="auto")
-        ax.set_title(name)
+def draw_heads(fig: FigureT, result: CircuitResult, metrics: list[str]) -> FigureT:
+    """One heatmap per metric of ``result.grids()`` into ``fig``: signed values in RdBu centred on 0, shares in
+    viridis; the first panel carries the role letters (``LETTERS``); the title states the baseline."""
+    grids = result.grids()
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, name in zip(axes, metrics):
+        t = grids[name].detach().float().cpu()
+        if name in SIGNED:
+            m = max(float(abs(torch.nan_to_num(t)).max()), 1e-6)
+            im = ax.imshow(t.numpy(), cmap="RdBu", vmin=-m, vmax=m, aspect="auto")
+        else:
+            im = ax.imshow(t.numpy(), cmap="viridis", aspect="auto")
+        ax.set_title(TITLES.get(name, name))
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
         fig.colorbar(im, ax=ax, shrink=0.6)
@@ -224,9 +281,14 @@ def heatmap_png(result: CircuitResult) -> bytes:
         "D duplicate token, P previous token, M mover",
         fontsize=8,
     )
+    return fig
+
+
+def heatmap_png(result: CircuitResult) -> bytes:
+    """effects.png: total and direct effect heatmaps with role letters (PNG bytes, no pyplot)."""
+    fig = draw_heads(new_figure(9, 7), result, ["effect", "direct"])
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 

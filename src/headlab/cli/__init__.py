@@ -1,4 +1,7 @@
-"""Command line: ``headlab scan | report | steer | sparsify | bench | lab``."""
+"""Command line: ``headlab COMMAND``, in help groups: Analyse (scan, report, contrast, circuits, merge), Intervene
+(steer, sparsify), Research (lab, bench, and the harness's reproduce), Setup (doctor, cache).
+
+The shared vocabulary, the error path and the output discipline live in :mod:`headlab.cli._common`."""
 
 from __future__ import annotations
 
@@ -12,19 +15,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..version import __version__
+from . import _common as C
 from . import _device as _dev
 
-app = typer.Typer(
-    help="headlab: see, steer and sparsify the attention heads of Hugging Face transformers.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+app = C.typer_app("headlab: see, steer and sparsify the attention heads of Hugging Face transformers.")
 console = Console(stderr=True)
+
+ANALYSE, INTERVENE, RESEARCH, SETUP = "Analyse", "Intervene", "Research", "Setup"
 
 
 def _version(value: bool) -> None:
@@ -39,7 +40,9 @@ def _root(
 ) -> None:
     """headlab: see, steer and sparsify the attention heads of Hugging Face transformers.
 
-    Errors go to stderr with exit code 2; scan, steer and sparsify eval print JSON with --json."""
+    Results go to stdout (JSON with --json); progress and notes go to stderr (none with --quiet); a failure is
+    one `error:` line on stderr with exit code 2 (HEADLAB_DEBUG=1 shows the traceback). Every output goes to
+    --out, by default under headlab-report/."""
 
 
 def _summary(res, all_heads: bool) -> None:
@@ -82,28 +85,30 @@ def _summary(res, all_heads: bool) -> None:
     out.print(t)
 
 
-@app.command()
+@app.command(rich_help_panel=ANALYSE)
 def scan(
-    model: str = typer.Option("smollm2-135m", help="smollm2-135m, minilm, or a local Hugging Face folder"),
+    model: str = C.model_option(),
     texts: Optional[Path] = typer.Option(
         None,
         help="UTF-8 file, texts separated by blank lines, or a .jsonl / .csv file "
         "with one text per row (see --text-field); default: built-in prose",
     ),
-    n_texts: int = typer.Option(8, help="number of built-in texts when --texts is not given"),
+    n: int = typer.Option(8, "--n", help="number of built-in texts when --texts is not given"),
+    n_texts: Optional[int] = C.alias("--n-texts"),
     max_tokens: int = typer.Option(512, help="tokens kept per text"),
     metrics: str = typer.Option(
-        "all",
-        help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval,"
-        "waad,fai,magnet,global_sink, or all (docs/probes.md)",
+        "default",
+        help="comma list of sink,sink_rate,entropy,prev_token,distance,induction,retrieval,waad,fai,magnet,global_sink; "
+        "'default' = every metric with a map-free form next to SDPA (all but the opt-in entropy and global_sink, "
+        "which cost an extra attention-sized pass); 'all'; mixes such as default,entropy (docs/probes.md)",
     ),
-    out: Path = typer.Option(Path("headlab-report"), help="output folder"),
+    out: Path = C.out_option(C.REPORT / "scan", "output folder"),
     html: bool = typer.Option(False, "--html", help="also write the interactive DIR/index.html"),
     all_heads: bool = typer.Option(False, "--all-heads", help="print one row per head"),
     text_field: str = typer.Option("text", help="--texts .jsonl / .csv: the field holding each text"),
-    json_out: bool = typer.Option(False, "--json", help="print {meta, records} as JSON on stdout instead of the tables"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display and no closing message"),
-    threads: int = typer.Option(0, help="torch threads (0 = torch default)"),
+    json_out: bool = C.json_option("print {meta, records} as JSON on stdout instead of the tables"),
+    quiet: bool = C.quiet_option(),
+    threads: int = C.threads_option(),
     batch_size: int = typer.Option(1, "--batch-size", help="texts per forward pass (right padding, masked: same statistics)"),
     shard: Optional[str] = typer.Option(
         None,
@@ -123,7 +128,7 @@ def scan(
     ray_cpus: Optional[int] = typer.Option(None, "--ray-cpus", help="CPUs of the local Ray (default: all); one task per CPU"),
     edits: Optional[Path] = typer.Option(
         None,
-        help="edit configuration JSON (as `headlab steer --save` writes): scan with "
+        help="edits JSON (as `headlab steer METHOD --out` writes): scan with "
         "the edits, and without them into DIR/baseline.json for comparison",
     ),
     prefix: Optional[str] = typer.Option(
@@ -152,153 +157,144 @@ def scan(
     device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """Per-head statistics of every attention head; writes heads.json, heads.csv, meta.json, atlas.png."""
-    import torch
-
     from ..data import prose
     from ..measure.scan import parse_metrics, read_texts, run_scan, scan_part
     from ..measure.shard import parse_shard, save_part
 
-    try:
-        shard_t = parse_shard(shard)
-        if batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-        use_ray = ray or ray_address is not None
-        if use_ray and shard_t is not None:
-            raise ValueError(f"--shard {shard} and --ray split the texts two ways: give one of them")
-        if importance and (use_ray or shard_t is not None or edits is not None):
-            raise ValueError(
-                "--importance needs every text in one process on the unedited model: not with --shard, --ray or --edits"
+    shard_t = parse_shard(shard)
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    use_ray = ray or ray_address is not None
+    if use_ray and shard_t is not None:
+        raise ValueError(f"--shard {shard} and --ray split the texts two ways: give one of them")
+    if importance and (use_ray or shard_t is not None or edits is not None):
+        raise ValueError("--importance needs every text in one process on the unedited model: not with --shard, --ray or --edits")
+    C.set_threads(threads)
+    C.check_out_folder(out)
+    n_name, n = ("--n-texts", n_texts) if n_texts is not None else ("--n", n)
+    mlist = parse_metrics(metrics)
+    from ..measure.dilution import parse_group, parse_groups
+
+    parse_groups(group or [])  # bad specs fail here, naming the value
+    if group_queries is not None:
+        parse_group(f"queries={group_queries}")
+    if n < 1:
+        raise ValueError(f"{n_name} must be >= 1, got {n}")
+    if max_tokens < 2:
+        raise ValueError(f"--max-tokens must be >= 2, got {max_tokens}")
+    text_list = read_texts(texts, text_field) if texts else prose.documents(n, min_chars=max_tokens * 6)
+    if shard_t is not None and shard_t[1] > len(text_list):
+        raise ValueError(f"--shard {shard}: {shard_t[1]} shards for {len(text_list)} texts; use at most {len(text_list)}")
+    edit_list = []
+    if edits is not None:
+        from ..edits import from_config
+
+        edit_list = from_config(edits)
+    if use_ray:
+        from ..measure.distributed import ray_scan
+        from ..measure.scan import finish_scan
+
+        with contextlib.nullcontext() if quiet else console.status(f"scanning on Ray ({ray_address or 'local'})"):
+            loader = functools.partial(_dev.load_model, device=device, dtype=dtype, device_map=device_map)
+            part = ray_scan(
+                loader,
+                model,
+                text_list,
+                mlist,
+                address=ray_address,
+                num_cpus=ray_cpus,
+                max_tokens=max_tokens,
+                prefix=prefix,
+                edits=edit_list,
+                batch_size=batch_size,
+                drop_retrieval=metrics in ("all", "default"),
+                groups=group,
+                group_queries=group_queries,
             )
-        if threads < 0:
-            raise ValueError(f"--threads must be >= 0 (0 = torch default), got {threads}")
-        if threads:
-            torch.set_num_threads(threads)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-        mlist = parse_metrics(metrics)
-        from ..measure.dilution import parse_group, parse_groups
-
-        parse_groups(group or [])  # bad specs fail here, naming the value
-        if group_queries is not None:
-            parse_group(f"queries={group_queries}")
-        if n_texts < 1:
-            raise ValueError(f"--n-texts must be >= 1, got {n_texts}")
-        text_list = read_texts(texts, text_field) if texts else prose.documents(n_texts, min_chars=max_tokens * 6)
-        if shard_t is not None and shard_t[1] > len(text_list):
-            raise ValueError(f"--shard {shard}: {shard_t[1]} shards for {len(text_list)} texts; use at most {len(text_list)}")
-        edit_list = []
-        if edits is not None:
-            from ..edits import from_config
-
-            edit_list = from_config(edits)
-        if use_ray:
-            from ..measure.distributed import ray_scan
-            from ..measure.scan import finish_scan
-
-            with contextlib.nullcontext() if quiet else console.status(f"scanning on Ray ({ray_address or 'local'})"):
-                loader = functools.partial(_dev.load_model, device=device, dtype=dtype, device_map=device_map)
-                part = ray_scan(
-                    loader,
-                    model,
-                    text_list,
-                    mlist,
-                    address=ray_address,
-                    num_cpus=ray_cpus,
-                    max_tokens=max_tokens,
-                    prefix=prefix,
-                    edits=edit_list,
-                    batch_size=batch_size,
-                    drop_retrieval=metrics == "all",
-                    groups=group,
-                    group_queries=group_queries,
-                )
-            res = finish_scan(part, out=out)
-            if html:
-                console.print("[yellow]--html is not written with --ray (no model in this process)[/]")
-            html = False
-            _scan_done(res, out, html, json_out, all_heads, quiet)
-            return
-        with contextlib.nullcontext() if quiet else console.status(f"loading {model}"):
-            m, tok = _dev.load_model(model, device, dtype, device_map)
-        if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics == "all":
-            mlist.remove("retrieval")
-            console.print("[yellow]retrieval skipped: it needs a generative model[/]")
-        from ..probes import query_probe_names
-
-        n_mine = (
-            len(text_list)
-            if shard_t is None
-            else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1], shard_t[0] * len(text_list) // shard_t[1]))
-        )
-        n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
-        n_steps += n_mine * bool(group)  # one pass per text for the token groups
-        n_steps += "induction" in mlist
-        n_steps += importance
-        n_steps += 18 * ("retrieval" in mlist)
-        n_steps *= 2 if edit_list else 1
-        with Progress(
-            TextColumn("[bold]scan[/]"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            disable=quiet,
-        ) as progress:
-            task = progress.add_task("", total=n_steps)
-            if shard_t is not None:
-                part = scan_part(
-                    m,
-                    tok,
-                    model,
-                    text_list,
-                    mlist,
-                    max_tokens=max_tokens,
-                    prefix=prefix,
-                    edits=edit_list,
-                    batch_size=batch_size,
-                    shard=shard_t,
-                    groups=group,
-                    group_queries=group_queries,
-                    tick=lambda msg: progress.update(task, advance=1, description=msg),
-                )
-                save_part(out, part)
-            else:
-                res = run_scan(
-                    m,
-                    tok,
-                    model,
-                    text_list,
-                    mlist,
-                    max_tokens=max_tokens,
-                    out=out,
-                    prefix=prefix,
-                    edits=edit_list,
-                    head_maps=0,
-                    batch_size=batch_size,
-                    groups=group,
-                    group_queries=group_queries,
-                    importance=importance,
-                    tick=lambda msg: progress.update(task, advance=1, description=msg),
-                )
-        if shard_t is not None:
-            if html:
-                console.print("[yellow]--html is not written for one shard: a shard writes only its partial state[/]")
-            if json_out:
-                typer.echo(json.dumps({"meta": part.meta, "files": [str(out / "partial.json")]}, default=str))
-            elif not quiet:
-                console.print(
-                    f"wrote shard {shard_t[0]}/{shard_t[1]} ({len(part.texts)} texts) to {out / 'partial.json'}; "
-                    f"combine all {shard_t[1]} with `headlab merge DIR... --out DIR`"
-                )
-            return
+        res = finish_scan(part, out=out)
         if html:
-            from ..measure.maps import write_html_report
+            C.note("--html is not written with --ray (no model in this process)")
+        html = False
+        _scan_done(res, out, html, json_out, all_heads, quiet)
+        return
+    with contextlib.nullcontext() if quiet else console.status(f"loading {model}"):
+        m, tok = _dev.load_model(model, device, dtype, device_map)
+    if not (hasattr(m, "lm_head")) and "retrieval" in mlist and metrics in ("all", "default"):
+        mlist.remove("retrieval")
+        C.note("retrieval skipped: it needs a generative model")
+    from ..probes import query_probe_names
 
-            write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
-    except (ValueError, RuntimeError, OSError) as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    n_mine = (
+        len(text_list)
+        if shard_t is None
+        else len(range((shard_t[0] - 1) * len(text_list) // shard_t[1], shard_t[0] * len(text_list) // shard_t[1]))
+    )
+    n_steps = n_mine * bool(set(mlist) & set(query_probe_names()))
+    n_steps += n_mine * bool(group)  # one pass per text for the token groups
+    n_steps += "induction" in mlist
+    n_steps += importance
+    n_steps += 18 * ("retrieval" in mlist)
+    n_steps *= 2 if edit_list else 1
+    with Progress(
+        TextColumn("[bold]scan[/]"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task("", total=n_steps)
+        if shard_t is not None:
+            part = scan_part(
+                m,
+                tok,
+                model,
+                text_list,
+                mlist,
+                max_tokens=max_tokens,
+                prefix=prefix,
+                edits=edit_list,
+                batch_size=batch_size,
+                shard=shard_t,
+                groups=group,
+                group_queries=group_queries,
+                tick=lambda msg: progress.update(task, advance=1, description=msg),
+            )
+            save_part(out, part)
+        else:
+            res = run_scan(
+                m,
+                tok,
+                model,
+                text_list,
+                mlist,
+                max_tokens=max_tokens,
+                out=out,
+                prefix=prefix,
+                edits=edit_list,
+                head_maps=0,
+                batch_size=batch_size,
+                groups=group,
+                group_queries=group_queries,
+                importance=importance,
+                tick=lambda msg: progress.update(task, advance=1, description=msg),
+            )
+    if shard_t is not None:
+        if html:
+            C.note("--html is not written for one shard: a shard writes only its partial state")
+        if json_out:
+            typer.echo(json.dumps({"meta": part.meta, "files": [str(out / "partial.json")]}, default=str))
+        else:
+            C.note(
+                f"wrote shard {shard_t[0]}/{shard_t[1]} ({len(part.texts)} texts) to {out / 'partial.json'}; "
+                f"combine all {shard_t[1]} with `headlab merge DIR... --out DIR`"
+            )
+        return
+    if html:
+        from ..measure.maps import write_html_report
+
+        write_html_report(out, model=m, tokenizer=tok, texts=text_list[:1], edits=edit_list)
     _scan_done(res, out, html, json_out, all_heads, quiet)
 
 
@@ -310,28 +306,30 @@ def _scan_done(res, out: Path, html: bool, json_out: bool, all_heads: bool, quie
     _summary(res, all_heads)
     imp = res.meta.get("importance")
     if imp:
-        console.print(
+        typer.echo(
             f"importance: Spearman(KL, |Taylor|) = {imp['spearman_kl_vs_abs_taylor']:.3f}, "
             f"Pearson(ΔNLL, Taylor) = {imp['pearson_delta_nll_vs_taylor']:.3f} over {imp['tokens']} tokens"
         )
-    if not quiet:
-        console.print(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
+    C.note(f"wrote {', '.join(str(out / f) for f in files)} in {res.meta['seconds']} s")
 
 
-@app.command("contrast")
+@app.command("contrast", rich_help_panel=ANALYSE)
 def contrast_cmd(
     task: str = typer.Option(..., "--task", help="the task question asked after the context"),
     context: Optional[str] = typer.Option(None, "--context", help="the context text"),
     context_file: Optional[Path] = typer.Option(None, "--context-file", help="UTF-8 file holding the context"),
     general: str = typer.Option("Summarize the text.", "--general", help="the general instruction contrasted with the task"),
-    model: str = typer.Option("smollm2-135m", help="smollm2-135m or a local Hugging Face folder"),
+    model: str = C.model_option(),
     lam: Optional[float] = typer.Option(None, "--lam", help="λ in task / (general + λ) (default 1/N, N context tokens)"),
     layers: str = typer.Option("all", "--layers", help="layers fused into the token ranking, e.g. L14-24 or all"),
     top: int = typer.Option(10, "--top", help="context tokens listed, highest fused contrast first"),
-    out: Path = typer.Option(Path("headlab-contrast"), help="output folder (contrast.json, contrast.png)"),
-    json_out: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+    out: Path = C.out_option(C.REPORT / "contrast", "output folder (contrast.json, contrast.png)"),
+    json_out: bool = C.json_option(),
+    quiet: bool = C.quiet_option(),
+    threads: int = C.threads_option(),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
+    device_map: Optional[str] = _dev.device_map_option(),
 ) -> None:
     """CARVE contrast (arXiv 2509.06461): which context tokens a task question draws attention to,
     against a general instruction, and the attention entropy per layer (docs/probes.md)."""
@@ -340,25 +338,21 @@ def contrast_cmd(
     from ..io import atomic_dir, atomic_write_json
     from ..measure.contrast import contrast, contrast_png
 
-    try:
-        if (context is None) == (context_file is None):
-            raise ValueError("give the context with exactly one of --context TEXT or --context-file FILE")
-        if context_file is not None and not context_file.is_file():
-            raise ValueError(f"--context-file {str(context_file)!r} does not exist")
-        text = context if context is not None else context_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
-        if top < 1:
-            raise ValueError(f"--top must be >= 1, got {top}")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-        m, tok = _dev.load_model(model, device, dtype, None)
-        lay = parse_layers(layers, model_shape(m)[0])
-        res = contrast(m, tok, text, task, general, lam=lam, layers=lay)
-        with atomic_dir(out) as stage:
-            atomic_write_json(stage / "contrast.json", {"model": model, "task": task, "general": general, **res.to_json()})
-            contrast_png(stage / "contrast.png", res, title=f"{model}: {task[:60]!r} vs {general[:40]!r}")
-    except (ValueError, RuntimeError, OSError) as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    if (context is None) == (context_file is None):
+        raise ValueError("give the context with exactly one of --context TEXT or --context-file FILE")
+    if context_file is not None and not context_file.is_file():
+        raise ValueError(f"--context-file {str(context_file)!r} does not exist")
+    text = context if context is not None else context_file.read_text(encoding="utf-8")  # type: ignore[union-attr]
+    if top < 1:
+        raise ValueError(f"--top must be >= 1, got {top}")
+    C.check_out_folder(out)
+    C.set_threads(threads)
+    m, tok = _dev.load_model(model, device, dtype, device_map)
+    lay = parse_layers(layers, model_shape(m)[0])
+    res = contrast(m, tok, text, task, general, lam=lam, layers=lay)
+    with atomic_dir(out) as stage:
+        atomic_write_json(stage / "contrast.json", {"model": model, "task": task, "general": general, **res.to_json()})
+        contrast_png(stage / "contrast.png", res, title=f"{model}: {task[:60]!r} vs {general[:40]!r}")
     if json_out:
         typer.echo(json.dumps({"top": res.top(top), "files": [str(out / "contrast.json"), str(out / "contrast.png")]}))
         return
@@ -374,12 +368,14 @@ def contrast_cmd(
     for layer, (a, b) in enumerate(zip(res.entropy_task.tolist(), res.entropy_general.tolist(), strict=True)):
         e.add_row(str(layer), f"{a:.3f}", f"{b:.3f}")
     Console().print(e)
-    console.print(f"wrote {out / 'contrast.json'}, {out / 'contrast.png'}")
+    C.note(f"wrote {out / 'contrast.json'}, {out / 'contrast.png'}")
 
 
 def _register_groups() -> None:
     """Sub-command groups live in their own files."""
     from . import bench as cli_bench
+    from . import cache as cli_cache
+    from . import circuits as cli_circuits
     from . import lab as cli_lab
     from . import sparsify as cli_sparsify
     from . import steer as cli_steer
@@ -387,19 +383,15 @@ def _register_groups() -> None:
     from .merge import merge
     from .report import report
 
-    app.command("report")(report)
-    app.command("merge")(merge)
-    app.command("doctor")(doctor)
-    from . import cache as cli_cache
-
-    app.add_typer(cli_cache.app, name="cache")
-    app.add_typer(cli_steer.app, name="steer")
-    app.add_typer(cli_sparsify.app, name="sparsify")
-    app.add_typer(cli_bench.app, name="bench")
-    app.add_typer(cli_lab.app, name="lab")
-    from . import circuits as cli_circuits
-
-    app.add_typer(cli_circuits.app, name="circuits")
+    app.command("report", rich_help_panel=ANALYSE)(report)
+    app.add_typer(cli_circuits.app, name="circuits", rich_help_panel=ANALYSE)
+    app.command("merge", rich_help_panel=ANALYSE)(merge)
+    app.add_typer(cli_steer.app, name="steer", rich_help_panel=INTERVENE)
+    app.add_typer(cli_sparsify.app, name="sparsify", rich_help_panel=INTERVENE)
+    app.add_typer(cli_lab.app, name="lab", rich_help_panel=RESEARCH)
+    app.add_typer(cli_bench.app, name="bench", rich_help_panel=RESEARCH)
+    app.command("doctor", rich_help_panel=SETUP)(doctor)
+    app.add_typer(cli_cache.app, name="cache", rich_help_panel=SETUP)
     _register_plugins()
 
 
@@ -413,18 +405,24 @@ def _register_plugins() -> None:
         try:
             ep.load()(app)
         except Exception as exc:  # noqa: BLE001 - a broken plug-in must not take the CLI down
-            console.print(f"[yellow]warning:[/] plug-in command {ep.name!r} ({ep.value}) failed to load: {escape(str(exc))}")
+            typer.echo(f"warning: plug-in command {ep.name!r} ({ep.value}) failed to load: {C.message(exc)}", err=True)
 
 
 _register_groups()
 
 
 def main() -> None:
+    """The ``headlab`` console script: every failure that reaches it is one ``error:`` line on stderr, exit 2
+    (:class:`headlab.cli._common.HeadlabGroup` handles those inside commands; this catches the rest)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         app(prog_name="headlab")
-    except (ValueError, OSError) as exc:  # bad input that no command turned into a message: stderr, exit 2
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
+    except C.EXITS:
+        raise
+    except C.USER_ERRORS as exc:
+        if C.debug():
+            raise
+        C.print_error(C.message(exc))
         sys.exit(2)
 
 

@@ -4,6 +4,7 @@ Registered on the ``bench`` group by ``headlab.cli.bench``; see :mod:`headlab.be
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from . import _common as C
 
 FULL_LENGTHS = [256 * 2**i for i in range(7)]  # 256 … 16384
 QUICK_LENGTHS = [256, 512, 1024, 2048]
@@ -40,7 +43,9 @@ def mechanisms_cmd(
     ),
     steps: Optional[int] = typer.Option(None, help="training steps per (mechanism, task) (default 300; --quick 25)"),
     quality: bool = typer.Option(True, help="train and score the mechanisms (--no-quality: speed and memory only)"),
-    threads: int = typer.Option(2, help="torch threads"),
+    threads: int = C.threads_option(),
+    json_out: bool = C.json_option("print the efficiency and quality rows as JSON on stdout instead of the tables"),
+    quiet: bool = C.quiet_option(),
 ):
     """Speed, peak memory and efficiency length against dense SDPA under CAB's four patterns, and quality at one
     training budget (MQAR, selective copying, prose perplexity), for every mechanism and kernel."""
@@ -54,8 +59,12 @@ def mechanisms_cmd(
     from ..bench import mechanisms as mb
     from ..modules import MECHANISMS
 
-    if threads < 1 or mem_cap <= 0 or (repeats is not None and repeats < 1) or (steps is not None and steps < 1):
-        raise typer.BadParameter("--threads, --repeats and --steps must be >= 1 and --mem-cap > 0")
+    for name, val in (("--repeats", repeats), ("--steps", steps)):
+        if val is not None and val < 1:
+            raise typer.BadParameter(f"{name} must be >= 1, got {val}")
+    if mem_cap <= 0:
+        raise typer.BadParameter(f"--mem-cap must be > 0 GiB, got {mem_cap}")
+    C.check_out_folder(out)
     names = None
     if mechanisms:
         names = [n.strip() for n in mechanisms.split(",") if n.strip()]
@@ -68,9 +77,10 @@ def mechanisms_cmd(
     budget = mq.QUICK if quick else mq.Budget()
     if steps:
         budget = dataclasses.replace(budget, steps=steps)
-    torch.set_num_threads(threads)
+    C.set_threads(threads)
+    threads = torch.get_num_threads()  # recorded: the count that ran (0 = torch's default)
     if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        typer.echo("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
+        C.note("note: set OMP_WAIT_POLICY=PASSIVE before starting for stable timings on a shared machine")
 
     ents = mb.entries(names)
     n_speed = sum(len(mb.PATTERNS) * (1 if not e.make else len(lens)) for e in ents)
@@ -121,8 +131,11 @@ def mechanisms_cmd(
         report.write(out, meta, ents, lens, points, stops, effs, rows)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    _print(points, effs, rows)
-    typer.echo(
+    if json_out:
+        typer.echo(json.dumps({"efficiency": effs, "quality": rows, "out": str(out)}, default=str))
+    else:
+        _print(points, effs, rows)
+    C.note(
         f"wrote {out}/speed.md, memory.md, efficiency.md"
         + (", quality.md" if rows else "")
         + " (+ .png each) and mechanisms.json"

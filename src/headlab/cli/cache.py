@@ -7,11 +7,16 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="The model cache: converted embedded models (list, clear).", no_args_is_help=True)
+from . import _common as C
+
+app = C.typer_app("The model cache: converted embedded models (list, clear).")
 
 
 @app.command("list")
-def list_cmd(json_out: bool = typer.Option(False, "--json", help="print the entries as JSON on stdout")) -> None:
+def list_cmd(
+    json_out: bool = C.json_option("print the entries as JSON on stdout"),
+    quiet: bool = C.quiet_option(),
+) -> None:
     """Every cached model: folder, size and origin (wheel, file hash, quantisation)."""
     from rich.console import Console
     from rich.markup import escape
@@ -32,26 +37,20 @@ def list_cmd(json_out: bool = typer.Option(False, "--json", help="print the entr
         t.add_row(escape(str(m.get("model", "?"))), escape(e["path"]), f"{e['bytes'] / 1e6:.0f}", escape(origin))
     Console().print(t)
     if not entries:
-        Console(stderr=True).print('the cache is empty: the first `headlab.load("smollm2-135m")` fills it (~20 s)')
+        C.note('the cache is empty: the first `headlab.load("smollm2-135m")` fills it (~20 s)')
 
 
 @app.command("clear")
 def clear_cmd(
-    model: Optional[str] = typer.Option(None, "--model", help="clear only this model's entries (e.g. smollm2-135m)"),
-    json_out: bool = typer.Option(False, "--json", help="print the removed folders as JSON on stdout"),
+    model: Optional[str] = C.model_option(None, "clear only this built-in model's entries (e.g. smollm2-135m)"),
+    json_out: bool = C.json_option("print the removed folders as JSON on stdout"),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Remove cached models (made again on the next load)."""
-    from rich.console import Console
-    from rich.markup import escape
-
     from ..models import clear_cache
 
-    try:
-        removed = clear_cache(model)
-    except ValueError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    removed = clear_cache(model)
     if json_out:
         typer.echo(json.dumps({"removed": removed}))
         return
-    Console(stderr=True).print(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}")
+    C.note(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}")

@@ -6,10 +6,12 @@ import json
 
 import typer
 
+from . import _common as C
+
 
 def doctor(
-    json_out: bool = typer.Option(False, "--json", help="print the checks as JSON on stdout"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="print only the problems"),
+    json_out: bool = C.json_option("print the checks as JSON on stdout"),
+    quiet: bool = C.quiet_option("print only the problems"),
 ) -> None:
     """Check torch, transformers, the embedded model and data wheels, the extras, Chromium, devices, threads and
     the model cache; print the fix for each problem. Exit 1 when a required check fails."""

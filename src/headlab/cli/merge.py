@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-console = Console(stderr=True)
+from . import _common as C
 
 
 def merge(
     parts: list[Path] = typer.Argument(..., help="folders written by `headlab scan --shard i/n --out DIR`, all n of them"),
-    out: Path = typer.Option(Path("headlab-report"), help="report folder (as `headlab scan` writes it)"),
-    json_out: bool = typer.Option(False, "--json", help="print {meta, records} as JSON on stdout"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no closing message"),
+    out: Path = C.out_option(C.REPORT / "merge", "report folder (as `headlab scan` writes it)"),
+    json_out: bool = C.json_option("print {meta, records} as JSON on stdout"),
+    quiet: bool = C.quiet_option(),
 ) -> None:
     """Combine the partial scans of shards 1..n into the report of one scan over all texts (float64 sums
     and counts add up exactly). Refuses partials of different models, metrics, texts or headlab
@@ -24,18 +22,13 @@ def merge(
     from ..measure.scan import finish_scan
     from ..measure.shard import load_part, merge_parts
 
-    try:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-        loaded = [load_part(p) for p in parts]
-        merged = merge_parts(loaded, [str(p) for p in parts])
-        res = finish_scan(merged, out=out)
-    except (ValueError, OSError) as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    C.check_out_folder(out)
+    loaded = [load_part(p) for p in parts]
+    merged = merge_parts(loaded, [str(p) for p in parts])
+    res = finish_scan(merged, out=out)
     files = ["heads.json", "heads.csv", "meta.json", "texts.json", "atlas.png"]
     if json_out:
         typer.echo(json.dumps({"meta": res.meta, "records": res.records, "files": [str(out / f) for f in files]}, default=str))
-    elif not quiet:
+    else:
         n = len(parts)
-        console.print(f"merged {n} partial{'s' * (n != 1)} ({len(merged.texts)} texts) into {out}: {', '.join(files)}")
+        C.note(f"merged {n} partial{'s' * (n != 1)} ({len(merged.texts)} texts) into {out}: {', '.join(files)}")

@@ -10,9 +10,10 @@ from typing import Any, List, Optional
 
 import typer
 
+from . import _common as C
 from . import _device as _dev
 
-app = typer.Typer(help="Sparse attention patterns: quality on the real model, reachability.", no_args_is_help=True)
+app = C.typer_app("Sparse attention: per-head plans, quality on the real model, reachability.")
 
 
 def _command() -> str:
@@ -29,23 +30,27 @@ def _parse_layers(text: str, n_layers: int = 30) -> list[int]:
         raise typer.BadParameter(str(exc)) from None
 
 
-@app.command("eval")
+@app.command("eval", context_settings={"allow_extra_args": True})
 def eval_cmd(
+    ctx: typer.Context,
     pattern: Optional[List[str]] = typer.Option(
         None,
         "--pattern",
         "-p",
-        help="pattern name (repeatable): power, strided, "
+        help="comma-separated pattern names: power, strided, "
         "window, sink_window, moa, halo, neighborhood, topk_blocks, dhsa "
         "(default: power; none when --plan is given)",
     ),
     plan: Optional[List[str]] = typer.Option(
         None,
         "--plan",
-        help="per-head plan (repeatable): a plan JSON path or a shipped plan name; applied to its own layers as it is",
+        help="comma-separated per-head plans: plan JSON paths or shipped plan names; each applied to its own layers as it is",
     ),
-    lengths: List[int] = typer.Option([1024], "--lengths", "-l", help="prompt lengths in tokens (repeatable)"),
-    trials: int = typer.Option(20, help="passkey trials per length (needle depths 10-90 %)"),
+    lengths: List[str] = typer.Option(
+        ["1024"], "--lengths", "-l", help="comma-separated prompt lengths in tokens, e.g. 2048,8192"
+    ),
+    n: int = typer.Option(20, "--n", help="passkey prompts per length (needle depths 10-90 %)"),
+    trials: Optional[int] = C.alias("--trials"),
     dense_layers: str = typer.Option("0", help="layers kept dense for -p patterns: 'none', '0,1', '0,14-24', 'every:7'"),
     matched: bool = typer.Option(True, help="also run a sink+window pattern of matched density (for -p patterns)"),
     decode_prompts: int = typer.Option(
@@ -57,8 +62,8 @@ def eval_cmd(
         help="label of a config every other one is also compared with "
         "(McNemar); default: a plan's same-budget 'uniform' plan, if given",
     ),
-    model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
-    threads: int = typer.Option(0, help="torch threads (0 = torch's default)"),
+    model: str = C.model_option(),
+    threads: int = C.threads_option(),
     haystack: str = typer.Option(
         "essays",
         help="passkey/perplexity text: 'essays' (RULER's Paul Graham essays, "
@@ -67,12 +72,12 @@ def eval_cmd(
     resume: bool = typer.Option(
         False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); without it an existing log is replaced"
     ),
-    out: Path = typer.Option(
-        Path("runs/sparsify"), help="output folder (results.json, table.md, plot.png, plot_pareto.png with --plan, trials.jsonl)"
+    out: Path = C.out_option(
+        C.REPORT / "sparsify-eval",
+        "output folder (results.json, table.md, plot.png, plot_pareto.png with --plan, trials.jsonl)",
     ),
-    json_out: bool = typer.Option(False, "--json", help="print the result rows as JSON on stdout instead of the table"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-    more_lengths: Optional[List[int]] = typer.Argument(None, help="further lengths, so that `--lengths 2048 4096 8192` works"),
+    json_out: bool = C.json_option("print the result rows as JSON on stdout instead of the table"),
+    quiet: bool = C.quiet_option(),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
     device_map: Optional[str] = _dev.device_map_option(),
@@ -83,10 +88,9 @@ def eval_cmd(
 
     Every trial is appended to OUT/trials.jsonl as it finishes and the report is rewritten after each
     length, so a long run shows partial results and can be continued with --resume.
-    Full run (about 2 hours on 2 cores): headlab sparsify eval -p power -p strided -p moa --lengths 2048 4096 8192
-    Plans: headlab sparsify eval --plan duo.json --plan uniform.json --lengths 8192
+    Full run (about 2 hours on 2 cores): headlab sparsify eval -p power,strided,moa --lengths 2048,4096,8192
+    Plans: headlab sparsify eval --plan duo.json,uniform.json --lengths 8192
     """
-    import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -96,26 +100,25 @@ def eval_cmd(
     from ..sparsify.eval.report import format_table, write_report
     from ..sparsify.eval.runner import evaluate
 
-    if threads < 0:
-        raise typer.BadParameter(f"--threads must be >= 0 (0 = torch's default), got {threads}")
-    if threads:
-        torch.set_num_threads(threads)
+    C.set_threads(threads)
     from ..data.passkey import HAYSTACKS
 
-    plan_args = list(plan or [])
-    pattern = list(pattern) if pattern is not None else ([] if plan_args else ["power"])
+    plan_args = C.split_list(plan, "--plan")
+    pattern = C.split_list(pattern, "-p/--pattern") if pattern is not None else ([] if plan_args else ["power"])
     try:
         configs: list[tuple[str, Any]] = [(name, preset(name)) for name in pattern]
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    lengths = list(lengths) + list(more_lengths or [])
-    for n in lengths:
-        if n < 256:
-            raise typer.BadParameter(f"lengths must be >= 256 tokens, got {n}")
+    lens = C.split_list([*lengths, *ctx.args], "--lengths", int)  # ctx.args: the old `--lengths 2048 4096 8192`
+    for length in lens:
+        if length < 256:
+            raise typer.BadParameter(f"--lengths must be >= 256 tokens, got {length}")
     if haystack not in HAYSTACKS:
         raise typer.BadParameter(f"--haystack must be one of {HAYSTACKS}, got {haystack!r}")
+    n_name, trials = ("--trials", trials) if trials is not None else ("--n", n)
     if trials < 1:
-        raise typer.BadParameter(f"--trials must be >= 1, got {trials}")
+        raise typer.BadParameter(f"{n_name} must be >= 1, got {trials}")
+    C.check_out_folder(out)
     if decode_prompts < 0:
         raise typer.BadParameter(f"--decode-prompts must be >= 0, got {decode_prompts}")
     if decode_tokens < 2:
@@ -128,10 +131,7 @@ def eval_cmd(
                 load_plan(x)
             except (ValueError, OSError) as e:
                 raise typer.BadParameter(f"--plan {x!r}: {e}") from None
-    try:
-        m, tok = _dev.load_model(model, device, dtype, device_map)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
+    m, tok = _dev.load_model(model, device, dtype, device_map)
     n_layers = m.config.num_hidden_layers
     dl = _parse_layers(dense_layers, n_layers)
     taken = {"dense"} | {label for label, _ in configs}
@@ -161,13 +161,13 @@ def eval_cmd(
         console=Console(stderr=True),
         disable=quiet,
     ) as prog:
-        task = prog.add_task("sparsify eval", total=len(lengths) * per_length)
-        for n in lengths:
+        task = prog.add_task("sparsify eval", total=len(lens) * per_length)
+        for length in lens:
             rows += evaluate(
                 m,
                 tok,
                 configs,
-                [n],
+                [length],
                 trials=trials,
                 dense_layers=dl,
                 matched=matched,
@@ -183,7 +183,7 @@ def eval_cmd(
         typer.echo(json.dumps({"rows": rows, "out": str(folder)}, default=str))
         return
     typer.echo(format_table(rows))
-    typer.echo(f"wrote {folder}/results.json, table.md, plot.png" + (", plot_pareto.png" if n_plans else ""))
+    C.note(f"wrote {folder}/results.json, table.md, plot.png" + (", plot_pareto.png" if n_plans else ""))
 
 
 @app.command("reach")
@@ -191,27 +191,33 @@ def reach_cmd(
     length: int = typer.Option(2048, help="sequence length for token-level graphs"),
     block_length: int = typer.Option(32768, help="sequence length for block-level graphs (power, strided)"),
     max_layers: int = typer.Option(64, help="stop after this many layers"),
-    out: Optional[Path] = typer.Option(
-        None, help="results folder (reach.json, reach.records.jsonl, table.md, reach.png), or a .md file for the table only"
+    out: Path = C.out_option(
+        C.REPORT / "sparsify-reach",
+        "results folder (reach.json, reach.records.jsonl, table.md, reach.png), or a .md file for the table only",
     ),
+    json_out: bool = C.json_option(),
+    quiet: bool = C.quiet_option(),
 ):
     """Layers until every token reaches every earlier token, and coverage per layer (no model)."""
     from ..sparsify.eval import reach
 
-    try:
-        raw = reach.compute(length, block_length, max_layers)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    if out.suffix != ".md":
+        C.check_out_folder(out)
+    raw = reach.compute(length, block_length, max_layers)
     text = reach.table(raw)
-    typer.echo(text)
-    if out and out.suffix == ".md":
+    if json_out:
+        typer.echo(json.dumps(raw, default=str))
+    else:
+        typer.echo(text)
+    if out.suffix == ".md":
         from ..io import atomic_write_text
 
         atomic_write_text(out, text)
-    elif out:
+        C.note(f"wrote {out}")
+    else:
         cmd = f"headlab sparsify reach --length {length} --block-length {block_length} --max-layers {max_layers}"
         reach.write(raw, out, cmd)
-        typer.echo(f"wrote {out}/reach.json, reach.records.jsonl, table.md, reach.png")
+        C.note(f"wrote {out}/reach.json, reach.records.jsonl, table.md, reach.png")
 
 
 from .sparsify_plan import plan_cmd  # noqa: E402  (own module: no import cycle)

@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from . import _common as C
 from . import _device as _dev
 
 
@@ -57,8 +58,10 @@ def plan_cmd(
         0.35, "--kv-budget", help="KV fraction to keep, in (0, 1]: mean over (layer, KV head) of kept keys / length"
     ),
     length: int = typer.Option(8192, help="context length the plan is budgeted for (<= the model's context)"),
-    out: Path = typer.Option(..., "--out", help="plan JSON to write (atomically)"),
-    model: str = typer.Option("smollm2-135m", help="headlab.load name or HF folder"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="plan JSON to write (atomically); default headlab-report/sparsify-plan/METHOD-BUDGET-LENGTH.json"
+    ),
+    model: str = C.model_option(),
     seed: int = typer.Option(0, help="seed: calibration data and random choices"),
     full_share: Optional[float] = typer.Option(
         None,
@@ -67,7 +70,7 @@ def plan_cmd(
     ),
     sink: Optional[int] = typer.Option(None, help="sink tokens of streaming heads (default 64)"),
     name: Optional[str] = typer.Option(None, help="plan name recorded in the file"),
-    threads: int = typer.Option(2, help="torch threads"),
+    threads: int = C.threads_option(),
     cache_dir: Optional[Path] = typer.Option(
         None, help="profile cache (default $HEADLAB_CACHE/profiles): a second budget reuses the profile"
     ),
@@ -77,6 +80,8 @@ def plan_cmd(
         help="method option KEY=VALUE (repeatable), e.g. duo: steps=24 items=8 train_lengths=768 train_window=128 "
         "lr=0.08; moa: items=4 lengths=1024,2048 (numbers and comma lists are parsed; see docs/plans.md)",
     ),
+    json_out: bool = C.json_option("print the plan's summary (meta, full heads per layer, --out) as JSON on stdout"),
+    quiet: bool = C.quiet_option(),
     device: Optional[str] = _dev.device_option(),
     dtype: Optional[str] = _dev.dtype_option(),
     device_map: Optional[str] = _dev.device_map_option(),
@@ -86,7 +91,8 @@ def plan_cmd(
     Example: headlab sparsify plan --method retrieval --kv-budget 0.35 --length 8192 --out plan.json
     Use it with: with headlab.attach(model, pattern=headlab.patterns.load_plan("plan.json", model)): ...
     """
-    import torch
+    import json
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..patterns.headplan import save_plan
@@ -104,8 +110,8 @@ def plan_cmd(
         raise typer.BadParameter(f"--length must be >= 1, got {length}")
     if sink is not None and sink < 0:
         raise typer.BadParameter(f"--sink must be >= 0, got {sink}")
-    if threads < 1:
-        raise typer.BadParameter(f"--threads must be >= 1, got {threads}")
+    if out is None:
+        out = C.REPORT / "sparsify-plan" / f"{method}-{kv_budget:g}-{length}.json"
     if out.is_dir():
         raise typer.BadParameter(f"--out {str(out)!r} is a folder; give a file name like plan.json")
     opts: dict[str, Any] = {k: v for k, v in (("sink", sink), ("full_share", full_share)) if v is not None}
@@ -114,15 +120,9 @@ def plan_cmd(
         if key in opts:
             raise typer.BadParameter(f"--opt {key} repeats an option given twice or by its own flag")
         opts[key] = value
-    torch.set_num_threads(threads)
-    try:
-        m, tok = _dev.load_model(model, device, dtype, device_map)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    try:
-        check_length(m, length)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    C.set_threads(threads)
+    m, tok = _dev.load_model(model, device, dtype, device_map)
+    check_length(m, length)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()
     ) as prog:
@@ -151,5 +151,8 @@ def plan_cmd(
     if name:
         plan = plan.with_meta(name=name)
     save_plan(plan, out)
-    typer.echo(_summary(plan))
-    typer.echo(f"wrote {out}")
+    if json_out:
+        typer.echo(json.dumps({"out": str(out), "meta": plan.meta, "full_heads": plan.full_heads()}, default=str))
+    else:
+        typer.echo(_summary(plan))
+    C.note(f"wrote {out}")

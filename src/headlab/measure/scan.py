@@ -14,14 +14,17 @@ import torch
 from ..data.tasks.user_file import is_task_file, read_texts_file
 from ..engine.frames import records_frame
 from ..engine.hf import attach, model_shape
+from ..engine.view import HtmlView
 from ..io import atomic_dir, atomic_write_json
+from ..probes import DEFAULT_METRICS as PROBE_DEFAULTS
 from ..probes import REGISTRY, HeadMapProbe, query_probe_names
 from ..probes.magnet import magnet_ids
 from ..probes.roles import ROLE_RULES, records, role_metrics, uniform_entropy
+from ..report.figure import PlotFigure
 from ..report.files import write_meta, write_records
 from ..report.inline import scan_html
 from ..report.maps import display_tokens
-from ..report.png import atlas_png
+from ..report.png import atlas_figure, atlas_png, choose_metrics
 from ..version import __version__
 from .dilution import group_formula, group_metric_names, group_states, parse_group, parse_groups, with_group_ratios
 from .induction import induction_scores
@@ -32,6 +35,9 @@ from .stats import check_input, forward_for_attention
 
 #: every head metric a scan can compute (the probe registry, in its order)
 ALL_METRICS = tuple(REGISTRY.names())
+#: what a scan computes when no metric is named (``metrics="default"``): every per-text probe in it has a
+#: map-free form next to SDPA; ``entropy`` and ``global_sink`` are opt-in (see ``headlab.probes.DEFAULT_METRICS``)
+DEFAULT_METRICS = tuple(m for m in ALL_METRICS if m in PROBE_DEFAULTS)
 
 #: per-head columns added by ``importance=True`` (:mod:`headlab.measure.importance`): {column: formula}
 IMPORTANCE_COLUMNS = {
@@ -56,15 +62,20 @@ def formulas(metrics) -> dict[str, str]:
     return out
 
 
-def parse_metrics(spec: str | list[str]) -> list[str]:
+def parse_metrics(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Metric names from a comma list or a list; ``all`` = every metric, ``default`` = :data:`DEFAULT_METRICS`
+    (both may be combined with names, e.g. ``default,entropy``); duplicates are dropped, order kept."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     items = [m.strip() for m in items if m.strip()]
-    if items == ["all"]:
-        return list(ALL_METRICS)
-    bad = [m for m in items if m not in ALL_METRICS]
-    if bad or not items:
-        raise ValueError(f"unknown metrics {bad or items}: choose from {', '.join(ALL_METRICS)} or 'all'")
-    return items
+    out: list[str] = []
+    for m in items:
+        for x in ALL_METRICS if m == "all" else DEFAULT_METRICS if m == "default" else (m,):
+            if x not in out:
+                out.append(x)
+    bad = [m for m in out if m not in ALL_METRICS]
+    if bad or not out:
+        raise ValueError(f"unknown metrics {bad or items}: choose from {', '.join(ALL_METRICS)}, 'default' or 'all'")
+    return out
 
 
 def read_texts(path: Path, text_field: str = "text") -> list[str]:
@@ -98,9 +109,18 @@ class ScanResult:
         """pandas DataFrame, one row per (layer, head): layer, head, site, metrics, roles (``headlab[frames]``)."""
         return records_frame(self.records, self.meta["metrics"])
 
-    def show(self, head=None, metric: str | None = None) -> str:
-        """HTML of the head grid (coloured by ``metric``) and one head (``"L3H1"`` or (3, 1)) up close."""
-        return scan_html(self, head=head, metric=metric)
+    def show(self, head=None, metric: str | None = None) -> HtmlView:
+        """The head grid (coloured by ``metric``, default the first) and one head (``"L3H1"`` or (3, 1)) up
+        close, as an :class:`~headlab.engine.view.HtmlView`: a notebook renders it, ``str(view)`` is the HTML.
+        The roles follow the probe classes' rules (e.g. sinks after Xiao et al., arXiv 2309.17453)."""
+        return HtmlView(scan_html(self, head=head, metric=metric))
+
+    def plot(self, metric: str | list[str] | None = None) -> PlotFigure:
+        """The head atlas as a ``matplotlib.figure.Figure`` (no pyplot): one layer x head heatmap per metric
+        (``metric``: a name, a comma list or a list; default every metric of the scan), role letters in the
+        cells, as ``atlas.png``. Each metric's formula and paper: ``res.meta["formulas"]``."""
+        metrics = choose_metrics(metric, self.meta["metrics"], "this scan")
+        return atlas_figure(self.records, metrics, title=f"{self.meta.get('model', 'model')}: head atlas")
 
     def _repr_html_(self) -> str:
         return scan_html(self)
@@ -460,8 +480,8 @@ def scan(
     tokenizer,
     texts: str | list[str],
     *,
-    metrics: str | list[str] = "all",
-    max_tokens: int = 512,
+    metrics: str | list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    max_tokens: int | None = None,
     out: str | Path | None = None,
     edits=(),
     prefix: str | None = None,
@@ -478,7 +498,9 @@ def scan(
         res = headlab.scan(model, tok, ["a text", "another"], metrics="sink,entropy,prev_token")
         res.to_frame(); res.show(); res.plot()
 
-    ``metrics``: a comma list or list of metric names, or "all" (see ``headlab.probes``); ``out``: also write
+    ``max_tokens``: tokens kept per text (default 512, or the model's context when shorter); ``metrics``: a comma list or list of metric names, "default" (:data:`DEFAULT_METRICS`, every one with a
+    map-free form: the scan never builds attention maps) or "all" (adds the opt-in ``entropy`` and ``global_sink``;
+    see ``headlab.probes``); ``out``: also write
     heads.json, heads.csv, meta.json and atlas.png there; ``edits``: scan the edited model (and the unedited
     one as ``baseline``); ``model_name``: the name recorded in the results (default: the model's own path).
     Other arguments as in :func:`run_scan`."""
@@ -487,7 +509,14 @@ def scan(
     texts = list(texts)
     if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
         raise ValueError("texts: give a non-empty string or a non-empty list of non-empty strings")
-    name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    name = (
+        model_name
+        or getattr(model, "headlab_name", None)  # set by headlab.load: "smollm2-135m", not its cache folder
+        or getattr(getattr(model, "config", None), "_name_or_path", None)
+        or type(model).__name__
+    )
+    if max_tokens is None:  # 512 tokens per text, or the model's whole context when it is shorter
+        max_tokens = min(512, getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512)
     return run_scan(
         model,
         tokenizer,

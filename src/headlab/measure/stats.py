@@ -14,19 +14,41 @@ import torch
 
 from ..engine.frames import stats_frame
 from ..engine.hf import attach
+from ..engine.view import HtmlView
 from ..probes import query_probe_names
+from ..report.figure import PlotFigure
 from ..report.inline import head_view
+from ..report.png import atlas_figure, choose_metrics
 
 QUERY_METRICS = tuple(query_probe_names())
 
 
 class HeadStats(dict):
-    """``{metric: (layers, heads) tensor}`` with a data frame (``to_frame()``, one row per head) and an
-    inline notebook view (the head grid)."""
+    """``{metric: (layers, heads) tensor}`` with a data frame (``to_frame()``, one row per head), an inline
+    notebook view (``show()``, the head grid) and a figure (``plot()``, one heatmap per metric). Each metric's
+    formula and paper are on its probe class (``headlab.probes.REGISTRY.get(name).formula`` / ``.paper``)."""
 
     def to_frame(self):
         """pandas DataFrame: layer, head, site, one column per metric (needs ``headlab[frames]``)."""
         return stats_frame(self)
+
+    def show(self, head=None, metric: str | None = None) -> HtmlView:
+        """The head grid coloured by ``metric`` (default the first) and one head (``"L3H1"`` or (3, 1)) up
+        close, as an :class:`~headlab.engine.view.HtmlView` (a notebook renders it; ``str(view)`` is the HTML)."""
+        return HtmlView(head_view(self, title="head statistics", metric=metric, head=head))
+
+    def plot(self, metric: str | Sequence[str] | None = None) -> PlotFigure:
+        """One layer x head heatmap per metric (``metric``: a name, a comma list or a list; default all) as a
+        ``matplotlib.figure.Figure`` made without pyplot."""
+        metrics = choose_metrics(metric, list(self), "this head_stats result")
+        grids = {m: torch.as_tensor(self[m]).detach().cpu().double() for m in metrics}
+        n_layers, n_heads = next(iter(grids.values())).shape
+        recs = [
+            {"layer": l, "head": h, **{m: float(g[l, h]) for m, g in grids.items()}}
+            for l in range(n_layers)
+            for h in range(n_heads)
+        ]
+        return atlas_figure(recs, metrics, title="head statistics")
 
     def _repr_html_(self) -> str:
         return head_view(self, title="head statistics")

@@ -3,12 +3,14 @@
 
 from .bootstrap import accuracy_ci, bootstrap_ci, paired_diff_ci, paired_test
 from .evaluate import Result, evaluate
+from .result import SteerResult
 from .run import METHODS, steer
 from .tune import fit_inject, search_act, tune_grid, tune_zerotuning
 
 __all__ = [
     "METHODS",
     "Result",
+    "SteerResult",
     "accuracy_ci",
     "bootstrap_ci",
     "paired_test",

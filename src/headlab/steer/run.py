@@ -20,8 +20,11 @@ from ..data.tasks import load_task
 from ..data.tasks.base import Task
 from ..edits import ablate, from_config, redistribute, reinforce, to_config
 from ..measure.record import context_sensitivity, task_embedding
+from ..models import DEFAULT_MODEL
+from ..report.figure import new_figure
 from .bootstrap import accuracy_ci, paired_test
 from .evaluate import evaluate
+from .result import SteerResult, draw_accuracy
 from .tune import few_shot_prompt, fit_inject, search_act, tune_grid, tune_zerotuning
 
 #: baseline results of this process, keyed by (model id, task, evaluation prompts): several methods
@@ -37,7 +40,14 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
     L = model.config.num_hidden_layers
     if method == "zerotuning":
         return tune_zerotuning(
-            model, tok, task, tune, block=opts.get("block", 5), batch_size=bs, per_head=opts.get("per_head", False)
+            model,
+            tok,
+            task,
+            tune,
+            block=opts.get("block", 5),
+            batch_size=bs,
+            per_head=opts.get("per_head", False),
+            progress=opts.get("progress", True),
         )
     if method == "act":
         return search_act(
@@ -49,6 +59,7 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
             beta=opts.get("beta", 0.4),
             thr=opts.get("thr", 0.1),
             batch_size=bs,
+            progress=opts.get("progress", True),
         )
     if method == "ablate":
         sites = opts.get("sites")
@@ -64,7 +75,7 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
         cands = [(f"p={p}", [redistribute("context", p=p, min_share=opts.get("min_share", 0.2))]) for p in grid]
         if opts.get("param") is not None:
             return cands[0][1], {"chosen": cands[0][0], "note": "forced by --param: no tuning competition"}
-        return tune_grid(model, tok, task, tune, cands, bs)
+        return tune_grid(model, tok, task, tune, cands, bs, progress=opts.get("progress", True))
     if method == "reinforce":
         if not any("context" in it.spans for it in tune):
             raise ValueError(f"reinforce needs items with a 'context' span; task {task.name!r} has none")
@@ -78,7 +89,7 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
             eds[0].bind(L, model.config.num_attention_heads)
             info["sites"] = sorted([int(l), int(h)] for l, hs in eds[0].sites.items() for h in hs)
         else:
-            eds, info = tune_grid(model, tok, task, tune, cands, bs)
+            eds, info = tune_grid(model, tok, task, tune, cands, bs, progress=opts.get("progress", True))
         info["vhd_top"] = [
             [int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]
         ]
@@ -132,28 +143,10 @@ def few_shot_items(tune: list, ev: list, shots: int, seed: int = 0) -> list:
 
 
 def plot(res: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(4, 3.2))
-    names = [n for n in ("baseline", "steered", "icl") if n in res]
-    means = [res[n][0] for n in names]
-    err = [[res[n][0] - res[n][1] for n in names], [res[n][2] - res[n][0] for n in names]]
-    ax.bar(names, means, yerr=err, capsize=6, color=["#999999", "#3b75af", "#c98b2b"][: len(names)])
-    ax.set_ylabel("accuracy (95% Wilson interval)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    """Write the accuracy bars (baseline, steered, ICL; 95 % Wilson intervals) as a PNG (no pyplot)."""
+    fig = new_figure(4, 3.2)
+    draw_accuracy(fig.add_subplot(), res).set_title(title, fontsize=9)
+    fig.save(path)
 
 
 def steer(
@@ -165,14 +158,18 @@ def steer(
     eval_on: int = 100,
     seed: int = 0,
     save: str | None = None,
-    model_name: str = "smollm2-135m",
+    model_name: str = DEFAULT_MODEL,
     plot_path: str | None = None,
     task_kw: dict | None = None,
     progress: bool = True,
     model_tok: tuple | None = None,
     **opts,
-) -> dict:
-    """Tune ``method`` (or load ``config``) and evaluate baseline vs steered on ``task_name``."""
+) -> SteerResult:
+    """Tune ``method`` (or load ``config``) and evaluate baseline vs steered on ``task_name``.
+
+    Returns a :class:`~headlab.steer.result.SteerResult`: the summary dict that ``save`` writes, with the
+    per-item records (``.records``), ``.to_frame()`` (one row per item) and ``.plot()`` (accuracies with
+    Wilson intervals, the paired difference). Methods and their papers: see :mod:`headlab.steer.result`."""
     from ..io import atomic_write_json
 
     if (method is None) == (config is None):
@@ -191,7 +188,7 @@ def steer(
     task_name = task.name
     tune, ev = task.split(tune_on, eval_on, seed)  # with --config the tuning items are just skipped
     if method:
-        edits, info = tune_method(method, model, tok, task, tune, {"seed": seed, **opts})
+        edits, info = tune_method(method, model, tok, task, tune, {"seed": seed, "progress": progress, **opts})
     else:
         edits, info = from_config(config), {"chosen": f"loaded from {config}"}
     bs = opts.get("batch_size", 8)
@@ -245,4 +242,4 @@ def steer(
         pp = Path(plot_path) if plot_path else Path(save).with_suffix(".png")
         plot(res, pp, f"{out['method']} on {task_name} (n={len(ev)})")
         out["plot"] = str(pp)
-    return out
+    return SteerResult(out, records=records)

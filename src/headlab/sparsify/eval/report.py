@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ...report.figure import PlotFigure
     from .runner import Row
 
 
@@ -155,3 +156,101 @@ def write_report(rows: Sequence[Row], out_dir, command: str = "") -> Path:
 
         plot_pareto(rows, out / "plot_pareto.png")
     return out
+
+
+#: Row fields that hold lists or dicts (per-trial detail): left out of ``EvalResult.to_frame()``
+DETAIL_FIELDS = ("by_depth", "acc_ci", "vs_dense", "vs_baseline", "decode_tok_s_range", "decode_by_prompt", "plan")
+#: the first columns of ``EvalResult.to_frame()``, in order; the other scalar Row fields follow
+FRAME_FIRST = (
+    "length",
+    "label",
+    "kind",
+    "method",
+    "budget",
+    "density",
+    "model_density",
+    "kv_fraction",
+    "kv_bytes",
+    "accuracy",
+    "acc_low",
+    "acc_high",
+    "correct",
+    "trials",
+    "answer_logprob",
+    "ppl",
+)
+
+
+def _method(r: Row) -> str:
+    return str((r.plan or {}).get("method") or ("dense" if r.kind == "dense" else r.kind))
+
+
+class EvalResult(list):
+    """What ``sparsify.evaluate`` returns: its :class:`~headlab.sparsify.eval.runner.Row` list (one per
+    configuration and length: dense, each pattern or per-head plan, the matched-density StreamingLLM control
+    of arXiv 2309.17453), with ``to_frame()`` and ``plot()``. Accuracies carry Wilson 95 % intervals;
+    per-head plans follow MoA (arXiv 2406.14909) and DuoAttention (arXiv 2410.10819)."""
+
+    def to_frame(self):
+        """pandas DataFrame, one row per (length, configuration): length, label, kind, method, budget,
+        density, model_density, kv_fraction, kv_bytes, accuracy with its interval (acc_low, acc_high),
+        correct / trials, key log-prob, perplexity, then timing and decode columns (``headlab[frames]``)."""
+        from ...engine.frames import pandas
+
+        data = []
+        for r in self:
+            d = {k: v for k, v in asdict(r).items() if k not in DETAIL_FIELDS}
+            d["acc_low"], d["acc_high"] = (float(x) for x in r.acc_ci)
+            d["method"] = _method(r)
+            d["budget"] = (r.plan or {}).get("budget")
+            data.append(d)
+        rest = [k for k in (data[0] if data else {}) if k not in FRAME_FIRST]
+        return pandas().DataFrame(data, columns=[*FRAME_FIRST, *rest])
+
+    def plot(self) -> PlotFigure:
+        """Passkey accuracy (Wilson 95 % bars) of every configuration against model density (left) and
+        against KV-cache bytes (right; patterns keep the full cache, per-head plans only their spans), one
+        figure row per length; a ``matplotlib.figure.Figure`` made without pyplot."""
+        from ...report.figure import new_figure
+        from .pareto import METHOD_STYLE, OTHER_STYLE
+
+        if not self:
+            raise ValueError("nothing to plot: the evaluation has no rows")
+        lengths = sorted({r.length for r in self})
+        fig = new_figure(11, 4.2 * len(lengths))
+        axes = fig.subplots(len(lengths), 2, squeeze=False)
+        use_bytes = any(r.kv_bytes for r in self)
+        for (ax_d, ax_kv), n in zip(axes, lengths):
+            for r in (r for r in self if r.length == n):
+                matched = " [matched to" in r.label
+                method = _method(r)
+                if method == "dense":
+                    colour, marker = "black", "*"
+                elif matched:
+                    colour, marker = "grey", "s"
+                elif r.kind == "pattern":
+                    colour, marker = "tab:cyan", "o"
+                else:
+                    colour, marker = METHOD_STYLE.get(method, OTHER_STYLE)
+                y = r.accuracy
+                err = [[max(0.0, y - r.acc_ci[0])], [max(0.0, r.acc_ci[1] - y)]] if not math.isnan(r.acc_ci[0]) else None
+                kv = r.kv_bytes / 2**20 if use_bytes else r.kv_fraction
+                name = r.label.split(" [")[0][:22] + (" (matched)" if matched else "")
+                for ax, x in ((ax_d, r.model_density), (ax_kv, kv)):
+                    ax.errorbar([x], [y], yerr=err, color=colour, marker=marker, ms=8 if method == "dense" else 6, capsize=3)
+                    ax.annotate(name, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+            ax_d.set(
+                xlabel="model density (causal pairs kept, dense layers count 1)",
+                ylabel="passkey accuracy (Wilson 95 %)",
+                ylim=(-0.05, 1.05),
+                title=f"accuracy vs density at {n} tokens",
+            )
+            ax_kv.set(
+                xlabel="KV-cache MiB" if use_bytes else "KV-cache bytes / dense",
+                ylabel="passkey accuracy (Wilson 95 %)",
+                ylim=(-0.05, 1.05),
+                title=f"accuracy vs KV memory at {n} tokens",
+            )
+            for ax in (ax_d, ax_kv):
+                ax.grid(alpha=0.3)
+        return fig

@@ -6,7 +6,7 @@ DuoAttention-style plans). Usage::
 
     cache = headlab.kv_cache(model, plan)
     with headlab.attach(model, pattern=plan):
-        out = model.generate(ids, past_key_values=cache, max_new_tokens=64, do_sample=False)
+        out = model.generate(ids, cache=cache, max_new_tokens=64, do_sample=False)
     cache.nbytes()          # bytes of the keys and values it holds
 
 Decoding gives the same tokens (and logits up to float rounding) as ``attach(model, pattern=plan)``

@@ -9,6 +9,7 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     kernel_claims,
     lab_claims,
     mechanism_claims,
+    peers_claims,
     replication_claims,
     sparsify_claims,
     steer_claims,

@@ -157,6 +157,7 @@ BAD = {
     ("bench", "capture"): (["--repeats", "0"], "got 0"),
     ("bench", "lse"): (["--lengths", "1,x"], "'1,x'"),
     ("bench", "mechanisms"): (["--mechanisms", "nope"], "'nope'"),
+    ("bench", "peers"): (["--repeats", "0"], "got 0"),
     ("lab", "sinks"): (["--steps", "0"], "got 0"),
     ("lab", "induction"): (["--pairs", "0"], "got 0"),
     ("lab", "icl-regression"): (["--steps", "-1"], "got -1"),

@@ -7,10 +7,13 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     circuits_claims,
     guidance_claims,
     kernel_claims,
+    kv_claims,
     lab_claims,
     mechanism_claims,
+    paper_claims,
     peers_claims,
     replication_claims,
     sparsify_claims,
     steer_claims,
+    steer_replication_claims,
 )

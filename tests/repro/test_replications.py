@@ -13,7 +13,8 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def test_every_replication_reruns_its_base_on_fresh_seeds():
-    reps = {n: c for n, c in C.all_claims().items() if n.endswith("-rep")}
+    # the seed replications (table "replications"); those on fresh items: tests/repro/test_steer_replications.py
+    reps = {n: c for n, c in C.all_claims().items() if n.endswith("-rep") and c.table == "replications"}
     assert {"memory-capacity-rep", "rf-mean-rep", "sinks-dormant-rep"} <= set(reps)
     for name, c in reps.items():
         base = C.get(name[: -len("-rep")])

@@ -258,7 +258,7 @@ OTHER_MODULES = {
             "causal-cross": CROSS_MODULE,
         },
     ),
-    "attsets": ("AttSets (arXiv 1808.00671)", {p: POOLING for p in PATTERNS}),
+    "attsets": ("AttSets (arXiv 1808.00758)", {p: POOLING for p in PATTERNS}),
     "efficient-probing": ("efficient probing head", {p: POOLING for p in PATTERNS}),
     "mltp": ("multi-layer trainable pooling", {p: POOLING for p in PATTERNS}),
     "pointer": ("pointer-network head (arXiv 1506.03134)", {p: POOLING for p in PATTERNS}),

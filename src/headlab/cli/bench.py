@@ -13,8 +13,10 @@ import typer
 
 from . import _common as C
 from .bench_capture import capture_cmd
+from .bench_kv import kv_cmd
 from .bench_lse import lse_cmd
 from .bench_mechanisms import mechanisms_cmd
+from .bench_neighborhood import neighborhood_cmd
 from .bench_peers import peers_cmd
 
 app = C.typer_app("Benchmarks: kernels, capture overhead, log-sum-exp paths, mechanisms.")
@@ -71,4 +73,6 @@ app.command("kernels")(kernels_cmd)
 app.command("capture")(capture_cmd)
 app.command("lse")(lse_cmd)
 app.command("mechanisms")(mechanisms_cmd)
+app.command("neighborhood")(neighborhood_cmd)
 app.command("peers")(peers_cmd)
+app.command("kv")(kv_cmd)

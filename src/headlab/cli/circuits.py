@@ -184,6 +184,9 @@ def importance_cmd(
     n: int = typer.Option(8, "--n", help="built-in prose texts"),
     n_texts: Optional[int] = C.alias("--n-texts"),
     max_tokens: int = typer.Option(48, "--max-tokens", help="tokens per text"),
+    seed: int = typer.Option(
+        0, "--seed", help="prose: the texts start at a seed-dependent paragraph (another seed, other texts)"
+    ),
     threads: int = THREADS,
     json_out: bool = JSON,
     quiet: bool = QUIET,
@@ -200,13 +203,16 @@ def importance_cmd(
     n_name, n = ("--n-texts", n_texts) if n_texts is not None else ("--n", n)
     if n < 1 or max_tokens < 2:
         raise typer.BadParameter(f"need {n_name} >= 1 and --max-tokens >= 2, got {n} and {max_tokens}")
+    if seed < 0:
+        raise typer.BadParameter(f"--seed={seed} must be >= 0", param_hint="--seed")
     C.check_out_folder(out)
     m, tok = _load(model, threads, device, dtype, device_map)
-    enc = encode_left(tok, prose.documents(n, min_chars=max_tokens * 6), max_length=max_tokens)
+    enc = encode_left(tok, prose.documents(n, min_chars=max_tokens * 6, seed=seed), max_length=max_tokens)
     res = head_importance(m, enc["input_ids"], enc["attention_mask"], progress=not quiet)
     with atomic_dir(out) as d:
         atomic_write_json(d / "heads.json", {"model": model, "heads": [r | {"roles": []} for r in res.records()]})
-        atomic_write_json(d / "summary.json", {"model": model, "n_texts": n, "max_tokens": max_tokens, **res.summary()})
+        seeded = {"seed": seed} if seed else {}  # recorded when used: earlier runs' summaries stay as they were
+        atomic_write_json(d / "summary.json", {"model": model, "n_texts": n, "max_tokens": max_tokens, **seeded, **res.summary()})
         atomic_write_bytes(d / "importance.png", importance_png(res.records(), f"{model}: mean-ablation importance per head"))
     s = res.summary()
     if json_out:
@@ -224,8 +230,12 @@ def importance_cmd(
 def attribution_cmd(
     out: Path = OUT("attribution"),
     task: str = typer.Option("sst2", "--task", help="sst2 or squad"),
-    n: int = typer.Option(20, "--n", help="prompts: the first N of the task"),
+    n: int = typer.Option(20, "--n", help="prompts: the first N of the task (after --offset)"),
     items: Optional[int] = C.alias("--items"),
+    offset: int = typer.Option(0, "--offset", help="skip the first OFFSET prompts of the order (fresh prompts for a rerun)"),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="order: the shuffle `headlab steer --seed SEED` uses (default: the task's stored order)"
+    ),
     model: str = MODEL,
     ig_steps: int = typer.Option(8, "--ig-steps", help="integrated gradients: Gauss-Legendre points"),
     top: float = typer.Option(0.2, "--top", help="coverage: top fraction of tokens compared"),
@@ -247,16 +257,24 @@ def attribution_cmd(
         raise typer.BadParameter(f"--task={task!r}; valid: {', '.join(TASKS)}", param_hint="--task")
     if items <= 0:
         raise typer.BadParameter(f"{n_name}={items} must be >= 1", param_hint=n_name)
+    if offset < 0:
+        raise typer.BadParameter(f"--offset={offset} must be >= 0", param_hint="--offset")
     C.check_out_folder(out)
     m, tok = _load(model, threads, device, dtype, device_map)
     try:
-        records, summary = run(m, tok, task, items, ig_steps=ig_steps, frac=top, max_chars=max_chars, progress=not quiet)
+        records, summary = run(
+            m, tok, task, items, ig_steps=ig_steps, frac=top, max_chars=max_chars, progress=not quiet, offset=offset, seed=seed
+        )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     config = {"model": model, "task": task, "items": items, "ig_steps": ig_steps, "top": top, "max_chars": max_chars}
+    picked = ""
+    if offset or seed is not None:  # recorded only when used: earlier runs' configs stay as they were
+        config.update({"offset": offset, "seed": seed})
+        picked = f" --offset {offset}" + (f" --seed {seed}" if seed is not None else "")
     cmd = (  # the registered spelling (--items = --n)
-        f"headlab circuits attribution --task {task} --items {items} --model {model} --ig-steps {ig_steps} --top {top} "
-        f"--max-chars {max_chars} --out {out}"
+        f"headlab circuits attribution --task {task} --items {items}{picked} --model {model} --ig-steps {ig_steps} "
+        f"--top {top} --max-chars {max_chars} --out {out}"
     )
     paths = write(out, config, records, summary, cmd)
     if json_out:

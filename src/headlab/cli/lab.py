@@ -19,11 +19,17 @@ import typer
 from ..lab.config import SMOKE as SMOKE_SIZES
 from ..lab.config import (
     DeconstructConfig,
+    DsfEquivConfig,
     IclRegressionConfig,
     InductionConfig,
     LabConfig,
     MemoryCapacityConfig,
     MohConfig,
+    PointerHullConfig,
+    PonetLraConfig,
+    PoolingSst2Config,
+    ProbingSst2Config,
+    RefamSquadConfig,
     SinksConfig,
 )
 from . import _common as C
@@ -31,7 +37,10 @@ from . import _common as C
 app = C.typer_app(
     "Small CPU experiments that reproduce attention papers' phenomena: attention sinks (sinks), induction heads "
     "(induction), in-context linear regression (icl-regression), associative-memory capacity (memory-capacity), "
-    "mixture-of-heads (moh), deconstructing attention (deconstruct) and random-feature attention (rf-mean)."
+    "mixture-of-heads (moh), deconstructing attention (deconstruct), random-feature attention (rf-mean), pointer networks "
+    "(pointer-hull), efficient probing (probing-sst2), pooling heads (pooling-sst2), PoNet (ponet-lra), the "
+    "dynamical-systems view of attention and SSMs (dsf-equiv) and global-sink suppression for text grounding "
+    "(refam-squad)."
 )
 
 OUT = C.out_option(C.REPORT / "lab", "output folder for NAME.json, NAME.records.jsonl, NAME.png")
@@ -275,4 +284,136 @@ def rf_mean(
     from headlab.lab import rf_mean as exp
 
     kw = SMOKE_SIZES["rf-mean"] if smoke else {}
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("pointer-hull")
+def pointer_hull(
+    out: Path = OUT,
+    steps: int = typer.Option(PointerHullConfig.steps, help="training steps (each model)"),
+    batch: int = typer.Option(PointerHullConfig.batch, help="point sets per step"),
+    hidden: int = typer.Option(PointerHullConfig.hidden, help="LSTM width"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """Pointer Networks vs seq2seq + attention on convex hulls: train on n <= 10 points, test on n = 10 and 20."""
+    from headlab.lab import pointer_hull as exp
+
+    kw = (
+        SMOKE_SIZES["pointer-hull"]
+        if smoke
+        else dict(steps=_positive("steps", steps), batch=_positive("batch", batch), hidden=_positive("hidden", hidden))
+    )
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("probing-sst2")
+def probing_sst2(
+    out: Path = OUT,
+    steps: int = typer.Option(ProbingSst2Config.steps, help="training steps per probe and fold"),
+    folds: int = typer.Option(ProbingSst2Config.folds, help="cross-fitting folds"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """Efficient probing vs linear and multi-head attentive probes on frozen MiniLM states of SST-2."""
+    from headlab.lab import probing_sst2 as exp
+
+    kw = SMOKE_SIZES["probing-sst2"] if smoke else dict(steps=_positive("steps", steps), folds=folds)
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("pooling-sst2")
+def pooling_sst2(
+    out: Path = OUT,
+    steps: int = typer.Option(PoolingSst2Config.steps, help="training steps per pooling head and fold"),
+    folds: int = typer.Option(PoolingSst2Config.folds, help="cross-fitting folds"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """AttSets and MLTP pooling heads vs mean, CLS, max and last-token pooling of frozen MiniLM on SST-2."""
+    from headlab.lab import pooling_sst2 as exp
+
+    kw = SMOKE_SIZES["pooling-sst2"] if smoke else dict(steps=_positive("steps", steps), folds=folds)
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("ponet-lra")
+def ponet_lra(
+    out: Path = OUT,
+    steps: int = typer.Option(PonetLraConfig.steps, help="training steps per model (0: time the steps only)"),
+    length: int = typer.Option(PonetLraConfig.length, help="longest expression (tokens); the shortest is half"),
+    timing_lengths: list[int] = typer.Option(
+        PonetLraConfig.timing_lengths, "--timing-lengths", help="lengths at which a training step is timed (repeat the flag)"
+    ),
+    timing_batch: int = typer.Option(PonetLraConfig.timing_batch, help="sequences per timed step"),
+    timing_repeats: int = typer.Option(PonetLraConfig.timing_repeats, help="alternating timing rounds after a warm-up"),
+    name: str = typer.Option(PonetLraConfig.name, "--name", "--claim", help=NAME_HELP),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """PoNet vs softmax attention on a ListOps-like task: accuracy at equal steps and time per training step."""
+    from headlab.lab import ponet_lra as exp
+
+    if steps < 0:
+        raise typer.BadParameter(f"--steps must be >= 0, got {steps}")
+    kw = (
+        dict(**SMOKE_SIZES["ponet-lra"], name=name)
+        if smoke
+        else dict(
+            steps=steps,
+            length=length,
+            timing_lengths=tuple(timing_lengths),
+            timing_batch=_positive("timing-batch", timing_batch),
+            timing_repeats=_positive("timing-repeats", timing_repeats),
+            name=name,
+        )
+    )
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("dsf-equiv")
+def dsf_equiv(
+    out: Path = OUT,
+    trials: int = typer.Option(DsfEquivConfig.trials, help="random draws"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """DSF: linear attention = SSM with A = 0, scalar SSM = gated linear attention; the normalised and selective forms differ."""
+    from headlab.lab import dsf_equiv as exp
+
+    kw = SMOKE_SIZES["dsf-equiv"] if smoke else dict(trials=_positive("trials", trials))
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+@app.command("refam-squad")
+def refam_squad(
+    out: Path = OUT,
+    items: int = typer.Option(RefamSquadConfig.items, help="answerable SQuAD questions (the first ones with short passages)"),
+    first_layer: int = typer.Option(RefamSquadConfig.first_layer, help="first layer of the grounding map (0-based)"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """RefAM adapted to text: does suppressing global attention sinks make question-to-passage attention find the
+    answer span more often (SmolLM2, SQuAD)?"""
+    from headlab.lab import refam_squad as exp
+
+    kw = SMOKE_SIZES["refam-squad"] if smoke else dict(items=_positive("items", items), first_layer=first_layer)
     _finish(exp, kw, seed, out, threads, json_out)

@@ -12,6 +12,7 @@ import typer
 
 from . import _common as C
 from . import _device as _dev
+from . import sparsify_suite as _S
 
 app = C.typer_app("Sparse attention: per-head plans, quality on the real model, reachability.")
 
@@ -72,6 +73,16 @@ def eval_cmd(
     resume: bool = typer.Option(
         False, help="keep the trials already in OUT/trials.jsonl (a stopped run goes on); without it an existing log is replaced"
     ),
+    suite: Optional[str] = typer.Option(
+        None,
+        "--suite",
+        help="run the long-context suite instead of passkey: 'long' (RULER-style tasks) or a comma list of tasks; --n items per task",
+    ),
+    question: str = typer.Option("inside", help="with --suite: the question 'inside' the prefilled context or fed 'after' it"),
+    prefill: str = typer.Option(
+        "sparse", help="with --suite: plans prefill 'sparse' (their pattern) or 'dense' (then keep their KV)"
+    ),
+    seed: int = typer.Option(0, help="with --suite: the suite seed (items are a pure function of it)"),
     out: Path = C.out_option(
         C.REPORT / "sparsify-eval",
         "output folder (results.json, table.md, plot.png, plot_pareto.png with --plan, trials.jsonl)",
@@ -123,6 +134,7 @@ def eval_cmd(
         raise typer.BadParameter(f"--decode-prompts must be >= 0, got {decode_prompts}")
     if decode_tokens < 2:
         raise typer.BadParameter(f"--decode-tokens must be >= 2, got {decode_tokens}")
+    suite_tasks = _S.check(suite, lens, question, prefill) if suite is not None else []
     if plan_args:
         from ..patterns.headplan import load_plan
 
@@ -148,6 +160,11 @@ def eval_cmd(
         raise typer.BadParameter(f"--baseline {baseline!r} is not one of the configs: {labels}")
     if not configs:
         raise typer.BadParameter("nothing to compare with dense: give -p PATTERN and/or --plan PLAN")
+    if suite is not None:  # the long-context suite (cli/sparsify_suite.py)
+        _S.run_suite(m, tok, configs, tasks=suite_tasks, suite=suite, length=lens[0], n=trials, seed=seed, question=question,
+                     prefill=prefill, dense_layers=dl, baseline=baseline, resume=resume, out=out, command=_command(),
+                     json_out=json_out, quiet=quiet)  # fmt: skip
+        return
     log = TrialLog(out / "trials.jsonl", resume=resume)
     n_plans = len(plan_args)
     per_length = (1 + len(pattern) * (2 if matched else 1) + n_plans) * (trials + 1)

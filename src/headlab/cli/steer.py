@@ -106,6 +106,11 @@ COMMON: list[tuple[str, Any, Any]] = [
     ("model", str, C.model_option()),
     ("batch_size", int, _opt(8, "--batch-size", help="prompts per forward pass")),
     ("length", int, _opt(512, "--length", help="needle: haystack length in tokens")),
+    (
+        "needle_seed",
+        int,
+        _opt(0, "--needle-seed", help="needle: seed of the generated haystacks and pass keys (another seed, other items)"),
+    ),
     ("n_tokens", Optional[int], C.alias("--n-tokens")),
     (
         "icl_shots",
@@ -207,7 +212,11 @@ def _run(method: str, kw: dict) -> None:
     for key in ("sites", "atlas", "block"):
         if kw.get(key):
             opts[key] = kw[key]
-    task_kw = {"n_tokens": length, "n": kw["tune_on"] + kw["eval_on"]} if kw["task"] == "needle" else None
+    if kw["needle_seed"] < 0:
+        raise ValueError(f"--needle-seed must be >= 0, got {kw['needle_seed']}")
+    task_kw = (
+        {"n_tokens": length, "n": kw["tune_on"] + kw["eval_on"], "seed": kw["needle_seed"]} if kw["task"] == "needle" else None
+    )
     the_task = kw["task"]
     if is_task_file(the_task):
         the_task = load_file(

@@ -8,6 +8,8 @@ A scan result is a list of records ``{"layer": l, "head": h, <metric>: value, ..
   ``"sink:top5"``            the 5 heads with the largest ``sink`` metric (``:bottom5`` = smallest)
   ``"entropy<1.2"``          heads whose metric is below / above (``>``) a threshold
   ``"random:20"``            20 heads drawn uniformly (``"random:20:7"`` = seed 7); needs no atlas
+  ``"matched:retrieval:top20:7"``  a layer-matched random null of one selector term: in every layer as many heads
+                             as the term selects there, drawn uniformly (seed 7) from that layer's other heads
   ``"retrieval:top20,L3H1"`` comma = union of terms
 
 The atlas is always given explicitly: the ``atlas=`` argument (path to heads.json, a folder holding
@@ -29,6 +31,7 @@ _TOP_RE = re.compile(r"^([A-Za-z_][\w.-]*):(top|bottom)(\d+)$")
 _THR_RE = re.compile(r"^([A-Za-z_][\w.-]*)\s*([<>])\s*(-?[\d.eE+-]+)$")
 _RAND_RE = re.compile(r"^random:(\d+)(?::(\d+))?$")
 _ROLE_RE = re.compile(r"^[A-Za-z_][\w.-]*$")
+_MATCHED_RE = re.compile(r"^matched:(.+?)(?::(\d+))?$")
 
 
 def load_atlas(atlas: Any = None) -> list[dict]:
@@ -75,7 +78,35 @@ def random_sites(
     return {l: sorted(hs) for l, hs in sorted(out.items())}
 
 
+def matched_random_sites(ref: dict[int, list[int]], n_heads: int, seed: int = 0) -> dict[int, list[int]]:
+    """A layer-matched random null of the head set ``ref``: in every layer as many heads as ``ref`` has there,
+    drawn uniformly without replacement from that layer's heads outside ``ref`` (one generator seeded with
+    ``seed``, layers in increasing order)."""
+    g = torch.Generator().manual_seed(int(seed))
+    out: dict[int, list[int]] = {}
+    for l in sorted(ref):
+        taken = set(ref[l])
+        pool = [h for h in range(n_heads) if h not in taken]
+        if len(taken) > len(pool):
+            raise ValueError(
+                f"matched: layer {l} has {len(taken)} of its {n_heads} heads selected; a layer-matched null needs "
+                f"as many other heads, only {len(pool)} are left"
+            )
+        if taken:
+            idx = torch.randperm(len(pool), generator=g)[: len(taken)].tolist()
+            out[l] = sorted(pool[i] for i in idx)
+    return out
+
+
 def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, int]]:
+    m = _MATCHED_RE.match(term)
+    if m:
+        inner = _term(m.group(1), n_layers, n_heads, atlas)
+        ref: dict[int, list[int]] = {}
+        for l, h in sorted(inner):
+            ref.setdefault(l, []).append(h)
+        r = matched_random_sites(ref, n_heads, int(m.group(2) or 0))
+        return {(l, h) for l, hs in r.items() for h in hs}
     if is_site_term(term):
         return {(l, h) for l, hs in parse_sites(term, n_layers, n_heads).items() for h in hs}
     m = _RAND_RE.match(term)
@@ -120,7 +151,7 @@ def _term(term: str, n_layers: int, n_heads: int, atlas: Any) -> set[tuple[int, 
         return got
     raise ValueError(
         f"bad site selector {term!r}: expected 'all', 'L<l>H<h>', a role, "
-        "'<metric>:top<k>', '<metric>><x>', or 'random:<k>[:seed]'"
+        "'<metric>:top<k>', '<metric>><x>', 'random:<k>[:seed]' or 'matched:<selector>[:seed]'"
     )
 
 

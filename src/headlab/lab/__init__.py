@@ -24,6 +24,12 @@ _MODULES = {
     "moh": "moh",
     "deconstruct": "deconstruct",
     "rf-mean": "rf_mean",
+    "pointer-hull": "pointer_hull",
+    "probing-sst2": "probing_sst2",
+    "pooling-sst2": "pooling_sst2",
+    "ponet-lra": "ponet_lra",
+    "dsf-equiv": "dsf_equiv",
+    "refam-squad": "refam_squad",
 }
 _API = {
     "TinyLM": "lm",

@@ -161,6 +161,112 @@ class RfMeanConfig(LabConfig):
     n_test: int = 2048
 
 
+@dataclass(frozen=True)
+class PointerHullConfig(LabConfig):
+    """``pointer-hull``: Pointer Networks (arXiv 1506.03134) vs an attention seq2seq on planar convex hulls:
+    ``steps`` of ``batch`` point sets with n uniform in [``n_min``, ``n_max``], LSTM width ``hidden``, greedy
+    decoding on ``test_items`` fresh sets at each length in ``test_n``."""
+
+    NAME: ClassVar[str] = "pointer-hull"
+    steps: int = 5000
+    batch: int = 64
+    hidden: int = 128
+    lr: float = 1e-3
+    n_min: int = 5
+    n_max: int = 10
+    test_n: tuple[int, ...] = (10, 20)
+    test_items: int = 1000
+
+
+@dataclass(frozen=True)
+class ProbingSst2Config(LabConfig):
+    """``probing-sst2``: efficient probing (arXiv 2506.10178) vs linear and multi-head attentive probes on frozen
+    MiniLM token states of SST-2: ``folds``-fold cross-fitting over ``items`` sentences (0 = all 872), each probe
+    ``steps`` AdamW steps of ``batch`` at ``lr``; EP with ``queries`` queries, the MHA probe with ``mha_heads``."""
+
+    NAME: ClassVar[str] = "probing-sst2"
+    items: int = 0
+    max_tokens: int = 64
+    folds: int = 4
+    steps: int = 300
+    batch: int = 32
+    lr: float = 1e-3
+    queries: int = 32
+    mha_heads: int = 12
+
+
+@dataclass(frozen=True)
+class PoolingSst2Config(LabConfig):
+    """``pooling-sst2``: AttSets (arXiv 1808.00758) and MLTP (arXiv 2409.02727) pooling heads vs mean, CLS and max
+    pooling of frozen MiniLM states on SST-2, same budget (``folds``, ``steps``, ``batch``, ``lr``); MLTP with
+    ``latents`` latents and ``mltp_heads`` x ``mltp_d_head`` attention."""
+
+    NAME: ClassVar[str] = "pooling-sst2"
+    items: int = 0
+    max_tokens: int = 64
+    folds: int = 4
+    steps: int = 300
+    batch: int = 32
+    lr: float = 1e-3
+    latents: int = 16
+    mltp_heads: int = 4
+    mltp_d_head: int = 64
+
+
+@dataclass(frozen=True)
+class PonetLraConfig(LabConfig):
+    """``ponet-lra``: PoNet (arXiv 2110.02442) vs softmax attention encoders on a ListOps-like task of up to
+    ``length`` tokens (nesting ``depth``, up to ``max_args`` arguments), ``steps`` of ``batch`` at ``lr``, tested on
+    ``test_items``; ``timing_lengths`` / ``timing_batch`` / ``timing_repeats`` time one training step of each
+    (alternating); ``steps`` = 0 only times; ``name`` the run's name."""
+
+    NAME: ClassVar[str] = "ponet-lra"
+    steps: int = 2500
+    batch: int = 16
+    lr: float = 1e-3
+    length: int = 256
+    depth: int = 3
+    max_args: int = 10
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 2
+    segment_size: int = 16
+    test_items: int = 2000
+    timing_lengths: tuple[int, ...] = (256,)
+    timing_batch: int = 16
+    timing_repeats: int = 3
+    name: str = NAME
+
+
+@dataclass(frozen=True)
+class DsfEquivConfig(LabConfig):
+    """``dsf-equiv``: the Dynamical Systems Framework's equivalences (arXiv 2405.15731) checked on random inputs:
+    ``trials`` draws of (``batch``, ``heads``, ``length``, ``d_k``, ``d_v``); softmax approximated with the random
+    feature sizes ``features``."""
+
+    NAME: ClassVar[str] = "dsf-equiv"
+    trials: int = 5
+    batch: int = 2
+    heads: int = 2
+    length: int = 64
+    d_k: int = 16
+    d_v: int = 16
+    features: tuple[int, ...] = (16, 64, 256, 1024, 4096)
+
+
+@dataclass(frozen=True)
+class RefamSquadConfig(LabConfig):
+    """``refam-squad``: RefAM's global-sink suppression (arXiv 2509.22650) adapted to text: question-to-passage
+    attention of ``model`` in layers ``first_layer``..last, answer-span hit rate of the raw and the suppressed maps
+    on the first ``items`` answerable SQuAD questions with passages of at most ``max_chars`` characters."""
+
+    NAME: ClassVar[str] = "refam-squad"
+    model: str = "smollm2-135m"
+    items: int = 300
+    max_chars: int = 1000
+    first_layer: int = 15
+
+
 #: experiment name -> its configuration dataclass
 CONFIGS: dict[str, type[LabConfig]] = {
     c.NAME: c
@@ -172,6 +278,12 @@ CONFIGS: dict[str, type[LabConfig]] = {
         MohConfig,
         DeconstructConfig,
         RfMeanConfig,
+        PointerHullConfig,
+        ProbingSst2Config,
+        PoolingSst2Config,
+        PonetLraConfig,
+        DsfEquivConfig,
+        RefamSquadConfig,
     )
 }
 
@@ -184,4 +296,24 @@ SMOKE: dict[str, dict[str, Any]] = {
     "moh": dict(steps=3, layers=1, d_model=16, heads=4, batch=4, seq_len=16, check_every=1),
     "deconstruct": dict(steps=2, layers=2, d_model=16, heads=2, batch=4, seq_len=16, eval_batches=1),
     "rf-mean": dict(heads=4, sizes=(16, 32), seeds=1, n_val=32, n_test=64),
+    "pointer-hull": dict(steps=3, batch=8, hidden=16, n_min=4, n_max=6, test_n=(6, 12), test_items=16),
+    "probing-sst2": dict(items=48, max_tokens=24, folds=2, steps=3, batch=8),
+    "pooling-sst2": dict(items=48, max_tokens=24, folds=2, steps=3, batch=8, latents=4, mltp_heads=2, mltp_d_head=16),
+    "ponet-lra": dict(
+        steps=3,
+        batch=4,
+        length=64,
+        depth=3,
+        max_args=4,
+        d_model=16,
+        heads=2,
+        layers=1,
+        segment_size=8,
+        test_items=16,
+        timing_lengths=(32, 64),
+        timing_batch=2,
+        timing_repeats=1,
+    ),
+    "dsf-equiv": dict(trials=1, batch=1, heads=1, length=8, d_k=4, d_v=4, features=(8, 64)),
+    "refam-squad": dict(items=4, max_chars=700),
 }

@@ -57,24 +57,43 @@ def _label_argmax(choice_ids: list[int]) -> Callable[[torch.Tensor], int]:
     return pick
 
 
-def prompts(tokenizer, task: str, items: int, max_chars: int = 600) -> list[Prompt]:
-    """The first ``items`` prompts of ``task``: SST-2 validation (target: the predicted label word,
-    " negative" / " positive") or answerable SQuAD v2 with passages of <= ``max_chars`` characters in the
-    tokenizer's chat template (target: the first token of the first gold answer)."""
+def item_indices(n_total: int, items: int, offset: int = 0, seed: int | None = None) -> list[int]:
+    """Indices (in the task's stored order) of the prompts :func:`prompts` takes: positions ``offset`` to
+    ``offset + items - 1`` of the stored order, or with ``seed`` of the order ``headlab steer --seed SEED``
+    shuffles the task into (:meth:`headlab.data.tasks.Task.split`; ``offset`` = its ``--tune-on``)."""
+    import random
+
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset={offset!r} must be >= 0")
+    if offset + items > n_total:
+        raise ValueError(f"offset {offset} + items {items} exceeds the {n_total} prompts of the task")
+    order = list(range(n_total))
+    if seed is not None:
+        random.Random(seed).shuffle(order)  # the shuffle of Task.split
+    return order[offset : offset + items]
+
+
+def prompts(tokenizer, task: str, items: int, max_chars: int = 600, offset: int = 0, seed: int | None = None) -> list[Prompt]:
+    """``items`` prompts of ``task`` (the first ones; ``offset`` / ``seed``: see :func:`item_indices`): SST-2
+    validation (target: the predicted label word, " negative" / " positive") or answerable SQuAD v2 with passages
+    of <= ``max_chars`` characters in the tokenizer's chat template (target: the first token of the first gold
+    answer). ``meta["item"]`` is the prompt's index in the task's stored order."""
     from ..data.tasks import load_task
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     if not isinstance(items, int) or items <= 0:
         raise ValueError(f"items={items!r} must be a positive number of prompts")
+    plain = offset == 0 and seed is None  # the first ITEMS prompts, as before these options
     if task == "sst2":
-        t = load_task("sst2", n=items)
+        t = load_task("sst2", n=items if plain else None)
         choices = t.items[0].choices or []
         choice_ids = [tokenizer(c, add_special_tokens=False).input_ids[0] for c in choices]
         if len(set(choice_ids)) != len(choices):
             raise ValueError(f"label words {choices} share their first token; cannot tell the prediction apart")
         out = []
-        for i, it in enumerate(t.items):
+        for i in item_indices(len(t.items), min(items, len(t.items)), offset, seed):
+            it = t.items[i]
             meta = {"item": i, "label": choices[it.label] if it.label is not None else None, "idx": it.meta.get("idx")}
             out.append(Prompt(tokenizer(it.prompt, return_tensors="pt").input_ids, _label_argmax(choice_ids), meta))
     else:
@@ -82,7 +101,9 @@ def prompts(tokenizer, task: str, items: int, max_chars: int = 600) -> list[Prom
             raise ValueError(f"max_chars={max_chars} must be >= 50 (passage length in characters)")
         t = load_task("squad", tokenizer=tokenizer, max_chars=max_chars)
         out = []
-        for i, it in enumerate(t.items[:items]):
+        take = list(range(min(items, len(t.items)))) if plain else item_indices(len(t.items), items, offset, seed)
+        for i in take:
+            it = t.items[i]
             answer = (it.answers or [""])[0]
             text = answer if it.prompt[-1:].isspace() else " " + answer
             tid = tokenizer(text, add_special_tokens=False).input_ids[0]
@@ -219,14 +240,24 @@ def summarize(records: list[dict]) -> dict:
 
 
 def run(
-    model, tokenizer, task: str, items: int, ig_steps: int = 8, frac: float = 0.2, max_chars: int = 600, progress: bool = False
+    model,
+    tokenizer,
+    task: str,
+    items: int,
+    ig_steps: int = 8,
+    frac: float = 0.2,
+    max_chars: int = 600,
+    progress: bool = False,
+    offset: int = 0,
+    seed: int | None = None,
 ):
-    """(records, summary) for the first ``items`` prompts of ``task``."""
+    """(records, summary) for ``items`` prompts of ``task`` (the first ones; ``offset`` / ``seed``: see
+    :func:`item_indices`)."""
     if ig_steps < 2:
         raise ValueError(f"ig_steps={ig_steps} must be >= 2")
     if not 0 < frac <= 1:
         raise ValueError(f"top fraction {frac} must be in (0, 1]")
-    ps = prompts(tokenizer, task, items, max_chars=max_chars)
+    ps = prompts(tokenizer, task, items, max_chars=max_chars, offset=offset, seed=seed)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     records, base = [], baseline_token(tokenizer)

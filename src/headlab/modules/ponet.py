@@ -7,7 +7,8 @@ Five linear projections of x: Q, K, O, L (local) and S (segment).  Per head (wid
   (the last segment may be shorter), broadcast back to the segment's tokens;
 - local max-pooling (LMP): max of L over the window [t-w, t+w] (``window=2w+1``, default 3), stride 1;
 - fusion: out_t = (v_g + SMP(t)) ⊙ O_t + LMP_t, then an output projection.
-Bidirectional, O(T); a key-padding mask ``mask`` (B, T) bool (True = real token) is honoured.
+Bidirectional, O(T); a key-padding mask ``mask`` (B, T) bool (True = real token) is honoured (padding positions
+get zero pools, so an all-padding segment never overflows).
 
 Shapes: x (B, T, D) -> (B, T, D).
 """
@@ -60,4 +61,7 @@ class PoNetMixer(nn.Module):
         loc = loc.masked_fill(~valid[..., None], neg)
         w = self.window // 2
         lmp = F.max_pool1d(F.pad(loc.transpose(1, 2), (w, w), value=neg), self.window, 1).transpose(1, 2)
-        return self.out((vg + smp) * o + lmp)
+        # a padding position's pools may hold the fill value (-3.4e38: an all-padding segment or window), which
+        # overflows to -inf and NaN downstream; they carry nothing, so they are 0 (real positions are unaffected)
+        pad = ~valid[..., None]
+        return self.out((vg + smp.masked_fill(pad, 0)) * o + lmp.masked_fill(pad, 0))

@@ -1,4 +1,4 @@
-"""Group isolation (IR-Diffusion-style, arXiv 2408.01014 family): tokens of different groups
+"""Group isolation (IR-Diffusion-style, arXiv 2411.19261): tokens of different groups
 cannot see each other. ``groups`` gives a group id per position; ids listed in ``shared`` are
 visible to (and see) every group, e.g. a common prompt.
 """

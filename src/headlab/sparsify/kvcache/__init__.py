@@ -8,6 +8,6 @@ plan's patterns into what each (layer, KV head) keeps.
 
 from __future__ import annotations
 
-from .cache import HeadKVCache, HeadKVLayer, full_kv_nbytes, kv_cache, window_at
+from .cache import PREFILLS, HeadKVCache, HeadKVLayer, full_kv_nbytes, kv_cache, window_at
 
-__all__ = ["HeadKVCache", "HeadKVLayer", "kv_cache", "full_kv_nbytes", "window_at"]
+__all__ = ["PREFILLS", "HeadKVCache", "HeadKVLayer", "kv_cache", "full_kv_nbytes", "window_at"]

@@ -25,6 +25,10 @@ Design (where heads with different kept lengths meet HF's attention call):
     masks the kept keys down to its own span.
   * Prefill (empty cache): ``update`` returns the prompt's own keys and values, so the prompt goes
     through the plan's pattern as usual (the sparse kernel); afterwards only the kept keys stay.
+    With ``prefill="dense"`` the prompt's keys come back tagged instead (see decode), and ``attend`` runs
+    full causal attention over the whole prompt: the contract of a KV-cache *press* (NVIDIA's kvpress,
+    github.com/NVIDIA/kvpress; SnapKV, arXiv 2404.14469): prefill dense, then keep only each head's planned
+    keys for decoding.
   * Decode (one new token): ``update`` returns the full heads' (or first part's) K/V views, tagged
     with the attribute ``headlab_kv`` = this layer. headlab's attention function
     (``engine.hf``) sees the tag and calls ``layer.attend(query, ...)``, which runs one SDPA per
@@ -46,12 +50,15 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from ...engine.hf import model_shape
+from ...engine.masks import to_bool_mask
 from .spans import FULL, is_full, kept_positions, layer_keys, plan_keys, sink_of, window_at
 
 #: extra slots added when a buffer grows: max(GROW_MIN, capacity // GROW_DIV)
 GROW_MIN = 256
 GROW_DIV = 8
 TAG = "headlab_kv"
+#: how the prompt is attended: through the plan's pattern ("sparse") or with full attention ("dense")
+PREFILLS = ("sparse", "dense")
 
 
 def _sel(heads: list[int]):
@@ -192,9 +199,11 @@ class HeadKVLayer(CacheLayerMixin):
     is_croppable = False
     supports_early_init = False
 
-    def __init__(self, layer: int, keys: list[tuple], n_heads: int, model_ref) -> None:
+    def __init__(self, layer: int, keys: list[tuple], n_heads: int, model_ref, prefill: str = "sparse") -> None:
         super().__init__()
         self.layer = layer
+        self.prefill = prefill
+        self._prompt: tuple[torch.Tensor, torch.Tensor] | None = None  # dense prefill: the prompt's k/v until attended
         self.span_keys = keys
         self.n_heads = n_heads
         self.n_kv = len(keys)
@@ -227,6 +236,11 @@ class HeadKVLayer(CacheLayerMixin):
             for part in self.parts:
                 part.prefill(key_states, value_states)
             self.n = T
+            if self.prefill == "dense":  # the attention call comes back to attend() for a full causal pass
+                self._prompt = (key_states, value_states)
+                k = key_states.view_as(key_states)  # a fresh tensor object, so the tag stays off the caller's
+                setattr(k, TAG, self)
+                return k, value_states
             return key_states, value_states
         if T != 1:
             raise NotImplementedError(
@@ -256,6 +270,7 @@ class HeadKVLayer(CacheLayerMixin):
             part.k = part.v = None
             part.count, part.lo, part.order, part.pos = 0, 0, deque(), None
         self.n = 0
+        self._prompt = None
         self.is_initialized = False
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -303,13 +318,17 @@ class HeadKVLayer(CacheLayerMixin):
     def attend(
         self, query: torch.Tensor, attention_mask=None, scaling: float | None = None, pattern=None, edits=(), probes=()
     ) -> tuple[torch.Tensor, None]:
-        """Decode-step attention of query (B, H, 1, d) over each part's kept keys; returns (B, 1, H, d_v)."""
+        """Decode-step attention of query (B, H, 1, d) over each part's kept keys; returns (B, 1, H, d_v).
+        Under ``prefill="dense"`` the prompt's query (B, H, T, d) comes here first: full causal attention over
+        the prompt's own keys, returns (B, T, H, d_v)."""
         if edits or probes:
             raise NotImplementedError(
-                "probes and edits cannot run on a compressed KV cache's decode steps "
+                "probes and edits cannot run on a compressed KV cache's decode steps or its dense prefill "
                 "(their keys are partly evicted); decode with a full cache to use them"
             )
         self._check_pattern(pattern)
+        if self._prompt is not None:
+            return self._dense_prefill(query, attention_mask, scaling)
         if attention_mask is not None:
             ok = attention_mask.all() if attention_mask.dtype == torch.bool else (attention_mask == 0).all()
             if not bool(ok):
@@ -337,6 +356,25 @@ class HeadKVLayer(CacheLayerMixin):
                     out.index_copy_(1, part.sel.to(out.device), res)
         return out.reshape(B, H, 1, -1).transpose(1, 2), None
 
+    def _dense_prefill(self, query: torch.Tensor, attention_mask, scaling: float | None) -> tuple[torch.Tensor, None]:
+        """Full causal attention of the prompt's queries over the prompt's keys (GQA grouped), as SDPA would."""
+        assert self._prompt is not None
+        k, v = self._prompt
+        self._prompt = None
+        B, H, T, _ = query.shape
+        if k.shape[2] != T:
+            raise RuntimeError(f"layer {self.layer}: dense prefill of {T} queries over {k.shape[2]} prompt keys")
+        g = H // self.n_kv
+        if g > 1:
+            k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+        mask = to_bool_mask(attention_mask)
+        if mask is None:
+            out = F.scaled_dot_product_attention(query, k, v, is_causal=True, scale=scaling)
+        else:
+            out = F.scaled_dot_product_attention(query, k, v, attn_mask=mask[..., -k.shape[2] :], scale=scaling)
+            out = torch.nan_to_num(out, nan=0.0)  # fully padded query rows
+        return out.transpose(1, 2).contiguous(), None
+
 
 class HeadKVCache(Cache):
     """A ``transformers`` Cache that keeps, per layer and KV head, only what a per-head plan attends to.
@@ -346,14 +384,17 @@ class HeadKVCache(Cache):
     [layer][KV head]; ``span_keys``: what each head keeps (see ``headlab.sparsify.kvcache.spans``).
     """
 
-    def __init__(self, model, plan) -> None:
+    def __init__(self, model, plan, prefill: str = "sparse") -> None:
+        if prefill not in PREFILLS:
+            raise ValueError(f"prefill must be one of {PREFILLS}, got {prefill!r}")
         n_layers, n_heads, n_kv = model_shape(model)
         check = getattr(plan, "check_model", None)
         if callable(check):
             check(model)
         self.span_keys = plan_keys(plan, n_layers, n_heads, n_kv)
+        self.prefill = prefill
         ref = weakref.ref(model)
-        super().__init__(layers=[HeadKVLayer(i, keys, n_heads, ref) for i, keys in enumerate(self.span_keys)])
+        super().__init__(layers=[HeadKVLayer(i, keys, n_heads, ref, prefill) for i, keys in enumerate(self.span_keys)])
 
     def fill(self, full_cache) -> HeadKVCache:
         """Keep, from a full cache's prompt (e.g. a ``DynamicCache`` prefilled under the same plan),
@@ -389,13 +430,16 @@ class HeadKVCache(Cache):
         return [layer.kept() for layer in self.layers]
 
 
-def kv_cache(model, plan) -> HeadKVCache:
+def kv_cache(model, plan, prefill: str = "sparse") -> HeadKVCache:
     """A compressed KV cache for ``model`` under ``plan`` (a HeadPlan, {layer: pattern} or one Pattern).
 
     Full (``causal``) heads keep every key; ``sink_window`` / ``window`` / one-head ``moa`` heads keep
     their sink and recent window. Use it inside ``attach(model, pattern=plan)`` with the same plan.
+    ``prefill``: "sparse" (default) runs the prompt through the plan's pattern; "dense" runs it with full
+    causal attention and then keeps only each head's planned keys for decoding (the contract of a kvpress
+    press, so a plan compares with one like for like).
     """
-    return HeadKVCache(model, plan)
+    return HeadKVCache(model, plan, prefill=prefill)
 
 
 def full_kv_nbytes(cache) -> int:
@@ -403,4 +447,4 @@ def full_kv_nbytes(cache) -> int:
     return sum(0 if layer.keys is None else layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
 
 
-__all__ = ["HeadKVCache", "HeadKVLayer", "kv_cache", "full_kv_nbytes", "window_at"]
+__all__ = ["PREFILLS", "HeadKVCache", "HeadKVLayer", "kv_cache", "full_kv_nbytes", "window_at"]

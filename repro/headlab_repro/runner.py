@@ -73,6 +73,24 @@ def is_timing(claim: Claim) -> bool:
     return claim.tolerance.kind == "ratio"
 
 
+def judge_run(claim: Claim, numbers: dict, smoke: bool, cpu: dict) -> dict:
+    """The claim's judgement of ``numbers``; a full timing run during which other processes used more than
+    ``BUSY_SHARE`` cores (``cpu`` as :meth:`CpuWatch.stop` returns it) is ``invalid: machine busy``
+    (``rule_met`` None), its verdict keeping what the rule would say."""
+    judgement = claim.judge(numbers)
+    if is_timing(claim) and not smoke and cpu.get("busy"):
+        why = (
+            f"invalid: machine busy — other processes used {cpu['other_share']:.2f} cores on average during the run "
+            f"(limit {BUSY_SHARE}); rerun on an idle machine"
+        )
+        judgement = {
+            "rule_met": None,
+            "verdict": why + " (the rule would say: " + judgement["verdict"] + ")",
+            "conditions": judgement["conditions"],
+        }
+    return judgement
+
+
 def _judge_into(
     claim: Claim, stage: Path, shown: list[str], again: str, smoke: bool, seconds: float | None, start: dict | None = None
 ) -> dict:
@@ -84,18 +102,7 @@ def _judge_into(
     numbers = claim.summarize(raw)
     if seconds is None:
         seconds = sum(float(r.get("seconds") or 0) for r in records)
-    judgement = claim.judge(numbers)
-    cpu = (start or {}).get("cpu") or {}
-    if is_timing(claim) and not smoke and cpu.get("busy"):
-        why = (
-            f"invalid: machine busy — other processes used {cpu['other_share']:.2f} cores on average during the run "
-            f"(limit {BUSY_SHARE}); rerun on an idle machine"
-        )
-        judgement = {
-            "rule_met": None,
-            "verdict": why + " (the rule would say: " + judgement["verdict"] + ")",
-            "conditions": judgement["conditions"],
-        }
+    judgement = judge_run(claim, numbers, smoke, (start or {}).get("cpu") or {})
     res = write_result(stage, claim, numbers, judgement, shown, again, seconds, smoke, files, start=start)
     if judgement["rule_met"] is None:
         res["invalid"] = judgement["verdict"].split(" (the rule")[0]

@@ -65,7 +65,10 @@ def test_help_text_is_not_eaten_by_markup():
 
 def test_lab_help_names_every_experiment():
     lab = ROOT.commands["lab"]  # type: ignore[attr-defined]
-    assert set(lab.commands) == {"sinks", "induction", "icl-regression", "memory-capacity", "moh", "deconstruct", "rf-mean"}
+    assert set(lab.commands) == {
+        "sinks", "induction", "icl-regression", "memory-capacity", "moh", "deconstruct", "rf-mean",
+        "pointer-hull", "probing-sst2", "pooling-sst2", "ponet-lra", "dsf-equiv", "refam-squad",
+    }  # fmt: skip
     assert all(f"({name})" in lab.help for name in lab.commands), lab.help
 
 

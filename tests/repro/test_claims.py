@@ -15,6 +15,7 @@ from headlab_repro import claims as C
 from headlab_repro.check import compare
 from headlab_repro.record import KEYS, REQUIRED
 from headlab_repro.render import NOTE, render_text, stale_blocks
+from headlab_repro.runner import judge_run
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
@@ -201,7 +202,7 @@ def test_committed_results_have_every_key_and_a_computed_verdict():
         res = json.loads((f / "result.json").read_text())
         assert set(REQUIRED) <= set(res), f
         claim = C.get(res["name"])
-        j = claim.judge(res["measured"])  # the verdict follows from the numbers
+        j = judge_run(claim, res["measured"], res["smoke"], res.get("cpu") or {})  # the verdict follows from the numbers
         assert (j["rule_met"], j["verdict"]) == (res["rule_met"], res["verdict"]), f
         assert res["command"] and all(c.startswith("headlab ") for c in res["command"])
         assert res["size"] == (claim.smoke_size if res["smoke"] else claim.size)

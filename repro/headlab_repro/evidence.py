@@ -66,6 +66,8 @@ SEEN_BEFORE: dict[str, str] = {
     "mechanisms-miras-prose": "an unregistered run of the same design is in results/bench-mechanisms",
     "devices-bf16": "its tolerance was set from the very measurement it re-runs",
     "halo-speed": "its bound was set after an unregistered look at the same benchmark (7-10x)",
+    "devices-bf16-lengths": "the 1024-token gaps (devices-bf16) were known when its bound was chosen",
+    "report-page-budget": "a gzip of the 2048-token page (2.29 MB) was seen when the limit and the encoding were chosen",
 }
 
 _QUOTED = re.compile(r'"([a-z0-9][a-z0-9.-]*)"')

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -13,7 +14,7 @@ from conftest import llama
 from headlab.engine.context import AttnContext
 from headlab.measure.maps import write_html_report
 from headlab.probes.head_map import HeadMap, HeadMapProbe, downsample_reference
-from headlab.report.data import decode_map, encode_map, load_scan, map_bytes
+from headlab.report.data import decode_map, encode_map, load_scan, map_bytes, pack, unpack
 from headlab.report.html import DEFAULT_MAX_BYTES, build_payload, render_page
 from headlab.report.maps import TextMaps, plan_maps, priority_heads
 from headlab.report.synthetic import feed, write_synthetic_scan
@@ -110,6 +111,9 @@ def test_map_encoding_roundtrip():
     ok = np.isfinite(m) & (m >= 1e-5)
     np.testing.assert_allclose(back[ok], m[ok], rtol=0.025)
     assert back[0, 0] == back[1, 1] == back[2, 2] == 0.0
+    np.testing.assert_array_equal(decode_map(pack(encode_map(m), "gzip"), 13, 17, "gzip"), back)
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        pack(encode_map(m), "zstd")
 
 
 EVIL = ["The", " cat", " <script>alert(1)</script>", " \"q\" & 's'", "</script><img src=x onerror=alert(2)>", " &amp;", "\n"]
@@ -205,8 +209,26 @@ def test_size_budget_smollm2_shape_at_2048_tokens(tmp_path):
     est = sum(map_bytes(n, plan.px, plan.topk) for _ in plan.detail) + sum(
         map_bytes(n, plan.overview_px, 0) for _ in plan.overview
     )
-    maps_json = len(json.dumps(build_payload(scan, [tm], [plan])["maps"]))
-    assert abs(maps_json - est) / est < 0.1  # the planner's size model is accurate
+    maps = build_payload(scan, [tm], [plan])["maps"]
+    assert maps["encoding"] == "gzip"
+    assert len(json.dumps(maps)) <= est  # the planner's size model (raw blobs) bounds the gzip page
+    raw = {
+        **maps,
+        "texts": [
+            {
+                **t,
+                "heads": {
+                    k: {
+                        **h,
+                        **{f: base64.b64encode(unpack(h[f], "gzip")).decode() for f in ("map", "topk_pos", "topk_w") if f in h},
+                    }
+                    for k, h in t["heads"].items()
+                },
+            }
+            for t in maps["texts"]
+        ],
+    }
+    assert abs(len(json.dumps(raw)) - est) / est < 0.1  # and is accurate for raw blobs
 
 
 class _CharTokenizer:
@@ -238,7 +260,7 @@ def test_maps_from_a_tiny_model_match_full_eager_attention(tmp_path):
     for key, layer, head in (("L1H2", 1, 2), ("L0H3", 0, 3), ("L1H0", 1, 0)):
         m = t["heads"][key]
         ref = downsample_reference(full[layer][0, head].double().numpy(), m["rows"], m["cols"])
-        got = decode_map(m["map"], m["rows"], m["cols"])
+        got = decode_map(m["map"], m["rows"], m["cols"], "gzip")
         ok = ref >= 1e-5
         np.testing.assert_allclose(got[ok], ref[ok], rtol=0.025)
 
@@ -255,7 +277,7 @@ def test_maps_of_a_bidirectional_encoder(tmp_path, tiny_bert):
     m = t["heads"]["L1H2"]
     ref = downsample_reference(full[1][0, 2].double().numpy(), m["rows"], m["cols"])
     assert ref[0, -1] > 1e-3  # the first query sees the last keys
-    np.testing.assert_allclose(decode_map(m["map"], m["rows"], m["cols"]), ref, rtol=0.025)
+    np.testing.assert_allclose(decode_map(m["map"], m["rows"], m["cols"], "gzip"), ref, rtol=0.025)
 
 
 def test_texts_are_cut_to_the_scanned_token_count(tmp_path):
@@ -296,7 +318,7 @@ def test_cli_report_recomputes_maps_for_smollm2(tmp_path):
     assert len(t["heads"]) == 270 and all(v["kind"] == "detail" and v["rows"] == 16 for v in t["heads"].values())
     # late layers of SmolLM2 sink on the first token: the exact map's first column carries most weight
     m = t["heads"]["L20H0"]
-    first_col = decode_map(m["map"], 16, 16)[:, 0]
+    first_col = decode_map(m["map"], 16, 16, payload["maps"]["encoding"])[:, 0]
     assert first_col[1:].mean() > 0.2
     res = CliRunner().invoke(app, ["report", str(tmp_path), "--no-maps"])
     assert res.exit_code == 0 and "without a model" in (tmp_path / "index.html").read_text()

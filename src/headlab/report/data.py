@@ -8,7 +8,8 @@ Scan folder contract (written by ``headlab scan``):
   texts.json     optional, [{"name", "text", "ids"?}]: the scanned texts (and token ids), so maps
                  can be recomputed by `headlab report`
 
-Compact encodings (base64 inside the JSON, decoded by ``assets/report.js``):
+Compact encodings (gzip, then base64 inside the JSON; ``maps.encoding`` says "gzip", decoded by
+``assets/report.js`` with the browser's own DecompressionStream):
   map       uint8 per cell, log scale: 0 below 1e-5, else q = 1 + round(254·(log10 v + 5)/5)
   topk_pos  uint16 (uint32 when N >= 65535) little-endian key positions, MISSING = all bits set
   topk_w    uint16 little-endian, w ≈ q / 65535
@@ -17,6 +18,7 @@ Compact encodings (base64 inside the JSON, decoded by ``assets/report.js``):
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import math
 from dataclasses import dataclass, field
@@ -122,8 +124,31 @@ def normalise_texts(texts: Any) -> list[dict[str, str]]:
 
 
 # -- encodings --------------------------------------------------------------------------
+ENCODINGS = ("raw", "gzip")
+#: how head-map blobs are stored in the page: gzip shrinks a 2K-token atlas about 2.5x
+PAGE_ENCODING = "gzip"
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
+
+
+def pack(s: str, encoding: str = PAGE_ENCODING) -> str:
+    """A base64 blob (raw bytes) -> the same bytes stored with ``encoding`` ("raw" or "gzip"), base64."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "raw":
+        return s
+    # mtime=0: the same maps give the same page bytes
+    return base64.b64encode(gzip.compress(base64.b64decode(s), compresslevel=6, mtime=0)).decode("ascii")
+
+
+def unpack(s: str, encoding: str = "raw") -> bytes:
+    """Inverse of :func:`pack`: the raw bytes of a blob stored with ``encoding``."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    b = base64.b64decode(s)
+    return gzip.decompress(b) if encoding == "gzip" else b
 
 
 def encode_map(m: np.ndarray) -> str:
@@ -135,9 +160,9 @@ def encode_map(m: np.ndarray) -> str:
     return _b64(np.clip(q, 0, 255).astype(np.uint8))
 
 
-def decode_map(s: str, rows: int, cols: int) -> np.ndarray:
-    """Inverse of ``encode_map`` (for tests): codes -> weights (0 for code 0)."""
-    q = np.frombuffer(base64.b64decode(s), dtype=np.uint8).reshape(rows, cols).astype(np.float64)
+def decode_map(s: str, rows: int, cols: int, encoding: str = "raw") -> np.ndarray:
+    """Inverse of ``encode_map`` (for tests; ``encoding`` as stored, see :func:`pack`): codes -> weights."""
+    q = np.frombuffer(unpack(s, encoding), dtype=np.uint8).reshape(rows, cols).astype(np.float64)
     return np.where(q > 0, 10.0 ** ((q - 1) * -LOG_FLOOR / 254 + LOG_FLOOR), 0.0)
 
 
@@ -159,7 +184,10 @@ def b64_len(n_bytes: int) -> int:
 
 
 def map_bytes(n_tokens: int, px: int, topk: int) -> int:
-    """Payload characters of one head's map (+ top-k) at ``n_tokens`` tokens (with JSON overhead)."""
+    """Payload characters of one head's map (+ top-k) at ``n_tokens`` tokens (with JSON overhead), stored raw.
+
+    An upper bound for the page's gzip encoding (the planner stays conservative; gzip never grows these
+    blobs by more than its ~20-byte header, which the JSON overhead covers)."""
     r = min(n_tokens, px)
     size = b64_len(r * r) + 80
     if topk:
@@ -167,13 +195,13 @@ def map_bytes(n_tokens: int, px: int, topk: int) -> int:
     return size
 
 
-def head_payload(hm, *, kind: str) -> dict[str, Any]:
-    """JSON-ready dict of one ``HeadMap``."""
+def head_payload(hm, *, kind: str, encoding: str = PAGE_ENCODING) -> dict[str, Any]:
+    """JSON-ready dict of one ``HeadMap``; blobs stored with ``encoding`` (see :func:`pack`)."""
     rows, cols = hm.map.shape
-    d: dict[str, Any] = {"kind": kind, "rows": int(rows), "cols": int(cols), "map": encode_map(hm.map)}
+    d: dict[str, Any] = {"kind": kind, "rows": int(rows), "cols": int(cols), "map": pack(encode_map(hm.map), encoding)}
     if hm.topk_pos is not None:
         p, w, nb = encode_topk(hm.topk_pos, hm.topk_w, hm.n_tokens)
-        d.update(k=int(hm.topk_pos.shape[1]), topk_pos=p, topk_w=w, pos_bytes=nb)
+        d.update(k=int(hm.topk_pos.shape[1]), topk_pos=pack(p, encoding), topk_w=pack(w, encoding), pos_bytes=nb)
     return d
 
 

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .data import LOG_FLOOR, Scan, head_payload, load_scan, normalise_texts, site_key
+from .data import LOG_FLOOR, PAGE_ENCODING, Scan, head_payload, load_scan, normalise_texts, site_key
 from .maps import ROLE_METRIC, MapPlan, MapSource, TextMaps, plan_maps
 from .png import ROLE_LETTER
 
@@ -117,6 +117,7 @@ def build_payload(scan: Scan, text_maps: list[TextMaps], plans: list[MapPlan], m
         payload["maps"] = {
             "texts": texts,
             "log_floor": LOG_FLOOR,
+            "encoding": PAGE_ENCODING,
             "rule": p.rule if p else "maps supplied by the caller",
             "px": p.px if p else None,
             "overview_px": p.overview_px if p else None,

@@ -256,8 +256,31 @@
   // ---- head maps ----
   var TEXTS = (D.maps && D.maps.texts) || [];
   var decoded = {};
-  function b64bytes(s) { var bin = atob(s), n = bin.length, out = new Uint8Array(n); for (var i = 0; i < n; i++) out[i] = bin.charCodeAt(i); return out; }
+  function b64bytes(s) {
+    if (typeof s !== 'string') return s; // already inflated (gzip pages)
+    var bin = atob(s), n = bin.length, out = new Uint8Array(n); for (var i = 0; i < n; i++) out[i] = bin.charCodeAt(i); return out;
+  }
+  // gzip pages: every blob is inflated once at start with the browser's DecompressionStream
+  var ENC = (D.maps && D.maps.encoding) || 'raw';
+  var mapsState = ENC === 'gzip' ? 'pending' : 'ready';
+  var BLOBS = ['map', 'topk_pos', 'topk_w'];
+  function inflate(s) {
+    var stream = new Blob([b64bytes(s)]).stream().pipeThrough(new DecompressionStream('gzip'));
+    return new Response(stream).arrayBuffer().then(function (b) { return new Uint8Array(b); });
+  }
+  function inflateAll() {
+    if (typeof DecompressionStream === 'undefined') return Promise.reject(new Error('no DecompressionStream'));
+    var jobs = [];
+    TEXTS.forEach(function (t) {
+      Object.keys(t.heads).forEach(function (k) {
+        var m = t.heads[k];
+        BLOBS.forEach(function (f) { if (typeof m[f] === 'string') jobs.push(inflate(m[f]).then(function (u) { m[f] = u; })); });
+      });
+    });
+    return Promise.all(jobs);
+  }
   function getMap(ti, l, h) {
+    if (mapsState !== 'ready') return null;
     var t = TEXTS[ti]; if (!t) return null;
     var m = t.heads[site(l, h)]; if (!m) return null;
     var key = ti + ':' + site(l, h);
@@ -289,6 +312,12 @@
     var box = clear(document.getElementById('map-box'));
     var meta = clear(document.getElementById('map-meta'));
     var t = TEXTS[S.text], d = t ? getMap(S.text, S.layer, S.head) : null;
+    if (mapsState !== 'ready') {
+      box.appendChild(el('p', 'note', mapsState === 'pending' ? 'Decompressing the attention maps\u2026'
+        : 'This browser cannot decompress the maps (they need DecompressionStream: Chrome 80+, Firefox 113+, Safari 16.4+).'));
+      drawQuery(null);
+      return;
+    }
     if (!d) {
       box.appendChild(el('p', 'note', !TEXTS.length ? (D.maps_note || 'This report has no attention maps.')
         : 'No map was recorded for ' + site(S.layer, S.head) + ' on this text. Re-run headlab report with --maps ' + site(S.layer, S.head) + ' to add it.'));
@@ -565,6 +594,12 @@
   var m = /^#L(\d+)H(\d+)$/.exec(location.hash || '');
   if (m && +m[1] < NL && +m[2] < NH) start = [+m[1], +m[2]];
   select(start[0], start[1], false);
-  document.body.setAttribute('data-ready', '1');
-  window.__headlabRenderMs = performance.now() - T0;
+  function ready() {
+    document.body.setAttribute('data-ready', '1');
+    window.__headlabRenderMs = performance.now() - T0;
+  }
+  if (mapsState === 'pending') {
+    inflateAll().then(function () { mapsState = 'ready'; }, function () { mapsState = 'failed'; })
+      .then(function () { drawMap(); ready(); });
+  } else ready();
 })();

@@ -24,6 +24,9 @@ def _summary(plan) -> str:
         f"kv_fraction {m['kv_fraction']:.4f}, attention density {m['density']:.4f}; "
         f"{n_full}/{plan.n_layers * width} KV heads full; {m.get('seconds')} s"
     ]
+    source = (m.get("calibration") or {}).get("source")
+    if source:
+        lines.append(f"calibration text: {source['file']} ({source.get('tokens')} tokens, sha256 {source['sha256'][:12]}…)")
     opts = m.get("options") or {}
     if "window" in opts:
         lines.append(f"streaming heads: sink_window({opts.get('sink')}, {opts['window']})")
@@ -74,6 +77,13 @@ def plan_cmd(
     cache_dir: Optional[Path] = typer.Option(
         None, help="profile cache (default $HEADLAB_CACHE/profiles): a second budget reuses the profile"
     ),
+    calib: Optional[Path] = typer.Option(
+        None,
+        "--calib",
+        help="calibrate duo / moa / retrieval on your own text instead of the built-in pydoc prose: one UTF-8 text "
+        'file, or a .jsonl file with a "text" field per line; it must hold at least as many tokens as the method\'s '
+        "longest calibration item (it is never repeated); file, sha256 and token count go into the plan",
+    ),
     opt: Optional[List[str]] = typer.Option(
         None,
         "--opt",
@@ -89,17 +99,24 @@ def plan_cmd(
     """Profile a model and write a per-head plan: which KV heads stay full, and each streaming head's span.
 
     Example: headlab sparsify plan --method retrieval --kv-budget 0.35 --length 8192 --out plan.json
+    On your own text: headlab sparsify plan --method duo --calib notes.txt --out plan.json
     Use it with: with headlab.attach(model, pattern=headlab.patterns.load_plan("plan.json", model)): ...
     """
     import json
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..data.calib import read_calib
     from ..patterns.headplan import save_plan
-    from ..sparsify.plans import METHODS, check_budget, check_length, make_plan
+    from ..sparsify.plans import CALIBRATED, METHODS, check_budget, check_length, make_plan
 
     if method not in METHODS:
         raise typer.BadParameter(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if calib is not None and method not in CALIBRATED:
+        raise typer.BadParameter(
+            f"--calib {str(calib)!r}: method {method} uses no calibration data (only {', '.join(CALIBRATED)} "
+            "profile the model); drop --calib"
+        )
     try:
         check_budget(kv_budget)
     except ValueError as exc:
@@ -115,6 +132,11 @@ def plan_cmd(
     if out.is_dir():
         raise typer.BadParameter(f"--out {str(out)!r} is a folder; give a file name like plan.json")
     opts: dict[str, Any] = {k: v for k, v in (("sink", sink), ("full_share", full_share)) if v is not None}
+    if calib is not None:
+        try:
+            opts["calib"] = read_calib(calib, "--calib")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     for item in opt or []:
         key, value = parse_opt(item)
         if key in opts:

@@ -73,14 +73,17 @@ def _insert(hay: str, sentence: str, depth: float) -> tuple[str, int]:
     return hay[:cut] + sentence + " " + hay[cut:], cut
 
 
-def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 0):
-    """(prompt ids (1, T), answer token span (s, e), answer text)."""
+def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 0, haystack_fn=None):
+    """(prompt ids (1, T), answer token span (s, e), answer text).
+
+    ``haystack_fn(tokenizer, n_tokens, seed=)`` gives the distractor text (default: CPython's pydoc
+    prose, ``headlab.data.prose.haystack``; ``headlab.data.calib.CalibText.haystack`` for a user's file)."""
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must be in [0, 1], got {depth}")
     if not 0 <= needle < len(NEEDLES):
         raise ValueError(f"needle must be in 0..{len(NEEDLES) - 1}, got {needle}")
     sentence, question, answer = NEEDLES[needle]
-    hay = haystack(tokenizer, n_tokens, seed=seed)
+    hay = (haystack_fn or haystack)(tokenizer, n_tokens, seed=seed)
     text, _ = _insert(hay, sentence, depth)
     request = f"{text}\n\nBased on the text above, answer the question.\nQuestion: {question}"
     if getattr(tokenizer, "chat_template", None):
@@ -96,10 +99,11 @@ def build_case(tokenizer, n_tokens: int, depth: float, needle: int, seed: int = 
 
 @torch.no_grad()
 def retrieval_case(
-    model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0, edits=()
+    model, tokenizer, n_tokens: int, depth: float, needle: int, max_new: int = 24, seed: int = 0, edits=(), haystack_fn=None
 ) -> RetrievalCase:
-    """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike."""
-    ids, span, answer = build_case(tokenizer, n_tokens, depth, needle, seed)
+    """One needle case; ``edits`` (headlab.edits) act during prefill and decoding alike; ``haystack_fn`` as in
+    :func:`build_case`."""
+    ids, span, answer = build_case(tokenizer, n_tokens, depth, needle, seed, haystack_fn=haystack_fn)
     cache = DynamicCache()
     dev = model.device  # ids stay on the host for scoring; the model reads a copy on its device
     with attach(model, edits=list(edits)):

@@ -463,14 +463,35 @@ def calibration_check(tokenizer, items: Sequence[SuiteItem], plans: Sequence[Any
       calibrate on (every paragraph of CPython's help prose, ``headlab.data.prose``: all three planners draw only
       from it, whatever their seed) — ``shared_passages`` must be 0;
     * by text: ``span``-character windows of every suite prompt found in the actual calibration inputs of the
-      given plans (and the planners' defaults) — ``shared_spans`` must be 0.
+      given plans (and the planners' defaults) — ``shared_spans`` must be 0;
+    * a plan calibrated on the user's own file (``sparsify plan --calib FILE``, recorded with its sha256): the
+      whole file joins the text check when it is still there with the same bytes; otherwise the check cannot be
+      made, the file is listed under ``user_files`` with the reason, and ``disjoint`` is False.
     """
+    from ...data.calib import read_calib
     from ...data.prose import texts
 
     corpus = {passage_hash(t) for t in texts()}
     suite_sources = {h for it in items for h in it.sources}
     cal = calibration_texts(tokenizer, plans)
     flat = [t for ts in cal.values() for t in ts]
+    user_files: list[dict] = []
+    for p in plans:
+        src = ((getattr(p, "meta", {}) or {}).get("calibration") or {}).get("source")
+        if not src:
+            continue
+        rec = {"file": src.get("file"), "sha256": src.get("sha256"), "checked": False}
+        try:
+            c = read_calib(src["file"], "calibration file")
+        except (KeyError, ValueError) as exc:
+            rec["reason"] = f"cannot read it: {exc}"
+        else:
+            if c.sha256 != src.get("sha256"):
+                rec["reason"] = f"its bytes changed since the plan was made (sha256 {c.sha256[:12]}…)"
+            else:
+                flat.append(c.text)
+                rec["checked"] = True
+        user_files.append(rec)
     spans = shared_spans([it.context for it in items], flat, span)
     return {
         "corpus": "CPython help prose (pydoc_data.topics): every passage any planner calibrates on",
@@ -480,7 +501,8 @@ def calibration_check(tokenizer, items: Sequence[SuiteItem], plans: Sequence[Any
         "calibration_texts": {k: len(v) for k, v in cal.items()},
         "span_chars": span,
         "shared_spans": spans,
-        "disjoint": not (corpus & suite_sources) and spans == 0,
+        "user_files": user_files,
+        "disjoint": not (corpus & suite_sources) and spans == 0 and all(u["checked"] for u in user_files),
     }
 
 

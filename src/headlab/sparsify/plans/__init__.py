@@ -15,6 +15,11 @@
 * ``moa`` / ``duo`` — the MoA profiler (arXiv 2406.14909) and the DuoAttention gate trainer
   (arXiv 2410.10819), in ``headlab.sparsify.plans.moa`` / ``plans.duo`` (imported when first used).
 
+The profiling methods (``CALIBRATED``: duo, moa, retrieval) take ``calib=``, the user's own text (a
+path to a UTF-8 text or .jsonl file, or a :class:`headlab.data.calib.CalibText`), which replaces the
+built-in pydoc prose in their calibration items; the plan records its file, sha256 and token count,
+and the profile caches key on its sha256. uniform and random use no calibration data and refuse it.
+
 Each planner module holds one request dataclass (its settings, checked when made) and a function
 with the signature of ``make_plan`` minus ``method``; ``progress(done, total, what)`` is called as
 work advances. Plans record method, budget, achieved kv_fraction and density, calibration, seed,
@@ -37,6 +42,7 @@ from .uniform import UniformRequest, plan_uniform
 __all__ = [
     "PLANNERS",
     "METHODS",
+    "CALIBRATED",
     "make_plan",
     "split_budget",
     "check_budget",
@@ -86,6 +92,17 @@ PLANNERS: dict[str, Callable[..., HeadPlan]] = {
     "random": plan_random,
 }
 METHODS = tuple(PLANNERS)
+#: the methods that profile the model on calibration text (and so take ``calib``)
+CALIBRATED = ("duo", "moa", "retrieval")
+
+
+def check_calib_method(method: str, calib) -> None:
+    """ValueError when ``calib`` is given to a method that uses no calibration data."""
+    if calib is not None and method not in CALIBRATED:
+        raise ValueError(
+            f"method {method!r} uses no calibration data, so a calibration text would be ignored: drop it "
+            f"(only {', '.join(CALIBRATED)} profile the model)"
+        )
 
 
 def make_plan(
@@ -95,10 +112,13 @@ def make_plan(
 
     opts: the fields of the method's request dataclass, the one home of their defaults (:class:`SplitRequest`:
     sink, min_window, full_share, the share of the budget spent on full heads; model_name, recorded in the
-    plan; :class:`RetrievalRequest`: reduce, lengths, depths, needles, max_new; moa's and duo's requests).
+    plan; :class:`RetrievalRequest`: reduce, lengths, depths, needles, max_new, calib; moa's and duo's requests).
+    ``calib`` (duo, moa, retrieval only): the user's calibration text, a path or a
+    :class:`headlab.data.calib.CalibText`.
     """
     if method not in PLANNERS:
         raise ValueError(f"unknown plan method {method!r}; choose one of {list(PLANNERS)}")
+    check_calib_method(method, opts.get("calib"))
     budget = check_budget(budget)
     length = check_length(model, length)
     model_name = opts.pop("model_name", None)

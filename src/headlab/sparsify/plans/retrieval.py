@@ -3,8 +3,10 @@
 with (k, w) from ``budget.split_budget``.
 
 The scores come from headlab's needle protocol (``headlab.measure.retrieval``) on CPython's pydoc
-prose, never the RULER essays the evaluation uses. They are cached on disk (keyed by the model's
-fingerprint, a digest of its weights and the protocol's settings), so a second budget is free.
+prose, never the RULER essays the evaluation uses, or on the user's own text (``calib``, a
+:class:`headlab.data.calib.CalibText` or a path: its text replaces the pydoc haystack). They are cached
+on disk (keyed by the model's fingerprint, a digest of its weights, the protocol's settings and the
+calibration file's sha256), so a second budget is free.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ...data.calib import CalibText, as_calib
 from ...patterns.headplan import HeadPlan, model_fingerprint
 from .common import (
     Progress,
@@ -41,17 +44,20 @@ RETRIEVAL_NEEDLES = (0, 1, 2)
 @dataclass(frozen=True)
 class RetrievalRequest(SplitRequest):
     """Settings of a retrieval plan: the split of ``SplitRequest``, how a KV head's score is made from
-    its query heads' (``reduce``: "max" or "mean"), and the needle cases (``lengths`` >= 1 tokens,
-    ``depths`` in [0, 1], ``needles`` >= 0, ``max_new`` >= 1 generated tokens)."""
+    its query heads' (``reduce``: "max" or "mean"), the needle cases (``lengths`` >= 1 tokens,
+    ``depths`` in [0, 1], ``needles`` >= 0, ``max_new`` >= 1 generated tokens), and ``calib``: the
+    haystack's text (a :class:`~headlab.data.calib.CalibText` or a path; None = CPython's pydoc prose)."""
 
     reduce: str = "max"
     lengths: tuple[int, ...] = RETRIEVAL_LENGTHS
     depths: tuple[float, ...] = RETRIEVAL_DEPTHS
     needles: tuple[int, ...] = RETRIEVAL_NEEDLES
     max_new: int = 24
+    calib: CalibText | str | Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "calib", as_calib(self.calib))
         if self.reduce not in ("max", "mean"):
             raise ValueError(f"reduce must be 'max' or 'mean', got {self.reduce!r}")
         object.__setattr__(self, "lengths", check_ints("lengths", self.lengths, 1))
@@ -83,13 +89,16 @@ def retrieval_head_scores(
     seed: int = 0,
     progress=None,
     cache_dir=None,
+    calib: CalibText | None = None,
 ) -> dict:
-    """Per-query-head retrieval scores on pydoc prose, cached on disk.
+    """Per-query-head retrieval scores on pydoc prose (or on ``calib``'s text), cached on disk.
 
     Returns {"scores": (layers, heads) list (None = unscored), "cases": n, "successful": m,
     "lengths", "depths", "needles", "max_new", "seed", "data"}. Scores are the mean over the cases
     the model answers (ROUGE-1 recall > 0.5); when none succeeds, the mean over all cases, and
-    "successful" is 0 (the ranking is then weak; the plan records it).
+    "successful" is 0 (the ranking is then weak; the plan records it). With ``calib``, "data" is
+    "calib" and "calib" the sha256 of its file (part of the cache key); its text must hold at least
+    max(lengths) tokens (it is never repeated).
     """
     from ...io import atomic_write_json
     from ...models import cache_dir as default_cache
@@ -103,6 +112,11 @@ def retrieval_head_scores(
         "max_new": int(max_new),
         "seed": int(seed),
     }
+    calib = as_calib(calib)
+    if calib is not None:
+        n_max = max(settings["lengths"])
+        calib.require(tokenizer, n_max, f"method retrieval (its longest needle case, lengths up to {n_max})")
+        settings.update(data="calib", calib=calib.sha256)
     fp = model_fingerprint(model)
     key = hashlib.sha256(json.dumps({**settings, "weights": weights_digest(model)}, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
@@ -117,11 +131,12 @@ def retrieval_head_scores(
         except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
             pass  # a damaged cache entry is recomputed and replaced
     case_fn = _retrieval_case_fn()
+    hay = {"haystack_fn": calib.haystack} if calib is not None else {}
     cases = []
     for n in settings["lengths"]:
         for d in settings["depths"]:
             for k in settings["needles"]:
-                cases.append(case_fn(model, tokenizer, n, d, k, max_new=max_new, seed=seed))
+                cases.append(case_fn(model, tokenizer, n, d, k, max_new=max_new, seed=seed, **hay))
                 tick(progress, len(cases), total, f"retrieval case {len(cases)}/{total} ({n} tokens, depth {d})")
     ok = [c.scores for c in cases if c.recall > 0.5]
     mat = torch.stack(ok or [c.scores for c in cases]).double().mean(0)
@@ -151,14 +166,19 @@ def plan(model, tokenizer, request: RetrievalRequest, *, progress: Progress | No
         seed=request.seed,
         progress=progress,
         cache_dir=cache_dir,
+        calib=request.calib,
     )
     q = torch.tensor([[float("nan") if v is None else v for v in row] for row in res["scores"]], dtype=torch.float64)
     q = torch.nan_to_num(q, nan=0.0).view(L, Hkv, H // Hkv)
     kv = q.amax(-1) if request.reduce == "max" else q.mean(-1)  # (L, Hkv)
     order = sorted(range(L * Hkv), key=lambda i: (-float(kv.view(-1)[i]), i))
     full = {(i // Hkv, i % Hkv) for i in order[:k]}
+    calib = request.calib
     calibration = {
-        "data": "pydoc (CPython help prose), retrieval needles",
+        "data": f"user text ({calib.path}), retrieval needles"
+        if calib is not None
+        else "pydoc (CPython help prose), retrieval needles",
+        **({"source": calib.source(tokenizer)} if calib is not None else {}),
         "lengths": res["lengths"],
         "depths": res["depths"],
         "needles": res["needles"],

@@ -11,13 +11,15 @@ answered in place:
 
 ``target`` marks the question-and-answer block: DuoAttention distils the gated model against
 the dense one there, where answering needs long-range retrieval. Samples are a pure function
-of (tokenizer, length, seed): the same arguments give the same token ids.
+of (tokenizer, length, seed): the same arguments give the same token ids. ``hay_ids`` replaces the
+pydoc prose with other text (``headlab.data.calib.CalibText.window_ids``: the user's own file).
 """
 
 from __future__ import annotations
 
 import random
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -88,9 +90,18 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 
 def make_sample(
-    tokenizer, length: int, seed: int = 0, *, n_facts: int = 4, depth_range: tuple[float, float] = (0.05, 0.85)
+    tokenizer,
+    length: int,
+    seed: int = 0,
+    *,
+    n_facts: int = 4,
+    depth_range: tuple[float, float] = (0.05, 0.85),
+    hay_ids: Callable[[int, int], list[int]] | None = None,
 ) -> DuoSample:
-    """One training sample of exactly ``length`` tokens with ``n_facts`` hidden facts."""
+    """One training sample of exactly ``length`` tokens with ``n_facts`` hidden facts.
+
+    ``hay_ids(n, seed)``: exactly n token ids of the prose the facts are hidden in (default: CPython's
+    pydoc prose)."""
     if not 1 <= n_facts <= len(ORDINALS):
         raise ValueError(f"n_facts must be in [1, {len(ORDINALS)}], got {n_facts}")
     lo, hi = depth_range
@@ -112,10 +123,15 @@ def make_sample(
         raise ValueError(
             f"length {length} is too short for {n_facts} facts: need at least {length - n_hay + 16 * n_facts} tokens"
         )
-    hay = _ids(tokenizer, haystack(tokenizer, n_hay + 64, seed=seed))
-    while len(hay) < n_hay:  # haystack() may come out a little short: add more prose
-        hay += _ids(tokenizer, " " + haystack(tokenizer, n_hay - len(hay) + 64, seed=seed + len(hay)))
-    hay = hay[:n_hay]
+    if hay_ids is not None:
+        hay = list(hay_ids(n_hay, seed))
+        if len(hay) != n_hay:
+            raise ValueError(f"hay_ids gave {len(hay)} token ids, expected {n_hay}")
+    else:
+        hay = _ids(tokenizer, haystack(tokenizer, n_hay + 64, seed=seed))
+        while len(hay) < n_hay:  # haystack() may come out a little short: add more prose
+            hay += _ids(tokenizer, " " + haystack(tokenizer, n_hay - len(hay) + 64, seed=seed + len(hay)))
+        hay = hay[:n_hay]
     # insert the facts after sentence ends near random depths
     toks = tokenizer.convert_ids_to_tokens(hay)
     ends = [i + 1 for i, t in enumerate(toks) if t.rstrip().endswith(".")] or [n_hay]

@@ -11,8 +11,11 @@ accumulated distillation gradient), with (k, window) from
 the rest of the budget at the target length.
 
 Gates are cached on disk (``cache_dir`` or ``$HEADLAB_CACHE/profiles``), keyed by the model's
-fingerprint, a digest of its weights and tokenizer, the training settings and the seed, so a
-second budget reuses them without retraining.
+fingerprint, a digest of its weights and tokenizer, the training settings and the seed (and the
+sha256 of the calibration file, with ``calib``), so a second budget reuses them without retraining.
+
+``calib`` (a :class:`headlab.data.calib.CalibText` or a path) replaces the pydoc prose the facts are
+hidden in with the user's own text; it must hold at least max(train_lengths) tokens.
 
     plan = make_plan(model, tokenizer, budget=0.35, length=8192)
     with headlab.attach(model, pattern=plan): ...
@@ -20,16 +23,18 @@ second budget reuses them without retraining.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ....data.calib import CalibText, as_calib
 from ....patterns.headplan import HeadPlan, model_fingerprint
 from ....progress import progress_bar
 from ..common import Progress, SplitRequest, as_tuple, keyword_planner, split_plan, weights_digest
-from .data import INTRO
+from .data import INTRO, make_sample
 from .train import DuoSettings, GateProfile, train_gates
 
 __all__ = ["DuoRequest", "make_plan", "plan", "gate_profile", "rank_kv_heads", "DuoSettings", "GateProfile"]
@@ -42,7 +47,9 @@ def _tokenizer_digest(tokenizer) -> str:
     return hashlib.sha256(json.dumps(list(map(int, ids))).encode()).hexdigest()[:16]
 
 
-def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -> tuple[Path, dict]:
+def _cache_path(
+    model, tokenizer, settings: DuoSettings, seed: int, cache_dir, calib: CalibText | None = None
+) -> tuple[Path, dict]:
     from ....models import cache_dir as default_cache
 
     key_fields = {
@@ -52,21 +59,43 @@ def _cache_path(model, tokenizer, settings: DuoSettings, seed: int, cache_dir) -
         "weights": weights_digest(model),
         "tokenizer": _tokenizer_digest(tokenizer),
     }
+    if calib is not None:
+        key_fields["calib"] = calib.sha256
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
     return folder / f"duo-{model_fingerprint(model)}-{key}.json", key_fields
 
 
+def _calib_sample(tokenizer, calib: CalibText, n_facts: int, length: int, seed: int):
+    """A training sample whose facts hide in a window of the user's text (``duo.data.make_sample``)."""
+    return make_sample(tokenizer, length, seed, n_facts=n_facts, hay_ids=functools.partial(calib.window_ids, tokenizer))
+
+
 def gate_profile(
-    model, tokenizer, settings: DuoSettings | None = None, *, seed: int = 0, progress: Progress | None = None, cache_dir=None
+    model,
+    tokenizer,
+    settings: DuoSettings | None = None,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cache_dir=None,
+    calib: CalibText | None = None,
 ) -> tuple[GateProfile, bool]:
     """The trained gates for ``model`` (from the cache when present); returns (profile, from_cache).
 
-    ``progress(done, total, what)``; None shows a rich progress bar while training.
+    ``progress(done, total, what)``; None shows a rich progress bar while training. ``calib``: the text the
+    facts are hidden in (default CPython's pydoc prose).
     """
     settings = settings or DuoSettings()
     settings.check()
-    path, key_fields = _cache_path(model, tokenizer, settings, seed, cache_dir)
+    calib = as_calib(calib)
+    sample_fn = None
+    if calib is not None:
+        n_max = max(int(n) for n in settings.lengths)
+        calib.require(tokenizer, n_max, f"method duo (its longest training sample, train_lengths up to {n_max})")
+        sample_fn = functools.partial(_calib_sample, tokenizer, calib, settings.n_facts)
+
+    path, key_fields = _cache_path(model, tokenizer, settings, seed, cache_dir, calib)
     if path.is_file():
         try:
             cached = json.loads(path.read_text(encoding="utf-8"))
@@ -85,7 +114,7 @@ def gate_profile(
             else:
                 tick(step, steps, f"distill {info['distill']:.3g}  reg {info['reg']:.3g}  mean gate {info['mean_gate']:.3f}")
 
-        return train_gates(model, tokenizer, settings, seed=seed, progress=cb)
+        return train_gates(model, tokenizer, settings, seed=seed, progress=cb, sample_fn=sample_fn)
 
     with progress_bar("duo gates", settings.steps, quiet=progress is not None, transient=False) as bar:
         prof = run(progress or bar.update)
@@ -133,14 +162,17 @@ _TRAIN_OPTS = {
 @dataclass(frozen=True)
 class DuoRequest(SplitRequest):
     """Settings of a duo plan: the split of ``SplitRequest`` (``full_share`` of the budget to the
-    k highest gates), ``train`` (the gate training, :class:`DuoSettings`; part of the cache key) and
-    ``plot`` (a path for a PNG of the gates and the loss curve, or None)."""
+    k highest gates), ``train`` (the gate training, :class:`DuoSettings`; part of the cache key),
+    ``plot`` (a path for a PNG of the gates and the loss curve, or None) and ``calib`` (the text the
+    facts are hidden in: a :class:`~headlab.data.calib.CalibText` or a path; None = CPython's pydoc prose)."""
 
     train: DuoSettings = field(default_factory=DuoSettings)
     plot: str | Path | None = None
+    calib: CalibText | str | Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "calib", as_calib(self.calib))
         if not isinstance(self.train, DuoSettings):
             raise ValueError(f"train must be DuoSettings, got {self.train!r}")
         self.train.check()
@@ -148,13 +180,14 @@ class DuoRequest(SplitRequest):
     @classmethod
     def from_options(cls, *, budget, length, **opts) -> DuoRequest:
         """A request from ``make_plan``'s keyword options: the split's (seed, sink, min_window,
-        full_share, model_name, plot) and the training's (steps, items, train_lengths, train_sink,
+        full_share, model_name, plot, calib) and the training's (steps, items, train_lengths, train_sink,
         train_window, lr, reg, init, n_facts)."""
-        own = {"seed", "sink", "min_window", "full_share", "model_name", "plot"}
+        own = {"seed", "sink", "min_window", "full_share", "model_name", "plot", "calib"}
         bad = sorted(set(opts) - set(_TRAIN_OPTS) - own)
         if bad:
             raise ValueError(
-                f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, full_share, model_name, plot"
+                f"unknown duo option(s) {bad}; valid: {sorted(_TRAIN_OPTS)} plus sink, min_window, full_share, model_name, "
+                "plot, calib"
             )
         kw = {_TRAIN_OPTS[k]: v for k, v in opts.items() if k in _TRAIN_OPTS}
         if "lengths" in kw:
@@ -168,12 +201,15 @@ def plan(model, tokenizer, request: DuoRequest, *, progress: Progress | None = N
     t0 = time.time()
     k, w = request.split(model)
     seed, settings = request.seed, request.train
-    prof, cached = gate_profile(model, tokenizer, settings, seed=seed, progress=progress, cache_dir=cache_dir)
+    calib = request.calib
+    prof, cached = gate_profile(model, tokenizer, settings, seed=seed, progress=progress, cache_dir=cache_dir, calib=calib)
     full = set(rank_kv_heads(prof.gates, prof.pull)[:k])
     losses = prof.losses
     head = max(1, len(losses) // 10)
     calibration = {
-        "data": "synthetic retrieval: pass codes, key-value lines, secret phrases in CPython pydoc prose",
+        "data": "synthetic retrieval: pass codes, key-value lines, secret phrases in "
+        + (f"user text ({calib.path})" if calib is not None else "CPython pydoc prose"),
+        **({"source": calib.source(tokenizer)} if calib is not None else {}),
         "lengths": list(settings.lengths),
         "items": settings.items,
         "seed": seed,
@@ -221,7 +257,8 @@ make_plan = keyword_planner(
     """A per-KV-head plan with kv_fraction <= ``budget`` at ``length`` tokens from trained DuoAttention gates.
 
     Keywords (defaults: the dataclasses): the split of :class:`DuoRequest` (seed, sink, min_window, full_share of
-    the budget to full heads, model_name, ``plot``: a path for a PNG of the gates and the loss curve) and the
+    the budget to full heads, model_name, ``plot``: a path for a PNG of the gates and the loss curve, ``calib``:
+    the user's text the facts are hidden in, a path or a :class:`~headlab.data.calib.CalibText`) and the
     training of :class:`DuoSettings` (part of the cache key): steps, items, train_lengths, train_sink,
     train_window, lr, reg, init, n_facts.""",
 )

@@ -4,7 +4,9 @@
    CPython's pydoc prose (``headlab.data.prose``, never the RULER essays the evaluation uses)
    followed by an instruction about it ("summarise", "repeat the first sentence", ...), inside the
    model's chat template; the dense model continues it greedily for ``response`` tokens. Without a
-   tokenizer (or ``data="synthetic"``), seeded random tokens with a copied span stand in.
+   tokenizer (or ``data="synthetic"``), seeded random tokens with a copied span stand in. With
+   ``calib`` (a :class:`headlab.data.calib.CalibText` or a path) the document is a window of the
+   user's own text instead of the pydoc prose.
 2. Profile: the loss is the cross-entropy of the model on its own continuation; one backward pass
    through the dense model gives dL/dO per layer, and ``moa.influence`` turns it into the
    first-order loss change of masking every attention entry, summed per query head and key
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ....data.calib import CalibText, as_calib
 from ....patterns.headplan import HeadPlan, model_fingerprint, model_info, plan_from_entries
 from ....progress import progress_bar
 from ..budget import FULL
@@ -46,8 +49,10 @@ _PROTOCOL = "moa-influence/1"
 
 
 # ---------------------------------------------------------------------------------------------- data
-def _prompt_ids(model, tokenizer, n: int, index: int, seed: int, data: str) -> torch.Tensor:
-    """(1, n) prompt token ids of calibration item ``index``: prose + instruction, or synthetic tokens."""
+def _prompt_ids(model, tokenizer, n: int, index: int, seed: int, data: str, calib: CalibText | None = None) -> torch.Tensor:
+    """(1, n) prompt token ids of calibration item ``index``: prose + instruction, or synthetic tokens.
+
+    ``calib``: the document is a window of its text instead of CPython's pydoc prose (``data`` "prose")."""
     if data == "synthetic":
         vocab = int((getattr(model.config, "text_config", None) or model.config).vocab_size)
         g = torch.Generator().manual_seed(1_000_003 * seed + 7919 * index + n)
@@ -71,6 +76,8 @@ def _prompt_ids(model, tokenizer, n: int, index: int, seed: int, data: str) -> t
     room = n - len(pre_ids) - len(post_ids)
     if room < 16:
         raise ValueError(f"calibration length {n} leaves {room} tokens of prose after the chat template; use longer lengths")
+    if calib is not None:
+        return torch.tensor(pre_ids + calib.window_ids(tokenizer, room, 1000 * seed + index) + post_ids, dtype=torch.long)[None]
     doc = tokenizer(haystack(tokenizer, room + 64, seed=1000 * seed + index), add_special_tokens=False)["input_ids"]
     if len(doc) < room:
         raise RuntimeError(f"pydoc prose gave {len(doc)} tokens, need {room}")
@@ -150,12 +157,15 @@ def profile(
     cache_dir=None,
     cache: bool = True,
     chunk: int | None = None,
+    calib: CalibText | None = None,
 ) -> dict:
     """MoA influence profile, cached on disk under ``cache_dir`` (default ``$HEADLAB_CACHE/profiles``).
 
     Returns {"settings", "hist": {n: (layers, H, n) float64 mean |dL| by key distance},
     "sink": {n: (layers, H)}, "loss": {n: mean self-continuation loss}, "seconds", "cached"}.
-    Per-query-head; the same seed and settings give the same profile."""
+    Per-query-head; the same seed and settings give the same profile. ``calib``: the documents are
+    windows of its text (settings "data" is "calib", "calib" the sha256 of its file, part of the cache
+    key); it must hold at least max(lengths) - response tokens (it is never repeated)."""
     from ....io import atomic_write_bytes
     from ....models import cache_dir as default_cache
 
@@ -179,6 +189,14 @@ def profile(
         raise ValueError(f"data must be 'prose' (CPython pydoc text) or 'synthetic', got {data!r}")
     if data == "prose" and tokenizer is None:
         raise ValueError("data='prose' needs a tokenizer; pass one or use data='synthetic'")
+    calib = as_calib(calib)
+    if calib is not None:
+        if data == "synthetic":
+            raise ValueError("calib gives the calibration text; data='synthetic' uses none: drop one of them")
+        n_max = max(lengths) - response
+        calib.require(
+            tokenizer, n_max, f"method moa (its longest prompt, lengths up to {max(lengths)} minus response {response})"
+        )
     settings = {
         "protocol": _PROTOCOL,
         "data": data,
@@ -189,6 +207,8 @@ def profile(
         "sink": sink,
         "instructions": hashlib.sha256("\n".join(INSTRUCTIONS).encode()).hexdigest()[:8] if data == "prose" else None,
     }
+    if calib is not None:
+        settings.update(data="calib", calib=calib.sha256)
     fp = model_fingerprint(model)
     key = hashlib.sha256(json.dumps({**settings, "weights": _weights_digest(model)}, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_cache() / "profiles"
@@ -220,7 +240,7 @@ def profile(
             acc_l = 0.0
             for i in range(items):
                 tick(done, total, f"MoA profile: {n} tokens, item {i + 1}/{items}")
-                ids = _continue(model, _prompt_ids(model, tokenizer, n - response, i, seed, data), response)
+                ids = _continue(model, _prompt_ids(model, tokenizer, n - response, i, seed, data, calib), response)
                 h, s, loss = _profile_sequence(model, ids, response, sink, chunk)
                 acc_h = h if acc_h is None else acc_h + h
                 acc_s = s if acc_s is None else acc_s + s
@@ -265,8 +285,9 @@ class MoaRequest(PlanRequest):
     ``response`` (>= 1 continuation tokens the loss is taken on), ``sink`` (>= 0), ``alphas`` /
     ``betas`` (the candidate grid: alphas >= 0, betas in [0, 1); the full rule is always a
     candidate), ``data`` ("prose", "synthetic" or None = prose when there is a tokenizer),
-    ``cache`` (reuse / write the on-disk profile) and ``chunk`` (query rows per influence block,
-    >= 1, or None)."""
+    ``cache`` (reuse / write the on-disk profile), ``chunk`` (query rows per influence block,
+    >= 1, or None) and ``calib`` (the documents' text: a :class:`~headlab.data.calib.CalibText` or a
+    path; None = CPython's pydoc prose; not with data="synthetic")."""
 
     lengths: tuple[int, ...] = DEFAULT_LENGTHS
     items: int = 4
@@ -277,9 +298,11 @@ class MoaRequest(PlanRequest):
     data: str | None = None
     cache: bool = True
     chunk: int | None = None
+    calib: CalibText | str | Path | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "calib", as_calib(self.calib))
         object.__setattr__(self, "lengths", check_ints("lengths", self.lengths, 1))
         check_int("items", self.items, 1)
         check_int("response", self.response, 1)
@@ -289,6 +312,8 @@ class MoaRequest(PlanRequest):
         check_rules_grid(self.alphas, self.betas)
         if self.data not in (None, "prose", "synthetic"):
             raise ValueError(f"data must be 'prose' (CPython pydoc text) or 'synthetic', got {self.data!r}")
+        if self.calib is not None and self.data == "synthetic":
+            raise ValueError("calib gives the calibration text; data='synthetic' uses none: drop one of them")
         if self.cache not in (True, False):  # 1 / 0 from ``--opt cache=0`` count
             raise ValueError(f"cache must be True or False, got {self.cache!r}")
         object.__setattr__(self, "cache", bool(self.cache))
@@ -325,6 +350,7 @@ def plan(model, tokenizer, request: MoaRequest, *, progress: Progress | None = N
         cache_dir=cache_dir,
         cache=request.cache,
         chunk=request.chunk,
+        calib=request.calib,
     )
     # a KV head's loss is the sum over the query heads that share its keys and values
     kv_hists = {n: h.reshape(L, Hkv, H // Hkv, n).sum(2).reshape(L * Hkv, n) for n, h in prof["hist"].items()}
@@ -332,12 +358,16 @@ def plan(model, tokenizer, request: MoaRequest, *, progress: Progress | None = N
     pick = choose(loss.numpy(), keys, budget, length)
     entries = [[_entry(rules[int(pick[li * Hkv + h])], sink) for h in range(Hkv)] for li in range(L)]
     narrowest = loss[:, 0].reshape(L, Hkv)  # loss under the cheapest band: how much a head needs its span
+    data = prof["settings"]["data"]
     calibration = {
         "data": (
             "pydoc prose (CPython pydoc_data.topics) + instruction, target = the model's own greedy continuation"
-            if prof["settings"]["data"] == "prose"
+            if data == "prose"
+            else f"user text ({request.calib.path}) + instruction, target = the model's own greedy continuation"
+            if data == "calib" and request.calib is not None
             else "synthetic random tokens with a copied span, target = the model's own greedy continuation"
         ),
+        **({"source": request.calib.source(tokenizer)} if request.calib is not None else {}),
         "lengths": prof["settings"]["lengths"],
         "items": items,
         "response": response,
@@ -381,5 +411,6 @@ make_plan = keyword_planner(
     Options: lengths (profiled lengths), items (sequences per length),
     response (continuation tokens the loss is taken on), sink, alphas / betas (the candidate
     grid; the full rule is always a candidate), data ("prose" or "synthetic"), cache (reuse /
-    write the on-disk profile), chunk (query rows per influence block), model_name.""",
+    write the on-disk profile), chunk (query rows per influence block), model_name, calib (the
+    user's text replacing the pydoc prose: a path or a :class:`~headlab.data.calib.CalibText`).""",
 )

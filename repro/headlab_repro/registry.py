@@ -4,6 +4,7 @@ claim (tables list claims by registering module, then registration order)."""
 from . import (  # noqa: F401  (registration is the import's side effect)
     attribution_claims,
     bench_claims,
+    carve_claims,
     circuits_claims,
     guidance_claims,
     honest_claims,
@@ -13,6 +14,7 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     mechanism_claims,
     paper_claims,
     peers_claims,
+    preplan_claims,
     replication_claims,
     sparsify_claims,
     steer_claims,

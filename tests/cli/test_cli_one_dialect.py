@@ -68,6 +68,7 @@ def test_lab_help_names_every_experiment():
     assert set(lab.commands) == {
         "sinks", "induction", "icl-regression", "memory-capacity", "moh", "deconstruct", "rf-mean",
         "pointer-hull", "probing-sst2", "pooling-sst2", "ponet-lra", "dsf-equiv", "refam-squad",
+        "carve-squad", "preplan-anchor",
     }  # fmt: skip
     assert all(f"({name})" in lab.help for name in lab.commands), lab.help
 
@@ -176,6 +177,8 @@ BAD = {
     ("lab", "pooling-sst2"): (["--steps", "0"], "got 0"),
     ("lab", "probing-sst2"): (["--folds", "1"], "got 1"),
     ("lab", "refam-squad"): (["--items", "0"], "got 0"),
+    ("lab", "carve-squad"): (["--keep", "1.5"], "got 1.5"),
+    ("lab", "preplan-anchor"): (["--prompts", "0"], "got 0"),
     ("circuits", "ioi"): (["--n", "1"], "--n=1"),
     ("circuits", "colored-objects"): (["--batch-heads", "-1"], "=-1"),
     ("circuits", "reuse"): (["{tmp}", "{tmp}", "--out", "{tmp}"], "is a folder"),

@@ -39,8 +39,9 @@ app = C.typer_app(
     "(induction), in-context linear regression (icl-regression), associative-memory capacity (memory-capacity), "
     "mixture-of-heads (moh), deconstructing attention (deconstruct), random-feature attention (rf-mean), pointer networks "
     "(pointer-hull), efficient probing (probing-sst2), pooling heads (pooling-sst2), PoNet (ponet-lra), the "
-    "dynamical-systems view of attention and SSMs (dsf-equiv) and global-sink suppression for text grounding "
-    "(refam-squad)."
+    "dynamical-systems view of attention and SSMs (dsf-equiv), global-sink suppression for text grounding "
+    "(refam-squad), contrastive-attention context selection (carve-squad) and the preplan-and-anchor coupling of "
+    "WAAD and FAI in a model's own reasoning (preplan-anchor)."
 )
 
 OUT = C.out_option(C.REPORT / "lab", "output folder for NAME.json, NAME.records.jsonl, NAME.png")
@@ -416,4 +417,70 @@ def refam_squad(
     from headlab.lab import refam_squad as exp
 
     kw = SMOKE_SIZES["refam-squad"] if smoke else dict(items=_positive("items", items), first_layer=first_layer)
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+from ..lab.config import PreplanAnchorConfig  # noqa: E402  (kept beside its command)
+
+
+@app.command("preplan-anchor")
+def preplan_anchor(
+    out: Path = OUT,
+    prompts: int = typer.Option(PreplanAnchorConfig.prompts, help="GSM8K test questions (a seeded draw)"),
+    new_tokens: int = typer.Option(PreplanAnchorConfig.new_tokens, help="greedy response length cap per question"),
+    model: str = typer.Option(PreplanAnchorConfig.model, help="model name or local folder"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """Preplan-and-anchor rhythm (arXiv 2510.13554): WAAD / FAI coupling lifts over shuffled positions on SmolLM2's
+    greedy GSM8K reasoning (the paper's RL part is out of reach on a CPU)."""
+    from headlab.lab import preplan_anchor as exp
+
+    kw = (
+        dict(SMOKE_SIZES["preplan-anchor"], model=model)
+        if smoke
+        else dict(prompts=_positive("prompts", prompts), new_tokens=_positive("new-tokens", new_tokens), model=model)
+    )
+    _finish(exp, kw, seed, out, threads, json_out)
+
+
+from ..lab.config import CarveSquadConfig  # noqa: E402  (kept beside its command)
+
+
+@app.command("carve-squad")
+def carve_squad(
+    out: Path = OUT,
+    items: int = typer.Option(CarveSquadConfig.items, help="SQuAD questions, each hidden among distractor paragraphs"),
+    context_tokens: int = typer.Option(CarveSquadConfig.context_tokens, help="paragraph tokens per item (about)"),
+    first_layer: int = typer.Option(CarveSquadConfig.first_layer, help="first layer of the contrast window (0-based)"),
+    last_layer: int = typer.Option(CarveSquadConfig.last_layer, help="last layer of the contrast window (0-based)"),
+    keep: float = typer.Option(CarveSquadConfig.keep, help="share of the context tokens kept, by whole sentences, in (0, 1)"),
+    lam: float = typer.Option(CarveSquadConfig.lam, help="λ of task / (general + λ) in units of 1/N (N context tokens), > 0"),
+    model: str = typer.Option(CarveSquadConfig.model, help="model name or local folder"),
+    seed: int = SEED,
+    smoke: bool = SMOKE,
+    threads: int = THREADS,
+    json_out: bool = JSON,
+    quiet: bool = QUIET,
+):
+    """CARVE adapted to text (arXiv 2509.06461): keep the context sentences that the question's attention, contrasted
+    with a general instruction's, points at, and re-answer (SmolLM2, SQuAD among distractors)."""
+    from headlab.lab import carve_squad as exp
+
+    kw = (
+        dict(SMOKE_SIZES["carve-squad"], model=model)
+        if smoke
+        else dict(
+            items=_positive("items", items),
+            context_tokens=context_tokens,
+            first_layer=first_layer,
+            last_layer=last_layer,
+            keep=keep,
+            lam=lam,
+            model=model,
+        )
+    )
     _finish(exp, kw, seed, out, threads, json_out)

@@ -30,6 +30,8 @@ _MODULES = {
     "ponet-lra": "ponet_lra",
     "dsf-equiv": "dsf_equiv",
     "refam-squad": "refam_squad",
+    "preplan-anchor": "preplan_anchor",
+    "carve-squad": "carve_squad",
 }
 _API = {
     "TinyLM": "lm",

@@ -267,6 +267,49 @@ class RefamSquadConfig(LabConfig):
     first_layer: int = 15
 
 
+@dataclass(frozen=True)
+class PreplanAnchorConfig(LabConfig):
+    """``preplan-anchor``: the WAAD / FAI coupling lifts of arXiv 2510.13554 on ``model``'s greedy reasoning (at most
+    ``new_tokens``, responses under ``min_response`` skipped) about ``prompts`` seeded GSM8K test questions: head
+    groups of ``frac`` by mean backward distance, WAAD window ``window``, FAI horizon [``fai_lo``, ``fai_hi``], peaks
+    in the top ``peak_q``, FAI peaks within ``follow_k`` tokens after a WAAD peak, ``permutations`` shuffles per
+    response and ``bootstrap`` resamples of prompts."""
+
+    NAME: ClassVar[str] = "preplan-anchor"
+    model: str = "smollm2-135m"
+    prompts: int = 70
+    new_tokens: int = 128
+    min_response: int = 32
+    window: int = 10
+    fai_lo: int = 10
+    fai_hi: int = 100
+    frac: float = 0.3
+    peak_q: float = 0.2
+    follow_k: int = 3
+    permutations: int = 200
+    bootstrap: int = 2000
+
+
+@dataclass(frozen=True)
+class CarveSquadConfig(LabConfig):
+    """``carve-squad``: CARVE's contrastive attention refinement (arXiv 2509.06461) adapted to text: ``items`` SQuAD
+    questions, each over about ``context_tokens`` tokens of paragraphs (the gold one among distractors); ``model``'s
+    last-position attention in layers ``first_layer``..``last_layer`` under the question vs a general instruction,
+    contrast with λ = ``lam`` / N; the top sentences up to ``keep`` of the context tokens are kept and the question
+    re-answered greedily (``max_new`` tokens); ``chance_draws`` random subsets per item give the chance hit rate."""
+
+    NAME: ClassVar[str] = "carve-squad"
+    model: str = "smollm2-135m"
+    items: int = 140
+    context_tokens: int = 1200
+    first_layer: int = 19
+    last_layer: int = 23
+    keep: float = 0.3
+    lam: float = 1.0
+    max_new: int = 24
+    chance_draws: int = 200
+
+
 #: experiment name -> its configuration dataclass
 CONFIGS: dict[str, type[LabConfig]] = {
     c.NAME: c
@@ -284,6 +327,8 @@ CONFIGS: dict[str, type[LabConfig]] = {
         PonetLraConfig,
         DsfEquivConfig,
         RefamSquadConfig,
+        PreplanAnchorConfig,
+        CarveSquadConfig,
     )
 }
 
@@ -316,4 +361,6 @@ SMOKE: dict[str, dict[str, Any]] = {
     ),
     "dsf-equiv": dict(trials=1, batch=1, heads=1, length=8, d_k=4, d_v=4, features=(8, 64)),
     "refam-squad": dict(items=4, max_chars=700),
+    "preplan-anchor": dict(prompts=2, new_tokens=40, min_response=16, permutations=20, bootstrap=50),
+    "carve-squad": dict(items=2, context_tokens=400, max_new=4, chance_draws=20),
 }

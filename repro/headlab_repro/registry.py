@@ -14,6 +14,7 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     mechanism_claims,
     paper_claims,
     peers_claims,
+    plan_speed_claims,
     preplan_claims,
     replication_claims,
     sparsify_claims,

@@ -1,4 +1,4 @@
-"""CLI: ``headlab bench kernels|capture|lse|mechanisms``, the research benchmarks.
+"""CLI: ``headlab bench kernels|capture|lse|mechanisms|...|plan``, the research benchmarks.
 
 Each command is a plain function in its own module; this module builds the ``bench`` group from them."""
 
@@ -18,6 +18,7 @@ from .bench_lse import lse_cmd
 from .bench_mechanisms import mechanisms_cmd
 from .bench_neighborhood import neighborhood_cmd
 from .bench_peers import peers_cmd
+from .bench_plan import plan_cmd
 
 app = C.typer_app("Benchmarks: kernels, capture overhead, log-sum-exp paths, mechanisms.")
 
@@ -76,3 +77,4 @@ app.command("mechanisms")(mechanisms_cmd)
 app.command("neighborhood")(neighborhood_cmd)
 app.command("peers")(peers_cmd)
 app.command("kv")(kv_cmd)
+app.command("plan")(plan_cmd)

@@ -6,6 +6,7 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     bench_claims,
     carve_claims,
     circuits_claims,
+    dominance_claims,
     guidance_claims,
     honest_claims,
     kernel_claims,

@@ -26,7 +26,8 @@ app = C.typer_app(
     "mixture-of-heads (moh), deconstructing attention (deconstruct), random-feature attention (rf-mean), pointer networks "
     "(pointer-hull), efficient probing (probing-sst2), pooling heads (pooling-sst2), PoNet (ponet-lra), the "
     "dynamical-systems view of attention and SSMs (dsf-equiv), global-sink suppression for text grounding "
-    "(refam-squad), contrastive-attention context selection (carve-squad) and the preplan-and-anchor coupling of "
+    "(refam-squad), contrastive-attention context selection (carve-squad), text dominance and its fix by compression "
+    "(dominance-squad) and the preplan-and-anchor coupling of "
     "WAAD and FAI in a model's own reasoning (preplan-anchor)."
 )
 
@@ -212,6 +213,18 @@ COMMANDS: tuple[tuple[type[K.LabConfig], tuple[Opt, ...], str], ...] = (
         ),
         "CARVE adapted to text (arXiv 2509.06461): keep the context sentences that the question's attention, "
         "contrasted with a general instruction's, points at, and re-answer (SmolLM2, SQuAD among distractors).",
+    ),
+    (
+        K.DominanceSquadConfig,
+        (
+            Opt("items", "SQuAD questions, each hidden among distractor paragraphs", min=1),
+            Opt("context_tokens", "paragraph tokens per item (about)"),
+            Opt("keep", "share of the context tokens kept by the compression, by whole sentences, in (0, 1)"),
+            Opt("max_new", "greedy answer length cap (tokens)", min=1),
+            MODEL,
+        ),
+        "Text dominance adapted to a text LM (arXiv 2508.10552): the MDI of the task span over a long SQuAD context "
+        "per layer group, before and after compressing the context (SmolLM2).",
     ),
 )
 

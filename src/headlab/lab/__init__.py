@@ -32,6 +32,7 @@ _MODULES = {
     "refam-squad": "refam_squad",
     "preplan-anchor": "preplan_anchor",
     "carve-squad": "carve_squad",
+    "dominance-squad": "dominance_squad",
 }
 _API = {
     "TinyLM": "lm",

@@ -310,6 +310,22 @@ class CarveSquadConfig(LabConfig):
     chance_draws: int = 200
 
 
+@dataclass(frozen=True)
+class DominanceSquadConfig(LabConfig):
+    """``dominance-squad``: text dominance (MDI, arXiv 2508.10552) adapted to a text LM: ``items`` SQuAD questions,
+    each over about ``context_tokens`` tokens of paragraphs (the gold one among distractors); ``model``'s attention from
+    its answer positions on the task span vs the context, per layer group; the context compressed to ``keep`` of its
+    tokens by whole sentences (ranked by the model's own attention, and at random) and answered again greedily
+    (``max_new`` tokens)."""
+
+    NAME: ClassVar[str] = "dominance-squad"
+    model: str = "smollm2-135m"
+    items: int = 100
+    context_tokens: int = 1200
+    keep: float = 0.5
+    max_new: int = 16
+
+
 #: experiment name -> its configuration dataclass
 CONFIGS: dict[str, type[LabConfig]] = {
     c.NAME: c
@@ -329,6 +345,7 @@ CONFIGS: dict[str, type[LabConfig]] = {
         RefamSquadConfig,
         PreplanAnchorConfig,
         CarveSquadConfig,
+        DominanceSquadConfig,
     )
 }
 
@@ -363,4 +380,5 @@ SMOKE: dict[str, dict[str, Any]] = {
     "refam-squad": dict(items=4, max_chars=700),
     "preplan-anchor": dict(prompts=2, new_tokens=40, min_response=16, permutations=20, bootstrap=50),
     "carve-squad": dict(items=2, context_tokens=400, max_new=4, chance_draws=20),
+    "dominance-squad": dict(items=2, context_tokens=400, max_new=4),
 }

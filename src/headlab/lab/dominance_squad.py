@@ -208,9 +208,9 @@ def summarize(records: list[dict], cfg: DominanceSquadConfig) -> dict:
         for c in ("compressed", "random"):
             far_c, far_f = np.abs(np.log(col(f"mdi_{g}_{c}"))), np.abs(np.log(col(f"mdi_{g}_full")))
             d = far_c - far_f  # < 0: closer to balance (MDI 1) than the full context
-            w = stats.wilcoxon(far_c, far_f) if np.any(d != 0) else None
+            p = float(stats.wilcoxon(far_c, far_f)[1]) if np.any(d != 0) else None
             out_d = paired_difference(far_c, far_f, seed=cfg.seed)
-            out_d.update({"wilcoxon_p": None if w is None else float(w.pvalue), "closer": int((d < 0).sum())})
+            out_d.update({"wilcoxon_p": p, "closer": int((d < 0).sum())})
             block[f"distance_{c}_minus_full"] = out_d
         out[f"mdi_{g}"] = block
     return out

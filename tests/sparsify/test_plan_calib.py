@@ -78,9 +78,9 @@ def test_text_and_jsonl_files_are_read_and_hashed(tmp_path):
         ("empty.txt", b"", r"is empty \(no text\)"),
         ("blank.txt", b" \n\t\n", r"is empty \(no text\)"),
         ("latin1.txt", "caf\u00e9 .".encode("latin-1"), r"is not UTF-8 text: byte 0xe9 at offset 3"),
-        ("bad.jsonl", b'{"text": "ok ."}\n{not json\n', r"line 2: not JSON"),
+        ("bad.jsonl", b'{"text": "ok ."}\n{not json\n', r"line 2: not valid JSON"),
         ("field.jsonl", b'{"body": "x"}\n', r"line 1: each row needs a string 'text' field, got \['body'\]"),
-        ("list.jsonl", b'["x"]\n', r"line 1: each row needs a string 'text' field, got list"),
+        ("list.jsonl", b'["x"]\n', r"line 1: expected a JSON object {...}, got list"),
         ("none.jsonl", b'{"text": ""}\n\n', r"is empty \(no row with a non-empty 'text' field\)"),
     ],
 )

@@ -24,10 +24,11 @@ its token count and the count needed.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .jsonl import jsonl_rows
 
 #: file suffixes read as JSON lines (any other suffix is plain text)
 JSONL_SUFFIXES = (".jsonl",)
@@ -129,16 +130,9 @@ def read_calib(path: str | Path, label: str = "calibration file") -> CalibText:
     jsonl = p.suffix.lower() in JSONL_SUFFIXES
     if jsonl:
         docs = []
-        for line_no, line in enumerate(decoded.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{name} line {line_no}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(TEXT_FIELD), str):
-                got = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise ValueError(f"{name} line {line_no}: each row needs a string {TEXT_FIELD!r} field, got {got}")
+        for line_no, row in jsonl_rows(decoded.split("\n"), lambda n: f"{name} line {n}"):
+            if not isinstance(row.get(TEXT_FIELD), str):
+                raise ValueError(f"{name} line {line_no}: each row needs a string {TEXT_FIELD!r} field, got {sorted(row)}")
             if row[TEXT_FIELD].strip():
                 docs.append(row[TEXT_FIELD].strip())
         text = "\n\n".join(docs)

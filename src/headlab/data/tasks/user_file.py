@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..jsonl import jsonl_rows
 from .base import Item, Task
 
 SUFFIXES = (".jsonl", ".csv")
@@ -41,16 +42,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict]]:
         raise ValueError(f"task file {str(path)!r}: expected a .jsonl or .csv file, got suffix {suffix!r}")
     with path.open(encoding="utf-8", newline="") as f:
         if suffix == ".jsonl":
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}, line {n}: expected a JSON object {{...}}, got {type(row).__name__}")
-                yield n, row
+            yield from jsonl_rows(f, lambda n: _where(path, n))
         else:
             reader = csv.DictReader(f)
             if not reader.fieldnames:

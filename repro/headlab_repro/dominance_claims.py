@@ -116,7 +116,7 @@ CLAIM = register(
         "partly mechanical when MDI > 1 (fewer context tokens raise their per-token share); condition 3 is the test. "
         f"Power: {ITEMS} paired items; with ~20 % of items discordant between the compressed and the full context the "
         "paired accuracy difference has SE ~ 0.045, so a compressed context exactly as good as the full one passes "
-        "condition 3 with probability ~0.87 and one 5 points worse ~0.5. Cost: ~6-10 s per item on 2 idle threads "
+        "condition 3 with probability ~0.87 and one 5 points worse ~0.5. Full run: ~6-10 s per item on 2 idle threads "
         "(a ~1.2K-token prefill, two ~0.6K-token prefills, three greedy answers of <= 16 tokens read one query at a "
         "time); ~15 min in all, longer on a shared machine.",
         conditions=_rule,

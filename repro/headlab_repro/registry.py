@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (registration is the import's side effect)
     carve_claims,
     circuits_claims,
     dominance_claims,
+    exit_claims,
     guidance_claims,
     honest_claims,
     kernel_claims,

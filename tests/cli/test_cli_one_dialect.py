@@ -68,7 +68,7 @@ def test_lab_help_names_every_experiment():
     assert set(lab.commands) == {
         "sinks", "induction", "icl-regression", "memory-capacity", "moh", "deconstruct", "rf-mean",
         "pointer-hull", "probing-sst2", "pooling-sst2", "ponet-lra", "dsf-equiv", "refam-squad",
-        "carve-squad", "preplan-anchor",
+        "carve-squad", "preplan-anchor", "dominance-squad", "exit-squad",
     }  # fmt: skip
     assert all(f"({name})" in lab.help for name in lab.commands), lab.help
 
@@ -151,6 +151,7 @@ BAD = {
     ("steer", "redistribute"): (["--threads", "-1"], "got -1"),
     ("steer", "reinforce"): (["--model", MISSING_MODEL], MISSING_MODEL),
     ("steer", "inject"): (["--out", "{tmp}"], "is a folder"),
+    ("steer", "emphasize"): (["--threads", "-2"], "got -2"),
     ("steer", "ablate"): (["--sites", "L0", "--threads", "-3"], "got -3"),
     ("steer", "apply"): (["--edits", "{tmp}/x.json", "--icl-shots", "-2"], "got -2"),
     ("steer", "guide"): (["hi", "--sites", "L0", "--max-new-tokens", "0"], "got 0"),
@@ -181,6 +182,8 @@ BAD = {
     ("lab", "refam-squad"): (["--items", "0"], "got 0"),
     ("lab", "carve-squad"): (["--keep", "1.5"], "got 1.5"),
     ("lab", "preplan-anchor"): (["--prompts", "0"], "got 0"),
+    ("lab", "dominance-squad"): (["--keep", "1.5"], "got 1.5"),
+    ("lab", "exit-squad"): (["--folds", "1"], "got 1"),
     ("circuits", "ioi"): (["--n", "1"], "--n=1"),
     ("circuits", "colored-objects"): (["--batch-heads", "-1"], "=-1"),
     ("circuits", "reuse"): (["{tmp}", "{tmp}", "--out", "{tmp}"], "is a folder"),

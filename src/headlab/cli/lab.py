@@ -27,7 +27,7 @@ app = C.typer_app(
     "(pointer-hull), efficient probing (probing-sst2), pooling heads (pooling-sst2), PoNet (ponet-lra), the "
     "dynamical-systems view of attention and SSMs (dsf-equiv), global-sink suppression for text grounding "
     "(refam-squad), contrastive-attention context selection (carve-squad), text dominance and its fix by compression "
-    "(dominance-squad) and the preplan-and-anchor coupling of "
+    "(dominance-squad), dynamic context exit (exit-squad) and the preplan-and-anchor coupling of "
     "WAAD and FAI in a model's own reasoning (preplan-anchor)."
 )
 
@@ -225,6 +225,20 @@ COMMANDS: tuple[tuple[type[K.LabConfig], tuple[Opt, ...], str], ...] = (
         ),
         "Text dominance adapted to a text LM (arXiv 2508.10552): the MDI of the task span over a long SQuAD context "
         "per layer group, before and after compressing the context (SmolLM2).",
+    ),
+    (
+        K.ExitSquadConfig,
+        (
+            Opt("items", "SQuAD questions, each over its own paragraph", min=1),
+            Opt("max_chars", "longest paragraph (characters)"),
+            Opt("max_new", "greedy answer length cap (tokens)", min=1),
+            Opt("exit_layers", "candidate layers after which the paragraph exits (0-based; repeat the flag)"),
+            Opt("folds", "cross-fitting folds of the hyper-network", min=2),
+            Opt("threshold", "exit at the earliest layer whose predicted probability of an unchanged answer is >= this"),
+            MODEL,
+        ),
+        "DyVTE adapted to a text LM (arXiv 2411.19628): drop a SQuAD paragraph's keys after a layer that a small learned "
+        "model picks per question from the last token's state; accuracy vs prefill FLOPs (SmolLM2).",
     ),
 )
 

@@ -33,6 +33,7 @@ _MODULES = {
     "preplan-anchor": "preplan_anchor",
     "carve-squad": "carve_squad",
     "dominance-squad": "dominance_squad",
+    "exit-squad": "exit_squad",
 }
 _API = {
     "TinyLM": "lm",

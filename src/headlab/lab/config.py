@@ -326,6 +326,25 @@ class DominanceSquadConfig(LabConfig):
     max_new: int = 16
 
 
+@dataclass(frozen=True)
+class ExitSquadConfig(LabConfig):
+    """``exit-squad``: DyVTE's dynamic token exit (arXiv 2411.19628) adapted to a text LM: ``items`` SQuAD questions
+    over their own paragraph (at most ``max_chars`` characters); the paragraph's keys dropped after each layer in
+    ``exit_layers`` and the answer decoded greedily again (``max_new`` tokens); a logistic hyper-network (L2 ``l2``)
+    on the last position's state picks the exit per item under ``folds``-fold cross-fitting, the earliest layer
+    with probability >= ``threshold``."""
+
+    NAME: ClassVar[str] = "exit-squad"
+    model: str = "smollm2-135m"
+    items: int = 120
+    max_chars: int = 1500
+    max_new: int = 16
+    exit_layers: tuple[int, ...] = (3, 7, 11, 15, 19, 23, 27)
+    folds: int = 4
+    threshold: float = 0.5
+    l2: float = 0.1
+
+
 #: experiment name -> its configuration dataclass
 CONFIGS: dict[str, type[LabConfig]] = {
     c.NAME: c
@@ -346,6 +365,7 @@ CONFIGS: dict[str, type[LabConfig]] = {
         PreplanAnchorConfig,
         CarveSquadConfig,
         DominanceSquadConfig,
+        ExitSquadConfig,
     )
 }
 
@@ -381,4 +401,5 @@ SMOKE: dict[str, dict[str, Any]] = {
     "preplan-anchor": dict(prompts=2, new_tokens=40, min_response=16, permutations=20, bootstrap=50),
     "carve-squad": dict(items=2, context_tokens=400, max_new=4, chance_draws=20),
     "dominance-squad": dict(items=2, context_tokens=400, max_new=4),
+    "exit-squad": dict(items=4, max_chars=700, max_new=3, exit_layers=(7, 23), folds=2),
 }

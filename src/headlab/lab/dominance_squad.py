@@ -134,22 +134,23 @@ def _context(model, tok, item: CarveItem, keep: Sequence[int] | None, groups: di
     at = rendered.text.rindex(query)
     text = span_tokens(offs, at, at + len(query))
     other, sent = token_sentences(offs, rendered.spans)
-    answer, a = answer_attention(model, tok, ids, max_new)
+    new, rows = answer_rows(model, tok, ids, max_new)
+    answer, a = tok.decode(new, skip_special_tokens=True), torch.stack(rows).mean(0)
     out = {"answer": answer, "tokens_text": len(text), "tokens_other": len(other)}
     out["correct"], out["exact"] = _correct(answer, item.answers)
     for g, layers in groups.items():
         for k, v in dominance(a, text, other, layers).items():
             out[f"{k}_{g}"] = v
-    return out, a, other, sent
+    return out, rows[0], other, sent  # rows[0]: the prompt's last position (it emits the first answer token)
 
 
 def dominance_item(model, tok, item: CarveItem, cfg: DominanceSquadConfig) -> dict:
     """One item's record: the three contexts' answers, correctness, MDI / AEI per layer group, the kept sentences."""
     groups = layer_groups(model.config.num_hidden_layers)
-    full, a, other, sent = _context(model, tok, item, None, groups, cfg.max_new)
+    full, last_row, other, sent = _context(model, tok, item, None, groups, cfg.max_new)
     n_sent = len(item.sentences)
     sizes, score = [0] * n_sent, [0.0] * n_sent
-    per_token = a.double().mean(0)[other]  # (|O|,) layer-mean attention of the full prompt's answer positions
+    per_token = last_row.double().mean(0)[other]  # (|O|,) layer-mean attention of the full prompt's last position
     for s, v in zip(sent, per_token.tolist(), strict=True):
         sizes[s] += 1
         score[s] += v

@@ -30,7 +30,7 @@ from . import _device as _dev
 
 console = Console()
 
-METHODS = ("zerotuning", "act", "redistribute", "reinforce", "inject", "ablate")
+METHODS = ("zerotuning", "act", "redistribute", "reinforce", "emphasize", "inject", "ablate")
 TUNE, GUIDE = "Methods (tune on one split, evaluate on another)", "Guidance"
 #: options that take no value: the old ``headlab steer [OPTIONS] METHOD`` form is read past them
 _FLAGS = {"--per-head", "--json", "--quiet", "-q"}
@@ -159,6 +159,11 @@ SPECIFIC: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {
     "reinforce": (
         "Reinforce the most context-sensitive heads (VHR-style); alpha tuned on the tuning items.",
         [("param", Optional[float], _opt(None, "--param", help="alpha: apply this value without the tuning competition"))],
+    ),
+    "emphasize": (
+        "Emphasise the context tokens the question attends to (dual-stream selection, arXiv 2501.12206); alpha and "
+        "uniform vs VHD head weights tuned on the tuning items.",
+        [("param", Optional[float], _opt(None, "--param", help="alpha: apply this value on every head, no tuning"))],
     ),
     "inject": (
         "Inject a task embedding at fitted sites (choice tasks; fitted on the tuning items).",

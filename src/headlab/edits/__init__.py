@@ -11,6 +11,7 @@ from .act import act
 from .base import Edit
 from .config import from_config, to_config
 from .core import REGISTRY
+from .dual_stream import dual_stream
 from .emphasis import emphasis
 from .functional import on_output, on_scores, on_weights
 from .identity_blend import identity_blend
@@ -27,6 +28,7 @@ __all__ = [
     "Edit",
     "ablate",
     "act",
+    "dual_stream",
     "emphasis",
     "from_config",
     "to_config",

@@ -72,19 +72,24 @@ class Emphasis(SiteEdit):
         return {k: v for k, v in self.params.items() if not (k == "head_weights" and v is None)}
 
     def scores(self, s: torch.Tensor, ctx: AttnContext) -> torch.Tensor:
+        return self._emphasise(s, ctx, self.params["group"], self.params["sinks"], self.params["rows"])
+
+    def _emphasise(self, s: torch.Tensor, ctx: AttnContext, group: Any, sinks: Any, rows: str = "last") -> torch.Tensor:
+        """S + alpha|S| on the keys of ``group`` (+ beta|S| on ``sinks``, None: none) in this edit's heads; only the
+        generating row when ``rows`` is "last"."""
         heads = self.heads_in(ctx)
         alpha, beta = self.params["alpha"], self.params["beta"]
-        if len(heads) == 0 or (alpha == 0 and (beta == 0 or self.params["sinks"] is None)):
+        if len(heads) == 0 or (alpha == 0 and (beta == 0 or sinks is None)):
             return s
         hw = self.params["head_weights"]
         h_scale = torch.tensor(
             [hw.get(format_site(ctx.layer, int(h)), 0.0) if hw else 1.0 for h in heads], dtype=s.dtype, device=s.device
         )[None, :, None, None]
-        coef = alpha * group_mask(self.params["group"], ctx, "emphasis group").to(s.dtype)  # (B,S)
-        if self.params["sinks"] is not None and beta != 0:
-            coef = coef + beta * group_mask(self.params["sinks"], ctx, "emphasis sinks").to(s.dtype)
+        coef = alpha * group_mask(group, ctx, f"{self.name} group").to(s.dtype)  # (B,S)
+        if sinks is not None and beta != 0:
+            coef = coef + beta * group_mask(sinks, ctx, f"{self.name} sinks").to(s.dtype)
         coef = coef[:, None, None, :] * h_scale  # (B,k,1,S)
-        if self.params["rows"] == "last":
+        if rows == "last":
             qp = ctx.chunk_query_pos()
             row = (qp == ctx.query_pos.amax(dim=1, keepdim=True)) & (qp >= 0)  # (B,Tc)
             coef = coef * row[:, None, :, None].to(s.dtype)

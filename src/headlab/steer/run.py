@@ -3,7 +3,7 @@ evaluation split (accuracies with 95 % Wilson intervals, the paired difference w
 interval and McNemar's exact test, item counts beside every number), save the tuned edits as JSON with
 per-item records (``STEM.items.jsonl``), or apply a saved configuration to another task / split.
 
-Methods (``METHODS``): zerotuning, act, redistribute, reinforce, inject, ablate.
+Methods (``METHODS``): zerotuning, act, redistribute, reinforce, emphasize, inject, ablate.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from ..data.tasks import load_task
 from ..data.tasks.base import Task
-from ..edits import ablate, from_config, redistribute, reinforce, to_config
+from ..edits import ablate, dual_stream, from_config, redistribute, reinforce, to_config
 from ..measure.record import context_sensitivity, task_embedding
 from ..models import DEFAULT_MODEL
 from ..report.figure import new_figure
@@ -31,7 +31,7 @@ from .tune import few_shot_prompt, fit_inject, search_act, tune_grid, tune_zerot
 #: evaluated on the same split in one session share one baseline pass
 _BASELINES: dict = {}
 
-METHODS = ("zerotuning", "act", "redistribute", "reinforce", "inject", "ablate")
+METHODS = ("zerotuning", "act", "redistribute", "reinforce", "emphasize", "inject", "ablate")
 
 
 def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts: dict) -> tuple[list, dict]:
@@ -94,6 +94,8 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
             [int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]
         ]
         return eds, info
+    if method == "emphasize":
+        return tune_emphasize(model, tok, task, tune, opts)
     if method == "inject":
         if task.kind != "choice":
             raise ValueError("inject is implemented for choice tasks (cross-entropy on the gold label token)")
@@ -114,6 +116,32 @@ def tune_method(method: str, model: Any, tok: Any, task: Task, tune: list, opts:
         info["losses"] = [round(x, 4) for x in info["losses"]]
         return [edit], info
     raise ValueError(f"unknown steering method {method!r}; valid: {METHODS}")
+
+
+def tune_emphasize(model: Any, tok: Any, task: Task, tune: list, opts: dict) -> tuple[list, dict]:
+    """Dual-stream emphasis of the context (arXiv 2501.12206, text version; :func:`headlab.edits.dual_stream`): α in
+    the grid (default 0.35, 0.7), each on every head of layers 2..L-1 alike and with the head-specific
+    α_h = α s_h / max s (s: the VHD context sensitivity measured on the tuning items), tuned against the baseline."""
+    if not any("context" in it.spans for it in tune):
+        raise ValueError(f"emphasize needs items with a 'context' span; task {task.name!r} has none")
+    from ..data.tasks.squad import no_context
+
+    bs = opts.get("batch_size", 8)
+    if opts.get("param") is not None:
+        eds = [dual_stream("context", alpha=opts["param"])]
+        return eds, {"chosen": f"alpha={opts['param']}", "note": "forced by --param: no tuning competition"}
+    score = context_sensitivity(model, tok, [it.prompt for it in tune], [no_context(it) for it in tune], bs)
+    L, H = score.shape
+    first = min(2, L - 1)  # the emphasised layers (dual_stream's default sites): the weights are normalised over them
+    weights = {(l, h): float(score[l, h]) for l in range(first, L) for h in range(H) if score[l, h] > 0}
+    cands = []
+    for a in opts.get("grid", (0.35, 0.7)):
+        cands.append((f"alpha={a}", [dual_stream("context", alpha=a)]))
+        if weights:  # no head moved with the context: no head-specific variant
+            cands.append((f"alpha={a}, VHD head weights", [dual_stream("context", alpha=a, head_weights=weights)]))
+    eds, info = tune_grid(model, tok, task, tune, cands, bs, progress=opts.get("progress", True))
+    info["vhd_top"] = [[int(i // score.shape[1]), int(i % score.shape[1])] for i in score.flatten().argsort(descending=True)[:10]]
+    return eds, info
 
 
 def report(base, steered, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -39,12 +39,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from headlab.progress import progress_bar
 from headlab.stats import mcnemar_exact, proportion
 
 from .carve_items import GENERAL, CarveItem, make_items, render, token_sentences
 from .config import CarveSquadConfig
-from .result import LabResult, lab_result, print_table
+from .result import LabResult, each_item, lab_result, print_table
 
 NAME = CarveSquadConfig.NAME
 METHODS = ("carve", "plain", "random")
@@ -339,11 +338,7 @@ def run(config: CarveSquadConfig | None = None, *, quiet: bool = False, **overri
     model, tok = load(cfg.model)
     check_settings(cfg, model.config.num_hidden_layers)
     items = make_items(tok, cfg.items, seed=cfg.seed, context_tokens=cfg.context_tokens)
-    records = []
-    with progress_bar(NAME, len(items), quiet=quiet) as advance:
-        for it in items:
-            records.append(carve_item(model, tok, it, cfg))
-            advance()
+    records = each_item(NAME, items, lambda it: carve_item(model, tok, it, cfg), quiet)
     measured = summarize(records, cfg)
     res = lab_result(NAME, measured, cfg.record(), records)
     if not quiet:

@@ -33,12 +33,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from headlab.progress import progress_bar
-
 from .carve_items import CarveItem, make_items, render, token_sentences
 from .carve_squad import _correct, _encode, _forward, _stop_ids, keep_random, keep_top, new_cache
 from .config import DominanceSquadConfig
-from .result import LabResult, lab_result, print_table
+from .result import LabResult, each_item, lab_result, print_table
 
 NAME = DominanceSquadConfig.NAME
 CONTEXTS = ("full", "compressed", "random")
@@ -227,11 +225,7 @@ def run(config: DominanceSquadConfig | None = None, *, quiet: bool = False, **ov
     model, tok = load(cfg.model)
     layer_groups(model.config.num_hidden_layers)
     items = make_items(tok, cfg.items, seed=cfg.seed, context_tokens=cfg.context_tokens)
-    records = []
-    with progress_bar(NAME, len(items), quiet=quiet) as advance:
-        for it in items:
-            records.append(dominance_item(model, tok, it, cfg))
-            advance()
+    records = each_item(NAME, items, lambda it: dominance_item(model, tok, it, cfg), quiet)
     measured = summarize(records, cfg)
     res = lab_result(NAME, measured, cfg.record(), records)
     if not quiet:

@@ -33,13 +33,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from headlab.progress import progress_bar
-
 from .carve_squad import _correct, decode, greedy, new_cache
 from .config import ExitSquadConfig
 from .dominance_squad import span_tokens
 from .exit_items import ExitItem, make_items, render
-from .result import LabResult, lab_result, print_table
+from .result import LabResult, each_item, lab_result, print_table
 
 NAME = ExitSquadConfig.NAME
 
@@ -262,13 +260,8 @@ def run(config: ExitSquadConfig | None = None, *, quiet: bool = False, **overrid
     model, tok = load(cfg.model)
     check_settings(cfg, model.config.num_hidden_layers)
     items = make_items(cfg.items, seed=cfg.seed, max_chars=cfg.max_chars)
-    records, feats = [], []
-    with progress_bar(NAME, len(items), quiet=quiet) as advance:
-        for it in items:
-            rec, f = exit_item(model, tok, it, cfg)
-            records.append(rec)
-            feats.append(f)
-            advance()
+    done = each_item(NAME, items, lambda it: exit_item(model, tok, it, cfg), quiet)
+    records, feats = [r for r, _ in done], [f for _, f in done]
     same = torch.tensor([[r[f"same_{l}"] for l in cfg.exit_layers] for r in records], dtype=torch.float64)
     prob = cross_fit(torch.stack(feats), same, cfg.folds, cfg.l2, cfg.seed)
     measured = summarize(records, prob, cfg)

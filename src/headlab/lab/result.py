@@ -62,6 +62,18 @@ class LabResult:
         return paths
 
 
+def each_item(name: str, items: list, fn: Callable[[Any], Any], quiet: bool = False) -> list:
+    """``[fn(item) for item in items]`` with a progress bar named ``name`` on stderr (none when ``quiet``)."""
+    from headlab.progress import progress_bar
+
+    out = []
+    with progress_bar(name, len(items), quiet=quiet) as advance:
+        for it in items:
+            out.append(fn(it))
+            advance()
+    return out
+
+
 def lab_result(name: str, measured: dict, config: dict, records: list[dict] | None = None) -> LabResult:
     """A LabResult of run ``name`` (the measured numbers, the configuration that produced them, raw rows)."""
     return LabResult(name, measured, config, list(records or []))

@@ -89,9 +89,6 @@ class DualStream(Emphasis):
                 )
         return self
 
-    def _json_params(self) -> dict:
-        return {k: v for k, v in self.params.items() if not (k == "head_weights" and v is None)}
-
     def _select(self, s: torch.Tensor, ctx: AttnContext, which: str) -> None:
         """Record, per batch row whose generating row is in this call, the group's key positions of stream ``which``."""
         qp = ctx.chunk_query_pos()

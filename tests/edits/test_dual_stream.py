@@ -146,12 +146,11 @@ def test_selection_layers_must_come_before_the_emphasis(tiny):
 
 
 def test_steer_emphasize_on_a_tiny_model():
-    from conftest import word_tokenizer
-    from test_carve_squad import WORDS
+    from conftest import REVIEW_WORDS, word_tokenizer
 
     from headlab.steer import steer
 
-    tok = word_tokenizer(WORDS)
+    tok = word_tokenizer([*REVIEW_WORDS, "Answer", "question", "document", "Question", ":", ".", "?"])
     model = llama(0, vocab_size=len(tok), num_hidden_layers=4)  # layers 2..3 emphasised
     kw = dict(tune_on=2, eval_on=2, batch_size=2, progress=False, model_tok=(model, tok))
     res = steer("emphasize", "squad", **kw)
